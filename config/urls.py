@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+
+from config.api import api
+
+# The product docs name /admin/agents, /admin/jobs and /admin/anomalies.
+admin_shortcuts = [
+    re_path(
+        rf"^admin/{name}/?$",
+        RedirectView.as_view(pattern_name=f"admin:fleet_{model}_changelist", query_string=True),
+    )
+    for name, model in (
+        ("agents", "agent"),
+        ("jobs", "job"),
+        ("anomalies", "anomaly"),
+        ("hosts", "host"),
+        ("tokens", "activationtoken"),
+        ("rollouts", "rollout"),
+        ("releases", "release"),
+        ("licenses", "license"),
+        ("customers", "customer"),
+        ("audit", "auditevent"),
+    )
+]
+
+urlpatterns = [
+    *admin_shortcuts,
+    path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
+    path("portal/", include("portal.urls")),
+    path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
+]

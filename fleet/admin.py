@@ -1,0 +1,482 @@
+"""Staff pages. Writes go through services (so each is audited); list pages select
+their relations and annotate their counts so no page issues queries per row."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+
+from fleet.choices import AgentStatus, TokenStatus
+from fleet.errors import FleetError, InvalidLicense, LicenseBelowActiveAgents
+from fleet.models import (
+    ActivationToken,
+    Agent,
+    Anomaly,
+    AuditEvent,
+    Customer,
+    FleetSnapshot,
+    Host,
+    Job,
+    License,
+    Membership,
+    Release,
+    Rollout,
+    RolloutTarget,
+)
+from fleet.services.customers import (
+    customer_create,
+    customer_update,
+    membership_remove,
+    membership_set,
+)
+from fleet.services.licenses import (
+    license_create,
+    license_resume,
+    license_suspend,
+    license_update,
+    license_validate,
+)
+from fleet.services.releases import release_publish, release_update, release_yank
+from fleet.services.tokens import token_revoke
+
+admin.site.site_header = "Agentina Control Plane — staff"
+admin.site.site_title = "Agentina staff"
+admin.site.index_title = "Customers, licenses and every fleet"
+
+
+def _adopt(obj: models.Model, saved: models.Model) -> None:
+    """Point the admin's unsaved object at the row a service created."""
+    obj.pk = saved.pk
+    obj._state.adding = False
+    obj._state.db = saved._state.db
+
+
+def _active_agents_subquery(customer_ref: str) -> Coalesce:
+    active = (
+        Agent.objects.filter(customer=OuterRef(customer_ref))
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .order_by()
+        .values("customer")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(active), 0)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Staff watch these; changes happen through the product (API, portal, services)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- customers, members, licenses -------------------------------------------------------
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    raw_id_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+
+class LicenseInline(ReadOnlyInline):
+    model = License
+    verbose_name_plural = "licenses (current first; edit on the license page)"
+    fields = [
+        "is_current", "plan", "max_agents", "max_concurrent_tasks_per_agent", "channel",
+        "valid_from", "valid_until", "suspended",
+    ]
+    readonly_fields = fields
+    ordering = ["-is_current", "-created_at"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "plan", "seats", "agents_active", "created_at"]
+    search_fields = ["name", "slug", "contact_email"]
+    prepopulated_fields = {"slug": ["name"]}
+    date_hierarchy = "created_at"
+    inlines = [MembershipInline, LicenseInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
+        current = License.objects.filter(customer=OuterRef("pk"), is_current=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                current_plan=Subquery(current.values("plan")[:1]),
+                current_seats=Subquery(current.values("max_agents")[:1]),
+                active_agents=_active_agents_subquery("pk"),
+            )
+        )
+
+    @admin.display(description="plan", ordering="current_plan")
+    def plan(self, obj: Any) -> str:
+        return obj.current_plan or "— no license —"
+
+    @admin.display(description="max agents", ordering="current_seats")
+    def seats(self, obj: Any) -> int | None:
+        return obj.current_seats
+
+    @admin.display(description="active agents", ordering="active_agents")
+    def agents_active(self, obj: Any) -> int:
+        return obj.active_agents
+
+    def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
+        if change:
+            customer_update(customer=obj, actor=request.user)
+        else:
+            _adopt(obj, customer_create(
+                name=obj.name, slug=obj.slug, contact_email=obj.contact_email, notes=obj.notes,
+                actor=request.user,
+            ))
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        for member_form in formset.forms:
+            if not member_form.has_changed() or not member_form.cleaned_data:
+                continue
+            old = member_form.instance if member_form.instance.pk else None
+            if member_form in formset.deleted_forms or (
+                old is not None and old.user_id != member_form.cleaned_data["user"].pk
+            ):
+                membership_remove(membership=Membership.objects.get(pk=old.pk), actor=request.user)
+                if member_form in formset.deleted_forms:
+                    continue
+            membership_set(
+                customer=form.instance,
+                user=member_form.cleaned_data["user"],
+                role=member_form.cleaned_data["role"],
+                actor=request.user,
+            )
+        return None
+
+
+class LicenseAdminForm(forms.ModelForm):
+    confirm_below_active = forms.BooleanField(
+        required=False,
+        label="Apply below the active agents",
+        help_text="Needed only when max agents is lower than the customer's active agents: "
+        "nobody is stopped, but no new agent can activate until the fleet is within the cap.",
+    )
+
+    class Meta:
+        model = License
+        fields = [
+            "customer", "plan", "max_agents", "max_concurrent_tasks_per_agent", "channel",
+            "valid_from", "valid_until",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        candidate = License(
+            customer=cleaned.get("customer") or self.instance.customer,
+            **{name: cleaned[name] for name in self.Meta.fields if name != "customer"},
+        )
+        try:
+            license_validate(candidate, confirm_below_active=cleaned["confirm_below_active"])
+        except LicenseBelowActiveAgents as exc:
+            self.add_error("max_agents", exc.detail)
+        except InvalidLicense as exc:
+            self.add_error(exc.extra.get("field"), exc.detail)
+        return cleaned
+
+
+@admin.register(License)
+class LicenseAdmin(admin.ModelAdmin):
+    form = LicenseAdminForm
+    list_display = [
+        "customer", "plan", "max_agents", "agents_active", "max_concurrent_tasks_per_agent",
+        "channel", "valid_from", "valid_until", "suspended", "is_current",
+    ]
+    list_filter = ["is_current", "suspended", "channel", "plan", "customer"]
+    list_select_related = ["customer"]
+    search_fields = ["customer__name", "plan"]
+    date_hierarchy = "valid_from"
+    readonly_fields = ["is_current", "suspended", "suspended_reason", "created_at"]
+    actions = ["suspend", "resume"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[License]:
+        return super().get_queryset(request).annotate(active_agents=_active_agents_subquery("customer"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*self.readonly_fields, "customer"] if obj else list(self.readonly_fields)
+
+    @admin.display(description="active agents", ordering="active_agents")
+    def agents_active(self, obj: Any) -> int:
+        return obj.active_agents
+
+    def save_model(self, request: HttpRequest, obj: License, form: Any, change: bool) -> None:
+        confirm = form.cleaned_data.get("confirm_below_active", False)
+        if change:
+            license_update(license=obj, actor=request.user, confirm_below_active=confirm)
+        else:
+            license_create(license=obj, actor=request.user, confirm_below_active=confirm)
+
+    @admin.action(description="Suspend: no new agents can activate")
+    def suspend(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
+        for lic in queryset:
+            license_suspend(license=lic, reason=f"suspended by {request.user}", actor=request.user)
+        self.message_user(request, f"Suspended {queryset.count()} license(s).")
+
+    @admin.action(description="Resume suspended licenses")
+    def resume(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
+        for lic in queryset:
+            license_resume(license=lic, actor=request.user)
+        self.message_user(request, f"Resumed {queryset.count()} license(s).")
+
+
+# --- releases ---------------------------------------------------------------------------
+
+
+@admin.register(Release)
+class ReleaseAdmin(admin.ModelAdmin):
+    list_display = ["version", "channel", "published_at", "yanked", "agents_on_it"]
+    list_filter = ["channel", "yanked"]
+    search_fields = ["version", "notes"]
+    date_hierarchy = "published_at"
+    actions = ["yank"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Release]:
+        on_it = (
+            Agent.objects.filter(version=OuterRef("version"))
+            .exclude(status=AgentStatus.DECOMMISSIONED)
+            .order_by()
+            .values("version")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(agents_on=Coalesce(Subquery(on_it), 0))
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return ["version", "channel", "notes"]
+        return ["version", "channel", "published_at", "notes", "yanked", "yanked_at", "yanked_reason"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["version", "channel", "published_at", "yanked", "yanked_at", "yanked_reason"]
+
+    @admin.display(description="agents on it", ordering="agents_on")
+    def agents_on_it(self, obj: Any) -> int:
+        return obj.agents_on
+
+    def save_model(self, request: HttpRequest, obj: Release, form: Any, change: bool) -> None:
+        if change:
+            release_update(release=obj, actor=request.user)
+            return
+        try:
+            _adopt(obj, release_publish(
+                version=obj.version, channel=obj.channel, notes=obj.notes, actor=request.user
+            ))
+        except FleetError as exc:  # a race with another publish of the same version
+            self.message_user(request, exc.detail, messages.ERROR)
+            raise
+
+    @admin.action(description="Yank: never offer these as latest again")
+    def yank(self, request: HttpRequest, queryset: QuerySet[Release]) -> None:
+        for release in queryset:
+            release_yank(release=release, reason=f"yanked by {request.user}", actor=request.user)
+        self.message_user(request, f"Yanked {queryset.count()} release(s).")
+
+
+# --- fleet (read-mostly) ----------------------------------------------------------------
+
+
+class TokenStateFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(TokenStatus.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+@admin.register(ActivationToken)
+class ActivationTokenAdmin(ReadOnlyAdmin):
+    list_display = [
+        "display_prefix", "customer", "role", "status", "created_at", "expires_at",
+        "redeemed_at", "redeemed_by", "refused_attempts",
+    ]
+    list_filter = [TokenStateFilter, "role", "customer"]
+    list_select_related = ["customer", "agent", "agent__host"]
+    search_fields = ["display_prefix", "customer__name", "note", "agent__host__hostname"]
+    date_hierarchy = "created_at"
+    exclude = ["digest"]  # even the digest stays out of sight
+    actions = ["revoke"]
+
+    @admin.display(description="redeemed by")
+    def redeemed_by(self, obj: ActivationToken) -> str:
+        agent = getattr(obj, "agent", None)
+        return f"{agent.name} on {agent.host.hostname}" if agent else "—"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Needed for the revoke action; every field stays read-only.
+        return bool(request.user.is_staff) and obj is None
+
+    @admin.action(description="Revoke outstanding tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ActivationToken]) -> None:
+        revoked = sum(token_revoke(token=t, actor=request.user) for t in queryset)
+        self.message_user(request, f"Revoked {revoked} token(s); others were not outstanding.")
+
+
+@admin.register(Host)
+class HostAdmin(ReadOnlyAdmin):
+    list_display = ["hostname", "customer", "zone", "memory_mb", "agent_count", "created_at"]
+    list_filter = ["zone", "customer"]
+    list_select_related = ["customer"]
+    search_fields = ["hostname", "machine_id", "customer__name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
+        return super().get_queryset(request).annotate(
+            n_agents=Count("agents", filter=~Q(agents__status=AgentStatus.DECOMMISSIONED))
+        )
+
+    @admin.display(description="agents", ordering="n_agents")
+    def agent_count(self, obj: Any) -> int:
+        return obj.n_agents
+
+
+@admin.register(Agent)
+class AgentAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name", "customer", "role", "status", "version", "host", "zone", "last_heartbeat_at",
+        "registered_at",
+    ]
+    list_filter = ["status", "role", "host__zone", "version", "customer"]
+    list_select_related = ["customer", "host"]
+    search_fields = ["name", "unit_name", "host__hostname", "host__machine_id", "customer__name"]
+    date_hierarchy = "registered_at"
+    exclude = ["secret_digest"]
+
+    @admin.display(description="zone", ordering="host__zone")
+    def zone(self, obj: Agent) -> str:
+        return obj.host.zone or "—"
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id", "customer", "role", "status", "priority", "agent", "attempts", "queued_at",
+        "started_at", "finished_at",
+    ]
+    list_filter = ["status", "role", "customer"]
+    list_select_related = ["customer", "agent"]
+    search_fields = ["=id", "agent__name", "customer__name"]
+    date_hierarchy = "queued_at"
+
+
+class AnomalyOpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Unresolved"), ("resolved", "Resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(ReadOnlyAdmin):
+    list_display = [
+        "kind", "severity", "customer", "agent", "short_message", "occurrences", "first_seen",
+        "last_seen", "resolved_at",
+    ]
+    list_filter = [AnomalyOpenFilter, "kind", "severity", "customer"]
+    list_select_related = ["customer", "agent"]
+    search_fields = ["message", "fingerprint", "agent__name", "customer__name"]
+    date_hierarchy = "last_seen"
+
+    @admin.display(description="message")
+    def short_message(self, obj: Anomaly) -> str:
+        return obj.message if len(obj.message) <= 90 else obj.message[:89] + "…"
+
+
+class RolloutTargetInline(ReadOnlyInline):
+    model = RolloutTarget
+    fields = ["agent", "batch", "state", "from_version", "offered_at", "reported_at", "detail"]
+    readonly_fields = fields
+    show_change_link = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutTarget]:
+        return super().get_queryset(request).select_related("agent")
+
+
+@admin.register(Rollout)
+class RolloutAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id", "customer", "target_version", "state", "current_batch", "target_count",
+        "started_at", "finished_at",
+    ]
+    list_filter = ["state", "customer"]
+    list_select_related = ["customer", "release"]
+    search_fields = ["customer__name", "release__version"]
+    date_hierarchy = "created_at"
+    inlines = [RolloutTargetInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Rollout]:
+        return super().get_queryset(request).annotate(n_targets=Count("targets"))
+
+    @admin.display(description="version", ordering="release__version")
+    def target_version(self, obj: Rollout) -> str:
+        return str(obj.release.version)
+
+    @admin.display(description="agents", ordering="n_targets")
+    def target_count(self, obj: Any) -> int:
+        return obj.n_targets
+
+
+@admin.register(FleetSnapshot)
+class FleetSnapshotAdmin(ReadOnlyAdmin):
+    list_display = [
+        "taken_at", "customer", "agents_total", "agents_online", "online_ratio",
+        "jobs_completed_last_hour", "queue_depth", "idle_ratio", "anomalies_unresolved",
+        "agents_not_on_latest", "agents_minor_behind",
+    ]
+    list_filter = ["customer"]
+    list_select_related = ["customer"]
+    date_hierarchy = "taken_at"
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor_label", "customer", "action", "target_type", "target_repr", "ip_address"]
+    list_filter = ["action", "target_type", "customer"]
+    list_select_related = ["customer"]
+    search_fields = ["actor_label", "action", "target_repr", "target_id"]
+    date_hierarchy = "at"

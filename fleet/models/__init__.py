@@ -1,0 +1,26 @@
+from fleet.models.agents import Agent, Host
+from fleet.models.anomalies import Anomaly
+from fleet.models.audit import AuditEvent
+from fleet.models.jobs import Job
+from fleet.models.licenses import License
+from fleet.models.metrics import FleetSnapshot
+from fleet.models.releases import Release
+from fleet.models.rollouts import Rollout, RolloutTarget
+from fleet.models.tenancy import Customer, Membership
+from fleet.models.tokens import ActivationToken
+
+__all__ = [
+    "ActivationToken",
+    "Agent",
+    "Anomaly",
+    "AuditEvent",
+    "Customer",
+    "FleetSnapshot",
+    "Host",
+    "Job",
+    "License",
+    "Membership",
+    "Release",
+    "Rollout",
+    "RolloutTarget",
+]

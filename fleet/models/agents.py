@@ -1,0 +1,76 @@
+from django.db import models
+
+from fleet.choices import AgentRole, AgentStatus
+from fleet.models.tenancy import Customer
+from fleet.models.tokens import ActivationToken
+from fleet.versions import SemVerField
+
+
+class Host(models.Model):
+    """A customer machine; several agents may share it."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="hosts")
+    machine_id = models.CharField(max_length=128)
+    hostname = models.CharField(max_length=255)
+    zone = models.CharField(max_length=64, blank=True, help_text="Availability zone or region.")
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "machine_id"], name="host_unique_machine_per_customer"
+            ),
+        ]
+        ordering = ["hostname"]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class Agent(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="agents")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="agents")
+    activation_token = models.OneToOneField(
+        ActivationToken,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="agent",
+        help_text="The token this agent redeemed; the database allows one agent per token.",
+    )
+    name = models.CharField(max_length=128)
+    role = models.CharField(max_length=16, choices=AgentRole.choices)
+    unit_name = models.CharField(max_length=128, help_text="systemd unit, unique per host.")
+    state_dir = models.CharField(max_length=255, help_text="State directory, unique per host.")
+    version = SemVerField()
+    status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.ONLINE)
+    secret_prefix = models.CharField(max_length=32)
+    secret_digest = models.CharField(max_length=64, unique=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    decommissioned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A decommissioned agent frees its unit and state dir for a successor.
+            models.UniqueConstraint(
+                fields=["host", "unit_name"],
+                condition=~models.Q(status=AgentStatus.DECOMMISSIONED),
+                name="agent_unique_unit_per_host",
+            ),
+            models.UniqueConstraint(
+                fields=["host", "state_dir"],
+                condition=~models.Q(status=AgentStatus.DECOMMISSIONED),
+                name="agent_unique_state_dir_per_host",
+            ),
+        ]
+        indexes = [
+            # last_heartbeat_at stays unindexed so a heartbeat's UPDATE can be a HOT update.
+            models.Index(fields=["customer", "status"], name="agent_customer_status"),
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

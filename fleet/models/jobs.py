@@ -1,0 +1,51 @@
+from django.db import models
+
+from fleet.choices import AgentRole, JobStatus
+from fleet.models.agents import Agent
+from fleet.models.tenancy import Customer
+
+
+class Job(models.Model):
+    """A unit of work for one role, held by at most one agent under a lease."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="jobs")
+    role = models.CharField(max_length=16, choices=AgentRole.choices)
+    payload = models.JSONField(default=dict, help_text="repo, ref, task")
+    priority = models.SmallIntegerField(default=0, help_text="Higher runs first.")
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    lease_id = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status=JobStatus.RUNNING) | models.Q(agent__isnull=False),
+                name="job_running_has_agent",
+            ),
+        ]
+        indexes = [
+            # The claim path: next queued job of a role, by priority then age.
+            models.Index(
+                "customer",
+                "role",
+                models.F("priority").desc(),
+                "queued_at",
+                condition=models.Q(status=JobStatus.QUEUED),
+                name="job_queue",
+            ),
+            models.Index(fields=["agent", "status"], name="job_agent_status"),
+            models.Index(fields=["customer", "status", "finished_at"], name="job_customer_finished"),
+        ]
+        ordering = ["-queued_at"]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.role}, {self.status})"

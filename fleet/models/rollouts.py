@@ -1,0 +1,80 @@
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutState, RolloutTargetState
+from fleet.models.agents import Agent
+from fleet.models.releases import Release
+from fleet.models.tenancy import Customer
+from fleet.versions import SemVerField
+
+
+class Rollout(models.Model):
+    """An upgrade wave: one canary soaked, then batches of the rest, each watched."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="rollouts")
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="rollouts")
+    state = models.CharField(
+        max_length=16, choices=RolloutState.choices, default=RolloutState.DRAFT
+    )
+    canary_soak = models.DurationField(default=timedelta(hours=24))
+    batch_fraction = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("0.25"))
+    batch_watch = models.DurationField(default=timedelta(hours=1))
+    throughput_drop_tolerance = models.DecimalField(
+        max_digits=3, decimal_places=2, default=Decimal("0.20")
+    )
+    online_ratio_floor = models.DecimalField(
+        max_digits=3, decimal_places=2, default=Decimal("0.95")
+    )
+    current_batch = models.PositiveIntegerField(default=0, help_text="0 is the canary.")
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer"],
+                condition=models.Q(state__in=ACTIVE_ROLLOUT_STATES),
+                name="rollout_one_active_per_customer",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(batch_fraction__gt=0, batch_fraction__lt=1),
+                name="rollout_batch_fraction_below_whole",
+            ),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.customer} → {self.release.version} ({self.state})"
+
+
+class RolloutTarget(models.Model):
+    """One agent in a rollout's frozen membership."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="targets")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="rollout_targets")
+    batch = models.PositiveIntegerField(null=True, blank=True, help_text="0 is the canary.")
+    state = models.CharField(
+        max_length=16, choices=RolloutTargetState.choices, default=RolloutTargetState.PENDING
+    )
+    from_version = SemVerField()
+    offered_at = models.DateTimeField(null=True, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "agent"], name="rollout_target_unique"),
+        ]
+        ordering = ["rollout", "batch", "agent__name"]
+
+    def __str__(self) -> str:
+        return f"{self.agent} in {self.rollout_id} ({self.state})"

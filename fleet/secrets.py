@@ -1,0 +1,77 @@
+"""Secrets: activation tokens, agent secrets and customer API keys.
+
+A secret reads `<kind prefix><32 base62 random chars><6 base62 CRC32 chars>`: ~190 bits
+of randomness, a prefix that says what it is (and lets secret scanners find it), and a
+checksum so a mistyped or truncated secret is refused without touching the database.
+Only the SHA-256 digest and a short display prefix are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+_ALPHABET = string.digits + string.ascii_letters
+_RANDOM_LEN = 32
+_CHECKSUM_LEN = 6
+DISPLAY_PREFIX_LEN = 6  # random characters kept in the clear after the kind prefix
+
+
+class SecretKind(StrEnum):
+    ACTIVATION_TOKEN = "agtn_act_"
+    AGENT_SECRET = "agtn_agt_"
+    API_KEY = "agtn_key_"
+
+
+@dataclass(frozen=True)
+class MintedSecret:
+    plaintext: str  # shown once, never stored
+    display_prefix: str
+    digest: str
+
+
+def _base62(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECKSUM_LEN)
+
+
+def secret_digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def secret_mint(kind: SecretKind) -> MintedSecret:
+    body = kind.value + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+    plaintext = body + _checksum(body)
+    return MintedSecret(
+        plaintext=plaintext,
+        display_prefix=plaintext[: len(kind.value) + DISPLAY_PREFIX_LEN],
+        digest=secret_digest(plaintext),
+    )
+
+
+def secret_is_well_formed(plaintext: str, kind: SecretKind) -> bool:
+    """Shape and checksum only: cheap, and needs no database."""
+    if len(plaintext) != len(kind.value) + _RANDOM_LEN + _CHECKSUM_LEN:
+        return False
+    if not plaintext.startswith(kind.value):
+        return False
+    body, checksum = plaintext[:-_CHECKSUM_LEN], plaintext[-_CHECKSUM_LEN:]
+    if any(c not in _ALPHABET for c in body[len(kind.value) :]):
+        return False
+    return hmac.compare_digest(checksum, _checksum(body))
+
+
+def secret_matches(plaintext: str, digest: str) -> bool:
+    return hmac.compare_digest(secret_digest(plaintext), digest)

@@ -1,0 +1,65 @@
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils.text import slugify
+
+from fleet.choices import MemberRole
+from fleet.models import Customer, Membership
+from fleet.services.audit import Actor, audit_record, model_changes
+
+CUSTOMER_EDITABLE = ["name", "slug", "contact_email", "notes"]
+
+
+@transaction.atomic
+def customer_create(
+    *, name: str, slug: str = "", contact_email: str = "", notes: str = "", actor: Actor = None
+) -> Customer:
+    customer = Customer.objects.create(
+        name=name, slug=slug or slugify(name), contact_email=contact_email, notes=notes
+    )
+    audit_record(actor=actor, action="customer.create", target=customer, customer=customer)
+    return customer
+
+
+@transaction.atomic
+def customer_update(*, customer: Customer, actor: Actor = None) -> Customer:
+    """Save edits already set on `customer` (by a form), recording what changed."""
+    before = Customer.objects.select_for_update().get(pk=customer.pk)
+    changes = model_changes(before, customer, CUSTOMER_EDITABLE)
+    if changes:
+        customer.save(update_fields=list(changes))
+        audit_record(
+            actor=actor, action="customer.update", target=customer, customer=customer,
+            changes=changes,
+        )
+    return customer
+
+
+@transaction.atomic
+def membership_set(
+    *, customer: Customer, user: AbstractBaseUser, role: MemberRole, actor: Actor = None
+) -> Membership:
+    """Add `user` to `customer` with `role`, or change the role they have."""
+    membership, created = Membership.objects.select_for_update().get_or_create(
+        customer=customer, user=user, defaults={"role": role}
+    )
+    if created or membership.role != role:
+        old_role = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_record(
+            actor=actor,
+            action="membership.create" if created else "membership.update",
+            target=membership,
+            customer=customer,
+            changes={"role": [None if created else old_role, str(role)]},
+        )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Actor = None) -> None:
+    audit_record(
+        actor=actor, action="membership.remove", target=membership, customer=membership.customer,
+        changes={"user": [membership.user.get_username(), None], "role": [membership.role, None]},
+    )
+    membership.delete()

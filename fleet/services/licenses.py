@@ -1,0 +1,107 @@
+from django.db import transaction
+
+from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
+from fleet.models import Customer, License
+from fleet.selectors import customer_active_agent_count
+from fleet.services.audit import Actor, audit_record, model_changes
+
+LICENSE_EDITABLE = [
+    "plan",
+    "max_agents",
+    "max_concurrent_tasks_per_agent",
+    "valid_from",
+    "valid_until",
+    "channel",
+]
+
+
+def license_validate(license: License, *, confirm_below_active: bool) -> None:
+    """Raise the first rule `license` breaks; forms call it too, so both say the same."""
+    if license.max_agents < 1:
+        raise InvalidLicense("max_agents must be at least 1.", field="max_agents")
+    if license.max_concurrent_tasks_per_agent < 1:
+        raise InvalidLicense(
+            "max_concurrent_tasks_per_agent must be at least 1.",
+            field="max_concurrent_tasks_per_agent",
+        )
+    if license.valid_until is not None and license.valid_until <= license.valid_from:
+        raise InvalidLicense("valid_until must be after valid_from.", field="valid_until")
+    active = customer_active_agent_count(license.customer_id)
+    if license.max_agents < active and not confirm_below_active:
+        raise LicenseBelowActiveAgents(
+            f"{license.customer} has {active} active agents; max_agents={license.max_agents} "
+            "would leave it over its cap. Confirm to apply anyway: no agent is stopped, "
+            "but no new agent can activate until the fleet is within the cap.",
+            active_agents=active,
+            max_agents=license.max_agents,
+        )
+
+
+@transaction.atomic
+def license_create(
+    *, license: License, actor: Actor = None, confirm_below_active: bool = False
+) -> License:
+    """Make `license` (unsaved) the customer's current one; the previous one becomes history."""
+    Customer.objects.select_for_update().get(pk=license.customer_id)
+    license_validate(license, confirm_below_active=confirm_below_active)
+    License.objects.filter(customer_id=license.customer_id, is_current=True).update(
+        is_current=False
+    )
+    license.is_current = True
+    license.save()
+    audit_record(
+        actor=actor,
+        action="license.create",
+        target=license,
+        customer=license.customer,
+        changes={name: [None, str(getattr(license, name))] for name in LICENSE_EDITABLE},
+    )
+    return license
+
+
+@transaction.atomic
+def license_update(
+    *, license: License, actor: Actor = None, confirm_below_active: bool = False
+) -> License:
+    """Save edits already set on `license`, validating them against the customer's fleet."""
+    before = License.objects.select_for_update().get(pk=license.pk)
+    changes = model_changes(before, license, LICENSE_EDITABLE)
+    if not changes:
+        return license
+    license_validate(license, confirm_below_active=confirm_below_active)
+    license.save(update_fields=list(changes))
+    audit_record(
+        actor=actor, action="license.update", target=license, customer=license.customer,
+        changes=changes,
+    )
+    return license
+
+
+@transaction.atomic
+def license_suspend(*, license: License, reason: str, actor: Actor = None) -> License:
+    """Suspended: running agents keep working, but no new agent can activate."""
+    updated = License.objects.filter(pk=license.pk, suspended=False).update(
+        suspended=True, suspended_reason=reason[:500]
+    )
+    license.refresh_from_db()
+    if updated:
+        audit_record(
+            actor=actor, action="license.suspend", target=license, customer=license.customer,
+            changes={"suspended": [False, True], "reason": [None, reason]},
+        )
+    return license
+
+
+@transaction.atomic
+def license_resume(*, license: License, actor: Actor = None) -> License:
+    updated = License.objects.filter(pk=license.pk, suspended=True).update(
+        suspended=False, suspended_reason=""
+    )
+    license.refresh_from_db()
+    if updated:
+        audit_record(
+            actor=actor, action="license.resume", target=license, customer=license.customer,
+            changes={"suspended": [True, False]},
+        )
+    return license
+

@@ -1,0 +1,58 @@
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from fleet.choices import Channel
+from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
+from fleet.models import Release
+from fleet.services.audit import Actor, audit_record, model_changes
+from fleet.versions import SemVer
+
+
+@transaction.atomic
+def release_publish(
+    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = None
+) -> Release:
+    try:
+        parsed = SemVer(version)
+    except ValueError as exc:
+        raise InvalidVersion(str(exc), field="version") from exc
+    try:
+        with transaction.atomic():
+            release = Release.objects.create(
+                version=parsed, channel=channel, notes=notes, published_at=timezone.now()
+            )
+    except IntegrityError as exc:
+        raise ReleaseAlreadyPublished(f"Release {parsed} is already published.") from exc
+    audit_record(
+        actor=actor, action="release.publish", target=release, customer=None,
+        changes={"version": [None, str(parsed)], "channel": [None, channel]},
+    )
+    return release
+
+
+@transaction.atomic
+def release_yank(*, release: Release, reason: str, actor: Actor = None) -> Release:
+    """A yanked release is never 'latest' again; agents already on it keep running."""
+    updated = Release.objects.filter(pk=release.pk, yanked=False).update(
+        yanked=True, yanked_at=timezone.now(), yanked_reason=reason[:500]
+    )
+    release.refresh_from_db()
+    if updated:
+        audit_record(
+            actor=actor, action="release.yank", target=release, customer=None,
+            changes={"yanked": [False, True], "reason": [None, reason]},
+        )
+    return release
+
+
+@transaction.atomic
+def release_update(*, release: Release, actor: Actor = None) -> Release:
+    """Only the notes of a published release change; its version and channel are history."""
+    before = Release.objects.select_for_update().get(pk=release.pk)
+    changes = model_changes(before, release, ["notes"])
+    if changes:
+        release.save(update_fields=["notes"])
+        audit_record(
+            actor=actor, action="release.update", target=release, customer=None, changes=changes
+        )
+    return release
