@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
 
 _SEMVER = re.compile(
     r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})"
@@ -100,10 +101,24 @@ def validate_semver(value: str) -> None:
         raise ValidationError(str(exc), code="invalid_version") from exc
 
 
+class _SemVerAttribute(DeferredAttribute):
+    """Assigning "1.10.0" to a SemVerField stores SemVer("1.10.0"); bad text stays text
+    for validation to report."""
+
+    def __set__(self, instance: models.Model, value: Any) -> None:
+        if isinstance(value, str) and value and not isinstance(value, SemVer):
+            try:
+                value = SemVer(value)
+            except ValueError:
+                pass
+        instance.__dict__[self.field.attname] = value
+
+
 class SemVerField(models.CharField):
     """A CharField whose values are SemVer and whose SQL ordering is semver precedence."""
 
     description = "Semantic version"
+    descriptor_class = _SemVerAttribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", _RANK_WIDTH + 1 + 64)

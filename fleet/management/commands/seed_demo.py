@@ -1,0 +1,205 @@
+"""Demo data for `make run`: a staff login, two customers, their fleets. Safe to run again:
+rows are found by their natural keys, and the demo fleet is brought back online."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from fleet.choices import (
+    AgentRole,
+    AgentStatus,
+    AnomalyKind,
+    AnomalySeverity,
+    Channel,
+    JobStatus,
+    MemberRole,
+    TokenStatus,
+)
+from fleet.models import Agent, Anomaly, Customer, Host, Job, License, Release
+from fleet.secrets import SecretKind, secret_mint
+from fleet.services.customers import customer_create, membership_set
+from fleet.services.licenses import license_create
+from fleet.services.releases import release_publish
+from fleet.services.tokens import token_mint
+
+DEMO_PASSWORD = "agentina-demo"
+
+RELEASES = [  # version, channel, age in days
+    ("1.8.0", Channel.STABLE, 60),
+    ("1.9.3", Channel.STABLE, 30),
+    ("1.10.0", Channel.STABLE, 5),
+    ("1.11.0-beta.1", Channel.BETA, 2),
+]
+
+CUSTOMERS: list[dict[str, Any]] = [
+    {
+        "name": "Acme Robotics",
+        "slug": "acme",
+        "license": {"plan": "team", "max_agents": 20, "max_concurrent_tasks_per_agent": 2},
+        "members": [("ada", MemberRole.OWNER), ("alan", MemberRole.ADMIN), ("grace", MemberRole.VIEWER)],
+        "hosts": [
+            ("acme-build-01", "eu-west-1a", 16384),
+            ("acme-build-02", "eu-west-1b", 16384),
+            ("acme-test-01", "eu-west-1a", 32768),
+        ],
+        # name, role, host index, version, online?
+        "agents": [
+            ("coder-1", AgentRole.CODER, 0, "1.10.0", True),
+            ("coder-2", AgentRole.CODER, 0, "1.10.0", True),
+            ("coder-3", AgentRole.CODER, 1, "1.9.3", True),
+            ("coder-4", AgentRole.CODER, 1, "1.8.0", False),
+            ("reviewer-1", AgentRole.REVIEWER, 0, "1.10.0", True),
+            ("reviewer-2", AgentRole.REVIEWER, 1, "1.9.3", True),
+            ("tester-1", AgentRole.TESTER, 2, "1.10.0", True),
+            ("tester-2", AgentRole.TESTER, 2, "1.8.0", True),
+            ("indexer-1", AgentRole.INDEXER, 1, "1.10.0", True),
+        ],
+        "jobs": {"queued": 5, "running": 3, "succeeded": 24, "failed": 2},
+    },
+    {
+        "name": "Globex Labs",
+        "slug": "globex",
+        "license": {
+            "plan": "starter", "max_agents": 5, "max_concurrent_tasks_per_agent": 1,
+            "channel": Channel.BETA,
+        },
+        "members": [("hank", MemberRole.OWNER)],
+        "hosts": [("globex-ci-01", "us-east-1a", 8192)],
+        "agents": [
+            ("gx-coder-1", AgentRole.CODER, 0, "1.11.0-beta.1", True),
+            ("gx-reviewer-1", AgentRole.REVIEWER, 0, "1.10.0", True),
+            ("gx-tester-1", AgentRole.TESTER, 0, "1.10.0", True),
+        ],
+        "jobs": {"queued": 2, "running": 1, "succeeded": 6, "failed": 0},
+    },
+]
+
+REPOS = ["acme/firmware", "acme/planner", "acme/web", "globex/ledger"]
+
+
+class Command(BaseCommand):
+    help = "Seed demo customers, fleets, jobs and anomalies, and print the demo logins."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            staff = self._user("staff", is_staff=True)
+            for version, channel, age in RELEASES:
+                if not Release.objects.filter(version=version).exists():
+                    release = release_publish(version=version, channel=channel)
+                    Release.objects.filter(pk=release.pk).update(
+                        published_at=timezone.now() - timedelta(days=age)
+                    )
+            for spec in CUSTOMERS:
+                self._customer(spec)
+        self.stdout.write(self.style.SUCCESS("Demo data ready. Logins (password for all: "
+                                             f"{DEMO_PASSWORD}):"))
+        self.stdout.write(f"  staff admin  {staff.get_username():<8} /admin/")
+        for spec in CUSTOMERS:
+            for username, role in spec["members"]:
+                self.stdout.write(f"  {spec['slug']:<6} {role:<6} {username:<8} /portal/")
+
+    def _user(self, username: str, *, is_staff: bool = False) -> Any:
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        user.is_staff = user.is_superuser = is_staff
+        user.email = f"{username}@example.com"
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+        return user
+
+    def _customer(self, spec: dict[str, Any]) -> None:
+        now = timezone.now()
+        customer = Customer.objects.filter(slug=spec["slug"]).first() or customer_create(
+            name=spec["name"], slug=spec["slug"], contact_email=f"ops@{spec['slug']}.example"
+        )
+        if not License.objects.filter(customer=customer, is_current=True).exists():
+            license_create(license=License(customer=customer, **spec["license"]))
+        for username, role in spec["members"]:
+            membership_set(customer=customer, user=self._user(username), role=role)
+
+        hosts = [
+            Host.objects.update_or_create(
+                customer=customer,
+                machine_id=f"{hostname}-machine-id",
+                defaults={"hostname": hostname, "zone": zone, "memory_mb": memory},
+            )[0]
+            for hostname, zone, memory in spec["hosts"]
+        ]
+        agents = []
+        for name, role, host_index, version, online in spec["agents"]:
+            agent = Agent.objects.filter(host=hosts[host_index], unit_name=f"agentina@{name}").first()
+            if agent is None:
+                token, _ = token_mint(customer=customer, role=role, note=f"for {name}")
+                minted = secret_mint(SecretKind.AGENT_SECRET)
+                agent = Agent.objects.create(
+                    customer=customer, host=hosts[host_index], activation_token=token, name=name,
+                    role=role, unit_name=f"agentina@{name}", state_dir=f"/var/lib/agentina/{name}",
+                    version=version, secret_prefix=minted.display_prefix, secret_digest=minted.digest,
+                )
+                token.status, token.redeemed_at = TokenStatus.REDEEMED, now
+                token.save(update_fields=["status", "redeemed_at"])
+            agent.status = AgentStatus.ONLINE if online else AgentStatus.OFFLINE
+            agent.last_heartbeat_at = now - (timedelta(seconds=20) if online else timedelta(minutes=42))
+            agent.save(update_fields=["status", "last_heartbeat_at"])
+            agents.append(agent)
+
+        if not customer.activation_tokens.filter(status=TokenStatus.OUTSTANDING).exists():
+            token_mint(customer=customer, role=AgentRole.CODER, note="for the next coder host")
+            token_mint(customer=customer, note="any role")
+        if not Job.objects.filter(customer=customer).exists():
+            self._jobs(customer, agents, spec["jobs"])
+        if not Anomaly.objects.filter(customer=customer).exists():
+            self._anomalies(customer, agents)
+
+    def _jobs(self, customer: Customer, agents: list[Agent], counts: dict[str, int]) -> None:
+        now = timezone.now()
+        online = [a for a in agents if a.status == AgentStatus.ONLINE]
+        roles = [AgentRole.CODER, AgentRole.REVIEWER, AgentRole.TESTER, AgentRole.CODER]
+        jobs = []
+        for i in range(counts["queued"]):
+            jobs.append(Job(customer=customer, role=roles[i % len(roles)], priority=i % 3,
+                            payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"issue #{100 + i}"}))
+        for i in range(counts["running"]):
+            agent = online[i % len(online)]
+            jobs.append(Job(customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent,
+                            attempts=1, started_at=now - timedelta(minutes=4 + i),
+                            lease_expires_at=now + timedelta(minutes=5),
+                            payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"feature #{200 + i}"}))
+        for status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            for i in range(counts[status]):
+                agent = online[i % len(online)]
+                finished = now - timedelta(minutes=2 + i * 2)
+                jobs.append(Job(customer=customer, role=agent.role, status=status, agent=agent,
+                                attempts=1, started_at=finished - timedelta(minutes=6),
+                                finished_at=finished,
+                                result={"summary": "done"} if status == JobStatus.SUCCEEDED else None,
+                                error="" if status == JobStatus.SUCCEEDED else "tests failed after change",
+                                payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"task #{300 + i}"}))
+        Job.objects.bulk_create(jobs)
+
+    def _anomalies(self, customer: Customer, agents: list[Agent]) -> None:
+        now = timezone.now()
+        for agent in agents:
+            if agent.status == AgentStatus.OFFLINE:
+                Anomaly.objects.create(
+                    customer=customer, agent=agent, kind=AnomalyKind.AGENT_OFFLINE,
+                    severity=AnomalySeverity.WARNING, fingerprint=f"agent_offline:{agent.pk}",
+                    message=f"{agent.name} on {agent.host.hostname} has not sent a heartbeat for 42 minutes.",
+                    first_seen=now - timedelta(minutes=39), last_seen=now,
+                )
+        behind = [a for a in agents if a.version.minor <= 8]
+        if behind:
+            Anomaly.objects.create(
+                customer=customer, kind=AnomalyKind.VERSION_SKEW, severity=AnomalySeverity.WARNING,
+                fingerprint="version_skew", occurrences=12, first_seen=now - timedelta(hours=12),
+                message=f"{len(behind)} agent(s) are more than one minor version behind 1.10.0: plan an upgrade.",
+            )
+        if not any(a.role == AgentRole.INDEXER for a in agents):
+            Anomaly.objects.create(
+                customer=customer, kind=AnomalyKind.ANTI_PATTERN, severity=AnomalySeverity.INFO,
+                fingerprint="anti_pattern:no_indexer",
+                message="The fleet has coders but no indexer: coders re-read the repository on every job.",
+            )

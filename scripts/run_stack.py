@@ -1,0 +1,121 @@
+"""Run the whole Control Plane in one terminal: web (gunicorn), Celery worker, Celery beat.
+
+Each process runs in its own session so that Ctrl-C reaches only this runner, which then
+asks each child to stop with one SIGTERM (a Celery worker's warm shutdown) and waits for
+it; only a child still running after the grace period is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GRACE_SECONDS = 25
+
+
+def _commands(host: str, port: str) -> dict[str, list[str]]:
+    return {
+        "web": [
+            str(BIN / "gunicorn"), "config.wsgi", "--bind", f"{host}:{port}",
+            "--workers", "2", "--threads", "4", "--access-logfile", "-",
+        ],
+        "worker": [
+            str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "INFO",
+            "--hostname", "worker1@agentina", "--concurrency", "2",
+        ],
+        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+    }
+
+
+def _pipe(name: str, stream: object) -> None:
+    for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
+        sys.stdout.write(f"{name:<6} | {line}")
+        sys.stdout.flush()
+
+
+def _wait_until_up(url: str, children: dict[str, subprocess.Popen[str]]) -> bool:
+    for _ in range(120):
+        if any(p.poll() is not None for p in children.values()):
+            return False
+        try:
+            with urllib.request.urlopen(url + "api/v1/health", timeout=2):  # noqa: S310
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _stop(children: dict[str, subprocess.Popen[str]]) -> int:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for name, proc in children.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            print(f"runner | {name} stopped (exit {proc.returncode})", flush=True)
+        except subprocess.TimeoutExpired:
+            print(f"runner | {name} did not stop in {GRACE_SECONDS}s; killing it", flush=True)
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+def main() -> int:
+    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+    url = f"http://{host}:{port}/"
+    seed = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo"], cwd=ROOT, capture_output=True, text=True,
+        check=False,
+    )
+    sys.stdout.write(seed.stdout + seed.stderr)
+    if seed.returncode:
+        return seed.returncode
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    children: dict[str, subprocess.Popen[str]] = {}
+    for name, command in _commands(host, port).items():
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, bufsize=1,
+        )
+        children[name] = proc
+        threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
+
+    if _wait_until_up(url, children):
+        print(
+            f"\n  Agentina Control Plane is up: {url}\n"
+            f"    staff admin  {url}admin/\n"
+            f"    portal       {url}portal/\n"
+            f"    API docs     {url}api/v1/docs\n\n"
+            + "\n".join(f"  {line}" for line in seed.stdout.strip().splitlines())
+            + "\n\n  Ctrl-C stops web, worker and beat.\n",
+            flush=True,
+        )
+    else:
+        print("runner | the web process did not come up; stopping", flush=True)
+        stopping.set()
+
+    while not stopping.is_set():
+        exited = [n for n, p in children.items() if p.poll() is not None]
+        if exited:
+            print(f"runner | {', '.join(exited)} exited; stopping the rest", flush=True)
+            break
+        stopping.wait(0.5)
+    print("runner | stopping web, worker and beat…", flush=True)
+    return _stop(children)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures, and the rule for tests that need real services.
+
+A test marked `postgres` or `redis` skips with its reason where the service is not
+configured (a laptop on the embedded default) and fails where CI requires it:
+AGENTINA_REQUIRE_SERVICES=postgres,redis makes a missing service a failure, not a skip.
+"""
+
+import os
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests import factories
+
+REQUIRED = {s.strip() for s in os.environ.get("AGENTINA_REQUIRE_SERVICES", "").split(",") if s.strip()}
+
+
+def _postgres_missing() -> str | None:
+    if connection.vendor != "postgresql":
+        return "needs PostgreSQL: set DATABASE_URL=postgres://…"
+    return None
+
+
+def _redis_missing() -> str | None:
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith("redis"):
+        return "needs Redis: set CELERY_BROKER_URL=redis://…"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"needs Redis at {url}: {exc}"
+    return None
+
+
+SERVICE_CHECKS: dict[str, Callable[[], str | None]] = {
+    "postgres": _postgres_missing,
+    "redis": _redis_missing,
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for service, check in SERVICE_CHECKS.items():
+        if item.get_closest_marker(service) is None:
+            continue
+        reason = check()
+        if reason is None:
+            continue
+        if service in REQUIRED:
+            pytest.fail(f"{reason} (required here by AGENTINA_REQUIRE_SERVICES)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def customer():
+    return factories.customer()
+
+
+@pytest.fixture
+def other_customer():
+    return factories.customer(name="Other Corp")
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_user("staffer", password="x", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    client.user = user
+    return client
