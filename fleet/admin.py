@@ -34,6 +34,7 @@ from fleet.services.customers import (
     membership_set,
 )
 from fleet.services.licenses import (
+    LICENSE_EDITABLE,
     license_create,
     license_resume,
     license_suspend,
@@ -158,6 +159,8 @@ class CustomerAdmin(admin.ModelAdmin):
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:
             return super().save_formset(request, form, formset, change)
+        # The admin's change message reads these; services do the writing below.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for member_form in formset.forms:
             if not member_form.has_changed() or not member_form.cleaned_data:
                 continue
@@ -187,10 +190,7 @@ class LicenseAdminForm(forms.ModelForm):
 
     class Meta:
         model = License
-        fields = [
-            "customer", "plan", "max_agents", "max_concurrent_tasks_per_agent", "channel",
-            "valid_from", "valid_until",
-        ]
+        fields = ["customer", *LICENSE_EDITABLE]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -198,7 +198,7 @@ class LicenseAdminForm(forms.ModelForm):
             return cleaned
         candidate = License(
             customer=cleaned.get("customer") or self.instance.customer,
-            **{name: cleaned[name] for name in self.Meta.fields if name != "customer"},
+            **{name: cleaned.get(name, getattr(self.instance, name)) for name in LICENSE_EDITABLE},
         )
         try:
             license_validate(candidate, confirm_below_active=cleaned["confirm_below_active"])

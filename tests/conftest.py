@@ -50,8 +50,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if reason is None:
             continue
         if service in REQUIRED:
-            pytest.fail(f"{reason} (required here by AGENTINA_REQUIRE_SERVICES)", pytrace=False)
-        pytest.skip(reason)
+            pytest.fail(f"{item.nodeid}: {reason} (required by AGENTINA_REQUIRE_SERVICES)", pytrace=False)
+        pytest.skip(f"{item.nodeid}: {reason}")
 
 
 @pytest.fixture

@@ -1,0 +1,212 @@
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+from model_bakery import baker
+
+from fleet.choices import AgentStatus, JobStatus, RolloutState
+from fleet.models import (
+    ActivationToken,
+    Anomaly,
+    AuditEvent,
+    Customer,
+    FleetSnapshot,
+    Job,
+    License,
+    Membership,
+    Release,
+    Rollout,
+    RolloutTarget,
+)
+from fleet.services.audit import audit_record
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = [
+    "customer", "license", "release", "activationtoken", "host", "agent", "job", "anomaly",
+    "rollout", "fleetsnapshot", "auditevent",
+]
+
+
+def _fleet_rows(n: int) -> None:
+    """n rows in every admin list, each with the relations its columns show."""
+    start = Customer.objects.count()
+    now = timezone.now()
+    for i in range(n):
+        customer = factories.customer()
+        factories.license(customer)
+        token = ActivationToken.objects.create(
+            customer=customer, display_prefix=f"agtn_act_{i}", digest=f"{start + i:064d}",
+            expires_at=now, status="redeemed",
+        )
+        agent = factories.agent(customer, activation_token=token, version=f"1.{start + i}.0")
+        factories.release(f"2.{start + i}.0")
+        Job.objects.create(customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent)
+        Anomaly.objects.create(customer=customer, agent=agent, kind="agent_offline",
+                               fingerprint=f"f{i}", message="silent")
+        rollout = Rollout.objects.create(customer=customer, release=Release.objects.last(),
+                                         state=RolloutState.ROLLING)
+        RolloutTarget.objects.create(rollout=rollout, agent=agent, from_version=agent.version)
+        FleetSnapshot.objects.create(customer=customer, taken_at=now, agents_total=1)
+        audit_record(actor=None, action="test.row", target=agent, customer=customer)
+
+
+def _count(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(ctx.captured_queries)
+
+
+def test_admin_list_pages_issue_the_same_queries_for_10_and_100_rows(staff_client):
+    urls = {model: reverse(f"admin:fleet_{model}_changelist") for model in CHANGELISTS}
+    _fleet_rows(10)
+    small = {model: _count(staff_client, url) for model, url in urls.items()}
+    _fleet_rows(90)
+    big = {model: _count(staff_client, url) for model, url in urls.items()}
+    assert big == small
+    for url in urls.values():  # each page really lists 100 rows
+        assert b"100 " in staff_client.get(url).content
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_admin_pages_refuse_non_staff(client, django_user_model, model):
+    url = reverse(f"admin:fleet_{model}_changelist")
+    assert client.get(url).status_code == 302
+    client.force_login(django_user_model.objects.create_user("member"))
+    response = client.get(url)
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_change_pages_render_with_secrets_out_of_sight(staff_client):
+    _fleet_rows(1)
+    agent_page = staff_client.get(
+        reverse("admin:fleet_agent_change", args=[factories.Agent.objects.get().pk])
+    )
+    assert agent_page.status_code == 200
+    assert b"secret_digest" not in agent_page.content
+    token = ActivationToken.objects.get()
+    token_page = staff_client.get(reverse("admin:fleet_activationtoken_change", args=[token.pk]))
+    assert token_page.status_code == 200
+    assert token.digest.encode() not in token_page.content
+    for name in ("customer", "rollout", "release", "license"):
+        obj = {"customer": Customer, "rollout": Rollout, "release": Release, "license": License}[name].objects.first()
+        assert staff_client.get(reverse(f"admin:fleet_{name}_change", args=[obj.pk])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "query"),
+    [
+        ("/admin/agents", "agent", "?status__exact=online"),
+        ("/admin/jobs/", "job", "?status__exact=queued"),
+        ("/admin/anomalies", "anomaly", "?state=open"),
+    ],
+)
+def test_product_doc_paths_land_on_admin_pages(staff_client, path, target, query):
+    response = staff_client.get(path + query, follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == reverse(f"admin:fleet_{target}_changelist") + query
+
+
+def test_license_below_active_agents_needs_the_confirmation_box(staff_client, customer):
+    lic = factories.license(customer, max_agents=5)
+    for _ in range(3):
+        factories.agent(customer)
+    url = reverse("admin:fleet_license_change", args=[lic.pk])
+    form = {
+        "plan": "team", "max_agents": 2, "max_concurrent_tasks_per_agent": 2, "channel": "stable",
+        "valid_from_0": lic.valid_from.strftime("%Y-%m-%d"), "valid_from_1": "00:00:00",
+        "valid_until_0": "", "valid_until_1": "",
+    }
+    response = staff_client.post(url, form)
+    assert response.status_code == 200
+    assert b"has 3 active agents" in response.content
+    assert License.objects.get(pk=lic.pk).max_agents == 5
+    response = staff_client.post(url, {**form, "confirm_below_active": "on"})
+    assert response.status_code == 302
+    assert License.objects.get(pk=lic.pk).max_agents == 2
+    assert AuditEvent.objects.get(action="license.update").actor_user == staff_client.user
+
+
+def test_license_max_agents_must_be_positive(staff_client, customer):
+    response = staff_client.post(reverse("admin:fleet_license_add"), {
+        "customer": customer.pk, "plan": "team", "max_agents": 0,
+        "max_concurrent_tasks_per_agent": 1, "channel": "stable",
+        "valid_from_0": "2026-01-01", "valid_from_1": "00:00:00",
+    })
+    assert response.status_code == 200
+    assert not License.objects.exists()
+
+
+def test_adding_a_license_in_admin_makes_it_current(staff_client, customer):
+    old = factories.license(customer, max_agents=3)
+    response = staff_client.post(reverse("admin:fleet_license_add"), {
+        "customer": customer.pk, "plan": "scale", "max_agents": 50,
+        "max_concurrent_tasks_per_agent": 4, "channel": "beta",
+        "valid_from_0": "2026-01-01", "valid_from_1": "00:00:00",
+    })
+    assert response.status_code == 302
+    old.refresh_from_db()
+    assert not old.is_current
+    assert License.objects.get(is_current=True).plan == "scale"
+
+
+def test_customer_with_members_created_in_admin_is_audited(staff_client, django_user_model):
+    member = django_user_model.objects.create_user("ops")
+    response = staff_client.post(reverse("admin:fleet_customer_add"), {
+        "name": "Initech", "slug": "initech", "contact_email": "", "notes": "",
+        "memberships-TOTAL_FORMS": 1, "memberships-INITIAL_FORMS": 0,
+        "memberships-0-user": member.pk, "memberships-0-role": "owner",
+        "licenses-TOTAL_FORMS": 0, "licenses-INITIAL_FORMS": 0,
+    })
+    assert response.status_code == 302, response.content
+    assert Membership.objects.get().role == "owner"
+    assert set(AuditEvent.objects.values_list("action", flat=True)) == {
+        "customer.create", "membership.create",
+    }
+
+
+def test_release_published_and_yanked_from_admin(staff_client):
+    response = staff_client.post(reverse("admin:fleet_release_add"), {
+        "version": "1.10.0", "channel": "stable", "notes": "n",
+    })
+    assert response.status_code == 302
+    bad = staff_client.post(reverse("admin:fleet_release_add"), {"version": "1.10", "channel": "stable"})
+    assert bad.status_code == 200 and b"not a semantic version" in bad.content
+    release = Release.objects.get()
+    staff_client.post(reverse("admin:fleet_release_changelist"), {
+        "action": "yank", "_selected_action": [release.pk],
+    })
+    release.refresh_from_db()
+    assert release.yanked
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
+        "release.publish", "release.yank",
+    ]
+
+
+def test_staff_revoke_tokens_from_admin(staff_client, customer):
+    outstanding = baker.make(ActivationToken, customer=customer, digest="a" * 64, expires_at=timezone.now())
+    redeemed = baker.make(ActivationToken, customer=customer, digest="b" * 64, expires_at=timezone.now(),
+                          status="redeemed")
+    staff_client.post(reverse("admin:fleet_activationtoken_changelist"), {
+        "action": "revoke", "_selected_action": [outstanding.pk, redeemed.pk],
+    })
+    outstanding.refresh_from_db()
+    redeemed.refresh_from_db()
+    assert (outstanding.status, redeemed.status) == ("revoked", "redeemed")
+
+
+def test_agents_filter_by_zone_version_and_status(staff_client, customer):
+    factories.agent(customer, factories.host(customer, zone="eu-1"), version="1.9.3", name="alpha")
+    factories.agent(customer, factories.host(customer, zone="us-1"), version="1.10.0", name="beta",
+                    status=AgentStatus.OFFLINE)
+    url = reverse("admin:fleet_agent_changelist")
+    page = staff_client.get(url, {"host__zone": "eu-1"}).content
+    assert b"alpha" in page and b">beta<" not in page
+    page = staff_client.get(url, {"version": "1.10.0"}).content
+    assert b">beta<" in page and b"alpha" not in page
+    page = staff_client.get(url, {"status__exact": "offline"}).content
+    assert b">beta<" in page and b"alpha" not in page
