@@ -33,8 +33,10 @@ def _fleet_error(request: HttpRequest, exc: FleetError) -> HttpResponse:
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors = [
-        {"field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "payload")),
-         "message": e.get("msg", "invalid")}
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "payload")),
+            "message": e.get("msg", "invalid"),
+        }
         for e in exc.errors
     ]
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)

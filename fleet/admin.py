@@ -107,11 +107,16 @@ class MembershipInline(admin.TabularInline):
 class LicenseInline(ReadOnlyInline):
     model = License
     verbose_name_plural = "licenses (current first; edit on the license page)"
-    fields = [
-        "is_current", "plan", "max_agents", "max_concurrent_tasks_per_agent", "channel",
-        "valid_from", "valid_until", "suspended",
-    ]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "is_current",
+        "plan",
+        "max_agents",
+        "max_concurrent_tasks_per_agent",
+        "channel",
+        "valid_from",
+        "valid_until",
+        "suspended",
+    )
     ordering = ["-is_current", "-created_at"]
 
 
@@ -151,10 +156,16 @@ class CustomerAdmin(admin.ModelAdmin):
         if change:
             customer_update(customer=obj, actor=request.user)
         else:
-            _adopt(obj, customer_create(
-                name=obj.name, slug=obj.slug, contact_email=obj.contact_email, notes=obj.notes,
-                actor=request.user,
-            ))
+            _adopt(
+                obj,
+                customer_create(
+                    name=obj.name,
+                    slug=obj.slug,
+                    contact_email=obj.contact_email,
+                    notes=obj.notes,
+                    actor=request.user,
+                ),
+            )
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:
@@ -164,19 +175,19 @@ class CustomerAdmin(admin.ModelAdmin):
         for member_form in formset.forms:
             if not member_form.has_changed() or not member_form.cleaned_data:
                 continue
-            old = member_form.instance if member_form.instance.pk else None
-            if member_form in formset.deleted_forms or (
-                old is not None and old.user_id != member_form.cleaned_data["user"].pk
-            ):
-                membership_remove(membership=Membership.objects.get(pk=old.pk), actor=request.user)
-                if member_form in formset.deleted_forms:
-                    continue
-            membership_set(
-                customer=form.instance,
-                user=member_form.cleaned_data["user"],
-                role=member_form.cleaned_data["role"],
-                actor=request.user,
-            )
+            deleted = member_form in formset.deleted_forms
+            user = member_form.cleaned_data["user"]
+            pk = member_form.instance.pk
+            stored = Membership.objects.get(pk=pk) if pk else None
+            if stored is not None and (deleted or stored.user_id != user.pk):
+                membership_remove(membership=stored, actor=request.user)
+            if not deleted:
+                membership_set(
+                    customer=form.instance,
+                    user=user,
+                    role=member_form.cleaned_data["role"],
+                    actor=request.user,
+                )
         return None
 
 
@@ -213,8 +224,16 @@ class LicenseAdminForm(forms.ModelForm):
 class LicenseAdmin(admin.ModelAdmin):
     form = LicenseAdminForm
     list_display = [
-        "customer", "plan", "max_agents", "agents_active", "max_concurrent_tasks_per_agent",
-        "channel", "valid_from", "valid_until", "suspended", "is_current",
+        "customer",
+        "plan",
+        "max_agents",
+        "agents_active",
+        "max_concurrent_tasks_per_agent",
+        "channel",
+        "valid_from",
+        "valid_until",
+        "suspended",
+        "is_current",
     ]
     list_filter = ["is_current", "suspended", "channel", "plan", "customer"]
     list_select_related = ["customer"]
@@ -224,7 +243,11 @@ class LicenseAdmin(admin.ModelAdmin):
     actions = ["suspend", "resume"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[License]:
-        return super().get_queryset(request).annotate(active_agents=_active_agents_subquery("customer"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_agents=_active_agents_subquery("customer"))
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "customer"] if obj else list(self.readonly_fields)
@@ -275,10 +298,18 @@ class ReleaseAdmin(admin.ModelAdmin):
         )
         return super().get_queryset(request).annotate(agents_on=Coalesce(Subquery(on_it), 0))
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["version", "channel", "notes"]
-        return ["version", "channel", "published_at", "notes", "yanked", "yanked_at", "yanked_reason"]
+        return [
+            "version",
+            "channel",
+            "published_at",
+            "notes",
+            "yanked",
+            "yanked_at",
+            "yanked_reason",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
@@ -294,9 +325,12 @@ class ReleaseAdmin(admin.ModelAdmin):
             release_update(release=obj, actor=request.user)
             return
         try:
-            _adopt(obj, release_publish(
-                version=obj.version, channel=obj.channel, notes=obj.notes, actor=request.user
-            ))
+            _adopt(
+                obj,
+                release_publish(
+                    version=obj.version, channel=obj.channel, notes=obj.notes, actor=request.user
+                ),
+            )
         except FleetError as exc:  # a race with another publish of the same version
             self.message_user(request, exc.detail, messages.ERROR)
             raise
@@ -325,8 +359,15 @@ class TokenStateFilter(admin.SimpleListFilter):
 @admin.register(ActivationToken)
 class ActivationTokenAdmin(ReadOnlyAdmin):
     list_display = [
-        "display_prefix", "customer", "role", "status", "created_at", "expires_at",
-        "redeemed_at", "redeemed_by", "refused_attempts",
+        "display_prefix",
+        "customer",
+        "role",
+        "status",
+        "created_at",
+        "expires_at",
+        "redeemed_at",
+        "redeemed_by",
+        "refused_attempts",
     ]
     list_filter = [TokenStateFilter, "role", "customer"]
     list_select_related = ["customer", "agent", "agent__host"]
@@ -358,8 +399,12 @@ class HostAdmin(ReadOnlyAdmin):
     search_fields = ["hostname", "machine_id", "customer__name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        return super().get_queryset(request).annotate(
-            n_agents=Count("agents", filter=~Q(agents__status=AgentStatus.DECOMMISSIONED))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_agents=Count("agents", filter=~Q(agents__status=AgentStatus.DECOMMISSIONED))
+            )
         )
 
     @admin.display(description="agents", ordering="n_agents")
@@ -370,7 +415,14 @@ class HostAdmin(ReadOnlyAdmin):
 @admin.register(Agent)
 class AgentAdmin(ReadOnlyAdmin):
     list_display = [
-        "name", "customer", "role", "status", "version", "host", "zone", "last_heartbeat_at",
+        "name",
+        "customer",
+        "role",
+        "status",
+        "version",
+        "host",
+        "zone",
+        "last_heartbeat_at",
         "registered_at",
     ]
     list_filter = ["status", "role", "host__zone", "version", "customer"]
@@ -387,8 +439,16 @@ class AgentAdmin(ReadOnlyAdmin):
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdmin):
     list_display = [
-        "id", "customer", "role", "status", "priority", "agent", "attempts", "queued_at",
-        "started_at", "finished_at",
+        "id",
+        "customer",
+        "role",
+        "status",
+        "priority",
+        "agent",
+        "attempts",
+        "queued_at",
+        "started_at",
+        "finished_at",
     ]
     list_filter = ["status", "role", "customer"]
     list_select_related = ["customer", "agent"]
@@ -414,8 +474,15 @@ class AnomalyOpenFilter(admin.SimpleListFilter):
 @admin.register(Anomaly)
 class AnomalyAdmin(ReadOnlyAdmin):
     list_display = [
-        "kind", "severity", "customer", "agent", "short_message", "occurrences", "first_seen",
-        "last_seen", "resolved_at",
+        "kind",
+        "severity",
+        "customer",
+        "agent",
+        "short_message",
+        "occurrences",
+        "first_seen",
+        "last_seen",
+        "resolved_at",
     ]
     list_filter = [AnomalyOpenFilter, "kind", "severity", "customer"]
     list_select_related = ["customer", "agent"]
@@ -429,8 +496,15 @@ class AnomalyAdmin(ReadOnlyAdmin):
 
 class RolloutTargetInline(ReadOnlyInline):
     model = RolloutTarget
-    fields = ["agent", "batch", "state", "from_version", "offered_at", "reported_at", "detail"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "agent",
+        "batch",
+        "state",
+        "from_version",
+        "offered_at",
+        "reported_at",
+        "detail",
+    )
     show_change_link = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RolloutTarget]:
@@ -440,8 +514,14 @@ class RolloutTargetInline(ReadOnlyInline):
 @admin.register(Rollout)
 class RolloutAdmin(ReadOnlyAdmin):
     list_display = [
-        "id", "customer", "target_version", "state", "current_batch", "target_count",
-        "started_at", "finished_at",
+        "id",
+        "customer",
+        "target_version",
+        "state",
+        "current_batch",
+        "target_count",
+        "started_at",
+        "finished_at",
     ]
     list_filter = ["state", "customer"]
     list_select_related = ["customer", "release"]
@@ -464,9 +544,17 @@ class RolloutAdmin(ReadOnlyAdmin):
 @admin.register(FleetSnapshot)
 class FleetSnapshotAdmin(ReadOnlyAdmin):
     list_display = [
-        "taken_at", "customer", "agents_total", "agents_online", "online_ratio",
-        "jobs_completed_last_hour", "queue_depth", "idle_ratio", "anomalies_unresolved",
-        "agents_not_on_latest", "agents_minor_behind",
+        "taken_at",
+        "customer",
+        "agents_total",
+        "agents_online",
+        "online_ratio",
+        "jobs_completed_last_hour",
+        "queue_depth",
+        "idle_ratio",
+        "anomalies_unresolved",
+        "agents_not_on_latest",
+        "agents_minor_behind",
     ]
     list_filter = ["customer"]
     list_select_related = ["customer"]
@@ -475,7 +563,15 @@ class FleetSnapshotAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor_label", "customer", "action", "target_type", "target_repr", "ip_address"]
+    list_display = [
+        "at",
+        "actor_label",
+        "customer",
+        "action",
+        "target_type",
+        "target_repr",
+        "ip_address",
+    ]
     list_filter = ["action", "target_type", "customer"]
     list_select_related = ["customer"]
     search_fields = ["actor_label", "action", "target_repr", "target_id"]

@@ -23,8 +23,10 @@ DISPLAY_PREFIX_LEN = 6  # random characters kept in the clear after the kind pre
 
 
 class SecretKind(StrEnum):
-    ACTIVATION_TOKEN = "agtn_act_"
-    AGENT_SECRET = "agtn_agt_"
+    """The readable prefix of each kind (prefixes, not secrets)."""
+
+    ACTIVATION_TOKEN = "agtn_act_"  # noqa: S105
+    AGENT_SECRET = "agtn_agt_"  # noqa: S105
     API_KEY = "agtn_key_"
 
 

@@ -1,6 +1,6 @@
 """Every shared read. Portal and API reads take the customer, so tenancy is in the query."""
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 
 from fleet.choices import AgentStatus, Channel
@@ -24,18 +24,14 @@ def release_latest(channel: str = Channel.STABLE) -> Release | None:
     return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version").first()
 
 
-def membership_list(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
+def membership_list(user: User | AnonymousUser) -> QuerySet[Membership]:
     if not user.is_authenticated:
         return Membership.objects.none()
     return Membership.objects.filter(user=user).select_related("customer")
 
 
 def agent_list(customer: Customer) -> QuerySet[Agent]:
-    return (
-        Agent.objects.filter(customer=customer)
-        .select_related("host")
-        .order_by("status", "name")
-    )
+    return Agent.objects.filter(customer=customer).select_related("host").order_by("status", "name")
 
 
 def agent_status_counts(customer: Customer) -> dict[str, int]:

@@ -8,6 +8,7 @@ equal-width digit runs numerically, so SQL's ORDER BY and < agree with semver
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -41,9 +42,7 @@ class SemVer(str):
         obj = super().__new__(cls, text)
         obj.major, obj.minor, obj.patch = (int(match.group(i)) for i in (1, 2, 3))
         pre = match.group(4)
-        obj.prerelease = (
-            tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
-        )
+        obj.prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
         obj.build = match.group(5) or ""
         return obj
 
@@ -78,16 +77,32 @@ class SemVer(str):
 
     # str defines its own character-order comparisons; replace all four.
     def __lt__(self, other: object) -> bool:
-        return self.precedence < as_semver(other).precedence if isinstance(other, str) else NotImplemented
+        return (
+            self.precedence < as_semver(other).precedence
+            if isinstance(other, str)
+            else NotImplemented
+        )
 
     def __le__(self, other: object) -> bool:
-        return self.precedence <= as_semver(other).precedence if isinstance(other, str) else NotImplemented
+        return (
+            self.precedence <= as_semver(other).precedence
+            if isinstance(other, str)
+            else NotImplemented
+        )
 
     def __gt__(self, other: object) -> bool:
-        return self.precedence > as_semver(other).precedence if isinstance(other, str) else NotImplemented
+        return (
+            self.precedence > as_semver(other).precedence
+            if isinstance(other, str)
+            else NotImplemented
+        )
 
     def __ge__(self, other: object) -> bool:
-        return self.precedence >= as_semver(other).precedence if isinstance(other, str) else NotImplemented
+        return (
+            self.precedence >= as_semver(other).precedence
+            if isinstance(other, str)
+            else NotImplemented
+        )
 
 
 def as_semver(value: str) -> SemVer:
@@ -107,10 +122,8 @@ class _SemVerAttribute(DeferredAttribute):
 
     def __set__(self, instance: models.Model, value: Any) -> None:
         if isinstance(value, str) and value and not isinstance(value, SemVer):
-            try:
+            with contextlib.suppress(ValueError):
                 value = SemVer(value)
-            except ValueError:
-                pass
         instance.__dict__[self.field.attname] = value
 
 

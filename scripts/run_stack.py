@@ -24,12 +24,28 @@ GRACE_SECONDS = 25
 def _commands(host: str, port: str) -> dict[str, list[str]]:
     return {
         "web": [
-            str(BIN / "gunicorn"), "config.wsgi", "--bind", f"{host}:{port}",
-            "--workers", "2", "--threads", "4", "--access-logfile", "-",
+            str(BIN / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
         ],
         "worker": [
-            str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "INFO",
-            "--hostname", "worker1@agentina", "--concurrency", "2",
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            "worker1@agentina",
+            "--concurrency",
+            "2",
         ],
         "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
     }
@@ -73,7 +89,10 @@ def main() -> int:
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     url = f"http://{host}:{port}/"
     seed = subprocess.run(
-        [sys.executable, "manage.py", "seed_demo"], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "manage.py", "seed_demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         check=False,
     )
     sys.stdout.write(seed.stdout + seed.stderr)
@@ -87,8 +106,13 @@ def main() -> int:
     children: dict[str, subprocess.Popen[str]] = {}
     for name, command in _commands(host, port).items():
         proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, bufsize=1,
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            bufsize=1,
         )
         children[name] = proc
         threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()

@@ -14,7 +14,9 @@ from django.db import connection
 
 from tests import factories
 
-REQUIRED = {s.strip() for s in os.environ.get("AGENTINA_REQUIRE_SERVICES", "").split(",") if s.strip()}
+REQUIRED = {
+    s.strip() for s in os.environ.get("AGENTINA_REQUIRE_SERVICES", "").split(",") if s.strip()
+}
 
 
 def _postgres_missing() -> str | None:
@@ -50,7 +52,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if reason is None:
             continue
         if service in REQUIRED:
-            pytest.fail(f"{item.nodeid}: {reason} (required by AGENTINA_REQUIRE_SERVICES)", pytrace=False)
+            pytest.fail(
+                f"{item.nodeid}: {reason} (required by AGENTINA_REQUIRE_SERVICES)", pytrace=False
+            )
         pytest.skip(f"{item.nodeid}: {reason}")
 
 
@@ -66,7 +70,9 @@ def other_customer():
 
 @pytest.fixture
 def staff_client(client, django_user_model):
-    user = django_user_model.objects.create_user("staffer", password="x", is_staff=True, is_superuser=True)
+    user = django_user_model.objects.create_user(
+        "staffer", password="x", is_staff=True, is_superuser=True
+    )
     client.force_login(user)
     client.user = user
     return client

@@ -45,7 +45,9 @@ class Agent(models.Model):
     unit_name = models.CharField(max_length=128, help_text="systemd unit, unique per host.")
     state_dir = models.CharField(max_length=255, help_text="State directory, unique per host.")
     version = SemVerField()
-    status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.ONLINE)
+    status = models.CharField(
+        max_length=16, choices=AgentStatus.choices, default=AgentStatus.ONLINE
+    )
     secret_prefix = models.CharField(max_length=32)
     secret_digest = models.CharField(max_length=64, unique=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)

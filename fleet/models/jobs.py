@@ -43,7 +43,9 @@ class Job(models.Model):
                 name="job_queue",
             ),
             models.Index(fields=["agent", "status"], name="job_agent_status"),
-            models.Index(fields=["customer", "status", "finished_at"], name="job_customer_finished"),
+            models.Index(
+                fields=["customer", "status", "finished_at"], name="job_customer_finished"
+            ),
         ]
         ordering = ["-queued_at"]
 

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
 
@@ -45,7 +47,7 @@ class License(models.Model):
     def __str__(self) -> str:
         return f"{self.customer} · {self.plan} · {self.max_agents} agents"
 
-    def admits_agents_at(self, moment: timezone.datetime) -> bool:
+    def admits_agents_at(self, moment: datetime) -> bool:
         """A license admits new agents while in its validity window and not suspended."""
         if self.suspended or moment < self.valid_from:
             return False

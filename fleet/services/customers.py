@@ -1,4 +1,4 @@
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -28,7 +28,10 @@ def customer_update(*, customer: Customer, actor: Actor = None) -> Customer:
     if changes:
         customer.save(update_fields=list(changes))
         audit_record(
-            actor=actor, action="customer.update", target=customer, customer=customer,
+            actor=actor,
+            action="customer.update",
+            target=customer,
+            customer=customer,
             changes=changes,
         )
     return customer
@@ -36,7 +39,7 @@ def customer_update(*, customer: Customer, actor: Actor = None) -> Customer:
 
 @transaction.atomic
 def membership_set(
-    *, customer: Customer, user: AbstractBaseUser, role: MemberRole, actor: Actor = None
+    *, customer: Customer, user: User, role: MemberRole, actor: Actor = None
 ) -> Membership:
     """Add `user` to `customer` with `role`, or change the role they have."""
     membership, created = Membership.objects.select_for_update().get_or_create(
@@ -59,7 +62,10 @@ def membership_set(
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: Actor = None) -> None:
     audit_record(
-        actor=actor, action="membership.remove", target=membership, customer=membership.customer,
+        actor=actor,
+        action="membership.remove",
+        target=membership,
+        customer=membership.customer,
         changes={"user": [membership.user.get_username(), None], "role": [membership.role, None]},
     )
     membership.delete()

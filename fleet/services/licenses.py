@@ -71,7 +71,10 @@ def license_update(
     license_validate(license, confirm_below_active=confirm_below_active)
     license.save(update_fields=list(changes))
     audit_record(
-        actor=actor, action="license.update", target=license, customer=license.customer,
+        actor=actor,
+        action="license.update",
+        target=license,
+        customer=license.customer,
         changes=changes,
     )
     return license
@@ -86,7 +89,10 @@ def license_suspend(*, license: License, reason: str, actor: Actor = None) -> Li
     license.refresh_from_db()
     if updated:
         audit_record(
-            actor=actor, action="license.suspend", target=license, customer=license.customer,
+            actor=actor,
+            action="license.suspend",
+            target=license,
+            customer=license.customer,
             changes={"suspended": [False, True], "reason": [None, reason]},
         )
     return license
@@ -100,8 +106,10 @@ def license_resume(*, license: License, actor: Actor = None) -> License:
     license.refresh_from_db()
     if updated:
         audit_record(
-            actor=actor, action="license.resume", target=license, customer=license.customer,
+            actor=actor,
+            action="license.resume",
+            target=license,
+            customer=license.customer,
             changes={"suspended": [True, False]},
         )
     return license
-

@@ -24,7 +24,10 @@ def release_publish(
     except IntegrityError as exc:
         raise ReleaseAlreadyPublished(f"Release {parsed} is already published.") from exc
     audit_record(
-        actor=actor, action="release.publish", target=release, customer=None,
+        actor=actor,
+        action="release.publish",
+        target=release,
+        customer=None,
         changes={"version": [None, str(parsed)], "channel": [None, channel]},
     )
     return release
@@ -39,7 +42,10 @@ def release_yank(*, release: Release, reason: str, actor: Actor = None) -> Relea
     release.refresh_from_db()
     if updated:
         audit_record(
-            actor=actor, action="release.yank", target=release, customer=None,
+            actor=actor,
+            action="release.yank",
+            target=release,
+            customer=None,
             changes={"yanked": [False, True], "reason": [None, reason]},
         )
     return release

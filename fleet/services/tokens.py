@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -10,7 +10,7 @@ from fleet.secrets import SecretKind, secret_mint
 from fleet.services.audit import Actor, audit_record
 
 
-def token_expire_overdue(*, now: timezone.datetime | None = None) -> int:
+def token_expire_overdue(*, now: datetime | None = None) -> int:
     """One UPDATE: outstanding tokens past their expiry become expired."""
     return ActivationToken.objects.filter(
         status=TokenStatus.OUTSTANDING, expires_at__lte=now or timezone.now()
@@ -20,13 +20,16 @@ def token_expire_overdue(*, now: timezone.datetime | None = None) -> int:
 @transaction.atomic
 def token_revoke(*, token: ActivationToken, actor: Actor = None) -> bool:
     """Revoke an outstanding token; a redeemed, expired or revoked one is left as it is."""
-    updated = ActivationToken.objects.filter(
-        pk=token.pk, status=TokenStatus.OUTSTANDING
-    ).update(status=TokenStatus.REVOKED, revoked_at=timezone.now())
+    updated = ActivationToken.objects.filter(pk=token.pk, status=TokenStatus.OUTSTANDING).update(
+        status=TokenStatus.REVOKED, revoked_at=timezone.now()
+    )
     if updated:
         token.refresh_from_db()
         audit_record(
-            actor=actor, action="token.revoke", target=token, customer=token.customer,
+            actor=actor,
+            action="token.revoke",
+            target=token,
+            customer=token.customer,
             changes={"status": [TokenStatus.OUTSTANDING, TokenStatus.REVOKED]},
         )
     return bool(updated)
@@ -53,7 +56,10 @@ def token_mint(
         created_by=actor if actor is not None and actor.is_authenticated else None,
     )
     audit_record(
-        actor=actor, action="token.mint", target=token, customer=customer,
+        actor=actor,
+        action="token.mint",
+        target=token,
+        customer=customer,
         changes={"role": [None, role], "expires_at": [None, token.expires_at.isoformat()]},
     )
     return token, minted.plaintext

@@ -12,14 +12,25 @@ TEST_ONLY = ("SECURE_SSL_REDIRECT", "SECRET_KEY", "STATICFILES_BACKEND", "DEBUG"
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in TEST_ONLY}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env={**clean, **env},
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
 def test_production_settings_pass_check_deploy():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING",
-                     DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50))
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(50),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -31,7 +42,9 @@ def test_check_deploy_flags_the_development_secret_key():
 
 
 def test_debug_is_off_unless_asked_for():
-    result = _manage("shell", "--no-imports", "-c", "from django.conf import settings; print(settings.DEBUG)")
+    result = _manage(
+        "shell", "--no-imports", "-c", "from django.conf import settings; print(settings.DEBUG)"
+    )
     assert result.stdout.strip() == "False"
 
 

@@ -25,8 +25,17 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 CHANGELISTS = [
-    "customer", "license", "release", "activationtoken", "host", "agent", "job", "anomaly",
-    "rollout", "fleetsnapshot", "auditevent",
+    "customer",
+    "license",
+    "release",
+    "activationtoken",
+    "host",
+    "agent",
+    "job",
+    "anomaly",
+    "rollout",
+    "fleetsnapshot",
+    "auditevent",
 ]
 
 
@@ -38,16 +47,27 @@ def _fleet_rows(n: int) -> None:
         customer = factories.customer()
         factories.license(customer)
         token = ActivationToken.objects.create(
-            customer=customer, display_prefix=f"agtn_act_{i}", digest=f"{start + i:064d}",
-            expires_at=now, status="redeemed",
+            customer=customer,
+            display_prefix=f"agtn_act_{i}",
+            digest=f"{start + i:064d}",
+            expires_at=now,
+            status="redeemed",
         )
         agent = factories.agent(customer, activation_token=token, version=f"1.{start + i}.0")
         factories.release(f"2.{start + i}.0")
-        Job.objects.create(customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent)
-        Anomaly.objects.create(customer=customer, agent=agent, kind="agent_offline",
-                               fingerprint=f"f{i}", message="silent")
-        rollout = Rollout.objects.create(customer=customer, release=Release.objects.last(),
-                                         state=RolloutState.ROLLING)
+        Job.objects.create(
+            customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent
+        )
+        Anomaly.objects.create(
+            customer=customer,
+            agent=agent,
+            kind="agent_offline",
+            fingerprint=f"f{i}",
+            message="silent",
+        )
+        rollout = Rollout.objects.create(
+            customer=customer, release=Release.objects.last(), state=RolloutState.ROLLING
+        )
         RolloutTarget.objects.create(rollout=rollout, agent=agent, from_version=agent.version)
         FleetSnapshot.objects.create(customer=customer, taken_at=now, agents_total=1)
         audit_record(actor=None, action="test.row", target=agent, customer=customer)
@@ -93,8 +113,13 @@ def test_change_pages_render_with_secrets_out_of_sight(staff_client):
     assert token_page.status_code == 200
     assert token.digest.encode() not in token_page.content
     for name in ("customer", "rollout", "release", "license"):
-        obj = {"customer": Customer, "rollout": Rollout, "release": Release, "license": License}[name].objects.first()
-        assert staff_client.get(reverse(f"admin:fleet_{name}_change", args=[obj.pk])).status_code == 200
+        obj = {"customer": Customer, "rollout": Rollout, "release": Release, "license": License}[
+            name
+        ].objects.first()
+        assert (
+            staff_client.get(reverse(f"admin:fleet_{name}_change", args=[obj.pk])).status_code
+            == 200
+        )
 
 
 @pytest.mark.parametrize(
@@ -117,9 +142,14 @@ def test_license_below_active_agents_needs_the_confirmation_box(staff_client, cu
         factories.agent(customer)
     url = reverse("admin:fleet_license_change", args=[lic.pk])
     form = {
-        "plan": "team", "max_agents": 2, "max_concurrent_tasks_per_agent": 2, "channel": "stable",
-        "valid_from_0": lic.valid_from.strftime("%Y-%m-%d"), "valid_from_1": "00:00:00",
-        "valid_until_0": "", "valid_until_1": "",
+        "plan": "team",
+        "max_agents": 2,
+        "max_concurrent_tasks_per_agent": 2,
+        "channel": "stable",
+        "valid_from_0": lic.valid_from.strftime("%Y-%m-%d"),
+        "valid_from_1": "00:00:00",
+        "valid_until_0": "",
+        "valid_until_1": "",
     }
     response = staff_client.post(url, form)
     assert response.status_code == 200
@@ -132,22 +162,36 @@ def test_license_below_active_agents_needs_the_confirmation_box(staff_client, cu
 
 
 def test_license_max_agents_must_be_positive(staff_client, customer):
-    response = staff_client.post(reverse("admin:fleet_license_add"), {
-        "customer": customer.pk, "plan": "team", "max_agents": 0,
-        "max_concurrent_tasks_per_agent": 1, "channel": "stable",
-        "valid_from_0": "2026-01-01", "valid_from_1": "00:00:00",
-    })
+    response = staff_client.post(
+        reverse("admin:fleet_license_add"),
+        {
+            "customer": customer.pk,
+            "plan": "team",
+            "max_agents": 0,
+            "max_concurrent_tasks_per_agent": 1,
+            "channel": "stable",
+            "valid_from_0": "2026-01-01",
+            "valid_from_1": "00:00:00",
+        },
+    )
     assert response.status_code == 200
     assert not License.objects.exists()
 
 
 def test_adding_a_license_in_admin_makes_it_current(staff_client, customer):
     old = factories.license(customer, max_agents=3)
-    response = staff_client.post(reverse("admin:fleet_license_add"), {
-        "customer": customer.pk, "plan": "scale", "max_agents": 50,
-        "max_concurrent_tasks_per_agent": 4, "channel": "beta",
-        "valid_from_0": "2026-01-01", "valid_from_1": "00:00:00",
-    })
+    response = staff_client.post(
+        reverse("admin:fleet_license_add"),
+        {
+            "customer": customer.pk,
+            "plan": "scale",
+            "max_agents": 50,
+            "max_concurrent_tasks_per_agent": 4,
+            "channel": "beta",
+            "valid_from_0": "2026-01-01",
+            "valid_from_1": "00:00:00",
+        },
+    )
     assert response.status_code == 302
     old.refresh_from_db()
     assert not old.is_current
@@ -156,44 +200,78 @@ def test_adding_a_license_in_admin_makes_it_current(staff_client, customer):
 
 def test_customer_with_members_created_in_admin_is_audited(staff_client, django_user_model):
     member = django_user_model.objects.create_user("ops")
-    response = staff_client.post(reverse("admin:fleet_customer_add"), {
-        "name": "Initech", "slug": "initech", "contact_email": "", "notes": "",
-        "memberships-TOTAL_FORMS": 1, "memberships-INITIAL_FORMS": 0,
-        "memberships-0-user": member.pk, "memberships-0-role": "owner",
-        "licenses-TOTAL_FORMS": 0, "licenses-INITIAL_FORMS": 0,
-    })
+    response = staff_client.post(
+        reverse("admin:fleet_customer_add"),
+        {
+            "name": "Initech",
+            "slug": "initech",
+            "contact_email": "",
+            "notes": "",
+            "memberships-TOTAL_FORMS": 1,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-0-user": member.pk,
+            "memberships-0-role": "owner",
+            "licenses-TOTAL_FORMS": 0,
+            "licenses-INITIAL_FORMS": 0,
+        },
+    )
     assert response.status_code == 302, response.content
     assert Membership.objects.get().role == "owner"
     assert set(AuditEvent.objects.values_list("action", flat=True)) == {
-        "customer.create", "membership.create",
+        "customer.create",
+        "membership.create",
     }
 
 
 def test_release_published_and_yanked_from_admin(staff_client):
-    response = staff_client.post(reverse("admin:fleet_release_add"), {
-        "version": "1.10.0", "channel": "stable", "notes": "n",
-    })
+    response = staff_client.post(
+        reverse("admin:fleet_release_add"),
+        {
+            "version": "1.10.0",
+            "channel": "stable",
+            "notes": "n",
+        },
+    )
     assert response.status_code == 302
-    bad = staff_client.post(reverse("admin:fleet_release_add"), {"version": "1.10", "channel": "stable"})
-    assert bad.status_code == 200 and b"not a semantic version" in bad.content
+    bad = staff_client.post(
+        reverse("admin:fleet_release_add"), {"version": "1.10", "channel": "stable"}
+    )
+    assert bad.status_code == 200
+    assert b"not a semantic version" in bad.content
     release = Release.objects.get()
-    staff_client.post(reverse("admin:fleet_release_changelist"), {
-        "action": "yank", "_selected_action": [release.pk],
-    })
+    staff_client.post(
+        reverse("admin:fleet_release_changelist"),
+        {
+            "action": "yank",
+            "_selected_action": [release.pk],
+        },
+    )
     release.refresh_from_db()
     assert release.yanked
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "release.publish", "release.yank",
+        "release.publish",
+        "release.yank",
     ]
 
 
 def test_staff_revoke_tokens_from_admin(staff_client, customer):
-    outstanding = baker.make(ActivationToken, customer=customer, digest="a" * 64, expires_at=timezone.now())
-    redeemed = baker.make(ActivationToken, customer=customer, digest="b" * 64, expires_at=timezone.now(),
-                          status="redeemed")
-    staff_client.post(reverse("admin:fleet_activationtoken_changelist"), {
-        "action": "revoke", "_selected_action": [outstanding.pk, redeemed.pk],
-    })
+    outstanding = baker.make(
+        ActivationToken, customer=customer, digest="a" * 64, expires_at=timezone.now()
+    )
+    redeemed = baker.make(
+        ActivationToken,
+        customer=customer,
+        digest="b" * 64,
+        expires_at=timezone.now(),
+        status="redeemed",
+    )
+    staff_client.post(
+        reverse("admin:fleet_activationtoken_changelist"),
+        {
+            "action": "revoke",
+            "_selected_action": [outstanding.pk, redeemed.pk],
+        },
+    )
     outstanding.refresh_from_db()
     redeemed.refresh_from_db()
     assert (outstanding.status, redeemed.status) == ("revoked", "redeemed")
@@ -201,12 +279,20 @@ def test_staff_revoke_tokens_from_admin(staff_client, customer):
 
 def test_agents_filter_by_zone_version_and_status(staff_client, customer):
     factories.agent(customer, factories.host(customer, zone="eu-1"), version="1.9.3", name="alpha")
-    factories.agent(customer, factories.host(customer, zone="us-1"), version="1.10.0", name="beta",
-                    status=AgentStatus.OFFLINE)
+    factories.agent(
+        customer,
+        factories.host(customer, zone="us-1"),
+        version="1.10.0",
+        name="beta",
+        status=AgentStatus.OFFLINE,
+    )
     url = reverse("admin:fleet_agent_changelist")
     page = staff_client.get(url, {"host__zone": "eu-1"}).content
-    assert b"alpha" in page and b">beta<" not in page
+    assert b"alpha" in page
+    assert b">beta<" not in page
     page = staff_client.get(url, {"version": "1.10.0"}).content
-    assert b">beta<" in page and b"alpha" not in page
+    assert b">beta<" in page
+    assert b"alpha" not in page
     page = staff_client.get(url, {"status__exact": "offline"}).content
-    assert b">beta<" in page and b"alpha" not in page
+    assert b">beta<" in page
+    assert b"alpha" not in page

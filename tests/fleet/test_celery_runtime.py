@@ -59,7 +59,10 @@ def test_beat_and_a_sent_task_reach_a_real_worker(broker_env, tmp_path, customer
     log = (tmp_path / "celery.log").open("w")
     procs = [
         subprocess.Popen(
-            [CELERY, "-A", "config", *args], env=env, cwd=settings.BASE_DIR, stdout=log,
+            [CELERY, "-A", "config", *args],
+            env=env,
+            cwd=settings.BASE_DIR,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         for args in (
@@ -73,12 +76,16 @@ def test_beat_and_a_sent_task_reach_a_real_worker(broker_env, tmp_path, customer
             lambda: ActivationToken.objects.get(pk=overdue.pk).status == TokenStatus.EXPIRED
         ), (tmp_path / "celery.log").read_text()[-3000:]
         subprocess.run(
-            [CELERY, "-A", "config", "call", "fleet.mark_stale_agents"], env=env,
-            cwd=settings.BASE_DIR, check=True, capture_output=True, timeout=60,
+            [CELERY, "-A", "config", "call", "fleet.mark_stale_agents"],
+            env=env,
+            cwd=settings.BASE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
-        assert _wait_for(
-            lambda: Agent.objects.get(pk=silent.pk).status == AgentStatus.OFFLINE
-        ), (tmp_path / "celery.log").read_text()[-3000:]
+        assert _wait_for(lambda: Agent.objects.get(pk=silent.pk).status == AgentStatus.OFFLINE), (
+            tmp_path / "celery.log"
+        ).read_text()[-3000:]
     finally:
         for proc in procs:
             proc.terminate()
@@ -89,4 +96,5 @@ def test_beat_and_a_sent_task_reach_a_real_worker(broker_env, tmp_path, customer
                 proc.kill()
         log.close()
     text = (tmp_path / "celery.log").read_text()
-    assert "fleet.expire_tokens" in text and "succeeded" in text
+    assert "fleet.expire_tokens" in text
+    assert "succeeded" in text

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 
 def _token(customer):
     return ActivationToken.objects.create(
-        customer=customer, display_prefix="agtn_act_abc", digest="d" * 64,
+        customer=customer,
+        display_prefix="agtn_act_abc",
+        digest="d" * 64,
         expires_at=timezone.now() + timedelta(days=7),
     )
 
@@ -86,6 +88,8 @@ def test_license_values_are_checked_by_the_database(customer, fields):
 def test_one_open_anomaly_per_fingerprint(customer):
     Anomaly.objects.create(customer=customer, kind="agent_offline", fingerprint="f", message="m")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Anomaly.objects.create(customer=customer, kind="agent_offline", fingerprint="f", message="m")
+        Anomaly.objects.create(
+            customer=customer, kind="agent_offline", fingerprint="f", message="m"
+        )
     Anomaly.objects.filter(fingerprint="f").update(resolved_at=timezone.now())
     Anomaly.objects.create(customer=customer, kind="agent_offline", fingerprint="f", message="m")

@@ -10,7 +10,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _counts() -> dict[str, int]:
-    return {m.__name__: m.objects.count() for m in (Customer, Agent, Job, Anomaly, ActivationToken, Release)}
+    return {
+        m.__name__: m.objects.count()
+        for m in (Customer, Agent, Job, Anomaly, ActivationToken, Release)
+    }
 
 
 def test_seed_demo_is_idempotent_and_prints_working_logins(client):
@@ -22,18 +25,35 @@ def test_seed_demo_is_idempotent_and_prints_working_logins(client):
     assert _counts() == first
     assert AuditEvent.objects.count() == audit_rows
     assert first["Customer"] == 2
-    assert set(Agent.objects.values_list("role", flat=True)) == {"coder", "reviewer", "tester", "indexer"}
+    assert set(Agent.objects.values_list("role", flat=True)) == {
+        "coder",
+        "reviewer",
+        "tester",
+        "indexer",
+    }
     assert set(Agent.objects.values_list("host__zone", flat=True)) >= {"eu-west-1a", "eu-west-1b"}
-    assert {str(v) for v in Agent.objects.values_list("version", flat=True)} >= {"1.8.0", "1.9.3", "1.10.0"}
-    assert set(Job.objects.values_list("status", flat=True)) == {"queued", "running", "succeeded", "failed"}
+    assert {str(v) for v in Agent.objects.values_list("version", flat=True)} >= {
+        "1.8.0",
+        "1.9.3",
+        "1.10.0",
+    }
+    assert set(Job.objects.values_list("status", flat=True)) == {
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+    }
     assert release_latest().version == "1.10.0"
 
     text = out.getvalue()
-    assert "staff" in text and "agentina-demo" in text
+    assert "staff" in text
+    assert "agentina-demo" in text
     assert client.login(username="staff", password="agentina-demo")
     page = client.get("/admin/fleet/agent/")
-    assert page.status_code == 200 and b"coder-1" in page.content
+    assert page.status_code == 200
+    assert b"coder-1" in page.content
     client.logout()
     assert client.login(username="ada", password="agentina-demo")
     portal = client.get("/portal/")
-    assert b"Acme Robotics" in portal.content and b"gx-coder-1" not in portal.content
+    assert b"Acme Robotics" in portal.content
+    assert b"gx-coder-1" not in portal.content

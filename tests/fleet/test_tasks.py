@@ -16,8 +16,9 @@ def test_stale_sweep_marks_only_silent_agents_offline(customer, django_assert_nu
     now = timezone.now()
     silent = factories.agent(customer, last_heartbeat_at=now - timedelta(minutes=4))
     fresh = factories.agent(customer, last_heartbeat_at=now - timedelta(minutes=2))
-    gone = factories.agent(customer, status=AgentStatus.DECOMMISSIONED,
-                           last_heartbeat_at=now - timedelta(days=2))
+    gone = factories.agent(
+        customer, status=AgentStatus.DECOMMISSIONED, last_heartbeat_at=now - timedelta(days=2)
+    )
     with django_assert_num_queries(1):
         assert tasks.mark_stale_agents() == 1
     assert tasks.mark_stale_agents() == 0  # twice: same end state

@@ -34,7 +34,9 @@ def test_versions_order_by_precedence_not_characters():
     assert sorted(SemVer(v) for v in shuffled) == ORDERED
 
 
-@pytest.mark.parametrize("text", ["1.2", "01.2.3", "1.2.3.4", "v", "latest", "1.2.3-", "", "1.2.3-01"])
+@pytest.mark.parametrize(
+    "text", ["1.2", "01.2.3", "1.2.3.4", "v", "latest", "1.2.3-", "", "1.2.3-01"]
+)
 def test_malformed_versions_are_refused(text):
     with pytest.raises(ValueError, match="not a semantic version"):
         SemVer(text)

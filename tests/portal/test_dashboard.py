@@ -29,7 +29,9 @@ def test_login_rotates_the_session(client, member):
     assert client.cookies["sessionid"].value != (before.value if before else None)
 
 
-def test_members_see_their_fleet_and_no_one_elses(client, member, customer, other_customer, django_assert_max_num_queries):
+def test_members_see_their_fleet_and_no_one_elses(
+    client, member, customer, other_customer, django_assert_max_num_queries
+):
     factories.agent(customer, name="ours-1")
     factories.agent(customer, name="ours-2", status=AgentStatus.OFFLINE)
     factories.agent(other_customer, name="theirs-1")
@@ -37,7 +39,8 @@ def test_members_see_their_fleet_and_no_one_elses(client, member, customer, othe
     with django_assert_max_num_queries(8):
         page = client.get("/portal/")
     html = page.content.decode()
-    assert "ours-1" in html and "ours-2" in html
+    assert "ours-1" in html
+    assert "ours-2" in html
     assert "theirs-1" not in html
     # Asking for another customer by slug falls back to one's own.
     assert "theirs-1" not in client.get(f"/portal/?customer={other_customer.slug}").content.decode()
@@ -48,7 +51,8 @@ def test_users_in_two_customers_can_switch(client, member, other_customer):
     factories.agent(other_customer, name="theirs-1")
     client.force_login(member)
     page = client.get(f"/portal/?customer={other_customer.slug}").content.decode()
-    assert "theirs-1" in page and 'name="customer"' in page
+    assert "theirs-1" in page
+    assert 'name="customer"' in page
 
 
 def test_a_user_without_customer_is_told_what_to_do(client, django_user_model):

@@ -21,12 +21,13 @@ from fleet.choices import (
 )
 from fleet.models import Agent, Anomaly, Customer, Host, Job, License, Release
 from fleet.secrets import SecretKind, secret_mint
+from fleet.selectors import release_latest
 from fleet.services.customers import customer_create, membership_set
 from fleet.services.licenses import license_create
 from fleet.services.releases import release_publish
 from fleet.services.tokens import token_mint
 
-DEMO_PASSWORD = "agentina-demo"
+DEMO_PASSWORD = "agentina-demo"  # noqa: S105 - printed for the demo on purpose
 
 RELEASES = [  # version, channel, age in days
     ("1.8.0", Channel.STABLE, 60),
@@ -40,7 +41,11 @@ CUSTOMERS: list[dict[str, Any]] = [
         "name": "Acme Robotics",
         "slug": "acme",
         "license": {"plan": "team", "max_agents": 20, "max_concurrent_tasks_per_agent": 2},
-        "members": [("ada", MemberRole.OWNER), ("alan", MemberRole.ADMIN), ("grace", MemberRole.VIEWER)],
+        "members": [
+            ("ada", MemberRole.OWNER),
+            ("alan", MemberRole.ADMIN),
+            ("grace", MemberRole.VIEWER),
+        ],
         "hosts": [
             ("acme-build-01", "eu-west-1a", 16384),
             ("acme-build-02", "eu-west-1b", 16384),
@@ -64,7 +69,9 @@ CUSTOMERS: list[dict[str, Any]] = [
         "name": "Globex Labs",
         "slug": "globex",
         "license": {
-            "plan": "starter", "max_agents": 5, "max_concurrent_tasks_per_agent": 1,
+            "plan": "starter",
+            "max_agents": 5,
+            "max_concurrent_tasks_per_agent": 1,
             "channel": Channel.BETA,
         },
         "members": [("hank", MemberRole.OWNER)],
@@ -95,8 +102,9 @@ class Command(BaseCommand):
                     )
             for spec in CUSTOMERS:
                 self._customer(spec)
-        self.stdout.write(self.style.SUCCESS("Demo data ready. Logins (password for all: "
-                                             f"{DEMO_PASSWORD}):"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo data ready. Logins (password for all: {DEMO_PASSWORD}):")
+        )
         self.stdout.write(f"  staff admin  {staff.get_username():<8} /admin/")
         for spec in CUSTOMERS:
             for username, role in spec["members"]:
@@ -130,19 +138,30 @@ class Command(BaseCommand):
         ]
         agents = []
         for name, role, host_index, version, online in spec["agents"]:
-            agent = Agent.objects.filter(host=hosts[host_index], unit_name=f"agentina@{name}").first()
+            agent = Agent.objects.filter(
+                host=hosts[host_index], unit_name=f"agentina@{name}"
+            ).first()
             if agent is None:
                 token, _ = token_mint(customer=customer, role=role, note=f"for {name}")
                 minted = secret_mint(SecretKind.AGENT_SECRET)
                 agent = Agent.objects.create(
-                    customer=customer, host=hosts[host_index], activation_token=token, name=name,
-                    role=role, unit_name=f"agentina@{name}", state_dir=f"/var/lib/agentina/{name}",
-                    version=version, secret_prefix=minted.display_prefix, secret_digest=minted.digest,
+                    customer=customer,
+                    host=hosts[host_index],
+                    activation_token=token,
+                    name=name,
+                    role=role,
+                    unit_name=f"agentina@{name}",
+                    state_dir=f"/var/lib/agentina/{name}",
+                    version=version,
+                    secret_prefix=minted.display_prefix,
+                    secret_digest=minted.digest,
                 )
                 token.status, token.redeemed_at = TokenStatus.REDEEMED, now
                 token.save(update_fields=["status", "redeemed_at"])
             agent.status = AgentStatus.ONLINE if online else AgentStatus.OFFLINE
-            agent.last_heartbeat_at = now - (timedelta(seconds=20) if online else timedelta(minutes=42))
+            agent.last_heartbeat_at = now - (
+                timedelta(seconds=20) if online else timedelta(minutes=42)
+            )
             agent.save(update_fields=["status", "last_heartbeat_at"])
             agents.append(agent)
 
@@ -160,24 +179,58 @@ class Command(BaseCommand):
         roles = [AgentRole.CODER, AgentRole.REVIEWER, AgentRole.TESTER, AgentRole.CODER]
         jobs = []
         for i in range(counts["queued"]):
-            jobs.append(Job(customer=customer, role=roles[i % len(roles)], priority=i % 3,
-                            payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"issue #{100 + i}"}))
+            jobs.append(
+                Job(
+                    customer=customer,
+                    role=roles[i % len(roles)],
+                    priority=i % 3,
+                    payload={
+                        "repo": REPOS[i % len(REPOS)],
+                        "ref": "main",
+                        "task": f"issue #{100 + i}",
+                    },
+                )
+            )
         for i in range(counts["running"]):
             agent = online[i % len(online)]
-            jobs.append(Job(customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent,
-                            attempts=1, started_at=now - timedelta(minutes=4 + i),
-                            lease_expires_at=now + timedelta(minutes=5),
-                            payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"feature #{200 + i}"}))
+            jobs.append(
+                Job(
+                    customer=customer,
+                    role=agent.role,
+                    status=JobStatus.RUNNING,
+                    agent=agent,
+                    attempts=1,
+                    started_at=now - timedelta(minutes=4 + i),
+                    lease_expires_at=now + timedelta(minutes=5),
+                    payload={
+                        "repo": REPOS[i % len(REPOS)],
+                        "ref": "main",
+                        "task": f"feature #{200 + i}",
+                    },
+                )
+            )
         for status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             for i in range(counts[status]):
                 agent = online[i % len(online)]
                 finished = now - timedelta(minutes=2 + i * 2)
-                jobs.append(Job(customer=customer, role=agent.role, status=status, agent=agent,
-                                attempts=1, started_at=finished - timedelta(minutes=6),
-                                finished_at=finished,
-                                result={"summary": "done"} if status == JobStatus.SUCCEEDED else None,
-                                error="" if status == JobStatus.SUCCEEDED else "tests failed after change",
-                                payload={"repo": REPOS[i % len(REPOS)], "ref": "main", "task": f"task #{300 + i}"}))
+                jobs.append(
+                    Job(
+                        customer=customer,
+                        role=agent.role,
+                        status=status,
+                        agent=agent,
+                        attempts=1,
+                        started_at=finished - timedelta(minutes=6),
+                        finished_at=finished,
+                        result={"summary": "done"} if status == JobStatus.SUCCEEDED else None,
+                        error="" if status == JobStatus.SUCCEEDED else "tests failed after change",
+                        payload={
+                            "repo": REPOS[i % len(REPOS)],
+                            "ref": "main",
+                            "task": f"task #{300 + i}",
+                        },
+                    )
+                )
         Job.objects.bulk_create(jobs)
 
     def _anomalies(self, customer: Customer, agents: list[Agent]) -> None:
@@ -185,21 +238,35 @@ class Command(BaseCommand):
         for agent in agents:
             if agent.status == AgentStatus.OFFLINE:
                 Anomaly.objects.create(
-                    customer=customer, agent=agent, kind=AnomalyKind.AGENT_OFFLINE,
-                    severity=AnomalySeverity.WARNING, fingerprint=f"agent_offline:{agent.pk}",
-                    message=f"{agent.name} on {agent.host.hostname} has not sent a heartbeat for 42 minutes.",
-                    first_seen=now - timedelta(minutes=39), last_seen=now,
+                    customer=customer,
+                    agent=agent,
+                    kind=AnomalyKind.AGENT_OFFLINE,
+                    severity=AnomalySeverity.WARNING,
+                    fingerprint=f"agent_offline:{agent.pk}",
+                    message=f"{agent.name} on {agent.host.hostname} has sent no heartbeat "
+                    "for 42 minutes.",
+                    first_seen=now - timedelta(minutes=39),
+                    last_seen=now,
                 )
-        behind = [a for a in agents if a.version.minor <= 8]
-        if behind:
+        latest = release_latest()
+        behind = [a for a in agents if latest and a.version.minors_behind(latest.version) > 1]
+        if latest and behind:
             Anomaly.objects.create(
-                customer=customer, kind=AnomalyKind.VERSION_SKEW, severity=AnomalySeverity.WARNING,
-                fingerprint="version_skew", occurrences=12, first_seen=now - timedelta(hours=12),
-                message=f"{len(behind)} agent(s) are more than one minor version behind 1.10.0: plan an upgrade.",
+                customer=customer,
+                kind=AnomalyKind.VERSION_SKEW,
+                severity=AnomalySeverity.WARNING,
+                fingerprint="version_skew",
+                occurrences=12,
+                first_seen=now - timedelta(hours=12),
+                message=f"{len(behind)} agent(s) are more than one minor version behind "
+                f"{latest.version}: plan an upgrade.",
             )
         if not any(a.role == AgentRole.INDEXER for a in agents):
             Anomaly.objects.create(
-                customer=customer, kind=AnomalyKind.ANTI_PATTERN, severity=AnomalySeverity.INFO,
+                customer=customer,
+                kind=AnomalyKind.ANTI_PATTERN,
+                severity=AnomalySeverity.INFO,
                 fingerprint="anti_pattern:no_indexer",
-                message="The fleet has coders but no indexer: coders re-read the repository on every job.",
+                message="The fleet has coders but no indexer: "
+                "coders re-read the repository on every job.",
             )

@@ -34,5 +34,7 @@ def test_membership_set_twice_is_one_membership_and_one_event(customer, django_u
     membership_remove(membership=Membership.objects.get())
     assert not Membership.objects.exists()
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "membership.create", "membership.update", "membership.remove",
+        "membership.create",
+        "membership.update",
+        "membership.remove",
     ]

@@ -14,7 +14,9 @@ def test_publish_records_the_release_and_an_audit_event(admin_user):
     assert Release.objects.get().version == "1.10.0"
     event = AuditEvent.objects.get()
     assert (event.action, event.target_id, event.actor_label) == (
-        "release.publish", str(release.pk), admin_user.username,
+        "release.publish",
+        str(release.pk),
+        admin_user.username,
     )
 
 
@@ -55,4 +57,6 @@ def test_only_notes_change_after_publishing():
     release.notes = "now with notes"
     release_update(release=release)
     assert Release.objects.get().notes == "now with notes"
-    assert AuditEvent.objects.get(action="release.update").changes == {"notes": ["", "now with notes"]}
+    assert AuditEvent.objects.get(action="release.update").changes == {
+        "notes": ["", "now with notes"]
+    }
