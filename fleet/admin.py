@@ -27,6 +27,7 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
+from fleet.services.audit import Actor
 from fleet.services.customers import (
     customer_create,
     customer_update,
@@ -154,7 +155,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
         if change:
-            customer_update(customer=obj, actor=request.user)
+            customer_update(customer=obj, actor=Actor.from_request(request))
         else:
             _adopt(
                 obj,
@@ -163,7 +164,7 @@ class CustomerAdmin(admin.ModelAdmin):
                     slug=obj.slug,
                     contact_email=obj.contact_email,
                     notes=obj.notes,
-                    actor=request.user,
+                    actor=Actor.from_request(request),
                 ),
             )
 
@@ -180,13 +181,13 @@ class CustomerAdmin(admin.ModelAdmin):
             pk = member_form.instance.pk
             stored = Membership.objects.get(pk=pk) if pk else None
             if stored is not None and (deleted or stored.user_id != user.pk):
-                membership_remove(membership=stored, actor=request.user)
+                membership_remove(membership=stored, actor=Actor.from_request(request))
             if not deleted:
                 membership_set(
                     customer=form.instance,
                     user=user,
                     role=member_form.cleaned_data["role"],
-                    actor=request.user,
+                    actor=Actor.from_request(request),
                 )
         return None
 
@@ -259,20 +260,28 @@ class LicenseAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: License, form: Any, change: bool) -> None:
         confirm = form.cleaned_data.get("confirm_below_active", False)
         if change:
-            license_update(license=obj, actor=request.user, confirm_below_active=confirm)
+            license_update(
+                license=obj, actor=Actor.from_request(request), confirm_below_active=confirm
+            )
         else:
-            license_create(license=obj, actor=request.user, confirm_below_active=confirm)
+            license_create(
+                license=obj, actor=Actor.from_request(request), confirm_below_active=confirm
+            )
 
     @admin.action(description="Suspend: no new agents can activate")
     def suspend(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for lic in queryset:
-            license_suspend(license=lic, reason=f"suspended by {request.user}", actor=request.user)
+            license_suspend(
+                license=lic,
+                reason=f"suspended by {request.user}",
+                actor=Actor.from_request(request),
+            )
         self.message_user(request, f"Suspended {queryset.count()} license(s).")
 
     @admin.action(description="Resume suspended licenses")
     def resume(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for lic in queryset:
-            license_resume(license=lic, actor=request.user)
+            license_resume(license=lic, actor=Actor.from_request(request))
         self.message_user(request, f"Resumed {queryset.count()} license(s).")
 
 
@@ -322,13 +331,16 @@ class ReleaseAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Release, form: Any, change: bool) -> None:
         if change:
-            release_update(release=obj, actor=request.user)
+            release_update(release=obj, actor=Actor.from_request(request))
             return
         try:
             _adopt(
                 obj,
                 release_publish(
-                    version=obj.version, channel=obj.channel, notes=obj.notes, actor=request.user
+                    version=obj.version,
+                    channel=obj.channel,
+                    notes=obj.notes,
+                    actor=Actor.from_request(request),
                 ),
             )
         except FleetError as exc:  # a race with another publish of the same version
@@ -338,7 +350,11 @@ class ReleaseAdmin(admin.ModelAdmin):
     @admin.action(description="Yank: never offer these as latest again")
     def yank(self, request: HttpRequest, queryset: QuerySet[Release]) -> None:
         for release in queryset:
-            release_yank(release=release, reason=f"yanked by {request.user}", actor=request.user)
+            release_yank(
+                release=release,
+                reason=f"yanked by {request.user}",
+                actor=Actor.from_request(request),
+            )
         self.message_user(request, f"Yanked {queryset.count()} release(s).")
 
 
@@ -387,7 +403,7 @@ class ActivationTokenAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke outstanding tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ActivationToken]) -> None:
-        revoked = sum(token_revoke(token=t, actor=request.user) for t in queryset)
+        revoked = sum(token_revoke(token=t, actor=Actor.from_request(request)) for t in queryset)
         self.message_user(request, f"Revoked {revoked} token(s); others were not outstanding.")
 
 

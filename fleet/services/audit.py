@@ -1,11 +1,33 @@
+from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.auth.models import User
 from django.db import models
+from django.http import HttpRequest
 
 from fleet.models import AuditEvent, Customer
 
-Actor = User | AnonymousUser | None
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts and from where: a staff member or customer member, an agent, an API key,
+    or the Control Plane itself (no user, label "system")."""
+
+    user: User | None = None
+    label: str = "system"
+    ip_address: str | None = None
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> "Actor":
+        user = request.user if request.user.is_authenticated else None
+        return cls(
+            user=user,
+            label=user.get_username() if user else "anonymous",
+            ip_address=request.META.get("REMOTE_ADDR") or None,
+        )
+
+
+SYSTEM = Actor()
 
 
 def _jsonable(value: Any) -> Any:
@@ -33,20 +55,16 @@ def audit_record(
     target: models.Model,
     customer: Customer | None,
     changes: dict | None = None,
-    actor_label: str | None = None,
-    ip_address: str | None = None,
 ) -> AuditEvent:
     """Write one audit row. Services call it inside their transaction."""
-    user = actor if actor is not None and actor.is_authenticated else None
-    label = actor_label or (user.get_username() if user else "system")
     return AuditEvent.objects.create(
-        actor_user=user,
-        actor_label=label[:200],
+        actor_user=actor.user,
+        actor_label=actor.label[:200],
         customer=customer,
         action=action,
         target_type=target._meta.label_lower,
         target_id=str(target.pk),
         target_repr=str(target)[:200],
-        changes={k: v for k, v in (changes or {}).items()},
-        ip_address=ip_address,
+        changes=changes or {},
+        ip_address=actor.ip_address,
     )

@@ -4,14 +4,14 @@ from django.utils.text import slugify
 
 from fleet.choices import MemberRole
 from fleet.models import Customer, Membership
-from fleet.services.audit import Actor, audit_record, model_changes
+from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 
 CUSTOMER_EDITABLE = ["name", "slug", "contact_email", "notes"]
 
 
 @transaction.atomic
 def customer_create(
-    *, name: str, slug: str = "", contact_email: str = "", notes: str = "", actor: Actor = None
+    *, name: str, slug: str = "", contact_email: str = "", notes: str = "", actor: Actor = SYSTEM
 ) -> Customer:
     customer = Customer.objects.create(
         name=name, slug=slug or slugify(name), contact_email=contact_email, notes=notes
@@ -21,7 +21,7 @@ def customer_create(
 
 
 @transaction.atomic
-def customer_update(*, customer: Customer, actor: Actor = None) -> Customer:
+def customer_update(*, customer: Customer, actor: Actor = SYSTEM) -> Customer:
     """Save edits already set on `customer` (by a form), recording what changed."""
     before = Customer.objects.select_for_update().get(pk=customer.pk)
     changes = model_changes(before, customer, CUSTOMER_EDITABLE)
@@ -39,7 +39,7 @@ def customer_update(*, customer: Customer, actor: Actor = None) -> Customer:
 
 @transaction.atomic
 def membership_set(
-    *, customer: Customer, user: User, role: MemberRole, actor: Actor = None
+    *, customer: Customer, user: User, role: MemberRole, actor: Actor = SYSTEM
 ) -> Membership:
     """Add `user` to `customer` with `role`, or change the role they have."""
     membership, created = Membership.objects.select_for_update().get_or_create(
@@ -60,7 +60,7 @@ def membership_set(
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Actor = None) -> None:
+def membership_remove(*, membership: Membership, actor: Actor = SYSTEM) -> None:
     audit_record(
         actor=actor,
         action="membership.remove",

@@ -3,7 +3,7 @@ from django.db import transaction
 from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
 from fleet.models import Customer, License
 from fleet.selectors import customer_active_agent_count
-from fleet.services.audit import Actor, audit_record, model_changes
+from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 
 LICENSE_EDITABLE = [
     "plan",
@@ -39,7 +39,7 @@ def license_validate(license: License, *, confirm_below_active: bool) -> None:
 
 @transaction.atomic
 def license_create(
-    *, license: License, actor: Actor = None, confirm_below_active: bool = False
+    *, license: License, actor: Actor = SYSTEM, confirm_below_active: bool = False
 ) -> License:
     """Make `license` (unsaved) the customer's current one; the previous one becomes history."""
     Customer.objects.select_for_update().get(pk=license.customer_id)
@@ -61,7 +61,7 @@ def license_create(
 
 @transaction.atomic
 def license_update(
-    *, license: License, actor: Actor = None, confirm_below_active: bool = False
+    *, license: License, actor: Actor = SYSTEM, confirm_below_active: bool = False
 ) -> License:
     """Save edits already set on `license`, validating them against the customer's fleet."""
     before = License.objects.select_for_update().get(pk=license.pk)
@@ -81,7 +81,7 @@ def license_update(
 
 
 @transaction.atomic
-def license_suspend(*, license: License, reason: str, actor: Actor = None) -> License:
+def license_suspend(*, license: License, reason: str, actor: Actor = SYSTEM) -> License:
     """Suspended: running agents keep working, but no new agent can activate."""
     updated = License.objects.filter(pk=license.pk, suspended=False).update(
         suspended=True, suspended_reason=reason[:500]
@@ -99,7 +99,7 @@ def license_suspend(*, license: License, reason: str, actor: Actor = None) -> Li
 
 
 @transaction.atomic
-def license_resume(*, license: License, actor: Actor = None) -> License:
+def license_resume(*, license: License, actor: Actor = SYSTEM) -> License:
     updated = License.objects.filter(pk=license.pk, suspended=True).update(
         suspended=False, suspended_reason=""
     )

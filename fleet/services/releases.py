@@ -4,13 +4,13 @@ from django.utils import timezone
 from fleet.choices import Channel
 from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
 from fleet.models import Release
-from fleet.services.audit import Actor, audit_record, model_changes
+from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 from fleet.versions import SemVer
 
 
 @transaction.atomic
 def release_publish(
-    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = None
+    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = SYSTEM
 ) -> Release:
     try:
         parsed = SemVer(version)
@@ -34,7 +34,7 @@ def release_publish(
 
 
 @transaction.atomic
-def release_yank(*, release: Release, reason: str, actor: Actor = None) -> Release:
+def release_yank(*, release: Release, reason: str, actor: Actor = SYSTEM) -> Release:
     """A yanked release is never 'latest' again; agents already on it keep running."""
     updated = Release.objects.filter(pk=release.pk, yanked=False).update(
         yanked=True, yanked_at=timezone.now(), yanked_reason=reason[:500]
@@ -52,7 +52,7 @@ def release_yank(*, release: Release, reason: str, actor: Actor = None) -> Relea
 
 
 @transaction.atomic
-def release_update(*, release: Release, actor: Actor = None) -> Release:
+def release_update(*, release: Release, actor: Actor = SYSTEM) -> Release:
     """Only the notes of a published release change; its version and channel are history."""
     before = Release.objects.select_for_update().get(pk=release.pk)
     changes = model_changes(before, release, ["notes"])

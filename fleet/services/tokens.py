@@ -7,7 +7,7 @@ from django.utils import timezone
 from fleet.choices import TokenStatus
 from fleet.models import ActivationToken, Customer
 from fleet.secrets import SecretKind, secret_mint
-from fleet.services.audit import Actor, audit_record
+from fleet.services.audit import SYSTEM, Actor, audit_record
 
 
 def token_expire_overdue(*, now: datetime | None = None) -> int:
@@ -18,7 +18,7 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
 
 
 @transaction.atomic
-def token_revoke(*, token: ActivationToken, actor: Actor = None) -> bool:
+def token_revoke(*, token: ActivationToken, actor: Actor = SYSTEM) -> bool:
     """Revoke an outstanding token; a redeemed, expired or revoked one is left as it is."""
     updated = ActivationToken.objects.filter(pk=token.pk, status=TokenStatus.OUTSTANDING).update(
         status=TokenStatus.REVOKED, revoked_at=timezone.now()
@@ -42,7 +42,7 @@ def token_mint(
     role: str = "",
     expires_in: timedelta | None = None,
     note: str = "",
-    actor: Actor = None,
+    actor: Actor = SYSTEM,
 ) -> tuple[ActivationToken, str]:
     """A new single-use token; the plaintext is returned once and never stored."""
     minted = secret_mint(SecretKind.ACTIVATION_TOKEN)
@@ -53,7 +53,7 @@ def token_mint(
         role=role,
         note=note,
         expires_at=timezone.now() + (expires_in or settings.ACTIVATION_TOKEN_DEFAULT_TTL),
-        created_by=actor if actor is not None and actor.is_authenticated else None,
+        created_by=actor.user,
     )
     audit_record(
         actor=actor,

@@ -19,7 +19,7 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
-from fleet.services.audit import audit_record
+from fleet.services.audit import SYSTEM, audit_record
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,7 @@ def _fleet_rows(n: int) -> None:
         )
         RolloutTarget.objects.create(rollout=rollout, agent=agent, from_version=agent.version)
         FleetSnapshot.objects.create(customer=customer, taken_at=now, agents_total=1)
-        audit_record(actor=None, action="test.row", target=agent, customer=customer)
+        audit_record(actor=SYSTEM, action="test.row", target=agent, customer=customer)
 
 
 def _count(client, url: str) -> int:
@@ -158,7 +158,9 @@ def test_license_below_active_agents_needs_the_confirmation_box(staff_client, cu
     response = staff_client.post(url, {**form, "confirm_below_active": "on"})
     assert response.status_code == 302
     assert License.objects.get(pk=lic.pk).max_agents == 2
-    assert AuditEvent.objects.get(action="license.update").actor_user == staff_client.user
+    event = AuditEvent.objects.get(action="license.update")
+    assert (event.actor_user, event.ip_address) == (staff_client.user, "127.0.0.1")
+    assert event.changes == {"max_agents": [5, 2]}
 
 
 def test_license_max_agents_must_be_positive(staff_client, customer):

@@ -2,6 +2,7 @@ import pytest
 
 from fleet.choices import MemberRole
 from fleet.models import AuditEvent, Membership
+from fleet.services.audit import Actor
 from fleet.services.customers import (
     customer_create,
     customer_update,
@@ -13,11 +14,15 @@ pytestmark = pytest.mark.django_db
 
 
 def test_create_and_update_are_audited(admin_user):
-    customer = customer_create(name="Initech Labs", actor=admin_user)
+    customer = customer_create(
+        name="Initech Labs", actor=Actor(user=admin_user, label=admin_user.username)
+    )
     assert customer.slug == "initech-labs"
     customer.name = "Initech"
-    customer_update(customer=customer, actor=admin_user)
-    customer_update(customer=customer, actor=admin_user)  # no change, no event
+    customer_update(customer=customer, actor=Actor(user=admin_user, label=admin_user.username))
+    customer_update(
+        customer=customer, actor=Actor(user=admin_user, label=admin_user.username)
+    )  # no change, no event
     events = list(AuditEvent.objects.order_by("id").values_list("action", "changes"))
     assert events == [
         ("customer.create", {}),

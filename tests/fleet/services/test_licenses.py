@@ -8,6 +8,7 @@ from django.utils import timezone
 from fleet.choices import AgentStatus
 from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
 from fleet.models import AuditEvent, License
+from fleet.services.audit import Actor
 from fleet.services.licenses import (
     license_create,
     license_resume,
@@ -20,8 +21,14 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_new_license_becomes_current_and_keeps_history(customer, admin_user):
-    first = license_create(license=License(customer=customer, max_agents=5), actor=admin_user)
-    second = license_create(license=License(customer=customer, max_agents=8), actor=admin_user)
+    first = license_create(
+        license=License(customer=customer, max_agents=5),
+        actor=Actor(user=admin_user, label=admin_user.username),
+    )
+    second = license_create(
+        license=License(customer=customer, max_agents=8),
+        actor=Actor(user=admin_user, label=admin_user.username),
+    )
     first.refresh_from_db()
     assert (first.is_current, second.is_current) == (False, True)
     events = AuditEvent.objects.filter(action="license.create", customer=customer)

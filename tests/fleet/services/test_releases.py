@@ -4,13 +4,18 @@ from fleet.choices import Channel
 from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
 from fleet.models import AuditEvent, Release
 from fleet.selectors import release_latest
+from fleet.services.audit import Actor
 from fleet.services.releases import release_publish, release_update, release_yank
 
 pytestmark = pytest.mark.django_db
 
 
 def test_publish_records_the_release_and_an_audit_event(admin_user):
-    release = release_publish(version="1.10.0", notes="faster indexing", actor=admin_user)
+    release = release_publish(
+        version="1.10.0",
+        notes="faster indexing",
+        actor=Actor(user=admin_user, label=admin_user.username),
+    )
     assert Release.objects.get().version == "1.10.0"
     event = AuditEvent.objects.get()
     assert (event.action, event.target_id, event.actor_label) == (
