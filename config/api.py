@@ -1,28 +1,44 @@
 """The agent API at /api/v1: one NinjaAPI, its routers, and the one place errors map to
 the shared JSON body {"code", "detail", ...}."""
 
-from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Schema
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
 
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+
+from fleet.api import agents, customers, jobs
 from fleet.errors import FleetError
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
 
 api = NinjaAPI(
     title="Agentina Control Plane API",
     version="1",
-    description="Agents activate, heartbeat, claim jobs and report here; customer "
-    "automation submits jobs and reads fleet metrics.",
+    description="Agents activate with a single-use token, then heartbeat, claim and finish "
+    "jobs, and report findings and upgrade results with their own secret. Customer "
+    "automation mints tokens, submits jobs and reads the fleet's numbers with an API key. "
+    "Every error has the body {code, detail, ...}.",
     urls_namespace="api-v1",
 )
-
-
-class ErrorOut(Schema):
-    code: str
-    detail: str
+api.add_router("", agents.router)
+api.add_router("", jobs.router)
+api.add_router("", customers.router)
 
 
 class HealthOut(Schema):
     status: str
+
+
+def _error(
+    request: HttpRequest, status: int, code: str, detail: str, **extra: object
+) -> HttpResponse:
+    return api.create_response(request, {"code": code, "detail": detail, **extra}, status=status)
 
 
 @api.exception_handler(FleetError)
@@ -32,34 +48,104 @@ def _fleet_error(request: HttpRequest, exc: FleetError) -> HttpResponse:
 
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    errors = [
-        {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "payload")),
-            "message": e.get("msg", "invalid"),
-        }
-        for e in exc.errors
-    ]
+    errors = []
+    for error in exc.errors:
+        location = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        errors.append(
+            {
+                "field": ".".join(location[1:] if location[:1] == ["body"] else location),
+                "message": error.get("msg", "invalid"),
+            }
+        )
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
-    return api.create_response(
-        request, {"code": "invalid_input", "detail": detail, "errors": errors}, status=422
-    )
+    return _error(request, 422, "invalid_input", detail, errors=errors)
 
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return api.create_response(
-        request, {"code": "unauthorized", "detail": "Missing or invalid credentials."}, status=401
+    return _error(
+        request, 401, "unauthorized", "Missing, malformed, revoked or unknown credentials."
     )
+
+
+@api.exception_handler(Throttled)
+def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    response = _error(request, 429, "rate_limited", "Too many requests; slow down.")
+    if exc.wait:
+        response["Retry-After"] = str(max(1, round(exc.wait)))
+    return response
 
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    return api.create_response(
-        request, {"code": f"http_{exc.status_code}", "detail": str(exc)}, status=exc.status_code
-    )
+    if exc.status_code == 400:  # Ninja could not parse the body as JSON
+        return _error(
+            request,
+            422,
+            "invalid_json",
+            "The body is not valid JSON.",
+            errors=[{"field": "", "message": str(exc)}],
+        )
+    return _error(request, exc.status_code, f"http_{exc.status_code}", str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(request, 413, "body_too_large", "The request body is over the size limit.")
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, "not_found", "Not found.")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return _error(request, 500, "internal_error", "Something went wrong on our side.")
 
 
 @api.get("/health", response={200: HealthOut}, tags=["meta"], auth=None)
 def health(request: HttpRequest) -> HealthOut:
     """Liveness for load balancers: answers without touching the database."""
     return HealthOut(status="ok")
+
+
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    500: "internal_error",
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase + "."
+    except ValueError:
+        return "Error."
+
+
+def api_error_body_middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:
+    """Errors that never reach a Ninja operation (an unknown path, a wrong method, a body
+    too large for Django) still answer in the API's JSON shape under /api/."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if (
+            request.path.startswith(API_PREFIX)
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            status = response.status_code
+            replacement = JsonResponse(
+                {"code": _CODES.get(status, f"http_{status}"), "detail": _phrase(status)},
+                status=status,
+            )
+            if response.has_header("Allow"):
+                replacement["Allow"] = response["Allow"]
+            return replacement
+        return response
+
+    return middleware

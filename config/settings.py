@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.api.api_error_body_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -181,6 +182,27 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Cache: throttle counters live here, so several web processes need a shared one (Redis).
+CACHE_URL = env.str("CACHE_URL", default="locmemcache://")
+if CACHE_URL.startswith("redis"):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
+else:
+    CACHES = {"default": env.cache_url_config(CACHE_URL)}
+
+# API: the client address comes from REMOTE_ADDR, or from the last NUM_PROXIES entries of
+# X-Forwarded-For when that many trusted proxies stand in front (never the whole header).
+NINJA_NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+API_THROTTLE_RATES = {
+    "activate": env.str("API_ACTIVATE_RATE", default="30/min"),  # per client address
+    "api_key": env.str("API_KEY_RATE", default="600/min"),  # per customer API key
+}
+
 # Fleet behaviour.
 AGENT_ONLINE_WINDOW = timedelta(seconds=env.int("AGENT_ONLINE_WINDOW_SECONDS", default=180))
+AGENT_HEARTBEAT_SECONDS = env.int("AGENT_HEARTBEAT_SECONDS", default=30)
+AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)
 ACTIVATION_TOKEN_DEFAULT_TTL = timedelta(days=7)
+JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))
+JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)

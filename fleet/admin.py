@@ -18,6 +18,7 @@ from fleet.models import (
     Anomaly,
     AuditEvent,
     Customer,
+    CustomerApiKey,
     FleetSnapshot,
     Host,
     Job,
@@ -27,6 +28,8 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
+from fleet.services.agents import agent_decommission
+from fleet.services.api_keys import api_key_revoke
 from fleet.services.audit import Actor
 from fleet.services.customers import (
     customer_create,
@@ -407,6 +410,32 @@ class ActivationTokenAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Revoked {revoked} token(s); others were not outstanding.")
 
 
+@admin.register(CustomerApiKey)
+class CustomerApiKeyAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "display_prefix",
+        "customer",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["customer"]
+    list_select_related = ["customer"]
+    search_fields = ["name", "display_prefix", "customer__name"]
+    exclude = ["digest"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff) and obj is None  # the revoke action only
+
+    @admin.action(description="Revoke: the keys stop working at once")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[CustomerApiKey]) -> None:
+        actor = Actor.from_request(request)
+        revoked = sum(api_key_revoke(key=key, actor=actor) for key in queryset)
+        self.message_user(request, f"Revoked {revoked} key(s).")
+
+
 @admin.register(Host)
 class HostAdmin(ReadOnlyAdmin):
     list_display = ["hostname", "customer", "zone", "memory_mb", "agent_count", "created_at"]
@@ -446,6 +475,16 @@ class AgentAdmin(ReadOnlyAdmin):
     search_fields = ["name", "unit_name", "host__hostname", "host__machine_id", "customer__name"]
     date_hierarchy = "registered_at"
     exclude = ["secret_digest"]
+    actions = ["decommission"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff) and obj is None  # the decommission action only
+
+    @admin.action(description="Decommission: revoke the secret, free the seat, requeue jobs")
+    def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        actor = Actor.from_request(request)
+        done = sum(agent_decommission(agent=agent, actor=actor) for agent in queryset)
+        self.message_user(request, f"Decommissioned {done} agent(s).")
 
     @admin.display(description="zone", ordering="host__zone")
     def zone(self, obj: Agent) -> str:

@@ -42,3 +42,73 @@ class LicenseBelowActiveAgents(FleetError):
 class InvalidLicense(FleetError):
     code = "invalid_license"
     status = 422
+
+
+class Unauthorized(FleetError):
+    code = "unauthorized"
+    status = 401
+
+
+class TokenUnknown(FleetError):
+    code = "token_unknown"
+    status = 401
+
+
+class TokenAlreadyRedeemed(FleetError):
+    code = "token_already_redeemed"
+    status = 409
+
+
+class TokenExpired(FleetError):
+    code = "token_expired"
+    status = 410
+
+
+class TokenRevoked(FleetError):
+    code = "token_revoked"
+    status = 410
+
+
+class TokenNotOutstanding(FleetError):
+    code = "token_not_outstanding"
+    status = 409
+
+
+class LicenseMissing(FleetError):
+    code = "license_missing"
+    status = 403
+
+
+class LicenseSuspended(FleetError):
+    code = "license_suspended"
+    status = 403
+
+
+class LicenseExpired(FleetError):
+    code = "license_expired"
+    status = 403
+
+
+class SeatLimitReached(FleetError):
+    code = "license_full"
+    status = 403
+
+
+class RoleMismatch(FleetError):
+    code = "role_mismatch"
+    status = 422
+
+
+class UnitInUse(FleetError):
+    code = "unit_in_use"
+    status = 409
+
+
+class StaleLease(FleetError):
+    code = "stale_lease"
+    status = 409
+
+
+class JobAlreadyFinished(FleetError):
+    code = "job_already_finished"
+    status = 409

@@ -1,10 +1,29 @@
 """Every shared read. Portal and API reads take the customer, so tenancy is in the query."""
 
-from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, Q, QuerySet
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from fleet.choices import AgentStatus, Channel
-from fleet.models import Agent, Customer, License, Membership, Release
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, Channel, JobStatus, TokenStatus
+from fleet.errors import NotFound
+from fleet.models import (
+    ActivationToken,
+    Agent,
+    Anomaly,
+    Customer,
+    CustomerApiKey,
+    Job,
+    License,
+    Membership,
+    Release,
+)
+from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
+from fleet.versions import SemVer
 
 
 def customer_active_agent_count(customer: Customer | int) -> int:
@@ -18,10 +37,90 @@ def license_current(customer: Customer | int) -> License | None:
     return License.objects.filter(customer=customer, is_current=True).first()
 
 
+@dataclass(frozen=True)
+class Seats:
+    license: License | None
+    max_agents: int
+    used: int
+    outstanding_tokens: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_agents - self.used)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "max_agents": self.max_agents,
+            "used": self.used,
+            "free": self.free,
+            "outstanding_tokens": self.outstanding_tokens,
+        }
+
+
+def license_seats(customer: Customer | int) -> Seats:
+    license = license_current(customer)
+    outstanding = ActivationToken.objects.filter(
+        customer=customer, status=TokenStatus.OUTSTANDING, expires_at__gt=timezone.now()
+    ).count()
+    return Seats(
+        license=license,
+        max_agents=license.max_agents if license else 0,
+        used=customer_active_agent_count(customer),
+        outstanding_tokens=outstanding,
+    )
+
+
+def _latest_releases(channels: list[Channel]) -> QuerySet[Release]:
+    return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version")
+
+
 def release_latest(channel: str = Channel.STABLE) -> Release | None:
     """The newest non-yanked release a channel sees; beta also sees stable releases."""
     channels = [Channel.STABLE, Channel.BETA] if channel == Channel.BETA else [Channel.STABLE]
-    return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version").first()
+    return _latest_releases(channels).first()
+
+
+def agent_for_secret(secret: str) -> Agent | None:
+    """The agent a secret belongs to, with what its hot paths need, in one SELECT:
+    its license channel and job cap, and the latest release of each channel."""
+    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
+        return None
+    current = License.objects.filter(customer=OuterRef("customer_id"), is_current=True)
+    return (
+        Agent.objects.filter(secret_digest=secret_digest(secret))
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .annotate(
+            license_channel=Subquery(current.values("channel")[:1]),
+            license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
+            latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
+            latest_any=Subquery(
+                _latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]
+            ),
+        )
+        .first()
+    )
+
+
+def agent_latest_release(agent: Agent) -> SemVer | None:
+    """The release the agent should be on, from the annotations of `agent_for_secret`."""
+    beta = getattr(agent, "license_channel", None) == Channel.BETA
+    return getattr(agent, "latest_any" if beta else "latest_stable", None)
+
+
+def agent_job_cap(agent: Agent) -> int:
+    """max_concurrent_tasks_per_agent of the agent's license (0 without one), from the
+    annotations of `agent_for_secret`."""
+    return getattr(agent, "license_max_concurrent", None) or 0
+
+
+def api_key_for_secret(secret: str) -> CustomerApiKey | None:
+    if not secret_is_well_formed(secret, SecretKind.API_KEY):
+        return None
+    return (
+        CustomerApiKey.objects.select_related("customer")
+        .filter(digest=secret_digest(secret), revoked_at__isnull=True)
+        .first()
+    )
 
 
 def membership_list(user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -40,3 +139,110 @@ def agent_status_counts(customer: Customer) -> dict[str, int]:
         **{status: Count("pk", filter=Q(status=status)) for status in AgentStatus.values}
     )
     return {status: row[status] for status in AgentStatus.values}
+
+
+def job_get(customer: Customer | int, job_id: int) -> Job:
+    """A job of this customer; another customer's job is as missing as a deleted one."""
+    job = Job.objects.filter(customer=customer, pk=job_id).first()
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
+def token_get(customer: Customer | int, token_id: int) -> ActivationToken:
+    token = ActivationToken.objects.filter(customer=customer, pk=token_id).first()
+    if token is None:
+        raise NotFound("No such activation token.")
+    return token
+
+
+def token_list(customer: Customer | int, status: str | None = None) -> QuerySet[ActivationToken]:
+    tokens = ActivationToken.objects.filter(customer=customer).select_related(
+        "agent", "agent__host"
+    )
+    return tokens.filter(status=status) if status else tokens
+
+
+@dataclass(frozen=True)
+class FleetMetrics:
+    """The four numbers operators watch, computed live."""
+
+    at: datetime
+    agents_active: int
+    agents_online: int
+    online_ratio: float | None
+    jobs_completed_last_hour: int
+    jobs_completed_previous_hour: int
+    queue_depth: int
+    jobs_running: int
+    anomalies_unresolved: int
+    latest_version: str | None
+    agents_not_on_latest: int
+    agents_minor_behind: int
+
+    @property
+    def throughput_trend(self) -> float | None:
+        """Last hour's completions against the hour before (1.0 is steady)."""
+        if not self.jobs_completed_previous_hour:
+            return None
+        return self.jobs_completed_last_hour / self.jobs_completed_previous_hour
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "throughput_trend": self.throughput_trend}
+
+
+def minor_floor(latest: SemVer) -> SemVer:
+    """The lowest version that is at most one minor behind `latest`."""
+    return SemVer(f"{latest.major}.{max(latest.minor - 1, 0)}.0-0")
+
+
+def fleet_metrics(customer: Customer | int, *, now: datetime | None = None) -> FleetMetrics:
+    """Five queries whatever the fleet's size."""
+    now = now or timezone.now()
+    license = license_current(customer)
+    latest = release_latest(license.channel if license else Channel.STABLE)
+    latest_version = latest.version if latest else None
+    version_counts: dict[str, Any] = {}
+    if latest_version is not None:
+        version_counts = {
+            "behind": Count("pk", filter=Q(version__lt=latest_version)),
+            "minor_behind": Count("pk", filter=Q(version__lt=minor_floor(latest_version))),
+        }
+    agents = (
+        Agent.objects.filter(customer=customer)
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .aggregate(
+            active=Count("pk"),
+            online=Count("pk", filter=Q(last_heartbeat_at__gte=now - settings.AGENT_ONLINE_WINDOW)),
+            **version_counts,
+        )
+    )
+    hour = timedelta(hours=1)
+    jobs = Job.objects.filter(customer=customer).aggregate(
+        last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
+        previous_hour=Count(
+            "pk",
+            filter=Q(
+                status=JobStatus.SUCCEEDED,
+                finished_at__gt=now - 2 * hour,
+                finished_at__lte=now - hour,
+            ),
+        ),
+        queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
+        running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+    )
+    anomalies = Anomaly.objects.filter(customer=customer, resolved_at__isnull=True).count()
+    return FleetMetrics(
+        at=now,
+        agents_active=agents["active"],
+        agents_online=agents["online"],
+        online_ratio=agents["online"] / agents["active"] if agents["active"] else None,
+        jobs_completed_last_hour=jobs["last_hour"],
+        jobs_completed_previous_hour=jobs["previous_hour"],
+        queue_depth=jobs["queued"],
+        jobs_running=jobs["running"],
+        anomalies_unresolved=anomalies,
+        latest_version=str(latest_version) if latest_version else None,
+        agents_not_on_latest=agents.get("behind", 0),
+        agents_minor_behind=agents.get("minor_behind", 0),
+    )

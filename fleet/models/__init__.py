@@ -1,5 +1,6 @@
 from fleet.models.agents import Agent, Host
 from fleet.models.anomalies import Anomaly
+from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
@@ -15,6 +16,7 @@ __all__ = [
     "Anomaly",
     "AuditEvent",
     "Customer",
+    "CustomerApiKey",
     "FleetSnapshot",
     "Host",
     "Job",

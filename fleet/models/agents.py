@@ -51,6 +51,13 @@ class Agent(models.Model):
     secret_prefix = models.CharField(max_length=32)
     secret_digest = models.CharField(max_length=64, unique=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    leases_renewed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a heartbeat last extended this agent's job leases."
+    )
+    clock_offset_seconds = models.IntegerField(
+        null=True, blank=True, help_text="Agent clock minus server clock at the last heartbeat."
+    )
+    load = models.FloatField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
     decommissioned_at = models.DateTimeField(null=True, blank=True)
 

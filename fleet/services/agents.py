@@ -1,10 +1,405 @@
+"""Agents: activation with a single-use token, heartbeats, upgrade reports, retirement."""
+
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from fleet.choices import AgentStatus
-from fleet.models import Agent
+from fleet.choices import (
+    AgentStatus,
+    AnomalyKind,
+    AnomalySeverity,
+    JobStatus,
+    TokenStatus,
+    UpgradeOutcome,
+)
+from fleet.errors import (
+    LicenseExpired,
+    LicenseMissing,
+    LicenseSuspended,
+    RoleMismatch,
+    SeatLimitReached,
+    TokenAlreadyRedeemed,
+    TokenExpired,
+    TokenRevoked,
+    TokenUnknown,
+    UnitInUse,
+)
+from fleet.models import ActivationToken, Agent, Host, Job, License
+from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_mint
+from fleet.selectors import customer_active_agent_count
+from fleet.services.anomalies import anomaly_open, anomaly_resolve_fingerprint
+from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.versions import SemVer
+
+
+@dataclass(frozen=True)
+class Activation:
+    agent: Agent
+    secret: str  # shown once, in the activation response
+    license: License
+    created: bool  # False: the same machine and unit retried and got its agent back
+
+
+@dataclass(frozen=True)
+class MachineIdentity:
+    machine_id: str
+    hostname: str
+    zone: str
+    unit_name: str
+    state_dir: str
+    memory_mb: int | None = None
+
+
+def offline_fingerprint(agent_id: int) -> str:
+    return f"agent_offline:{agent_id}"
+
+
+def _agent_actor(agent: Agent, ip_address: str | None) -> Actor:
+    return Actor(label=f"agent:{agent.name}", ip_address=ip_address)
+
+
+def agent_activate(
+    *,
+    token: str,
+    machine: MachineIdentity,
+    role: str,
+    version: SemVer,
+    name: str = "",
+    ip_address: str | None = None,
+) -> Activation:
+    """Redeem a single-use token: the first machine wins, a retry by the same machine and
+    unit gets its agent back (with a new secret), every other attempt is refused and
+    recorded. Any refusal leaves the token as it was."""
+    if not secret_is_well_formed(token, SecretKind.ACTIVATION_TOKEN):
+        raise TokenUnknown("That activation token does not exist. Check it was copied whole.")
+    refusal: TokenAlreadyRedeemed | None = None
+    with transaction.atomic():
+        row = (
+            ActivationToken.objects.select_for_update().filter(digest=secret_digest(token)).first()
+        )
+        if row is None:
+            raise TokenUnknown("That activation token does not exist. Check it was copied whole.")
+        now = timezone.now()
+        if row.status == TokenStatus.REDEEMED:
+            holder = Agent.objects.select_related("host").filter(activation_token=row).first()
+            if (
+                holder is not None
+                and holder.status != AgentStatus.DECOMMISSIONED
+                and holder.host.machine_id == machine.machine_id
+                and holder.unit_name == machine.unit_name
+            ):
+                return _reactivate(holder, ip_address=ip_address)
+            refusal = _refuse_second_redemption(row, holder, machine, ip_address)
+        elif row.status == TokenStatus.REVOKED:
+            raise TokenRevoked("This activation token was revoked. Mint a new one.")
+        elif row.status == TokenStatus.EXPIRED or row.expires_at <= now:
+            raise TokenExpired(
+                f"This activation token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC. "
+                "Mint a new one.",
+                expired_at=row.expires_at.isoformat(),
+            )
+        else:
+            return _register(row, machine, role, version, name, now, ip_address)
+    assert refusal is not None
+    raise refusal
+
+
+def _refuse_second_redemption(
+    row: ActivationToken, holder: Agent | None, machine: MachineIdentity, ip: str | None
+) -> TokenAlreadyRedeemed:
+    """Record the refused attempt (it commits) and say who holds the token."""
+    ActivationToken.objects.filter(pk=row.pk).update(refused_attempts=F("refused_attempts") + 1)
+    claimed_by = holder.host.hostname if holder else "an agent since retired"
+    claimed_at = row.redeemed_at or row.created_at
+    anomaly_open(
+        customer=row.customer_id,
+        kind=AnomalyKind.TOKEN_REUSE,
+        fingerprint=f"token_reuse:{row.pk}",
+        severity=AnomalySeverity.WARNING,
+        agent=holder,
+        message=(
+            f"Activation token {row.display_prefix}… was presented again by "
+            f"{machine.hostname} ({machine.machine_id}) after {claimed_by} claimed it. "
+            "Tokens are single-use: mint one per agent."
+        ),
+        actor=Actor(label=f"machine:{machine.hostname}", ip_address=ip),
+    )
+    return TokenAlreadyRedeemed(
+        f"This token was already claimed by host {claimed_by} at "
+        f"{claimed_at:%Y-%m-%d %H:%M:%S} UTC. Tokens are single-use: mint one per agent.",
+        redeemed_at=claimed_at.isoformat(),
+        redeemed_by_host=claimed_by,
+    )
+
+
+def _usable_license(customer_id: int, now: datetime) -> License:
+    """The customer's current license, row-locked so seat counting is serialized."""
+    license = (
+        License.objects.select_for_update().filter(customer_id=customer_id, is_current=True).first()
+    )
+    if license is None:
+        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
+    if license.suspended:
+        raise LicenseSuspended(
+            "The license is suspended; no new agent can activate.",
+            reason=license.suspended_reason,
+        )
+    if not license.admits_agents_at(now):
+        raise LicenseExpired("The license is not valid now; no new agent can activate.")
+    return license
+
+
+def _register(
+    row: ActivationToken,
+    machine: MachineIdentity,
+    role: str,
+    version: SemVer,
+    name: str,
+    now: datetime,
+    ip: str | None,
+) -> Activation:
+    license = _usable_license(row.customer_id, now)
+    active = customer_active_agent_count(row.customer_id)
+    if active >= license.max_agents:
+        raise SeatLimitReached(
+            f"All {license.max_agents} seats of the license are taken. Decommission an agent "
+            "or raise the license's max_agents; this token stays valid until then.",
+            max_agents=license.max_agents,
+            active_agents=active,
+        )
+    if row.role and row.role != role:
+        raise RoleMismatch(
+            f"This token was minted for a {row.role} agent, not a {role}.", field="role"
+        )
+    host, _ = Host.objects.update_or_create(
+        customer_id=row.customer_id,
+        machine_id=machine.machine_id,
+        defaults={
+            "hostname": machine.hostname,
+            "zone": machine.zone,
+            "memory_mb": machine.memory_mb,
+            "last_seen_at": now,
+        },
+    )
+    minted = secret_mint(SecretKind.AGENT_SECRET)
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.create(
+                customer_id=row.customer_id,
+                host=host,
+                activation_token=row,
+                name=name or f"{machine.unit_name}@{machine.hostname}",
+                role=role,
+                unit_name=machine.unit_name,
+                state_dir=machine.state_dir,
+                version=version,
+                status=AgentStatus.ONLINE,
+                secret_prefix=minted.display_prefix,
+                secret_digest=minted.digest,
+                last_heartbeat_at=now,
+            )
+    except IntegrityError as exc:
+        raise UnitInUse(
+            f"Host {machine.hostname} already runs an agent with unit {machine.unit_name} or "
+            f"state dir {machine.state_dir}. Give each agent on a host its own.",
+            field="unit_name",
+        ) from exc
+    ActivationToken.objects.filter(pk=row.pk).update(status=TokenStatus.REDEEMED, redeemed_at=now)
+    audit_record(
+        actor=_agent_actor(agent, ip),
+        action="agent.activate",
+        target=agent,
+        customer=row.customer_id,
+        changes={"token": [row.display_prefix, None], "host": [None, host.hostname]},
+    )
+    return Activation(agent=agent, secret=minted.plaintext, license=license, created=True)
+
+
+def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
+    """The same machine and unit retried (its first answer was lost): a fresh secret."""
+    license = License.objects.filter(customer_id=agent.customer_id, is_current=True).first()
+    if license is None:
+        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
+    secret = _set_new_secret(agent)
+    audit_record(
+        actor=_agent_actor(agent, ip_address),
+        action="agent.reactivate",
+        target=agent,
+        customer=agent.customer_id,
+        changes={"secret_prefix": ["(rotated)", agent.secret_prefix]},
+    )
+    return Activation(agent=agent, secret=secret, license=license, created=False)
+
+
+def _set_new_secret(agent: Agent) -> str:
+    minted = secret_mint(SecretKind.AGENT_SECRET)
+    Agent.objects.filter(pk=agent.pk).update(
+        secret_prefix=minted.display_prefix, secret_digest=minted.digest
+    )
+    agent.secret_prefix, agent.secret_digest = minted.display_prefix, minted.digest
+    return minted.plaintext
+
+
+@transaction.atomic
+def agent_rotate_secret(*, agent: Agent, ip_address: str | None = None) -> str:
+    """A new secret for the agent; the old one stops working at once."""
+    secret = _set_new_secret(agent)
+    audit_record(
+        actor=_agent_actor(agent, ip_address),
+        action="agent.rotate_secret",
+        target=agent,
+        customer=agent.customer_id,
+    )
+    return secret
+
+
+def agent_record_heartbeat(
+    *,
+    agent: Agent,
+    version: SemVer,
+    running_job_ids: list[int],
+    load: float | None = None,
+    sent_at: datetime | None = None,
+    ip_address: str | None = None,
+) -> datetime:
+    """Record that the agent is alive, by the server's clock.
+
+    The steady path is one UPDATE (the caller's authentication SELECT is the other
+    statement): job leases are extended only once half a lease has passed, and state
+    changes (back online, a new version, clock skew appearing) write their extra rows
+    only when they happen."""
+    now = timezone.now()
+    offset = round((sent_at - now).total_seconds()) if sent_at else None
+    renew = bool(running_job_ids) and (
+        agent.leases_renewed_at is None or now - agent.leases_renewed_at >= settings.JOB_LEASE / 2
+    )
+    updates: dict = {
+        "last_heartbeat_at": now,
+        "status": Case(
+            When(status=AgentStatus.OFFLINE, then=Value(AgentStatus.ONLINE)),
+            default=F("status"),
+        ),
+        "clock_offset_seconds": offset,
+        "load": load,
+    }
+    if version != agent.version:
+        updates["version"] = version
+    if renew:
+        updates["leases_renewed_at"] = now
+    Agent.objects.filter(pk=agent.pk).update(**updates)
+    if renew:
+        Job.objects.filter(
+            agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
+        ).update(lease_expires_at=now + settings.JOB_LEASE)
+
+    came_back = agent.status == AgentStatus.OFFLINE
+    if came_back or version != agent.version:
+        _record_state_change(agent, version, came_back, ip_address)
+    if _is_skewed(offset) and not _is_skewed(agent.clock_offset_seconds):
+        anomaly_open(
+            customer=agent.customer_id,
+            kind=AnomalyKind.CLOCK_SKEW,
+            fingerprint=f"clock_skew:{agent.pk}",
+            severity=AnomalySeverity.INFO,
+            agent=agent,
+            message=f"{agent.name}'s clock is {offset:+d} s off the server's. The Control "
+            "Plane uses its own time; fix NTP on the host so logs line up.",
+        )
+    agent.last_heartbeat_at = now
+    return now
+
+
+def _is_skewed(offset: int | None) -> bool:
+    limit = settings.AGENT_CLOCK_SKEW_TOLERANCE.total_seconds()
+    return offset is not None and abs(offset) > limit
+
+
+def _record_state_change(
+    agent: Agent, version: SemVer, came_back: bool, ip_address: str | None
+) -> None:
+    changes: dict[str, list[str]] = {}
+    if came_back:
+        changes["status"] = [str(AgentStatus.OFFLINE), str(AgentStatus.ONLINE)]
+        anomaly_resolve_fingerprint(
+            customer=agent.customer_id,
+            fingerprint=offline_fingerprint(agent.pk),
+            note="The agent's heartbeat arrived again.",
+        )
+    if version != agent.version:
+        changes["version"] = [str(agent.version), str(version)]
+    audit_record(
+        actor=_agent_actor(agent, ip_address),
+        action="agent.heartbeat_state",
+        target=agent,
+        customer=agent.customer_id,
+        changes=changes,
+    )
+
+
+@transaction.atomic
+def agent_record_upgrade_result(
+    *,
+    agent: Agent,
+    outcome: str,
+    from_version: SemVer,
+    to_version: SemVer,
+    detail: str = "",
+    ip_address: str | None = None,
+) -> None:
+    """An agent reports how applying a version went. A rollback opens a critical finding."""
+    if outcome == UpgradeOutcome.SUCCEEDED:
+        Agent.objects.filter(pk=agent.pk).update(version=to_version, status=AgentStatus.ONLINE)
+    else:
+        Agent.objects.filter(pk=agent.pk).update(version=from_version, status=AgentStatus.ONLINE)
+        anomaly_open(
+            customer=agent.customer_id,
+            kind=AnomalyKind.ROLLBACK,
+            fingerprint=f"rollback:{agent.pk}:{to_version}",
+            severity=AnomalySeverity.CRITICAL,
+            agent=agent,
+            message=f"{agent.name} could not move {from_version} → {to_version} ({outcome}) "
+            f"and rolled back. {detail}".strip(),
+        )
+    audit_record(
+        actor=_agent_actor(agent, ip_address),
+        action=f"agent.upgrade_{outcome}",
+        target=agent,
+        customer=agent.customer_id,
+        changes={"version": [str(from_version), str(to_version)], "detail": [None, detail]},
+    )
+
+
+@transaction.atomic
+def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
+    """Retire an agent: its secret stops working, its seat frees, its jobs go back to the
+    queue for another agent."""
+    now = timezone.now()
+    updated = (
+        Agent.objects.filter(pk=agent.pk)
+        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .update(status=AgentStatus.DECOMMISSIONED, decommissioned_at=now)
+    )
+    if not updated:
+        return False
+    requeued = Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING).update(
+        status=JobStatus.QUEUED, agent=None, lease_id=None, lease_expires_at=None
+    )
+    audit_record(
+        actor=actor,
+        action="agent.decommission",
+        target=agent,
+        customer=agent.customer_id,
+        changes={
+            "status": [agent.status, AgentStatus.DECOMMISSIONED],
+            "jobs_requeued": [None, requeued],
+        },
+    )
+    agent.status = AgentStatus.DECOMMISSIONED
+    return True
 
 
 def agent_mark_stale(*, now: datetime | None = None) -> int:

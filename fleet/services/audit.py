@@ -4,6 +4,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import models
 from django.http import HttpRequest
+from ninja.throttling import BaseThrottle
 
 from fleet.models import AuditEvent, Customer
 
@@ -23,8 +24,14 @@ class Actor:
         return cls(
             user=user,
             label=user.get_username() if user else "anonymous",
-            ip_address=request.META.get("REMOTE_ADDR") or None,
+            ip_address=client_address(request),
         )
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """REMOTE_ADDR, or the address our NUM_PROXIES trusted proxies saw (never the whole,
+    spoofable X-Forwarded-For header)."""
+    return BaseThrottle().get_ident(request) or None
 
 
 SYSTEM = Actor()
@@ -53,14 +60,14 @@ def audit_record(
     actor: Actor,
     action: str,
     target: models.Model,
-    customer: Customer | None,
+    customer: Customer | int | None,
     changes: dict | None = None,
 ) -> AuditEvent:
     """Write one audit row. Services call it inside their transaction."""
     return AuditEvent.objects.create(
+        customer_id=customer.pk if isinstance(customer, Customer) else customer,
         actor_user=actor.user,
         actor_label=actor.label[:200],
-        customer=customer,
         action=action,
         target_type=target._meta.label_lower,
         target_id=str(target.pk),

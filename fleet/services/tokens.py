@@ -5,8 +5,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from fleet.choices import TokenStatus
+from fleet.errors import LicenseExpired, LicenseMissing, LicenseSuspended, SeatLimitReached
 from fleet.models import ActivationToken, Customer
 from fleet.secrets import SecretKind, secret_mint
+from fleet.selectors import license_seats
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
 
@@ -59,7 +61,38 @@ def token_mint(
         actor=actor,
         action="token.mint",
         target=token,
-        customer=customer,
+        customer=customer.pk,
         changes={"role": [None, role], "expires_at": [None, token.expires_at.isoformat()]},
     )
     return token, minted.plaintext
+
+
+@transaction.atomic
+def tokens_mint_for_seats(
+    *,
+    customer: Customer,
+    count: int,
+    role: str = "",
+    expires_in: timedelta | None = None,
+    note: str = "",
+    actor: Actor = SYSTEM,
+) -> list[tuple[ActivationToken, str]]:
+    """Mint `count` tokens, one per intended agent, while the license has that many free
+    seats. Outstanding tokens reserve nothing: the seat is taken at activation."""
+    seats = license_seats(customer)
+    if seats.license is None:
+        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
+    if seats.license.suspended:
+        raise LicenseSuspended("The license is suspended; no new agent can activate.")
+    if not seats.license.admits_agents_at(timezone.now()):
+        raise LicenseExpired("The license is not valid now; no new agent can activate.")
+    if count > seats.free:
+        raise SeatLimitReached(
+            f"{seats.free} of {seats.max_agents} seats are free; {count} token(s) asked for. "
+            "Decommission agents or raise max_agents first.",
+            **seats.as_dict(),
+        )
+    return [
+        token_mint(customer=customer, role=role, expires_in=expires_in, note=note, actor=actor)
+        for _ in range(count)
+    ]

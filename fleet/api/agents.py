@@ -1,0 +1,208 @@
+"""Agent endpoints: activation (with a token), then everything with the agent's secret."""
+
+import random
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Router
+
+from fleet.api.auth import agent_auth, authed_agent
+from fleet.api.schemas import (
+    ActivateIn,
+    ActivateOut,
+    AgentMeOut,
+    AnomalyIn,
+    AnomalyOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    LicenseLimitsOut,
+    OkOut,
+    ReleaseHintOut,
+    SecretOut,
+    UpgradeResultIn,
+    errors,
+)
+from fleet.api.throttles import ClientAddressThrottle
+from fleet.choices import AnomalyKind
+from fleet.models import Agent, License
+from fleet.selectors import agent_latest_release, customer_active_agent_count, license_current
+from fleet.services.agents import (
+    MachineIdentity,
+    agent_activate,
+    agent_record_heartbeat,
+    agent_record_upgrade_result,
+    agent_rotate_secret,
+)
+from fleet.services.anomalies import anomaly_open
+from fleet.services.audit import Actor, client_address
+from fleet.versions import SemVer
+
+router = Router(tags=["agents"])
+
+
+def _limits(license: License, seats_used: int) -> LicenseLimitsOut:
+    return LicenseLimitsOut(
+        plan=license.plan,
+        max_agents=license.max_agents,
+        seats_used=seats_used,
+        max_concurrent_tasks_per_agent=license.max_concurrent_tasks_per_agent,
+        channel=license.channel,
+    )
+
+
+def _update_hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
+    latest = agent_latest_release(agent)
+    if latest is None or not version < latest:
+        return None
+    return ReleaseHintOut(version=str(latest), channel=agent.license_channel)  # type: ignore[attr-defined]
+
+
+def _next_interval() -> int:
+    """The heartbeat interval with ±20% jitter, so a restarted fleet does not beat in step."""
+    base = settings.AGENT_HEARTBEAT_SECONDS
+    return max(5, round(base * random.uniform(0.8, 1.2)))
+
+
+@router.post(
+    "/agents/activate",
+    auth=None,
+    throttle=[ClientAddressThrottle()],
+    response={200: ActivateOut, 201: ActivateOut, **errors(401, 403, 409, 410, 413, 422, 429)},
+    summary="Redeem a single-use activation token",
+)
+def activate(request: HttpRequest, body: ActivateIn) -> tuple[int, ActivateOut]:
+    """The first machine to present a token gets an agent and its secret (201). The same
+    machine and unit retrying gets its agent back with a new secret (200); any other
+    machine is refused with 409 `token_already_redeemed`."""
+    activation = agent_activate(
+        token=body.token,
+        machine=MachineIdentity(
+            machine_id=body.machine_id,
+            hostname=body.hostname,
+            zone=body.zone,
+            unit_name=body.unit_name,
+            state_dir=body.state_dir,
+            memory_mb=body.memory_mb,
+        ),
+        role=body.role,
+        version=SemVer(body.version),
+        name=body.name,
+        ip_address=client_address(request),
+    )
+    out = ActivateOut(
+        agent_id=activation.agent.pk,
+        agent_secret=activation.secret,
+        created=activation.created,
+        heartbeat_interval_seconds=settings.AGENT_HEARTBEAT_SECONDS,
+        license=_limits(
+            activation.license, customer_active_agent_count(activation.agent.customer_id)
+        ),
+    )
+    return (201 if activation.created else 200), out
+
+
+@router.post(
+    "/agents/heartbeat",
+    auth=agent_auth,
+    response={200: HeartbeatOut, **errors(401, 413, 422)},
+    summary="Report that the agent is alive",
+)
+def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
+    agent = authed_agent(request)
+    version = SemVer(body.version)
+    server_time = agent_record_heartbeat(
+        agent=agent,
+        version=version,
+        running_job_ids=body.running_job_ids,
+        load=body.load,
+        sent_at=body.sent_at,
+        ip_address=client_address(request),
+    )
+    return HeartbeatOut(
+        server_time=server_time,
+        next_heartbeat_seconds=_next_interval(),
+        update_available=_update_hint(agent, version),
+        upgrade=None,
+    )
+
+
+@router.get(
+    "/agents/me",
+    auth=agent_auth,
+    response={200: AgentMeOut, **errors(401)},
+    summary="What `agentina status` shows",
+)
+def me(request: HttpRequest) -> AgentMeOut:
+    agent = authed_agent(request)
+    license = license_current(agent.customer_id)
+    host = agent.host
+    return AgentMeOut(
+        agent_id=agent.pk,
+        name=agent.name,
+        role=agent.role,
+        status=agent.status,
+        version=str(agent.version),
+        unit_name=agent.unit_name,
+        state_dir=agent.state_dir,
+        host=host.hostname,
+        machine_id=host.machine_id,
+        zone=host.zone,
+        last_heartbeat_at=agent.last_heartbeat_at,
+        license=_limits(license, customer_active_agent_count(agent.customer_id))
+        if license
+        else None,
+        latest_release=str(agent_latest_release(agent) or "") or None,
+        update_available=_update_hint(agent, agent.version),
+    )
+
+
+@router.post(
+    "/agents/rotate-secret",
+    auth=agent_auth,
+    response={200: SecretOut, **errors(401)},
+    summary="Replace the agent's secret; the old one stops working at once",
+)
+def rotate_secret(request: HttpRequest) -> SecretOut:
+    agent = authed_agent(request)
+    return SecretOut(
+        agent_secret=agent_rotate_secret(agent=agent, ip_address=client_address(request))
+    )
+
+
+@router.post(
+    "/agents/upgrade-result",
+    auth=agent_auth,
+    response={200: OkOut, **errors(401, 413, 422)},
+    summary="Report how applying a version went",
+)
+def upgrade_result(request: HttpRequest, body: UpgradeResultIn) -> OkOut:
+    agent_record_upgrade_result(
+        agent=authed_agent(request),
+        outcome=body.outcome,
+        from_version=SemVer(body.from_version),
+        to_version=SemVer(body.to_version),
+        detail=body.detail,
+        ip_address=client_address(request),
+    )
+    return OkOut(ok=True)
+
+
+@router.post(
+    "/anomalies",
+    auth=agent_auth,
+    response={200: AnomalyOut, **errors(401, 413, 422)},
+    summary="Report a finding; repeats of a fingerprint fold into one row",
+)
+def report_anomaly(request: HttpRequest, body: AnomalyIn) -> AnomalyOut:
+    agent = authed_agent(request)
+    anomaly = anomaly_open(
+        customer=agent.customer_id,
+        kind=AnomalyKind.AGENT_REPORTED,
+        fingerprint=f"agent:{agent.pk}:{body.fingerprint or body.message[:120]}",
+        message=body.message,
+        severity=body.severity,
+        agent=agent,
+        job=agent.jobs.filter(pk=body.job_id).first() if body.job_id else None,
+        actor=Actor(label=f"agent:{agent.name}", ip_address=client_address(request)),
+    )
+    return AnomalyOut.from_orm(anomaly)

@@ -1,0 +1,86 @@
+"""The job queue: agents claim and finish jobs; customer automation submits and reads them."""
+
+from django.http import HttpRequest
+from ninja import Router
+
+from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
+from fleet.api.schemas import ClaimOut, CompleteIn, FailIn, JobOut, JobSubmitIn, errors
+from fleet.api.throttles import ApiKeyThrottle
+from fleet.models import Job
+from fleet.selectors import agent_job_cap, job_get
+from fleet.services.audit import Actor, client_address
+from fleet.services.jobs import job_claim_next, job_complete, job_fail, job_submit
+
+router = Router(tags=["jobs"])
+
+
+@router.post(
+    "/jobs/claim",
+    auth=agent_auth,
+    response={200: ClaimOut, 204: None, **errors(401)},
+    summary="Claim the next queued job of the agent's role",
+)
+def claim(request: HttpRequest) -> tuple[int, Job | None]:
+    """The oldest highest-priority queued job, under a lease; 204 when the agent already
+    runs its license's max_concurrent_tasks_per_agent or nothing is queued."""
+    agent = authed_agent(request)
+    job = job_claim_next(agent=agent, max_concurrent=agent_job_cap(agent))
+    return (200, job) if job is not None else (204, None)
+
+
+@router.post(
+    "/jobs/{job_id}/complete",
+    auth=agent_auth,
+    response={200: JobOut, **errors(401, 404, 409, 413, 422)},
+    summary="Finish a held job successfully (idempotent)",
+)
+def complete(request: HttpRequest, job_id: int, body: CompleteIn) -> Job:
+    return job_complete(
+        agent=authed_agent(request), job_id=job_id, lease_id=body.lease_id, result=body.result
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/fail",
+    auth=agent_auth,
+    response={200: JobOut, **errors(401, 404, 409, 413, 422)},
+    summary="Report a held job as failed (idempotent); retryable ones are requeued",
+)
+def fail(request: HttpRequest, job_id: int, body: FailIn) -> Job:
+    return job_fail(
+        agent=authed_agent(request),
+        job_id=job_id,
+        lease_id=body.lease_id,
+        error=body.error,
+        retryable=body.retryable,
+    )
+
+
+@router.post(
+    "/jobs",
+    auth=api_key_auth,
+    throttle=[ApiKeyThrottle()],
+    response={201: JobOut, **errors(401, 413, 422, 429)},
+    summary="Submit a job for a role",
+)
+def submit(request: HttpRequest, body: JobSubmitIn) -> tuple[int, Job]:
+    key = authed_key(request)
+    job = job_submit(
+        customer=key.customer,
+        role=body.role,
+        payload=body.payload.dict(),
+        priority=body.priority,
+        actor=Actor(label=f"api-key:{key.name}", ip_address=client_address(request)),
+    )
+    return 201, job
+
+
+@router.get(
+    "/jobs/{job_id}",
+    auth=api_key_auth,
+    throttle=[ApiKeyThrottle()],
+    response={200: JobOut, **errors(401, 404, 422, 429)},
+    summary="A job of this customer",
+)
+def get_job(request: HttpRequest, job_id: int) -> Job:
+    return job_get(authed_key(request).customer_id, job_id)

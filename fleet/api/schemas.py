@@ -1,0 +1,269 @@
+"""Request and response bodies of /api/v1. Inputs are strict: unknown fields, NUL bytes,
+oversized strings and out-of-range numbers are refused with 422 naming the field."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from ninja import Schema
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+
+from fleet.choices import AgentRole, AnomalySeverity, TokenStatus, UpgradeOutcome
+from fleet.models import ActivationToken
+from fleet.versions import SemVer
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL bytes")
+    return value
+
+
+def _semver(value: str) -> SemVer:
+    return SemVer(value)
+
+
+# Text fields: stripped, NUL-free; each field sets its max_length to fit its column.
+Str = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_no_nul)]
+RequiredStr = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_no_nul)
+]
+
+
+Version = Annotated[str, StringConstraints(max_length=64), AfterValidator(_semver)]
+
+
+class In(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(Schema):
+    code: str
+    detail: str
+
+
+class LicenseLimitsOut(Schema):
+    plan: str
+    max_agents: int
+    seats_used: int
+    max_concurrent_tasks_per_agent: int
+    channel: str
+
+
+# --- agents -----------------------------------------------------------------------------
+
+
+class ActivateIn(In):
+    token: RequiredStr = Field(max_length=200)
+    machine_id: RequiredStr = Field(max_length=128)
+    hostname: RequiredStr = Field(max_length=255)
+    zone: Str = Field("", max_length=64)
+    unit_name: RequiredStr = Field(max_length=128)
+    state_dir: RequiredStr = Field(max_length=255)
+    role: AgentRole
+    version: Version
+    name: Str = Field("", max_length=128)
+    memory_mb: int | None = Field(None, ge=0, le=16_777_216)
+
+
+class ActivateOut(Schema):
+    agent_id: int
+    agent_secret: str
+    created: bool
+    heartbeat_interval_seconds: int
+    license: LicenseLimitsOut
+
+
+class ReleaseHintOut(Schema):
+    version: str
+    channel: str
+
+
+class UpgradeOrderOut(Schema):
+    version: str
+    rollout_id: int
+    drain: bool
+
+
+class HeartbeatIn(In):
+    version: Version
+    running_job_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    load: float | None = Field(None, ge=0, le=10_000)
+    sent_at: datetime | None = None
+
+
+class HeartbeatOut(Schema):
+    server_time: datetime
+    next_heartbeat_seconds: int
+    update_available: ReleaseHintOut | None
+    upgrade: UpgradeOrderOut | None
+
+
+class AgentMeOut(Schema):
+    agent_id: int
+    name: str
+    role: str
+    status: str
+    version: str
+    unit_name: str
+    state_dir: str
+    host: str
+    machine_id: str
+    zone: str
+    last_heartbeat_at: datetime | None
+    license: LicenseLimitsOut | None
+    latest_release: str | None
+    update_available: ReleaseHintOut | None
+
+
+class SecretOut(Schema):
+    agent_secret: str
+
+
+class UpgradeResultIn(In):
+    outcome: UpgradeOutcome
+    from_version: Version
+    to_version: Version
+    detail: Str = Field("", max_length=2000)
+
+
+class AnomalyIn(In):
+    message: RequiredStr = Field(max_length=2000)
+    severity: AnomalySeverity = AnomalySeverity.WARNING
+    fingerprint: Str = Field("", max_length=150)
+    job_id: int | None = Field(None, ge=1, le=2**62)
+
+
+class AnomalyOut(Schema):
+    id: int
+    kind: str
+    severity: str
+    fingerprint: str
+    message: str
+    occurrences: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+class OkOut(Schema):
+    ok: bool
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+
+class JobPayloadIn(In):
+    repo: RequiredStr = Field(max_length=500)
+    ref: Str = Field("main", max_length=255)
+    task: RequiredStr = Field(max_length=10_000)
+
+
+class JobSubmitIn(In):
+    role: AgentRole
+    payload: JobPayloadIn
+    priority: int = Field(0, ge=-100, le=100)
+
+
+class JobOut(Schema):
+    id: int
+    role: str
+    status: str
+    priority: int
+    payload: dict[str, Any]
+    attempts: int
+    agent_id: int | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any = None
+    error: str
+
+
+class ClaimOut(JobOut):
+    lease_id: uuid.UUID
+    lease_expires_at: datetime
+
+
+class CompleteIn(In):
+    lease_id: uuid.UUID
+    result: dict[str, Any] | list[Any] | str | None = None
+
+
+class FailIn(In):
+    lease_id: uuid.UUID
+    error: Str = Field("", max_length=10_000)
+    retryable: bool = False
+
+
+# --- customer automation ----------------------------------------------------------------
+
+
+class TokensMintIn(In):
+    count: int = Field(1, ge=1, le=100)
+    role: AgentRole | None = None
+    expires_in_hours: int = Field(168, ge=1, le=24 * 90)
+    note: Str = Field("", max_length=200)
+
+
+class TokenOut(Schema):
+    id: int
+    display_prefix: str
+    role: str
+    status: TokenStatus
+    note: str
+    created_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None
+    redeemed_by_host: str | None = None
+    redeemed_by_agent_id: int | None = None
+    refused_attempts: int
+
+    @staticmethod
+    def resolve_redeemed_by_host(token: ActivationToken) -> str | None:
+        agent = getattr(token, "agent", None)
+        return agent.host.hostname if agent else None
+
+    @staticmethod
+    def resolve_redeemed_by_agent_id(token: ActivationToken) -> int | None:
+        agent = getattr(token, "agent", None)
+        return agent.pk if agent else None
+
+
+class MintedTokenOut(Schema):
+    token: str  # the secret: shown here once, never again
+    details: TokenOut
+
+
+class SeatsOut(Schema):
+    max_agents: int
+    used: int
+    free: int
+    outstanding_tokens: int
+
+
+class TokensMintedOut(Schema):
+    tokens: list[MintedTokenOut]
+    seats: SeatsOut
+
+
+class FleetMetricsOut(Schema):
+    at: datetime
+    agents_active: int
+    agents_online: int
+    online_ratio: float | None
+    jobs_completed_last_hour: int
+    jobs_completed_previous_hour: int
+    throughput_trend: float | None
+    queue_depth: int
+    jobs_running: int
+    anomalies_unresolved: int
+    latest_version: str | None
+    agents_not_on_latest: int
+    agents_minor_behind: int
+
+
+def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
+    """Declare the error statuses an operation can answer, so the OpenAPI document is true."""
+    return dict.fromkeys(statuses, ErrorOut)

@@ -1,0 +1,175 @@
+"""The job queue: submit, claim under the per-agent cap, finish under a lease."""
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from fleet.choices import JobStatus
+from fleet.errors import JobAlreadyFinished, NotFound, StaleLease
+from fleet.models import Agent, Customer, Job
+from fleet.services.audit import SYSTEM, Actor, audit_record
+
+_CLAIM_SQL = """
+UPDATE fleet_job
+   SET status = %(running)s, agent_id = %(agent)s, lease_id = %(lease)s,
+       lease_expires_at = %(expires)s, started_at = %(now)s, attempts = attempts + 1
+ WHERE id = (
+       SELECT id FROM fleet_job
+        WHERE customer_id = %(customer)s AND role = %(role)s AND status = %(queued)s
+          AND (SELECT COUNT(*) FROM fleet_job
+                WHERE agent_id = %(agent)s AND status = %(running)s) < %(cap)s
+        ORDER BY priority DESC, queued_at, id
+        LIMIT 1 {lock})
+RETURNING *
+"""
+
+
+def _agent_actor(agent: Agent) -> Actor:
+    return Actor(label=f"agent:{agent.name}")
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    customer: Customer,
+    role: str,
+    payload: dict[str, Any],
+    priority: int = 0,
+    actor: Actor = SYSTEM,
+) -> Job:
+    job = Job.objects.create(customer=customer, role=role, payload=payload, priority=priority)
+    audit_record(
+        actor=actor,
+        action="job.submit",
+        target=job,
+        customer=customer.pk,
+        changes={"role": [None, role], "priority": [None, priority]},
+    )
+    return job
+
+
+@transaction.atomic
+def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
+    """The oldest highest-priority queued job of the agent's role, or None when the agent
+    already holds `max_concurrent` jobs or the queue is empty.
+
+    The agent's row is locked first, so its concurrent claims run one at a time; the
+    claim statement then counts the agent's running jobs in a snapshot taken after that
+    lock (a count taken before waiting would let two claims both see room under the cap).
+    SKIP LOCKED lets different agents claim different jobs at once."""
+    Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk").first()
+
+    def db(name: str, value: object) -> object:
+        return Job._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
+
+    now = timezone.now()
+    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    params = {
+        "running": JobStatus.RUNNING,
+        "queued": JobStatus.QUEUED,
+        "agent": agent.pk,
+        "customer": agent.customer_id,
+        "role": agent.role,
+        "cap": max_concurrent,
+        "lease": db("lease_id", uuid.uuid4()),
+        "now": db("started_at", now),
+        "expires": db("lease_expires_at", now + settings.JOB_LEASE),
+    }
+    claimed = list(Job.objects.raw(_CLAIM_SQL.format(lock=lock), params))
+    if not claimed:
+        return None
+    job = claimed[0]
+    audit_record(
+        actor=_agent_actor(agent),
+        action="job.claim",
+        target=job,
+        customer=agent.customer_id,
+        changes={"status": [JobStatus.QUEUED, JobStatus.RUNNING], "attempt": [None, job.attempts]},
+    )
+    return job
+
+
+def _finish(
+    *,
+    agent: Agent,
+    job_id: int,
+    lease_id: uuid.UUID,
+    outcome: JobStatus,
+    changes: Callable[[Job], dict[str, Any]],
+) -> Job:
+    """Apply `changes(job)` if the agent holds the job under `lease_id`. A repeat of the
+    same call is answered with the job as it is; anything else is refused unchanged."""
+    job = Job.objects.select_for_update().filter(pk=job_id, customer_id=agent.customer_id).first()
+    if job is None:
+        raise NotFound("No such job.")
+    if job.lease_id != lease_id or job.agent_id not in (agent.pk, None):
+        raise StaleLease(
+            "This lease no longer holds the job: it expired and the job went back to the "
+            "queue. Drop the result.",
+            job_id=job_id,
+        )
+    if job.status != JobStatus.RUNNING:
+        requeued_by_fail = outcome == JobStatus.FAILED and job.status == JobStatus.QUEUED
+        if job.status == outcome or requeued_by_fail:
+            return job
+        raise JobAlreadyFinished(f"The job already finished as {job.status}.", status=job.status)
+    fields = changes(job)
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save(update_fields=list(fields))
+    audit_record(
+        actor=_agent_actor(agent),
+        action=f"job.{job.status}",
+        target=job,
+        customer=agent.customer_id,
+        changes={"status": [JobStatus.RUNNING, job.status]},
+    )
+    return job
+
+
+@transaction.atomic
+def job_complete(*, agent: Agent, job_id: int, lease_id: uuid.UUID, result: Any) -> Job:
+    return _finish(
+        agent=agent,
+        job_id=job_id,
+        lease_id=lease_id,
+        outcome=JobStatus.SUCCEEDED,
+        changes=lambda job: {
+            "status": JobStatus.SUCCEEDED,
+            "result": result,
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        },
+    )
+
+
+@transaction.atomic
+def job_fail(
+    *, agent: Agent, job_id: int, lease_id: uuid.UUID, error: str, retryable: bool = False
+) -> Job:
+    """A failed job goes back to the queue while it is retryable and has attempts left
+    (the lease stays on it so a repeated report is recognised); else it fails for good."""
+
+    def changes(job: Job) -> dict[str, Any]:
+        if retryable and job.attempts < settings.JOB_MAX_ATTEMPTS:
+            return {
+                "status": JobStatus.QUEUED,
+                "agent": None,
+                "error": error,
+                "started_at": None,
+                "lease_expires_at": None,
+            }
+        return {
+            "status": JobStatus.FAILED,
+            "error": error,
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        }
+
+    return _finish(
+        agent=agent, job_id=job_id, lease_id=lease_id, outcome=JobStatus.FAILED, changes=changes
+    )
