@@ -81,3 +81,12 @@ def staff_client(client, django_user_model):
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles(settings):
+    """Rate limits count in the cache: start each test from zero, with room to work."""
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_THROTTLE_RATES = {"activate": "10000/min", "api_key": "10000/min"}

@@ -4,7 +4,7 @@ import random
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from fleet.api.auth import agent_auth, authed_agent
 from fleet.api.schemas import (
@@ -70,7 +70,7 @@ def _next_interval() -> int:
     response={200: ActivateOut, 201: ActivateOut, **errors(401, 403, 409, 410, 413, 422, 429)},
     summary="Redeem a single-use activation token",
 )
-def activate(request: HttpRequest, body: ActivateIn) -> tuple[int, ActivateOut]:
+def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
     """The first machine to present a token gets an agent and its secret (201). The same
     machine and unit retrying gets its agent back with a new secret (200); any other
     machine is refused with 409 `token_already_redeemed`."""
@@ -98,7 +98,7 @@ def activate(request: HttpRequest, body: ActivateIn) -> tuple[int, ActivateOut]:
             activation.license, customer_active_agent_count(activation.agent.customer_id)
         ),
     )
-    return (201 if activation.created else 200), out
+    return Status(201 if activation.created else 200, out)
 
 
 @router.post(

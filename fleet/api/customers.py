@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 from pydantic import Field
 
@@ -50,7 +50,7 @@ class TokenFilter(Schema):
     response={201: TokensMintedOut, **errors(401, 403, 413, 422, 429)},
     summary="Mint activation tokens, one per intended agent",
 )
-def mint_tokens(request: HttpRequest, body: TokensMintIn) -> tuple[int, TokensMintedOut]:
+def mint_tokens(request: HttpRequest, body: TokensMintIn) -> Status[TokensMintedOut]:
     """Each secret appears in this response only. Refused with 403 `license_full` when the
     license has fewer free seats than tokens asked for; outstanding tokens reserve nothing."""
     customer = authed_key(request).customer
@@ -62,12 +62,15 @@ def mint_tokens(request: HttpRequest, body: TokensMintIn) -> tuple[int, TokensMi
         note=body.note,
         actor=_actor(request),
     )
-    return 201, TokensMintedOut(
-        tokens=[
-            MintedTokenOut(token=secret, details=TokenOut.from_orm(token))
-            for token, secret in minted
-        ],
-        seats=SeatsOut(**license_seats(customer).as_dict()),
+    return Status(
+        201,
+        TokensMintedOut(
+            tokens=[
+                MintedTokenOut(token=secret, details=TokenOut.from_orm(token))
+                for token, secret in minted
+            ],
+            seats=SeatsOut(**license_seats(customer).as_dict()),
+        ),
     )
 
 

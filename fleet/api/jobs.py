@@ -1,7 +1,7 @@
 """The job queue: agents claim and finish jobs; customer automation submits and reads them."""
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
 from fleet.api.schemas import ClaimOut, CompleteIn, FailIn, JobOut, JobSubmitIn, errors
@@ -20,12 +20,12 @@ router = Router(tags=["jobs"])
     response={200: ClaimOut, 204: None, **errors(401)},
     summary="Claim the next queued job of the agent's role",
 )
-def claim(request: HttpRequest) -> tuple[int, Job | None]:
+def claim(request: HttpRequest) -> Status[Job | None]:
     """The oldest highest-priority queued job, under a lease; 204 when the agent already
     runs its license's max_concurrent_tasks_per_agent or nothing is queued."""
     agent = authed_agent(request)
     job = job_claim_next(agent=agent, max_concurrent=agent_job_cap(agent))
-    return (200, job) if job is not None else (204, None)
+    return Status(200, job) if job is not None else Status(204, None)
 
 
 @router.post(
@@ -63,7 +63,7 @@ def fail(request: HttpRequest, job_id: int, body: FailIn) -> Job:
     response={201: JobOut, **errors(401, 413, 422, 429)},
     summary="Submit a job for a role",
 )
-def submit(request: HttpRequest, body: JobSubmitIn) -> tuple[int, Job]:
+def submit(request: HttpRequest, body: JobSubmitIn) -> Status[Job]:
     key = authed_key(request)
     job = job_submit(
         customer=key.customer,
@@ -72,7 +72,7 @@ def submit(request: HttpRequest, body: JobSubmitIn) -> tuple[int, Job]:
         priority=body.priority,
         actor=Actor(label=f"api-key:{key.name}", ip_address=client_address(request)),
     )
-    return 201, job
+    return Status(201, job)
 
 
 @router.get(

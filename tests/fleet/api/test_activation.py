@@ -1,0 +1,226 @@
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, AnomalyKind, TokenStatus
+from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Host, License
+from fleet.secrets import SecretKind, secret_mint
+from fleet.services.tokens import token_mint, token_revoke
+from tests import factories
+from tests.fleet.api.conftest import activate, activation_body
+
+pytestmark = pytest.mark.django_db
+
+
+def test_first_machine_gets_an_agent_and_its_secret(anon, licensed):
+    token, secret = token_mint(customer=licensed)
+    response = anon.post(
+        "/agents/activate", activation_body(secret, hostname="build-7", memory_mb=8192)
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["created"] is True
+    assert body["agent_secret"].startswith("agtn_agt_")
+    assert body["heartbeat_interval_seconds"] == 30
+    assert body["license"] == {
+        "plan": "team",
+        "max_agents": 10,
+        "seats_used": 1,
+        "max_concurrent_tasks_per_agent": 2,
+        "channel": "stable",
+    }
+    agent = Agent.objects.select_related("host").get(pk=body["agent_id"])
+    assert (agent.host.hostname, agent.host.memory_mb, agent.status) == ("build-7", 8192, "online")
+    assert agent.secret_digest != body["agent_secret"]  # only the digest is kept
+    token.refresh_from_db()
+    assert token.status == TokenStatus.REDEEMED
+    event = AuditEvent.objects.get(action="agent.activate")
+    assert event.actor_label == f"agent:{agent.name}"
+    assert event.ip_address == "127.0.0.1"
+
+
+def test_a_second_machine_is_refused_and_the_sharing_is_recorded(anon, licensed):
+    _, secret = token_mint(customer=licensed)
+    first = anon.post("/agents/activate", activation_body(secret, hostname="build-1"))
+    assert first.status_code == 201
+    for attempt in (1, 2):
+        refused = anon.post("/agents/activate", activation_body(secret, hostname="laptop"))
+        assert refused.status_code == 409
+        body = refused.json()
+        assert body["code"] == "token_already_redeemed"
+        assert body["redeemed_by_host"] == "build-1"
+        assert "single-use" in body["detail"]
+        assert "redeemed_at" in body
+    assert Agent.objects.count() == 1
+    anomaly = Anomaly.objects.get(kind=AnomalyKind.TOKEN_REUSE)
+    assert anomaly.occurrences == 2  # folded, not two rows
+    assert "laptop" in anomaly.message
+    assert ActivationToken.objects.get().refused_attempts == 2
+
+
+def test_the_same_machine_retrying_gets_its_agent_back_with_a_new_secret(anon, licensed):
+    _, secret = token_mint(customer=licensed)
+    body = activation_body(secret)
+    first = anon.post("/agents/activate", body).json()
+    again = anon.post("/agents/activate", body)
+    assert again.status_code == 200
+    assert again.json()["created"] is False
+    assert again.json()["agent_id"] == first["agent_id"]
+    assert Agent.objects.count() == 1
+    # The lost first answer's secret no longer works; the new one does.
+    assert anon.get("/agents/me", secret=first["agent_secret"]).status_code == 401
+    assert anon.get("/agents/me", secret=again.json()["agent_secret"]).status_code == 200
+    # Another unit on the same machine is another agent, so it needs its own token.
+    other_unit = anon.post(
+        "/agents/activate", {**body, "unit_name": "agentina@b", "state_dir": "/b"}
+    )
+    assert other_unit.status_code == 409
+
+
+def test_malformed_and_unknown_tokens_are_401_and_the_malformed_never_reach_the_database(
+    anon, licensed, django_assert_num_queries
+):
+    valid_shape = secret_mint(SecretKind.ACTIVATION_TOKEN).plaintext
+    for token in (
+        valid_shape[:-1] + ("A" if valid_shape[-1] != "A" else "B"),
+        valid_shape[:20],
+        "x" * 200,
+    ):
+        with django_assert_num_queries(0):
+            response = anon.post("/agents/activate", activation_body(token))
+        assert (response.status_code, response.json()["code"]) == (401, "token_unknown")
+    response = anon.post("/agents/activate", activation_body(valid_shape))  # well formed, unknown
+    assert (response.status_code, response.json()["code"]) == (401, "token_unknown")
+
+
+def test_expired_and_revoked_tokens_are_410(anon, licensed):
+    _, expired = token_mint(customer=licensed, expires_in=timedelta(seconds=-1))
+    response = anon.post("/agents/activate", activation_body(expired))
+    assert (response.status_code, response.json()["code"]) == (410, "token_expired")
+    token, revoked = token_mint(customer=licensed)
+    token_revoke(token=token)
+    response = anon.post("/agents/activate", activation_body(revoked))
+    assert (response.status_code, response.json()["code"]) == (410, "token_revoked")
+    assert not Agent.objects.exists()
+
+
+def test_a_full_license_refuses_and_the_token_stays_redeemable(anon, customer):
+    factories.license(customer, max_agents=1)
+    activate(customer)
+    token, secret = token_mint(customer=customer)
+    response = anon.post("/agents/activate", activation_body(secret))
+    assert response.status_code == 403
+    assert response.json() | {"detail": ""} == {
+        "code": "license_full",
+        "detail": "",
+        "max_agents": 1,
+        "active_agents": 1,
+    }
+    token.refresh_from_db()
+    assert token.status == TokenStatus.OUTSTANDING
+    Agent.objects.update(status=AgentStatus.DECOMMISSIONED)  # a seat frees
+    assert anon.post("/agents/activate", activation_body(secret)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("license_fields", "code"),
+    [
+        ({"suspended": True}, "license_suspended"),
+        (
+            {
+                "valid_from": timezone.now() - timedelta(days=30),
+                "valid_until": timezone.now() - timedelta(days=1),
+            },
+            "license_expired",
+        ),
+    ],
+)
+def test_suspended_or_expired_license_is_403_and_burns_nothing(
+    anon, customer, license_fields, code
+):
+    factories.license(customer, **license_fields)
+    token, secret = token_mint(customer=customer)
+    response = anon.post("/agents/activate", activation_body(secret))
+    assert (response.status_code, response.json()["code"]) == (403, code)
+    token.refresh_from_db()
+    assert token.status == TokenStatus.OUTSTANDING
+    assert not Host.objects.exists()
+
+
+def test_no_license_is_403(anon, customer):
+    _, secret = token_mint(customer=customer)
+    assert (
+        anon.post("/agents/activate", activation_body(secret)).json()["code"] == "license_missing"
+    )
+
+
+def test_a_token_minted_for_a_role_refuses_another_role(anon, licensed):
+    _, secret = token_mint(customer=licensed, role="tester")
+    response = anon.post("/agents/activate", activation_body(secret, role="coder"))
+    assert (response.status_code, response.json()["code"]) == (422, "role_mismatch")
+    assert anon.post("/agents/activate", activation_body(secret, role="tester")).status_code == 201
+
+
+def test_one_unit_per_host(anon, licensed):
+    activate(licensed, machine_id="m-shared", unit_name="agentina@a", state_dir="/a")
+    _, secret = token_mint(customer=licensed)
+    response = anon.post(
+        "/agents/activate",
+        activation_body(secret, machine_id="m-shared", unit_name="agentina@a", state_dir="/other"),
+    )
+    assert (response.status_code, response.json()["code"]) == (409, "unit_in_use")
+    assert ActivationToken.objects.filter(status=TokenStatus.OUTSTANDING).count() == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"role": "manager"},
+        {"version": "1.9"},
+        {"version": "latest"},
+        {"hostname": "bad\x00host"},
+        {"hostname": ""},
+        {"unit_name": "u" * 129},
+        {"memory_mb": 10**30},
+        {"memory_mb": -1},
+        {"extra": "field"},
+    ],
+)
+def test_bad_activation_input_is_422_naming_the_field(anon, licensed, overrides):
+    _, secret = token_mint(customer=licensed)
+    response = anon.post("/agents/activate", activation_body(secret, **overrides))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "invalid_input"
+    assert body["errors"][0]["field"] == next(iter(overrides))
+    assert ActivationToken.objects.get().status == TokenStatus.OUTSTANDING
+
+
+def test_secrets_never_reach_the_logs(anon, licensed, caplog):
+    caplog.set_level(logging.DEBUG)
+    _, secret = token_mint(customer=licensed)
+    body = activation_body(secret)
+    agent_secret = anon.post("/agents/activate", body).json()["agent_secret"]
+    anon.post("/agents/activate", {**body, "machine_id": "another"})
+    anon.post("/agents/heartbeat", {"version": "1.9.3"}, secret=agent_secret)
+    anon.client.post(
+        "/api/v1/agents/heartbeat",
+        {},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {agent_secret}",
+    )
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert secret not in logged and agent_secret not in logged
+    stored = str(list(AuditEvent.objects.values_list("changes", flat=True)))
+    assert secret not in stored and agent_secret not in stored
+
+
+def test_license_model_default_channel_reaches_the_agent(anon, customer):
+    License.objects.create(customer=customer, max_agents=2, channel="beta")
+    _, secret = token_mint(customer=customer)
+    assert (
+        anon.post("/agents/activate", activation_body(secret)).json()["license"]["channel"]
+        == "beta"
+    )
