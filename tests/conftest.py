@@ -90,3 +90,29 @@ def _fresh_throttles(settings):
 
     cache.clear()
     settings.API_THROTTLE_RATES = {"activate": "10000/min", "api_key": "10000/min"}
+
+
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+
+
+@pytest.fixture
+def assert_data_statements():
+    """Pin the SQL statements a path issues, leaving out transaction control (BEGIN on
+    SQLite, and the savepoints that the test's own wrapping transaction turns atomic
+    blocks into), which differs by backend and harness but not by code path."""
+    from contextlib import contextmanager
+
+    from django.test.utils import CaptureQueriesContext
+
+    @contextmanager
+    def check(expected: int):
+        with CaptureQueriesContext(connection) as ctx:
+            yield
+        statements = [
+            q["sql"]
+            for q in ctx.captured_queries
+            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
+        ]
+        assert len(statements) == expected, "\n\n".join(statements)
+
+    return check

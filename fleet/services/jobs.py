@@ -61,7 +61,7 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
     claim statement then counts the agent's running jobs in a snapshot taken after that
     lock (a count taken before waiting would let two claims both see room under the cap).
     SKIP LOCKED lets different agents claim different jobs at once."""
-    Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk").first()
+    list(Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk").order_by())
 
     def db(name: str, value: object) -> object:
         return Job._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
