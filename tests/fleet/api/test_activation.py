@@ -45,7 +45,7 @@ def test_a_second_machine_is_refused_and_the_sharing_is_recorded(anon, licensed)
     _, secret = token_mint(customer=licensed)
     first = anon.post("/agents/activate", activation_body(secret, hostname="build-1"))
     assert first.status_code == 201
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         refused = anon.post("/agents/activate", activation_body(secret, hostname="laptop"))
         assert refused.status_code == 409
         body = refused.json()

@@ -17,7 +17,7 @@ def queue(customer, n=1, role="coder", **fields):
 
 
 def test_claim_takes_the_highest_priority_then_oldest_job_of_the_agents_role(agent, licensed):
-    old, new = queue(licensed, 2)
+    old, _new = queue(licensed, 2)
     urgent = queue(licensed, priority=5)[0]
     queue(licensed, role="tester", priority=9)
     other_customer = factories.customer()
