@@ -41,10 +41,10 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 
 migrate: $(VENV)/.installed-run
-	$(BIN)/python manage.py migrate
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate
 
 seed: migrate
-	$(BIN)/python manage.py seed_demo
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seed_demo
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .mypy_cache .ruff_cache

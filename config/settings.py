@@ -5,22 +5,30 @@ code runs on the embedded default (SQLite, filesystem broker) and in production
 (PostgreSQL, Redis) by environment variables alone. See the README's table.
 """
 
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # runtime state of the embedded default; ignored by git
-VAR_DIR.mkdir(exist_ok=True)
+with contextlib.suppress(OSError):  # a read-only production image sets its own paths
+    VAR_DIR.mkdir(exist_ok=True)
 
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
+# Without DEBUG a missing SECRET_KEY stops the process: a public key would let anyone forge
+# sessions. `make run` sets DEBUG; production sets a long random SECRET_KEY.
 SECRET_KEY = env.str(
-    "SECRET_KEY", default="django-insecure-development-key-set-SECRET_KEY-in-production"
+    "SECRET_KEY",
+    default="django-insecure-development-key-set-SECRET_KEY-in-production" if DEBUG else "",
 )
+if not SECRET_KEY:
+    raise ImproperlyConfigured("Set SECRET_KEY (a long random string), or DEBUG=true locally.")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -76,7 +84,7 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "init_command": (
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
         ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,

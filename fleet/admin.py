@@ -4,14 +4,15 @@ their relations and annotate their counts so no page issues queries per row."""
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from fleet.choices import AgentStatus, TokenStatus
-from fleet.errors import FleetError, InvalidLicense, LicenseBelowActiveAgents
+from fleet.errors import InvalidLicense, InvalidVersion, LicenseBelowActiveAgents
 from fleet.models import (
     ActivationToken,
     Agent,
@@ -28,6 +29,7 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
+from fleet.selectors import license_current
 from fleet.services.agents import agent_decommission
 from fleet.services.api_keys import api_key_revoke
 from fleet.services.audit import Actor
@@ -45,7 +47,12 @@ from fleet.services.licenses import (
     license_update,
     license_validate,
 )
-from fleet.services.releases import release_publish, release_update, release_yank
+from fleet.services.releases import (
+    release_publish,
+    release_update,
+    release_version_parse,
+    release_yank,
+)
 from fleet.services.tokens import token_revoke
 
 admin.site.site_header = "Agentina Control Plane — staff"
@@ -72,16 +79,27 @@ def _active_agents_subquery(customer_ref: str) -> Coalesce:
     return Coalesce(Subquery(active), 0)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Staff watch these; changes happen through the product (API, portal, services)."""
+class NoDeleteAdmin(admin.ModelAdmin):
+    """Rows here are history: suspend, yank or revoke instead of deleting (and unlike a
+    delete, those are audited)."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        """Actions marked permissions=["manage"] need the model's change permission."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+class ReadOnlyAdmin(NoDeleteAdmin):
+    """Staff watch these; changes happen through the product (API, portal, services)
+    and through the actions each page offers."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -100,12 +118,37 @@ class ReadOnlyInline(admin.TabularInline):
 # --- customers, members, licenses -------------------------------------------------------
 
 
+class MembershipForm(forms.ModelForm):
+    """The member by username: a text field, so the page needs no query per member."""
+
+    username = forms.CharField(max_length=150)
+
+    class Meta:
+        model = Membership
+        fields = ["role"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["username"].initial = self.instance.user.get_username()
+
+    def clean_username(self) -> Any:
+        username = self.cleaned_data["username"]
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise forms.ValidationError(f"No user {username!r}: create the user first.")
+        return user
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    form = MembershipForm
     extra = 1
-    raw_id_fields = ["user"]
-    fields = ["user", "role", "created_at"]
+    fields = ["username", "role", "created_at"]
     readonly_fields = ["created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
+        return super().get_queryset(request).select_related("user", "customer")
 
 
 class LicenseInline(ReadOnlyInline):
@@ -125,7 +168,7 @@ class LicenseInline(ReadOnlyInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(NoDeleteAdmin):
     list_display = ["name", "slug", "plan", "seats", "agents_active", "created_at"]
     search_fields = ["name", "slug", "contact_email"]
     prepopulated_fields = {"slug": ["name"]}
@@ -180,7 +223,7 @@ class CustomerAdmin(admin.ModelAdmin):
             if not member_form.has_changed() or not member_form.cleaned_data:
                 continue
             deleted = member_form in formset.deleted_forms
-            user = member_form.cleaned_data["user"]
+            user = member_form.cleaned_data["username"]
             pk = member_form.instance.pk
             stored = Membership.objects.get(pk=pk) if pk else None
             if stored is not None and (deleted or stored.user_id != user.pk):
@@ -211,12 +254,18 @@ class LicenseAdminForm(forms.ModelForm):
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
+        customer = cleaned.get("customer") or self.instance.customer
         candidate = License(
-            customer=cleaned.get("customer") or self.instance.customer,
+            customer=customer,
             **{name: cleaned.get(name, getattr(self.instance, name)) for name in LICENSE_EDITABLE},
         )
+        previous = self.instance if self.instance.pk else license_current(customer)
         try:
-            license_validate(candidate, confirm_below_active=cleaned["confirm_below_active"])
+            license_validate(
+                candidate,
+                confirm_below_active=cleaned["confirm_below_active"],
+                previous_max_agents=previous.max_agents if previous else None,
+            )
         except LicenseBelowActiveAgents as exc:
             self.add_error("max_agents", exc.detail)
         except InvalidLicense as exc:
@@ -225,7 +274,7 @@ class LicenseAdminForm(forms.ModelForm):
 
 
 @admin.register(License)
-class LicenseAdmin(admin.ModelAdmin):
+class LicenseAdmin(NoDeleteAdmin):
     form = LicenseAdminForm
     list_display = [
         "customer",
@@ -271,7 +320,7 @@ class LicenseAdmin(admin.ModelAdmin):
                 license=obj, actor=Actor.from_request(request), confirm_below_active=confirm
             )
 
-    @admin.action(description="Suspend: no new agents can activate")
+    @admin.action(description="Suspend: no new agents can activate", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for lic in queryset:
             license_suspend(
@@ -281,7 +330,7 @@ class LicenseAdmin(admin.ModelAdmin):
             )
         self.message_user(request, f"Suspended {queryset.count()} license(s).")
 
-    @admin.action(description="Resume suspended licenses")
+    @admin.action(description="Resume suspended licenses", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for lic in queryset:
             license_resume(license=lic, actor=Actor.from_request(request))
@@ -291,8 +340,21 @@ class LicenseAdmin(admin.ModelAdmin):
 # --- releases ---------------------------------------------------------------------------
 
 
+class ReleaseAdminForm(forms.ModelForm):
+    class Meta:
+        model = Release
+        fields = ["version", "channel", "notes"]
+
+    def clean_version(self) -> str:
+        try:
+            return release_version_parse(self.cleaned_data["version"])
+        except InvalidVersion as exc:
+            raise forms.ValidationError(exc.detail) from exc
+
+
 @admin.register(Release)
-class ReleaseAdmin(admin.ModelAdmin):
+class ReleaseAdmin(NoDeleteAdmin):
+    form = ReleaseAdminForm
     list_display = ["version", "channel", "published_at", "yanked", "agents_on_it"]
     list_filter = ["channel", "yanked"]
     search_fields = ["version", "notes"]
@@ -336,21 +398,17 @@ class ReleaseAdmin(admin.ModelAdmin):
         if change:
             release_update(release=obj, actor=Actor.from_request(request))
             return
-        try:
-            _adopt(
-                obj,
-                release_publish(
-                    version=obj.version,
-                    channel=obj.channel,
-                    notes=obj.notes,
-                    actor=Actor.from_request(request),
-                ),
-            )
-        except FleetError as exc:  # a race with another publish of the same version
-            self.message_user(request, exc.detail, messages.ERROR)
-            raise
+        _adopt(
+            obj,
+            release_publish(
+                version=obj.version,
+                channel=obj.channel,
+                notes=obj.notes,
+                actor=Actor.from_request(request),
+            ),
+        )
 
-    @admin.action(description="Yank: never offer these as latest again")
+    @admin.action(description="Yank: never offer these as latest again", permissions=["change"])
     def yank(self, request: HttpRequest, queryset: QuerySet[Release]) -> None:
         for release in queryset:
             release_yank(
@@ -400,11 +458,7 @@ class ActivationTokenAdmin(ReadOnlyAdmin):
         agent = getattr(obj, "agent", None)
         return f"{agent.name} on {agent.host.hostname}" if agent else "—"
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Needed for the revoke action; every field stays read-only.
-        return bool(request.user.is_staff) and obj is None
-
-    @admin.action(description="Revoke outstanding tokens")
+    @admin.action(description="Revoke outstanding tokens", permissions=["manage"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ActivationToken]) -> None:
         revoked = sum(token_revoke(token=t, actor=Actor.from_request(request)) for t in queryset)
         self.message_user(request, f"Revoked {revoked} token(s); others were not outstanding.")
@@ -426,10 +480,7 @@ class CustomerApiKeyAdmin(ReadOnlyAdmin):
     exclude = ["digest"]
     actions = ["revoke"]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_staff) and obj is None  # the revoke action only
-
-    @admin.action(description="Revoke: the keys stop working at once")
+    @admin.action(description="Revoke: the keys stop working at once", permissions=["manage"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[CustomerApiKey]) -> None:
         actor = Actor.from_request(request)
         revoked = sum(api_key_revoke(key=key, actor=actor) for key in queryset)
@@ -477,10 +528,10 @@ class AgentAdmin(ReadOnlyAdmin):
     exclude = ["secret_digest"]
     actions = ["decommission"]
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_staff) and obj is None  # the decommission action only
-
-    @admin.action(description="Decommission: revoke the secret, free the seat, requeue jobs")
+    @admin.action(
+        description="Decommission: revoke the secret, free the seat, requeue jobs",
+        permissions=["manage"],
+    )
     def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         actor = Actor.from_request(request)
         done = sum(agent_decommission(agent=agent, actor=actor) for agent in queryset)

@@ -65,12 +65,12 @@ def secret_mint(kind: SecretKind) -> MintedSecret:
 
 def secret_is_well_formed(plaintext: str, kind: SecretKind) -> bool:
     """Shape and checksum only: cheap, and needs no database."""
-    if len(plaintext) != len(kind.value) + _RANDOM_LEN + _CHECKSUM_LEN:
+    if len(plaintext) != len(kind.value) + _RANDOM_LEN + _CHECKSUM_LEN or not plaintext.isascii():
         return False
     if not plaintext.startswith(kind.value):
         return False
     body, checksum = plaintext[:-_CHECKSUM_LEN], plaintext[-_CHECKSUM_LEN:]
-    if any(c not in _ALPHABET for c in body[len(kind.value) :]):
+    if any(c not in _ALPHABET for c in plaintext[len(kind.value) :]):
         return False
     return hmac.compare_digest(checksum, _checksum(body))
 

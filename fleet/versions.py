@@ -1,9 +1,11 @@
 """Semantic versions (semver.org 2.0) and their database form.
 
-A version is stored as `<rank> <text>`: a fixed-width number that orders major, minor,
-patch and release-over-prerelease, then the version as written. Any collation orders
-equal-width digit runs numerically, so SQL's ORDER BY and < agree with semver
-(1.10.0 > 1.9.3), while the text keeps prereleases and build metadata.
+A version is stored as `<key> <text>`. The key is digits only: a fixed-width rank of
+major, minor, patch and release-over-prerelease, then the prerelease identifiers in a
+prefix-free encoding. Collations compare digit strings digit by digit, and no key is a
+prefix of another, so SQL's ORDER BY and < agree with semver precedence (1.10.0 > 1.9.3,
+2.0.0-beta.10 > 2.0.0-beta.9) whatever the database's collation; the text after the key
+keeps the version as written.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ _SEMVER = re.compile(
 )
 _PART_LIMIT = 1_000_000  # major, minor and patch each below a million
 _RANK_WIDTH = 19
+_NUMERIC_WIDTH = 20  # a numeric prerelease identifier, zero-padded
+_MAX_TEXT = 64
 
 
 class SemVer(str):
@@ -37,12 +41,14 @@ class SemVer(str):
     def __new__(cls, value: str) -> SemVer:
         text = str(value).strip().removeprefix("v")
         match = _SEMVER.match(text)
-        if not match or len(text) > 64:
+        if not match or len(text) > _MAX_TEXT:
             raise ValueError(f"{value!r} is not a semantic version like 1.10.0")
         obj = super().__new__(cls, text)
         obj.major, obj.minor, obj.patch = (int(match.group(i)) for i in (1, 2, 3))
         pre = match.group(4)
         obj.prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
+        if any(isinstance(p, int) and p >= 10**_NUMERIC_WIDTH for p in obj.prerelease):
+            raise ValueError(f"{value!r} has a prerelease number over {_NUMERIC_WIDTH} digits")
         obj.build = match.group(5) or ""
         return obj
 
@@ -58,8 +64,20 @@ class SemVer(str):
         return core * 2 + (0 if self.prerelease else 1)
 
     @property
+    def db_key(self) -> str:
+        """Digits that order like semver precedence (see the module docstring)."""
+        parts = []
+        for identifier in self.prerelease:
+            if isinstance(identifier, int):
+                parts.append(f"1{identifier:0{_NUMERIC_WIDTH}d}")
+            else:  # each character as three digits, "000" ends the identifier
+                parts.append("2" + "".join(f"{ord(c):03d}" for c in identifier) + "000")
+        prerelease = "".join(parts) + "0" if parts else ""
+        return f"{self.rank:0{_RANK_WIDTH}d}{prerelease}"
+
+    @property
     def db_value(self) -> str:
-        return f"{self.rank:0{_RANK_WIDTH}d} {self}"
+        return f"{self.db_key} {self}"
 
     def minors_behind(self, other: SemVer) -> int:
         """How many minor versions this one trails `other` (a major counts as many)."""
@@ -134,14 +152,14 @@ class SemVerField(models.CharField):
     descriptor_class = _SemVerAttribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", _RANK_WIDTH + 1 + 64)
+        kwargs.setdefault("max_length", 400)  # the key of a 64-character version, and it
         super().__init__(*args, **kwargs)
         self.validators.append(validate_semver)
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> SemVer | None:
         if value is None:
             return None
-        return SemVer(value.split(" ", 1)[1])
+        return SemVer(value.rsplit(" ", 1)[1])
 
     def to_python(self, value: Any) -> SemVer | None:
         if value is None or isinstance(value, SemVer):

@@ -24,7 +24,7 @@ def customer(**kwargs: Any) -> Customer:
 def license(customer: Customer, **kwargs: Any) -> License:
     kwargs.setdefault("max_agents", 10)
     kwargs.setdefault("max_concurrent_tasks_per_agent", 2)
-    kwargs.setdefault("valid_from", timezone.now() - timedelta(days=1))
+    kwargs.setdefault("valid_from", (timezone.now() - timedelta(days=1)).replace(microsecond=0))
     kwargs.setdefault("valid_until", None)
     return baker.make(License, customer=customer, is_current=True, **kwargs)
 

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from fleet.choices import (
@@ -403,8 +403,12 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
 
 
 def agent_mark_stale(*, now: datetime | None = None) -> int:
-    """One UPDATE: online agents silent past the online window become offline."""
+    """One UPDATE: online or upgrading agents silent past the online window (or never
+    heard from since registering that long ago) become offline."""
     cutoff = (now or timezone.now()) - settings.AGENT_ONLINE_WINDOW
-    return Agent.objects.filter(status=AgentStatus.ONLINE, last_heartbeat_at__lt=cutoff).update(
-        status=AgentStatus.OFFLINE
+    silent = Q(last_heartbeat_at__lt=cutoff) | Q(
+        last_heartbeat_at__isnull=True, registered_at__lt=cutoff
     )
+    return Agent.objects.filter(
+        silent, status__in=[AgentStatus.ONLINE, AgentStatus.UPGRADING]
+    ).update(status=AgentStatus.OFFLINE)

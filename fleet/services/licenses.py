@@ -15,8 +15,13 @@ LICENSE_EDITABLE = [
 ]
 
 
-def license_validate(license: License, *, confirm_below_active: bool) -> None:
-    """Raise the first rule `license` breaks; forms call it too, so both say the same."""
+def license_validate(
+    license: License, *, confirm_below_active: bool, previous_max_agents: int | None
+) -> None:
+    """Raise the first rule `license` breaks; forms call it too, so both say the same.
+
+    The cap is checked against the active agents only when it goes down: a license
+    already below its fleet (confirmed once) can still be edited in other ways."""
     if license.max_agents < 1:
         raise InvalidLicense("max_agents must be at least 1.", field="max_agents")
     if license.max_concurrent_tasks_per_agent < 1:
@@ -26,8 +31,11 @@ def license_validate(license: License, *, confirm_below_active: bool) -> None:
         )
     if license.valid_until is not None and license.valid_until <= license.valid_from:
         raise InvalidLicense("valid_until must be after valid_from.", field="valid_until")
+    lowered = previous_max_agents is None or license.max_agents < previous_max_agents
+    if not lowered or confirm_below_active:
+        return
     active = customer_active_agent_count(license.customer_id)
-    if license.max_agents < active and not confirm_below_active:
+    if license.max_agents < active:
         raise LicenseBelowActiveAgents(
             f"{license.customer} has {active} active agents; max_agents={license.max_agents} "
             "would leave it over its cap. Confirm to apply anyway: no agent is stopped, "
@@ -37,13 +45,26 @@ def license_validate(license: License, *, confirm_below_active: bool) -> None:
         )
 
 
+def _whole_seconds(license: License) -> None:
+    """Validity times to the second, as the admin's widgets show and send them back."""
+    license.valid_from = license.valid_from.replace(microsecond=0)
+    if license.valid_until is not None:
+        license.valid_until = license.valid_until.replace(microsecond=0)
+
+
 @transaction.atomic
 def license_create(
     *, license: License, actor: Actor = SYSTEM, confirm_below_active: bool = False
 ) -> License:
     """Make `license` (unsaved) the customer's current one; the previous one becomes history."""
     Customer.objects.select_for_update().get(pk=license.customer_id)
-    license_validate(license, confirm_below_active=confirm_below_active)
+    _whole_seconds(license)
+    current = License.objects.filter(customer_id=license.customer_id, is_current=True).first()
+    license_validate(
+        license,
+        confirm_below_active=confirm_below_active,
+        previous_max_agents=current.max_agents if current else None,
+    )
     License.objects.filter(customer_id=license.customer_id, is_current=True).update(
         is_current=False
     )
@@ -65,10 +86,15 @@ def license_update(
 ) -> License:
     """Save edits already set on `license`, validating them against the customer's fleet."""
     before = License.objects.select_for_update().get(pk=license.pk)
+    _whole_seconds(license)
     changes = model_changes(before, license, LICENSE_EDITABLE)
     if not changes:
         return license
-    license_validate(license, confirm_below_active=confirm_below_active)
+    license_validate(
+        license,
+        confirm_below_active=confirm_below_active,
+        previous_max_agents=before.max_agents,
+    )
     license.save(update_fields=list(changes))
     audit_record(
         actor=actor,

@@ -8,14 +8,26 @@ from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 from fleet.versions import SemVer
 
 
-@transaction.atomic
-def release_publish(
-    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = SYSTEM
-) -> Release:
+def release_version_parse(version: str) -> SemVer:
+    """A release's version: semantic, without build metadata (which has no precedence)."""
     try:
         parsed = SemVer(version)
     except ValueError as exc:
         raise InvalidVersion(str(exc), field="version") from exc
+    if parsed.build:
+        raise InvalidVersion(
+            "A release's version takes no build metadata (+…): it has no order.", field="version"
+        )
+    return parsed
+
+
+@transaction.atomic
+def release_publish(
+    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = SYSTEM
+) -> Release:
+    parsed = release_version_parse(version)
+    if channel not in Channel.values:
+        raise InvalidVersion(f"Unknown channel {channel!r}.", field="channel")
     try:
         with transaction.atomic():
             release = Release.objects.create(

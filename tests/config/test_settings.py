@@ -35,15 +35,27 @@ def test_production_settings_pass_check_deploy():
     assert "no issues" in result.stdout
 
 
-def test_check_deploy_flags_the_development_secret_key():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false")
+def test_without_debug_a_missing_secret_key_stops_the_process():
+    result = _manage("check", DEBUG="false")
+    assert result.returncode != 0
+    assert "Set SECRET_KEY" in result.stderr
+
+
+def test_check_deploy_flags_a_weak_secret_key():
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING", DEBUG="false", SECRET_KEY="short"
+    )
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr
 
 
 def test_debug_is_off_unless_asked_for():
     result = _manage(
-        "shell", "--no-imports", "-c", "from django.conf import settings; print(settings.DEBUG)"
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings; print(settings.DEBUG)",
+        SECRET_KEY=secrets.token_urlsafe(50),
     )
     assert result.stdout.strip() == "False"
 

@@ -107,7 +107,7 @@ def test_change_pages_render_with_secrets_out_of_sight(staff_client):
         reverse("admin:fleet_agent_change", args=[factories.Agent.objects.get().pk])
     )
     assert agent_page.status_code == 200
-    assert b"secret_digest" not in agent_page.content
+    assert factories.Agent.objects.get().secret_digest.encode() not in agent_page.content
     token = ActivationToken.objects.get()
     token_page = staff_client.get(reverse("admin:fleet_activationtoken_change", args=[token.pk]))
     assert token_page.status_code == 200
@@ -177,6 +177,7 @@ def test_license_max_agents_must_be_positive(staff_client, customer):
         },
     )
     assert response.status_code == 200
+    assert b"max_agents must be at least 1" in response.content
     assert not License.objects.exists()
 
 
@@ -211,7 +212,7 @@ def test_customer_with_members_created_in_admin_is_audited(staff_client, django_
             "notes": "",
             "memberships-TOTAL_FORMS": 1,
             "memberships-INITIAL_FORMS": 0,
-            "memberships-0-user": member.pk,
+            "memberships-0-username": member.username,
             "memberships-0-role": "owner",
             "licenses-TOTAL_FORMS": 0,
             "licenses-INITIAL_FORMS": 0,
@@ -298,3 +299,111 @@ def test_agents_filter_by_zone_version_and_status(staff_client, customer):
     page = staff_client.get(url, {"status__exact": "offline"}).content
     assert b">beta<" in page
     assert b"alpha" not in page
+
+
+def test_staff_without_permissions_cannot_act(client, django_user_model, customer):
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    token = baker.make(
+        ActivationToken, customer=customer, digest="c" * 64, expires_at=timezone.now()
+    )
+    url = reverse("admin:fleet_activationtoken_changelist")
+    page = client.get(url)
+    assert page.status_code == 200
+    assert b"Revoke outstanding tokens" not in page.content
+    client.post(url, {"action": "revoke", "_selected_action": [token.pk]})
+    token.refresh_from_db()
+    assert token.status == "outstanding"
+    assert client.get(reverse("admin:fleet_release_add")).status_code == 403
+
+
+@pytest.mark.parametrize("model", ["customer", "license", "release"])
+def test_history_is_never_deleted_from_admin(staff_client, customer, model):
+    factories.license(customer)
+    factories.release("1.0.0")
+    obj = {"customer": Customer, "license": License, "release": Release}[model].objects.first()
+    assert (
+        staff_client.get(reverse(f"admin:fleet_{model}_delete", args=[obj.pk])).status_code == 403
+    )
+    page = staff_client.get(reverse(f"admin:fleet_{model}_changelist")).content
+    assert b"delete_selected" not in page
+
+
+def test_saving_an_unchanged_license_records_nothing(staff_client, customer):
+    lic = factories.license(customer, max_agents=5)
+    page = staff_client.get(reverse("admin:fleet_license_change", args=[lic.pk]))
+    form = page.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    posted = {
+        **{
+            k: v
+            for k, v in data.items()
+            if v is not None and k not in ("valid_from", "valid_until")
+        },
+        "valid_from_0": lic.valid_from.strftime("%Y-%m-%d"),
+        "valid_from_1": lic.valid_from.strftime("%H:%M:%S"),
+        "valid_until_0": "",
+        "valid_until_1": "",
+    }
+    assert (
+        staff_client.post(reverse("admin:fleet_license_change", args=[lic.pk]), posted).status_code
+        == 302
+    )
+    assert not AuditEvent.objects.filter(action="license.update").exists()
+
+
+def test_a_license_already_below_its_fleet_can_be_raised_without_confirmation(customer):
+    from fleet.services.licenses import license_update
+
+    lic = factories.license(customer, max_agents=1)
+    for _ in range(3):
+        factories.agent(customer)
+    lic.max_agents = 2  # still below the 3 active agents, but going up
+    license_update(license=lic)
+    assert License.objects.get(pk=lic.pk).max_agents == 2
+
+
+def test_customer_page_queries_do_not_grow_with_members(staff_client, customer, django_user_model):
+    from fleet.services.customers import membership_set
+
+    url = reverse("admin:fleet_customer_change", args=[customer.pk])
+
+    def add_members(n: int) -> None:
+        start = customer.memberships.count()
+        for i in range(start, start + n):
+            membership_set(
+                customer=customer,
+                user=django_user_model.objects.create_user(f"m{i}"),
+                role="viewer",
+            )
+
+    add_members(2)
+    few = _count(staff_client, url)
+    add_members(10)
+    many = _count(staff_client, url)
+    assert many == few
+    assert b"m11" in staff_client.get(url).content
+
+
+def test_unknown_member_username_is_a_form_error(staff_client):
+    response = staff_client.post(
+        reverse("admin:fleet_customer_add"),
+        {
+            "name": "Initech",
+            "slug": "initech",
+            "contact_email": "",
+            "notes": "",
+            "memberships-TOTAL_FORMS": 1,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-0-username": "nobody",
+            "memberships-0-role": "owner",
+            "licenses-TOTAL_FORMS": 0,
+            "licenses-INITIAL_FORMS": 0,
+        },
+    )
+    assert response.status_code == 200
+    assert b"No user" in response.content
+    assert not Customer.objects.exists()

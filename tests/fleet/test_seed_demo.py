@@ -1,7 +1,7 @@
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Customer, Job, Release
 from fleet.selectors import release_latest
@@ -18,10 +18,10 @@ def _counts() -> dict[str, int]:
 
 def test_seed_demo_is_idempotent_and_prints_working_logins(client):
     out = StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", "--force", stdout=out)
     first = _counts()
     audit_rows = AuditEvent.objects.count()
-    call_command("seed_demo", stdout=StringIO())
+    call_command("seed_demo", "--force", stdout=StringIO())
     assert _counts() == first
     assert AuditEvent.objects.count() == audit_rows
     assert first["Customer"] == 2
@@ -57,3 +57,9 @@ def test_seed_demo_is_idempotent_and_prints_working_logins(client):
     portal = client.get("/portal/")
     assert b"Acme Robotics" in portal.content
     assert b"gx-coder-1" not in portal.content
+
+
+def test_seed_demo_refuses_without_debug_unless_forced():
+    with pytest.raises(CommandError, match="DEBUG=true"):
+        call_command("seed_demo", stdout=StringIO())
+    assert not Customer.objects.exists()

@@ -84,3 +84,24 @@ def test_admin_search_finds_versions_by_their_text():
     factories.release("1.10.0")
     factories.release("1.9.3")
     assert [str(r.version) for r in Release.objects.filter(version__icontains="1.10")] == ["1.10.0"]
+
+
+@pytest.mark.django_db
+def test_sql_orders_prereleases_by_precedence_and_latest_beta_follows():
+    from fleet.choices import Channel
+    from fleet.selectors import release_latest
+
+    for version in random.Random(5).sample(ORDERED, len(ORDERED)):
+        factories.release(version, channel=Channel.BETA if "-" in version else Channel.STABLE)
+    assert [str(r.version) for r in Release.objects.order_by("version")] == ORDERED
+    factories.release("11.0.0-beta.9", channel=Channel.BETA)
+    factories.release("11.0.0-beta.10", channel=Channel.BETA)
+    assert release_latest(Channel.BETA).version == "11.0.0-beta.10"
+    assert release_latest(Channel.STABLE).version == "10.0.0"
+    assert Release.objects.filter(version__lt="1.0.0-beta.11").count() == 6
+
+
+@pytest.mark.parametrize("text", ["1.0.0-" + "9" * 21, "1.0.0-\u00b2"])
+def test_versions_that_would_not_encode_are_refused(text):
+    with pytest.raises(ValueError):  # noqa: PT011 - both messages say why
+        SemVer(text)

@@ -4,8 +4,9 @@ rows are found by their natural keys, and the demo fleet is brought back online.
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
@@ -91,7 +92,19 @@ REPOS = ["acme/firmware", "acme/planner", "acme/web", "globex/ledger"]
 class Command(BaseCommand):
     help = "Seed demo customers, fleets, jobs and anomalies, and print the demo logins."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Seed even with DEBUG off (it creates a superuser with a published password).",
+        )
+
+    def handle(self, *args: Any, force: bool = False, **options: Any) -> None:
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "seed_demo creates a superuser with a published password; it runs with "
+                "DEBUG=true (as `make run` sets) or with --force."
+            )
         with transaction.atomic():
             staff = self._user("staff", is_staff=True)
             for version, channel, age in RELEASES:

@@ -110,7 +110,15 @@ def test_rotating_the_secret_retires_the_old_one(agent):
 
 
 @pytest.mark.parametrize(
-    "header", ["", "Bearer", "Bearer nope", "Basic Zm9vOmJhcg==", "Bearer agtn_agt_" + "a" * 38]
+    "header",
+    [
+        "",
+        "Bearer",
+        "Bearer nope",
+        "Basic Zm9vOmJhcg==",
+        "Bearer agtn_agt_" + "a" * 38,
+        "Bearer agtn_agt_" + "a" * 32 + "éééééé",
+    ],
 )
 def test_bad_credentials_are_401_without_a_lookup(
     anon, licensed, header, django_assert_num_queries

@@ -32,7 +32,9 @@ def test_publishing_a_version_twice_is_refused():
     assert Release.objects.count() == 1
 
 
-@pytest.mark.parametrize("bad", ["1.10", "latest", "1.0.0; DROP TABLE fleet_release", "\x00"])
+@pytest.mark.parametrize(
+    "bad", ["1.10", "latest", "1.0.0; DROP TABLE fleet_release", "\x00", "1.0.0+build.5"]
+)
 def test_malformed_version_is_refused(bad):
     with pytest.raises(InvalidVersion):
         release_publish(version=bad)
