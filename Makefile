@@ -34,7 +34,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	DEBUG=true $(BIN)/mypy .
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
