@@ -63,3 +63,10 @@ def test_debug_is_off_unless_asked_for():
 @pytest.mark.postgres
 def test_postgres_connections_are_persistent():
     assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
+
+
+@pytest.mark.django_db
+def test_migrations_match_the_models():
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
