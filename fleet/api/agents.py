@@ -201,8 +201,10 @@ def report_anomaly(request: HttpRequest, body: AnomalyIn) -> AnomalyOut:
         fingerprint=f"agent:{agent.pk}:{body.fingerprint or body.message[:120]}",
         message=body.message,
         severity=body.severity,
-        agent=agent,
-        job=agent.jobs.filter(pk=body.job_id).first() if body.job_id else None,
+        agent_id=agent.pk,
+        job_id=agent.jobs.filter(pk=body.job_id).values_list("pk", flat=True).first()
+        if body.job_id
+        else None,
         actor=Actor(label=f"agent:{agent.name}", ip_address=client_address(request)),
     )
     return AnomalyOut.from_orm(anomaly)

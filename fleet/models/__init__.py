@@ -4,7 +4,7 @@ from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
-from fleet.models.metrics import FleetSnapshot
+from fleet.models.metrics import FleetSnapshot, SweepState
 from fleet.models.releases import Release
 from fleet.models.rollouts import Rollout, RolloutTarget
 from fleet.models.tenancy import Customer, Membership
@@ -25,4 +25,5 @@ __all__ = [
     "Release",
     "Rollout",
     "RolloutTarget",
+    "SweepState",
 ]

@@ -59,6 +59,7 @@ class Agent(models.Model):
     )
     load = models.FloatField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
+    offline_since = models.DateTimeField(null=True, blank=True)
     decommissioned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

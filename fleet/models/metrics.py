@@ -8,12 +8,27 @@ class FleetSnapshot(models.Model):
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="snapshots")
     taken_at = models.DateTimeField(help_text="The minute this snapshot stands for.")
-    agents_total = models.PositiveIntegerField(default=0)
+    agents_total = models.PositiveIntegerField(default=0, help_text="Active: not decommissioned.")
     agents_online = models.PositiveIntegerField(default=0)
+    agents_busy = models.PositiveIntegerField(
+        default=0, help_text="Online agents running at least one job at this minute."
+    )
+    agents_by_status = models.JSONField(default=dict)
+    agents_by_role = models.JSONField(default=dict)
     online_ratio = models.FloatField(null=True, blank=True)
     jobs_completed_last_hour = models.PositiveIntegerField(default=0)
+    jobs_failed_last_hour = models.PositiveIntegerField(default=0)
     queue_depth = models.PositiveIntegerField(default=0)
-    idle_ratio = models.FloatField(null=True, blank=True)
+    jobs_running = models.PositiveIntegerField(default=0)
+    wait_p50_seconds = models.FloatField(
+        null=True, blank=True, help_text="Queued → started, jobs started in the last hour."
+    )
+    wait_p95_seconds = models.FloatField(null=True, blank=True)
+    idle_ratio = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share of online agent-minutes with no running job over the last hour.",
+    )
     anomalies_unresolved = models.PositiveIntegerField(default=0)
     agents_not_on_latest = models.PositiveIntegerField(default=0)
     agents_minor_behind = models.PositiveIntegerField(
@@ -30,3 +45,16 @@ class FleetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class SweepState(models.Model):
+    """When a periodic sweep last ran, so a gap in the Control Plane itself is noticed."""
+
+    name = models.CharField(max_length=64, unique=True)
+    last_run_at = models.DateTimeField()
+    grace_until = models.DateTimeField(
+        null=True, blank=True, help_text="After a gap, agents are not marked offline until then."
+    )
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_run_at:%Y-%m-%d %H:%M:%S}"

@@ -120,7 +120,7 @@ def _refuse_second_redemption(
         kind=AnomalyKind.TOKEN_REUSE,
         fingerprint=f"token_reuse:{row.pk}",
         severity=AnomalySeverity.WARNING,
-        agent=holder,
+        agent_id=holder.pk if holder else None,
         message=(
             f"Activation token {row.display_prefix}… was presented again by "
             f"{machine.hostname} ({machine.machine_id}) after {claimed_by} claimed it. "
@@ -305,7 +305,7 @@ def agent_record_heartbeat(
             kind=AnomalyKind.CLOCK_SKEW,
             fingerprint=f"clock_skew:{agent.pk}",
             severity=AnomalySeverity.INFO,
-            agent=agent,
+            agent_id=agent.pk,
             message=f"{agent.name}'s clock is {offset:+d} s off the server's. The Control "
             "Plane uses its own time; fix NTP on the host so logs line up.",
         )
@@ -360,7 +360,7 @@ def agent_record_upgrade_result(
             kind=AnomalyKind.ROLLBACK,
             fingerprint=f"rollback:{agent.pk}:{to_version}",
             severity=AnomalySeverity.CRITICAL,
-            agent=agent,
+            agent_id=agent.pk,
             message=f"{agent.name} could not move {from_version} → {to_version} ({outcome}) "
             f"and rolled back. {detail}".strip(),
         )

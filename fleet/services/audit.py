@@ -75,3 +75,34 @@ def audit_record(
         changes=changes or {},
         ip_address=actor.ip_address,
     )
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """An audited object known by its identity only (set-based paths have no instances)."""
+
+    label: str  # e.g. "fleet.agent"
+    pk: int
+    repr: str
+    customer_id: int | None
+
+
+def audit_record_many(
+    *, actor: Actor, action: str, targets: list[AuditTarget], changes: dict | None = None
+) -> int:
+    """One INSERT for the audit rows of a set-based change (a queryset.update())."""
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            customer_id=t.customer_id,
+            actor_user=actor.user,
+            actor_label=actor.label[:200],
+            action=action,
+            target_type=t.label,
+            target_id=str(t.pk),
+            target_repr=t.repr[:200],
+            changes=changes or {},
+            ip_address=actor.ip_address,
+        )
+        for t in targets
+    )
+    return len(targets)
