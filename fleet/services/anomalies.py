@@ -27,13 +27,11 @@ class Finding:
     job_id: int | None = None
 
 
-_COLUMNS = (
-    "customer_id, agent_id, job_id, kind, severity, fingerprint, message, "
-    "first_seen, last_seen, occurrences, resolution_note"
-)
-_UPSERT = f"""
-INSERT INTO fleet_anomaly ({_COLUMNS})
-VALUES {{rows}}
+# Only placeholders are formatted into this statement ({rows}); values go as parameters.
+_UPSERT = """
+INSERT INTO fleet_anomaly (customer_id, agent_id, job_id, kind, severity, fingerprint, message,
+                           first_seen, last_seen, occurrences, resolution_note)
+VALUES {rows}
 ON CONFLICT (customer_id, fingerprint) WHERE resolved_at IS NULL
 DO UPDATE SET occurrences = fleet_anomaly.occurrences + 1,
               last_seen = excluded.last_seen,
