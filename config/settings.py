@@ -177,11 +177,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = env.str(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
 )
+STALE_SWEEP_SECONDS = env.int("STALE_SWEEP_SECONDS", default=30)
+SNAPSHOT_SECONDS = env.int("SNAPSHOT_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-agents": {
         "task": "fleet.mark_stale_agents",
-        "schedule": timedelta(seconds=30),
-        "options": {"expires": 25},
+        "schedule": timedelta(seconds=STALE_SWEEP_SECONDS),
+        "options": {"expires": STALE_SWEEP_SECONDS * 0.9},
+    },
+    "take-snapshots": {
+        "task": "fleet.take_snapshots",
+        "schedule": timedelta(seconds=SNAPSHOT_SECONDS),
+        "options": {"expires": SNAPSHOT_SECONDS * 0.9},
     },
     "expire-tokens": {
         "task": "fleet.expire_tokens",
@@ -214,3 +221,8 @@ AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)
 ACTIVATION_TOKEN_DEFAULT_TTL = timedelta(days=7)
 JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+ONLINE_RATIO_TARGET = 0.95  # healthy above this
+THROUGHPUT_DROP_FRACTION = env.float("THROUGHPUT_DROP_FRACTION", default=0.3)
+THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
+JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
+IDLE_TARGET = 0.25  # idle above this: add work, not agents

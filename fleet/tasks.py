@@ -1,20 +1,38 @@
-"""Celery tasks: each runs one service; the schedule is CELERY_BEAT_SCHEDULE in settings."""
+"""Celery tasks: each runs one service; the schedule is CELERY_BEAT_SCHEDULE in settings.
+Every task is idempotent and safe to run twice at once (the services lock what they
+change), so a redelivery or a second beat does no harm."""
 
 import logging
 
 from celery import shared_task
 
-from fleet.services.agents import agent_mark_stale
+from fleet.services.detections import fleet_detect
+from fleet.services.snapshots import fleet_snapshots_take
+from fleet.services.sweeps import agents_mark_stale
 from fleet.services.tokens import token_expire_overdue
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="fleet.mark_stale_agents")
-def mark_stale_agents() -> int:
-    marked = agent_mark_stale()
-    logger.info("stale sweep: %d agent(s) marked offline", marked)
-    return marked
+def mark_stale_agents() -> dict[str, int | bool]:
+    sweep = agents_mark_stale()
+    logger.info(
+        "stale sweep: %d agent(s) marked offline%s, %d job(s) requeued, %d failed for good",
+        sweep.marked_offline,
+        " (grace after a gap)" if sweep.in_grace else "",
+        sweep.requeued,
+        sweep.abandoned,
+    )
+    return sweep.__dict__
+
+
+@shared_task(name="fleet.take_snapshots")
+def take_snapshots() -> int:
+    snapshots = fleet_snapshots_take()
+    findings = fleet_detect(snapshots)
+    logger.info("snapshot: %d customer(s), %d open finding(s)", len(snapshots), len(findings))
+    return len(snapshots)
 
 
 @shared_task(name="fleet.expire_tokens")

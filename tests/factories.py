@@ -60,3 +60,22 @@ def agent(customer: Customer, host: Host | None = None, **kwargs: Any) -> Agent:
 
 def release(version: str, **kwargs: Any) -> Release:
     return baker.make(Release, version=version, **kwargs)
+
+
+def agent_row(customer: Customer, host: Host, **kwargs: Any) -> Agent:
+    """An unsaved agent for bulk_create (large fleets in query-count tests)."""
+    n = next(_seq)
+    minted_digest = f"{n:064x}"
+    return Agent(
+        customer=customer,
+        host=host,
+        name=f"bulk-{n}",
+        role=kwargs.pop("role", AgentRole.CODER),
+        unit_name=f"agentina@{n}",
+        state_dir=f"/srv/{n}",
+        version=kwargs.pop("version", "1.0.0"),
+        status=kwargs.pop("status", AgentStatus.ONLINE),
+        secret_prefix="agtn_agt_bulk",
+        secret_digest=minted_digest,
+        **kwargs,
+    )

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from fleet.choices import (
@@ -31,7 +31,11 @@ from fleet.errors import (
 from fleet.models import ActivationToken, Agent, Host, Job, License
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_mint
 from fleet.selectors import customer_active_agent_count
-from fleet.services.anomalies import anomaly_open, anomaly_resolve_fingerprint
+from fleet.services.anomalies import (
+    agent_offline_fingerprint,
+    anomaly_open,
+    anomaly_resolve_fingerprint,
+)
 from fleet.services.audit import SYSTEM, Actor, audit_record
 from fleet.versions import SemVer
 
@@ -52,10 +56,6 @@ class MachineIdentity:
     unit_name: str
     state_dir: str
     memory_mb: int | None = None
-
-
-def offline_fingerprint(agent_id: int) -> str:
-    return f"agent_offline:{agent_id}"
 
 
 def _agent_actor(agent: Agent, ip_address: str | None) -> Actor:
@@ -326,7 +326,7 @@ def _record_state_change(
         changes["status"] = [str(AgentStatus.OFFLINE), str(AgentStatus.ONLINE)]
         anomaly_resolve_fingerprint(
             customer=agent.customer_id,
-            fingerprint=offline_fingerprint(agent.pk),
+            fingerprint=agent_offline_fingerprint(agent.pk),
             note="The agent's heartbeat arrived again.",
         )
     if version != agent.version:
@@ -400,15 +400,3 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     )
     agent.status = AgentStatus.DECOMMISSIONED
     return True
-
-
-def agent_mark_stale(*, now: datetime | None = None) -> int:
-    """One UPDATE: online or upgrading agents silent past the online window (or never
-    heard from since registering that long ago) become offline."""
-    cutoff = (now or timezone.now()) - settings.AGENT_ONLINE_WINDOW
-    silent = Q(last_heartbeat_at__lt=cutoff) | Q(
-        last_heartbeat_at__isnull=True, registered_at__lt=cutoff
-    )
-    return Agent.objects.filter(
-        silent, status__in=[AgentStatus.ONLINE, AgentStatus.UPGRADING]
-    ).update(status=AgentStatus.OFFLINE)

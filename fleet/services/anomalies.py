@@ -11,9 +11,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from fleet.choices import AnomalySeverity
+from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity
 from fleet.models import Anomaly, Customer
-from fleet.services.audit import SYSTEM, Actor, AuditTarget, audit_record_many
+from fleet.services.audit import SYSTEM, Actor, audit_record_rows
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,15 @@ class Finding:
     job_id: int | None = None
 
 
-# Only placeholders are formatted into this statement ({rows}); values go as parameters.
+def agent_offline_fingerprint(agent_id: int | str) -> str:
+    return f"agent_offline:{agent_id}"
+
+
+# The source is VALUES rows or a SELECT written in this module, yielding these columns.
 _UPSERT = """
 INSERT INTO fleet_anomaly (customer_id, agent_id, job_id, kind, severity, fingerprint, message,
                            first_seen, last_seen, occurrences, resolution_note)
-VALUES {rows}
+{source}
 ON CONFLICT (customer_id, fingerprint) WHERE resolved_at IS NULL
 DO UPDATE SET occurrences = fleet_anomaly.occurrences + 1,
               last_seen = excluded.last_seen,
@@ -40,8 +44,24 @@ RETURNING id, customer_id, fingerprint, occurrences
 """
 
 
-def _db_time(value: datetime) -> object:
+def db_time(value: datetime) -> Any:
+    """A datetime as the database stores it, for raw SQL parameters."""
     return Anomaly._meta.get_field("last_seen").get_db_prep_value(value, connection)
+
+
+def _upsert(source: str, params: list[Any], actor: Actor) -> list[tuple[int, int, str, int]]:
+    """Open or fold rows; one more INSERT writes the audit rows of those newly opened."""
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT.format(source=source), params)
+        returned = cursor.fetchall()
+    audit_record_rows(
+        actor=actor,
+        action="anomaly.open",
+        model=Anomaly,
+        ids=[pk for pk, _, _, occurrences in returned if occurrences == 1],
+        repr_sql="fingerprint",
+    )
+    return returned
 
 
 @transaction.atomic
@@ -49,13 +69,12 @@ def anomalies_record(
     findings: Sequence[Finding], *, now: datetime | None = None, actor: Actor = SYSTEM
 ) -> list[int]:
     """Open each finding, or fold it into the open row with its fingerprint (the partial
-    unique index decides, so concurrent callers never make two open rows). One statement
-    for all findings, one more for the audit rows of those newly opened. Returns the ids
-    of the anomaly rows, in the order of `findings`."""
+    unique index decides, so concurrent callers never make two open rows). Two statements
+    for any number of findings. Returns the anomaly ids in the order of `findings`."""
     if not findings:
         return []
-    unique = list({(f.customer_id, f.fingerprint): f for f in findings}.values())
-    at = _db_time(now or timezone.now())
+    unique = list({(f.customer_id, f.fingerprint[:200]): f for f in findings}.values())
+    at = db_time(now or timezone.now())
     params: list[Any] = []
     for f in unique:
         params += [
@@ -71,19 +90,39 @@ def anomalies_record(
             1,
             "",
         ]
-    rows = "(" + ", ".join(["%s"] * 11) + ")"
-    with connection.cursor() as cursor:
-        cursor.execute(_UPSERT.format(rows=", ".join([rows] * len(unique))), params)
-        returned = cursor.fetchall()
+    row = "(" + ", ".join(["%s"] * 11) + ")"
+    returned = _upsert("VALUES " + ", ".join([row] * len(unique)), params, actor)
     ids = {(customer_id, fingerprint): pk for pk, customer_id, fingerprint, _ in returned}
-    opened = [
-        AuditTarget("fleet.anomaly", pk, fingerprint, customer_id)
-        for pk, customer_id, fingerprint, occurrences in returned
-        if occurrences == 1
-    ]
-    if opened:
-        audit_record_many(actor=actor, action="anomaly.open", targets=opened)
     return [ids[(f.customer_id, f.fingerprint[:200])] for f in findings]
+
+
+_OFFLINE_FINDINGS = """
+SELECT customer_id, id, NULL, %s, %s, %s || CAST(id AS TEXT),
+       name || ' stopped sending heartbeats.', %s, %s, 1, ''
+  FROM fleet_agent
+ WHERE id IN ({ids}) AND status = %s AND offline_since = %s
+"""
+
+
+@transaction.atomic
+def anomalies_record_agents_offline(agent_ids: list[int], *, now: datetime) -> int:
+    """An "agent offline" finding for each of these agents the sweep just marked offline,
+    written by one INSERT ... SELECT (plus one for audit rows), however many there are."""
+    if not agent_ids:
+        return 0
+    at = db_time(now)
+    source = _OFFLINE_FINDINGS.format(ids=", ".join(["%s"] * len(agent_ids)))
+    params = [
+        AnomalyKind.AGENT_OFFLINE,
+        AnomalySeverity.WARNING,
+        agent_offline_fingerprint(""),
+        at,
+        at,
+        *agent_ids,
+        AgentStatus.OFFLINE,
+        at,
+    ]
+    return len(_upsert(source, params, SYSTEM))
 
 
 def anomaly_open(
@@ -115,17 +154,19 @@ def anomalies_resolve(
     found = list(
         Anomaly.objects.select_for_update()
         .filter(where, resolved_at__isnull=True)
-        .values_list("id", "customer_id", "fingerprint")
+        .values_list("id", flat=True)
     )
     if not found:
         return 0
-    Anomaly.objects.filter(pk__in=[pk for pk, _, _ in found]).update(
+    Anomaly.objects.filter(pk__in=found).update(
         resolved_at=now or timezone.now(), resolution_note=note, resolved_by=actor.user
     )
-    audit_record_many(
+    audit_record_rows(
         actor=actor,
         action="anomaly.resolve",
-        targets=[AuditTarget("fleet.anomaly", pk, fp, c) for pk, c, fp in found],
+        model=Anomaly,
+        ids=found,
+        repr_sql="fingerprint",
         changes={"note": [None, note]},
     )
     return len(found)

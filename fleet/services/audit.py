@@ -1,9 +1,11 @@
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import models
+from django.db import connection, models
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja.throttling import BaseThrottle
 
 from fleet.models import AuditEvent, Customer
@@ -77,32 +79,52 @@ def audit_record(
     )
 
 
-@dataclass(frozen=True)
-class AuditTarget:
-    """An audited object known by its identity only (set-based paths have no instances)."""
+_INSERT_SELECT = """
+INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action, target_type,
+                              target_id, target_repr, changes, ip_address)
+SELECT %s, %s, %s, customer_id, %s, %s, CAST(id AS TEXT), SUBSTR({repr_sql}, 1, 200), {changes},
+       %s
+  FROM {table}
+ WHERE id IN ({ids}) AND {condition}
+"""
 
-    label: str  # e.g. "fleet.agent"
-    pk: int
-    repr: str
-    customer_id: int | None
 
-
-def audit_record_many(
-    *, actor: Actor, action: str, targets: list[AuditTarget], changes: dict | None = None
+def audit_record_rows(
+    *,
+    actor: Actor,
+    action: str,
+    model: type[models.Model],
+    ids: list[int],
+    repr_sql: str,
+    condition: str = "1 = 1",
+    condition_params: list[Any] | None = None,
+    changes: dict | None = None,
 ) -> int:
-    """One INSERT for the audit rows of a set-based change (a queryset.update())."""
-    AuditEvent.objects.bulk_create(
-        AuditEvent(
-            customer_id=t.customer_id,
-            actor_user=actor.user,
-            actor_label=actor.label[:200],
-            action=action,
-            target_type=t.label,
-            target_id=str(t.pk),
-            target_repr=t.repr[:200],
-            changes=changes or {},
-            ip_address=actor.ip_address,
-        )
-        for t in targets
+    """One INSERT ... SELECT for the audit rows of a set-based change: a row for each of
+    `ids` (of `model`, having a customer_id column) that still meets `condition`.
+    `repr_sql` and `condition` are SQL written in this code base, never user input."""
+    if not ids:
+        return 0
+    json_sql = "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    sql = _INSERT_SELECT.format(
+        repr_sql=repr_sql,
+        changes=json_sql,
+        table=model._meta.db_table,
+        ids=", ".join(["%s"] * len(ids)),
+        condition=condition,
     )
-    return len(targets)
+    at = AuditEvent._meta.get_field("at").get_db_prep_value(timezone.now(), connection)
+    params = [
+        at,
+        actor.user.pk if actor.user else None,
+        actor.label[:200],
+        action,
+        model._meta.label_lower,
+        json.dumps(changes or {}),
+        actor.ip_address,
+        *ids,
+        *(condition_params or []),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -9,14 +9,31 @@ from fleet.errors import LicenseExpired, LicenseMissing, LicenseSuspended, SeatL
 from fleet.models import ActivationToken, Customer
 from fleet.secrets import SecretKind, secret_mint
 from fleet.selectors import license_seats
-from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.audit import SYSTEM, Actor, audit_record, audit_record_rows
 
 
+@transaction.atomic
 def token_expire_overdue(*, now: datetime | None = None) -> int:
-    """One UPDATE: outstanding tokens past their expiry become expired."""
-    return ActivationToken.objects.filter(
-        status=TokenStatus.OUTSTANDING, expires_at__lte=now or timezone.now()
-    ).update(status=TokenStatus.EXPIRED)
+    """Outstanding tokens past their expiry become expired, each with an audit row."""
+    overdue = list(
+        ActivationToken.objects.select_for_update()
+        .filter(status=TokenStatus.OUTSTANDING, expires_at__lte=now or timezone.now())
+        .values_list("pk", flat=True)
+    )
+    if not overdue:
+        return 0
+    ActivationToken.objects.filter(pk__in=overdue, status=TokenStatus.OUTSTANDING).update(
+        status=TokenStatus.EXPIRED
+    )
+    audit_record_rows(
+        actor=SYSTEM,
+        action="token.expire",
+        model=ActivationToken,
+        ids=overdue,
+        repr_sql="display_prefix",
+        changes={"status": [TokenStatus.OUTSTANDING, TokenStatus.EXPIRED]},
+    )
+    return len(overdue)
 
 
 @transaction.atomic

@@ -1,6 +1,7 @@
 """A real Celery worker and beat, as `make run` and production start them, against the
-test database: beat's start-up catch-up and a task sent from the command line both reach
-the worker and change the fleet."""
+test database: beat's schedule (shortened by settings) writes snapshots and marks a silent
+agent offline, its start-up catch-up expires tokens, and a task sent from the command line
+reaches the worker too."""
 
 import os
 import subprocess
@@ -15,7 +16,8 @@ from django.db import connection
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, TokenStatus
-from fleet.models import ActivationToken, Agent
+from fleet.models import ActivationToken, Agent, FleetSnapshot, SweepState
+from fleet.services.sweeps import STALE_SWEEP
 from fleet.services.tokens import token_mint
 from tests import factories
 
@@ -50,11 +52,14 @@ def broker_env(request, tmp_path):
 def test_beat_and_a_sent_task_reach_a_real_worker(broker_env, tmp_path, customer):
     overdue, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-5))
     silent = factories.agent(customer, last_heartbeat_at=timezone.now() - timedelta(minutes=10))
+    SweepState.objects.create(name=STALE_SWEEP, last_run_at=timezone.now())  # no gap: no grace
     env = {
         **os.environ,
         **broker_env,
         "DATABASE_URL": _database_url(),
         "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "beat-schedule"),
+        "STALE_SWEEP_SECONDS": "2",
+        "SNAPSHOT_SECONDS": "3",
     }
     log = (tmp_path / "celery.log").open("w")
     procs = [

@@ -6,9 +6,9 @@ from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus
 from fleet.models import Anomaly, AuditEvent, Job, Release
-from fleet.services.agents import agent_decommission, agent_mark_stale
-from fleet.services.anomalies import anomaly_open
+from fleet.services.agents import agent_decommission
 from fleet.services.releases import release_yank
+from tests.beat import sweep_until
 
 pytestmark = pytest.mark.django_db
 
@@ -52,15 +52,11 @@ def test_update_available_is_a_hint_for_agents_behind_latest(agent):
 
 
 def test_an_offline_agent_comes_back_and_its_anomaly_closes(agent):
-    with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=False):
-        assert agent_mark_stale() == 1
-        anomaly_open(
-            customer=agent.agent.customer_id,
-            kind=AnomalyKind.AGENT_OFFLINE,
-            fingerprint=f"agent_offline:{agent.agent.pk}",
-            message="silent",
-        )
-        assert agent.refresh().status == AgentStatus.OFFLINE
+    later = timezone.now() + timedelta(minutes=5)
+    sweep_until(later)
+    assert agent.refresh().status == AgentStatus.OFFLINE
+    assert Anomaly.objects.get(kind=AnomalyKind.AGENT_OFFLINE).resolved_at is None
+    with time_machine.travel(later, tick=False):
         assert beat(agent).status_code == 200
     assert agent.refresh().status == AgentStatus.ONLINE
     assert Anomaly.objects.get().resolved_at is not None

@@ -1,0 +1,169 @@
+"""The minute snapshot: one FleetSnapshot row per customer, computed for every customer at
+once with grouped aggregates (a fixed number of statements whatever the number of
+customers, agents or jobs). Charts, trends, detections and /fleet/metrics read these."""
+
+import statistics
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
+from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
+from fleet.selectors import minor_floor, release_latest
+
+HOUR = timedelta(hours=1)
+
+_WAITS_POSTGRES = """
+SELECT customer_id,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - queued_at)),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - queued_at))
+  FROM fleet_job
+ WHERE started_at >= %s
+ GROUP BY customer_id
+"""
+
+
+def _wait_percentiles(since: datetime) -> dict[int, tuple[float, float]]:
+    """p50 and p95 of queued → started for jobs started since `since`, by customer."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_WAITS_POSTGRES, [since])
+            return {c: (float(p50), float(p95)) for c, p50, p95 in cursor.fetchall()}
+    # SQLite (the embedded default) has no percentile function: one query, sorted here.
+    waits: dict[int, list[float]] = defaultdict(list)
+    started_jobs = Job.objects.filter(started_at__gte=since)
+    for customer_id, queued, started in started_jobs.values_list(
+        "customer_id", "queued_at", "started_at"
+    ):
+        if started is not None:
+            waits[customer_id].append((started - queued).total_seconds())
+    return {c: _percentiles(values) for c, values in waits.items()}
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if len(values) == 1:
+        return values[0], values[0]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[94]
+
+
+def _version_counts() -> dict[str, Any]:
+    """Per-agent counts of being behind the latest release of each channel."""
+    counts: dict[str, Any] = {}
+    for channel in Channel.values:
+        latest = release_latest(channel)
+        if latest is None:
+            continue
+        counts[f"behind_{channel}"] = Count("pk", filter=Q(version__lt=latest.version))
+        counts[f"minor_behind_{channel}"] = Count(
+            "pk", filter=Q(version__lt=minor_floor(latest.version))
+        )
+    return counts
+
+
+def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
+    """Write this minute's snapshot of every customer (twice in a minute updates the same
+    rows) and return them."""
+    now = now or timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    heard_since = now - settings.AGENT_ONLINE_WINDOW
+    online_q = Q(last_heartbeat_at__gte=heard_since)
+
+    customers = list(Customer.objects.values_list("pk", flat=True))
+    channels = dict(License.objects.filter(is_current=True).values_list("customer_id", "channel"))
+    agents = {
+        row["customer_id"]: row
+        for row in Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED)
+        .values("customer_id")
+        .annotate(
+            total=Count("pk"),
+            online=Count("pk", filter=online_q),
+            **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in AgentStatus.values},
+            **{f"role_{r}": Count("pk", filter=Q(role=r)) for r in AgentRole.values},
+            **_version_counts(),
+        )
+        .order_by()
+    }
+    busy = dict(
+        Job.objects.filter(status=JobStatus.RUNNING, agent__last_heartbeat_at__gte=heard_since)
+        .values("customer_id")
+        .annotate(n=Count("agent_id", distinct=True))
+        .order_by()
+        .values_list("customer_id", "n")
+    )
+    jobs = {
+        row["customer_id"]: row
+        for row in Job.objects.values("customer_id")
+        .annotate(
+            completed=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - HOUR)),
+            failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - HOUR)),
+            queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
+            running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+        )
+        .order_by()
+    }
+    waits = _wait_percentiles(now - HOUR)
+    anomalies = dict(
+        Anomaly.objects.filter(resolved_at__isnull=True)
+        .values("customer_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+        .values_list("customer_id", "n")
+    )
+    earlier = {
+        row["customer_id"]: row
+        for row in FleetSnapshot.objects.filter(taken_at__gt=minute - HOUR, taken_at__lt=minute)
+        .values("customer_id")
+        .annotate(online=Sum("agents_online"), busy=Sum("agents_busy"))
+        .order_by()
+    }
+
+    snapshots = []
+    for customer_id in customers:
+        a = agents.get(customer_id, {})
+        j = jobs.get(customer_id, {})
+        channel = channels.get(customer_id, Channel.STABLE)
+        online, busy_now = a.get("online", 0), busy.get(customer_id, 0)
+        past = earlier.get(customer_id, {})
+        online_minutes = (past.get("online") or 0) + online
+        busy_minutes = (past.get("busy") or 0) + busy_now
+        p50, p95 = waits.get(customer_id, (None, None))
+        snapshots.append(
+            FleetSnapshot(
+                customer_id=customer_id,
+                taken_at=minute,
+                agents_total=a.get("total", 0),
+                agents_online=online,
+                agents_busy=busy_now,
+                agents_by_status={s: a.get(f"status_{s}", 0) for s in AgentStatus.values},
+                agents_by_role={r: a.get(f"role_{r}", 0) for r in AgentRole.values},
+                online_ratio=online / a["total"] if a.get("total") else None,
+                jobs_completed_last_hour=j.get("completed", 0),
+                jobs_failed_last_hour=j.get("failed", 0),
+                queue_depth=j.get("queued", 0),
+                jobs_running=j.get("running", 0),
+                wait_p50_seconds=p50,
+                wait_p95_seconds=p95,
+                idle_ratio=1 - busy_minutes / online_minutes if online_minutes else None,
+                anomalies_unresolved=anomalies.get(customer_id, 0),
+                agents_not_on_latest=a.get(f"behind_{channel}", 0),
+                agents_minor_behind=a.get(f"minor_behind_{channel}", 0),
+            )
+        )
+    fields = [
+        f.name
+        for f in FleetSnapshot._meta.concrete_fields
+        if f.name not in ("id", "customer", "taken_at")
+    ]
+    FleetSnapshot.objects.bulk_create(
+        snapshots,
+        update_conflicts=True,
+        unique_fields=["customer", "taken_at"],
+        update_fields=fields,
+    )
+    return snapshots

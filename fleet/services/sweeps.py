@@ -1,0 +1,167 @@
+"""The periodic sweeps beat runs: silent agents go offline, expired leases go back to the
+queue. Each is set-based (a fixed number of statements whatever the fleet's size, in
+bounded chunks when very many rows change at once), idempotent, and safe to run twice at
+the same time."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
+from fleet.models import Agent, Job, SweepState
+from fleet.services.anomalies import (
+    Finding,
+    anomalies_record,
+    anomalies_record_agents_offline,
+    anomalies_resolve,
+    db_time,
+)
+from fleet.services.audit import SYSTEM, audit_record_rows
+
+CHUNK = 5000  # rows changed per statement: a mass change runs as several bounded ones
+STALE_SWEEP = "stale_agents"
+
+
+@dataclass(frozen=True)
+class StaleSweep:
+    marked_offline: int
+    in_grace: bool
+    requeued: int
+    abandoned: int
+
+
+def _sweep_clock(name: str, now: datetime) -> SweepState:
+    """Lock this sweep's row (two sweeps run one after the other) and note a gap: when the
+    previous run is older than the online window, the Control Plane itself was away, and
+    agents get one window of grace to be heard from before anyone is marked offline."""
+    window = settings.AGENT_ONLINE_WINDOW
+    state = SweepState.objects.select_for_update().filter(name=name).first()
+    if state is None:
+        try:
+            with transaction.atomic():
+                return SweepState.objects.create(
+                    name=name, last_run_at=now, grace_until=now + window
+                )
+        except IntegrityError:  # another sweep created it first
+            state = SweepState.objects.select_for_update().get(name=name)
+    if now - state.last_run_at > window:
+        state.grace_until = now + window
+    state.last_run_at = max(state.last_run_at, now)
+    state.save(update_fields=["last_run_at", "grace_until"])
+    return state
+
+
+def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
+    """Online or upgrading agents silent past the online window become offline, each with
+    an "agent offline" finding; findings of agents heard from again are closed. Expired
+    job leases go back to the queue (see jobs_requeue_expired)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        state = _sweep_clock(STALE_SWEEP, now)
+        in_grace = state.grace_until is not None and now < state.grace_until
+        marked = 0 if in_grace else _mark_offline(now)
+        anomalies_resolve(
+            where=Q(kind=AnomalyKind.AGENT_OFFLINE, agent__status=AgentStatus.ONLINE),
+            note="The agent's heartbeat arrived again.",
+            now=now,
+        )
+    requeued, abandoned = jobs_requeue_expired(now=now)
+    return StaleSweep(marked, in_grace, requeued, abandoned)
+
+
+def _mark_offline(now: datetime) -> int:
+    """Mark silent agents offline in chunks of CHUNK: five statements a chunk (select, update,
+    findings, and audit rows for the agents and the findings opened)."""
+    cutoff = now - settings.AGENT_ONLINE_WINDOW
+    silent = Q(status__in=[AgentStatus.ONLINE, AgentStatus.UPGRADING]) & (
+        Q(last_heartbeat_at__lt=cutoff)
+        | Q(last_heartbeat_at__isnull=True, registered_at__lt=cutoff)
+    )
+    marked_total = 0
+    while True:
+        chunk = list(Agent.objects.filter(silent).values_list("pk", flat=True).order_by()[:CHUNK])
+        if not chunk:
+            return marked_total
+        # The conditions again: an agent heard from since the SELECT stays online.
+        marked_total += Agent.objects.filter(silent, pk__in=chunk).update(
+            status=AgentStatus.OFFLINE, offline_since=now
+        )
+        anomalies_record_agents_offline(chunk, now=now)
+        audit_record_rows(
+            actor=SYSTEM,
+            action="agent.offline",
+            model=Agent,
+            ids=chunk,
+            repr_sql="name",
+            condition=f"status = '{AgentStatus.OFFLINE}' AND offline_since = %s",
+            condition_params=[db_time(now)],
+            changes={"status": ["online", "offline"]},
+        )
+        if len(chunk) < CHUNK:
+            return marked_total
+
+
+def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
+    """Running jobs whose lease expired go back to the queue with a new lease to come
+    (the old holder's late result then gets 409); past JOB_MAX_ATTEMPTS they fail for
+    good with a finding. Returns (requeued, failed)."""
+    now = now or timezone.now()
+    requeued_total = failed_total = 0
+    while True:
+        with transaction.atomic():
+            expired = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
+                .values_list("pk", "customer_id", "attempts", "agent_id")
+                .order_by()[:CHUNK]
+            )
+            if not expired:
+                return requeued_total, failed_total
+            retry = [pk for pk, _, attempts, _ in expired if attempts < settings.JOB_MAX_ATTEMPTS]
+            give_up = [row for row in expired if row[0] not in set(retry)]
+            Job.objects.filter(pk__in=retry).update(
+                status=JobStatus.QUEUED,
+                agent=None,
+                lease_id=None,
+                lease_expires_at=None,
+                started_at=None,
+            )
+            Job.objects.filter(pk__in=[pk for pk, *_ in give_up]).update(
+                status=JobStatus.FAILED,
+                lease_id=None,
+                lease_expires_at=None,
+                finished_at=now,
+                error="The lease expired on its last attempt: no agent finished it.",
+            )
+            anomalies_record(
+                [
+                    Finding(
+                        customer_id=customer_id,
+                        kind=AnomalyKind.JOB_ABANDONED,
+                        fingerprint=f"job_abandoned:{pk}",
+                        severity=AnomalySeverity.WARNING,
+                        agent_id=agent_id,
+                        job_id=pk,
+                        message=f"Job {pk} failed: its lease expired on attempt {attempts} of "
+                        f"{settings.JOB_MAX_ATTEMPTS} (its agent went silent each time).",
+                    )
+                    for pk, customer_id, attempts, agent_id in give_up
+                ],
+                now=now,
+            )
+            audit_record_rows(
+                actor=SYSTEM,
+                action="job.lease_expired",
+                model=Job,
+                ids=[pk for pk, *_ in expired],
+                repr_sql="'job ' || CAST(id AS TEXT) || ' (' || status || ')'",
+                changes={"status": ["running", "queued, or failed after its last attempt"]},
+            )
+        requeued_total += len(retry)
+        failed_total += len(give_up)
+        if len(expired) < CHUNK:
+            return requeued_total, failed_total
