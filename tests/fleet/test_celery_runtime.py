@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, TokenStatus
-from fleet.models import ActivationToken, Agent, FleetSnapshot, SweepState
+from fleet.models import ActivationToken, Agent, SweepState
 from fleet.services.sweeps import STALE_SWEEP
 from fleet.services.tokens import token_mint
 from tests import factories

@@ -2,6 +2,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from fleet.choices import JobStatus
@@ -179,3 +180,31 @@ def test_agents_cannot_use_customer_endpoints_or_the_reverse(agent, key_api):
         == 401
     )
     assert key_api.post("/jobs/claim").status_code == 401
+
+
+def test_a_silent_agents_job_is_requeued_and_finished_by_another(agent, licensed):
+    from tests.beat import sweep_until
+
+    queue(licensed)
+    job_id, lease = claim(agent)
+    start = timezone.now()
+    helper = activate(licensed)
+    # The first agent goes silent; the second keeps heartbeating while beat sweeps.
+    at = start
+    while at < start + timedelta(minutes=6):
+        at += timedelta(seconds=30)
+        with time_machine.travel(at, tick=False):
+            helper.api.post("/agents/heartbeat", {"version": "1.9.3"})
+        sweep_until(at, start=at)
+    assert agent.refresh().status == "offline"
+    job = Job.objects.get()
+    assert (job.status, job.agent_id, job.attempts) == (JobStatus.QUEUED, None, 1)
+    with time_machine.travel(at, tick=False):
+        second_id, second_lease = claim(helper)
+        assert second_id == job_id
+        late = agent.api.post(f"/jobs/{job_id}/complete", {"lease_id": lease})
+        done = helper.api.post(f"/jobs/{job_id}/complete", {"lease_id": second_lease})
+    assert (late.status_code, late.json()["code"]) == (409, "stale_lease")
+    assert done.status_code == 200
+    job.refresh_from_db()
+    assert (job.status, job.agent_id, job.attempts) == (JobStatus.SUCCEEDED, helper.agent.pk, 2)
