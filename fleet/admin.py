@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from fleet.choices import AgentStatus, TokenStatus
 from fleet.errors import InvalidLicense, InvalidVersion, LicenseBelowActiveAgents
@@ -29,8 +30,9 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
-from fleet.selectors import license_current
+from fleet.selectors import fleet_metrics, license_current
 from fleet.services.agents import agent_decommission
+from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from fleet.services.api_keys import api_key_revoke
 from fleet.services.audit import Actor
 from fleet.services.customers import (
@@ -101,6 +103,27 @@ class ReadOnlyAdmin(NoDeleteAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class FleetNumbersMixin(admin.ModelAdmin):
+    """Shows the four numbers above the list: every fleet, or the customer filtered on."""
+
+    change_list_template = "admin/fleet/change_list_numbers.html"
+    customer_param = "customer__id__exact"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        raw = request.GET.get(self.customer_param, "")
+        customer = Customer.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+        extra = {
+            "fleet_numbers": fleet_metrics(customer),
+            "fleet_scope": customer.name if customer else "every fleet",
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=extra)
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -509,7 +532,7 @@ class HostAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Agent)
-class AgentAdmin(ReadOnlyAdmin):
+class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_display = [
         "name",
         "customer",
@@ -543,7 +566,7 @@ class AgentAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
+class JobAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_display = [
         "id",
         "customer",
@@ -578,7 +601,7 @@ class AnomalyOpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(ReadOnlyAdmin):
+class AnomalyAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_display = [
         "kind",
         "severity",
@@ -594,6 +617,49 @@ class AnomalyAdmin(ReadOnlyAdmin):
     list_select_related = ["customer", "agent"]
     search_fields = ["message", "fingerprint", "agent__name", "customer__name"]
     date_hierarchy = "last_seen"
+
+    actions = ["resolve", "reopen"]
+
+    def _with_note(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Anomaly],
+        action: str,
+        verb: str,
+        apply: Any,
+    ) -> Any:
+        form = NoteForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            done = apply(
+                ids=list(queryset.values_list("pk", flat=True)),
+                note=form.cleaned_data["note"],
+                actor=Actor.from_request(request),
+            )
+            self.message_user(request, f"{verb.capitalize()}d {done} of {queryset.count()}.")
+            return None
+        return TemplateResponse(
+            request,
+            "admin/fleet/anomaly/note.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"{verb.capitalize()} anomalies",
+                "anomalies": queryset.select_related("customer"),
+                "form": form,
+                "action": action,
+                "verb": verb,
+            },
+        )
+
+    @admin.action(description="Resolve with a note", permissions=["manage"])
+    def resolve(self, request: HttpRequest, queryset: QuerySet[Anomaly]) -> Any:
+        def apply(*, ids: list[int], note: str, actor: Actor) -> int:
+            return anomalies_resolve(where=Q(pk__in=ids), note=note, actor=actor)
+
+        return self._with_note(request, queryset, "resolve", "resolve", apply)
+
+    @admin.action(description="Reopen with a note", permissions=["manage"])
+    def reopen(self, request: HttpRequest, queryset: QuerySet[Anomaly]) -> Any:
+        return self._with_note(request, queryset, "reopen", "reopen", anomalies_reopen)
 
     @admin.display(description="message")
     def short_message(self, obj: Anomaly) -> str:

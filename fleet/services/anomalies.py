@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity
@@ -180,3 +180,39 @@ def anomaly_resolve_fingerprint(
     return anomalies_resolve(
         where=Q(customer_id=customer_id, fingerprint=fingerprint), note=note, actor=actor
     )
+
+
+@transaction.atomic
+def anomalies_reopen(*, ids: list[int], note: str, actor: Actor = SYSTEM) -> int:
+    """Reopen resolved findings (a person judged them not fixed). One whose fingerprint
+    already has an open row stays resolved: that open row is where it folds now."""
+    candidates = list(
+        Anomaly.objects.select_for_update()
+        .filter(pk__in=ids, resolved_at__isnull=False)
+        .exclude(
+            Exists(
+                Anomaly.objects.filter(
+                    customer=OuterRef("customer"),
+                    fingerprint=OuterRef("fingerprint"),
+                    resolved_at__isnull=True,
+                )
+            )
+        )
+        .order_by("-resolved_at")
+        .values_list("pk", "customer_id", "fingerprint")
+    )
+    newest = list({(c, fp): pk for pk, c, fp in reversed(candidates)}.values())
+    if not newest:
+        return 0
+    Anomaly.objects.filter(pk__in=newest).update(
+        resolved_at=None, resolved_by=None, resolution_note=""
+    )
+    audit_record_rows(
+        actor=actor,
+        action="anomaly.reopen",
+        model=Anomaly,
+        ids=newest,
+        repr_sql="fingerprint",
+        changes={"note": [None, note]},
+    )
+    return len(newest)

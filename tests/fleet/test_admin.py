@@ -1,5 +1,6 @@
 import pytest
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -407,3 +408,77 @@ def test_unknown_member_username_is_a_form_error(staff_client):
     assert response.status_code == 200
     assert b"No user" in response.content
     assert not Customer.objects.exists()
+
+
+def test_agents_jobs_and_anomalies_pages_show_the_four_numbers(
+    staff_client, customer, other_customer
+):
+    factories.license(customer)
+    factories.agent(customer)
+    factories.agent(
+        other_customer, last_heartbeat_at=timezone.now() - timezone.timedelta(minutes=9)
+    )
+    for model in ("agent", "job", "anomaly"):
+        everyone = staff_client.get(reverse(f"admin:fleet_{model}_changelist"))
+        assert everyone.context["fleet_numbers"].agents_active == 2
+        assert b"every fleet" in everyone.content
+        assert b"50%" in everyone.content  # online ratio, fleet-wide
+    one = staff_client.get(
+        reverse("admin:fleet_agent_changelist"), {"customer__id__exact": customer.pk}
+    )
+    assert one.context["fleet_numbers"].online_ratio == 1.0
+    assert customer.name.encode() in one.content
+
+
+def test_staff_resolve_and_reopen_anomalies_with_a_note(staff_client, customer):
+    from fleet.services.anomalies import anomaly_open
+
+    anomaly = anomaly_open(
+        customer=customer, kind="agent_reported", fingerprint="f", message="disk full"
+    )
+    url = reverse("admin:fleet_anomaly_changelist")
+    ask = staff_client.post(url, {"action": "resolve", "_selected_action": [anomaly.pk]})
+    assert ask.status_code == 200 and b"disk full" in ask.content  # the note form
+    empty = staff_client.post(
+        url, {"action": "resolve", "_selected_action": [anomaly.pk], "apply": "1"}
+    )
+    assert empty.status_code == 200  # a note is required
+    done = staff_client.post(
+        url,
+        {
+            "action": "resolve",
+            "_selected_action": [anomaly.pk],
+            "apply": "1",
+            "note": "cleaned /tmp",
+        },
+    )
+    assert done.status_code == 302
+    anomaly.refresh_from_db()
+    assert (anomaly.resolution_note, anomaly.resolved_by) == ("cleaned /tmp", staff_client.user)
+    staff_client.post(
+        url,
+        {"action": "reopen", "_selected_action": [anomaly.pk], "apply": "1", "note": "came back"},
+    )
+    anomaly.refresh_from_db()
+    assert anomaly.resolved_at is None
+    notes = list(
+        AuditEvent.objects.filter(target_type="fleet.anomaly")
+        .order_by("id")
+        .values_list("action", "changes")
+    )
+    assert notes[-2:] == [
+        ("anomaly.resolve", {"note": [None, "cleaned /tmp"]}),
+        ("anomaly.reopen", {"note": [None, "came back"]}),
+    ]
+    assert AuditEvent.objects.get(action="anomaly.reopen").actor_user == staff_client.user
+
+
+def test_reopening_never_makes_two_open_rows_of_one_fingerprint(customer):
+    from fleet.services.anomalies import anomalies_reopen, anomalies_resolve, anomaly_open
+
+    first = anomaly_open(customer=customer, kind="agent_reported", fingerprint="f", message="m")
+    anomalies_resolve(where=Q(pk=first.pk), note="fixed")
+    second = anomaly_open(customer=customer, kind="agent_reported", fingerprint="f", message="m")
+    assert second.pk != first.pk
+    assert anomalies_reopen(ids=[first.pk], note="no") == 0
+    assert Anomaly.objects.filter(resolved_at__isnull=True).count() == 1
