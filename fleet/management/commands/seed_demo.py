@@ -1,6 +1,7 @@
 """Demo data for `make run`: a staff login, two customers, their fleets. Safe to run again:
 rows are found by their natural keys, and the demo fleet is brought back online."""
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -20,12 +21,14 @@ from fleet.choices import (
     MemberRole,
     TokenStatus,
 )
-from fleet.models import Agent, Anomaly, Customer, Host, Job, License, Release
+from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Host, Job, License, Release
 from fleet.secrets import SecretKind, secret_mint
-from fleet.selectors import release_latest
+from fleet.services.anomalies import agent_offline_fingerprint, anomaly_open
 from fleet.services.customers import customer_create, membership_set
+from fleet.services.detections import fleet_detect
 from fleet.services.licenses import license_create
 from fleet.services.releases import release_publish
+from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.tokens import token_mint
 
 DEMO_PASSWORD = "agentina-demo"  # noqa: S105 - printed for the demo on purpose
@@ -89,6 +92,10 @@ CUSTOMERS: list[dict[str, Any]] = [
 REPOS = ["acme/firmware", "acme/planner", "acme/web", "globex/ledger"]
 
 
+def _repo_of(customer: Customer) -> str:
+    return next((r for r in REPOS if r.startswith(customer.slug)), REPOS[0])
+
+
 class Command(BaseCommand):
     help = "Seed demo customers, fleets, jobs and anomalies, and print the demo logins."
 
@@ -115,6 +122,7 @@ class Command(BaseCommand):
                     )
             for spec in CUSTOMERS:
                 self._customer(spec)
+            fleet_detect(fleet_snapshots_take())
         self.stdout.write(
             self.style.SUCCESS(f"Demo data ready. Logins (password for all: {DEMO_PASSWORD}):")
         )
@@ -185,6 +193,8 @@ class Command(BaseCommand):
             self._jobs(customer, agents, spec["jobs"])
         if not Anomaly.objects.filter(customer=customer).exists():
             self._anomalies(customer, agents)
+        if not FleetSnapshot.objects.filter(customer=customer).exists():
+            self._history(customer, agents)
 
     def _jobs(self, customer: Customer, agents: list[Agent], counts: dict[str, int]) -> None:
         now = timezone.now()
@@ -247,39 +257,60 @@ class Command(BaseCommand):
         Job.objects.bulk_create(jobs)
 
     def _anomalies(self, customer: Customer, agents: list[Agent]) -> None:
-        now = timezone.now()
+        """What an agent would have reported, and the offline finding the sweep would have
+        opened; the detections (skew, anti-patterns, ...) come from a real snapshot run."""
         for agent in agents:
             if agent.status == AgentStatus.OFFLINE:
-                Anomaly.objects.create(
+                anomaly_open(
                     customer=customer,
-                    agent=agent,
                     kind=AnomalyKind.AGENT_OFFLINE,
-                    severity=AnomalySeverity.WARNING,
-                    fingerprint=f"agent_offline:{agent.pk}",
-                    message=f"{agent.name} on {agent.host.hostname} has sent no heartbeat "
-                    "for 42 minutes.",
-                    first_seen=now - timedelta(minutes=39),
-                    last_seen=now,
+                    fingerprint=agent_offline_fingerprint(agent.pk),
+                    agent_id=agent.pk,
+                    message=f"{agent.name} stopped sending heartbeats.",
                 )
-        latest = release_latest()
-        behind = [a for a in agents if latest and a.version.minors_behind(latest.version) > 1]
-        if latest and behind:
-            Anomaly.objects.create(
-                customer=customer,
-                kind=AnomalyKind.VERSION_SKEW,
-                severity=AnomalySeverity.WARNING,
-                fingerprint="version_skew",
-                occurrences=12,
-                first_seen=now - timedelta(hours=12),
-                message=f"{len(behind)} agent(s) are more than one minor version behind "
-                f"{latest.version}: plan an upgrade.",
+        reporter = agents[0]
+        anomaly_open(
+            customer=customer,
+            kind=AnomalyKind.AGENT_REPORTED,
+            fingerprint=f"agent:{reporter.pk}:git-fetch",
+            agent_id=reporter.pk,
+            severity=AnomalySeverity.WARNING,
+            message=f"git fetch of {_repo_of(customer)} failed twice (HTTP 503); "
+            "retried and succeeded.",
+        )
+
+    def _history(self, customer: Customer, agents: list[Agent]) -> None:
+        """A day of minute snapshots, so charts, trends and baselines have a past."""
+        now = timezone.now().replace(second=0, microsecond=0)
+        rng = random.Random(customer.slug)
+        total = len(agents)
+        rows = []
+        for minute in range(1, 24 * 60 + 1):
+            at = now - timedelta(minutes=minute)
+            daytime = 8 <= at.hour < 20
+            online = total - (1 if rng.random() < 0.2 else 0)
+            busy = max(
+                0, min(online, round(online * (0.8 if daytime else 0.5) + rng.uniform(-1, 1)))
             )
-        if not any(a.role == AgentRole.INDEXER for a in agents):
-            Anomaly.objects.create(
-                customer=customer,
-                kind=AnomalyKind.ANTI_PATTERN,
-                severity=AnomalySeverity.INFO,
-                fingerprint="anti_pattern:no_indexer",
-                message="The fleet has coders but no indexer: "
-                "coders re-read the repository on every job.",
+            rows.append(
+                FleetSnapshot(
+                    customer=customer,
+                    taken_at=at,
+                    agents_total=total,
+                    agents_online=online,
+                    agents_busy=busy,
+                    online_ratio=online / total,
+                    jobs_completed_last_hour=round(
+                        (18 if daytime else 9) * total / 6 + rng.uniform(-2, 2)
+                    ),
+                    queue_depth=max(0, round((5 if daytime else 2) + rng.uniform(-2, 2))),
+                    jobs_running=busy,
+                    wait_p50_seconds=rng.uniform(20, 60),
+                    wait_p95_seconds=rng.uniform(90, 300),
+                    idle_ratio=1 - busy / online if online else None,
+                    anomalies_unresolved=rng.choice([1, 2, 2, 3]),
+                    agents_not_on_latest=total // 2,
+                    agents_minor_behind=total // 4,
+                )
             )
+        FleetSnapshot.objects.bulk_create(rows, ignore_conflicts=True)
