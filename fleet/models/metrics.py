@@ -21,7 +21,7 @@ class FleetSnapshot(models.Model):
     queue_depth = models.PositiveIntegerField(default=0)
     jobs_running = models.PositiveIntegerField(default=0)
     wait_p50_seconds = models.FloatField(
-        null=True, blank=True, help_text="Queued → started, jobs started in the last hour."
+        null=True, blank=True, help_text="Queued → started, of jobs started in the last 5 minutes."
     )
     wait_p95_seconds = models.FloatField(null=True, blank=True)
     idle_ratio = models.FloatField(

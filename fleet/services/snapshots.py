@@ -17,6 +17,7 @@ from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.selectors import minor_floor, release_latest
 
 HOUR = timedelta(hours=1)
+WAIT_WINDOW = timedelta(minutes=5)  # waits of jobs started in the last five minutes
 
 _WAITS_POSTGRES = """
 SELECT customer_id,
@@ -107,7 +108,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         )
         .order_by()
     }
-    waits = _wait_percentiles(now - HOUR)
+    waits = _wait_percentiles(now - WAIT_WINDOW)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")

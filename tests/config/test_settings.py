@@ -70,3 +70,11 @@ def test_migrations_match_the_models():
     from django.core.management import call_command
 
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db
+def test_the_beat_benchmark_refuses_a_real_database():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="_bench"):
+        call_command("bench_beat", "--agents", "10", "--jobs", "10")

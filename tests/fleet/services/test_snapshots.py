@@ -32,7 +32,7 @@ def fleet(customer):
     Job.objects.create(
         customer=customer, role="coder", status=JobStatus.RUNNING, agent=busy, started_at=now
     )
-    for minutes, wait in ((5, 10), (20, 30), (50, 120), (90, 5)):
+    for minutes, wait in ((1, 10), (2, 30), (3, 120), (90, 5)):
         job = Job.objects.create(
             customer=customer,
             role="coder",
@@ -62,7 +62,7 @@ def test_a_snapshot_holds_the_fleets_numbers(fleet):
     assert snap.online_ratio == pytest.approx(2 / 3)
     assert (snap.jobs_completed_last_hour, snap.jobs_failed_last_hour) == (3, 1)
     assert (snap.queue_depth, snap.jobs_running) == (1, 1)
-    # waits of jobs started in the last hour: 10, 30, 120 s (+ the running one, 0 s)
+    # waits of jobs started in the last 5 minutes: 10, 30, 120 s (+ the running one, 0 s)
     assert snap.wait_p50_seconds == pytest.approx(20, abs=0.5)
     assert 100 <= snap.wait_p95_seconds <= 120
     assert snap.idle_ratio == pytest.approx(0.5)  # 1 of 2 online agents busy this minute
