@@ -190,6 +190,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=SNAPSHOT_SECONDS),
         "options": {"expires": SNAPSHOT_SECONDS * 0.9},
     },
+    "advance-rollouts": {
+        "task": "fleet.advance_rollouts",
+        "schedule": timedelta(seconds=60),
+        "options": {"expires": 50},
+    },
     "expire-tokens": {
         "task": "fleet.expire_tokens",
         "schedule": crontab(hour=0, minute=5),

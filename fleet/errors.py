@@ -112,3 +112,20 @@ class StaleLease(FleetError):
 class JobAlreadyFinished(FleetError):
     code = "job_already_finished"
     status = 409
+
+
+class NotAllowed(FleetError):
+    code = "not_allowed"
+    status = 403
+
+
+class RolloutRefused(FleetError):
+    """A rollout that must not start: all at once, a downgrade, nothing to do, one already on."""
+
+    code = "rollout_refused"
+    status = 409
+
+
+class RolloutStateError(FleetError):
+    code = "rollout_state"
+    status = 409

@@ -9,7 +9,14 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, Channel, JobStatus, TokenStatus
+from fleet.choices import (
+    AgentStatus,
+    Channel,
+    JobStatus,
+    RolloutState,
+    RolloutTargetState,
+    TokenStatus,
+)
 from fleet.errors import NotFound
 from fleet.models import (
     ActivationToken,
@@ -22,6 +29,7 @@ from fleet.models import (
     License,
     Membership,
     Release,
+    RolloutTarget,
 )
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
 from fleet.versions import SemVer
@@ -82,11 +90,17 @@ def release_latest(channel: str = Channel.STABLE) -> Release | None:
 
 
 def agent_for_secret(secret: str) -> Agent | None:
-    """The agent a secret belongs to, with what its hot paths need, in one SELECT:
-    its license channel and job cap, and the latest release of each channel."""
+    """The agent a secret belongs to, with what its hot paths need, in one SELECT: its
+    license channel and job cap, the latest release of each channel, and the upgrade a
+    rollout has told it to apply now (if any)."""
     if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
         return None
     current = License.objects.filter(customer=OuterRef("customer_id"), is_current=True)
+    order = RolloutTarget.objects.filter(
+        agent=OuterRef("pk"),
+        state=RolloutTargetState.OFFERED,
+        rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
+    )
     return (
         Agent.objects.filter(secret_digest=secret_digest(secret))
         .exclude(status=AgentStatus.DECOMMISSIONED)
@@ -97,6 +111,8 @@ def agent_for_secret(secret: str) -> Agent | None:
             latest_any=Subquery(
                 _latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]
             ),
+            upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
+            upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
         )
         .first()
     )
@@ -106,6 +122,20 @@ def agent_latest_release(agent: Agent) -> SemVer | None:
     """The release the agent should be on, from the annotations of `agent_for_secret`."""
     beta = getattr(agent, "license_channel", None) == Channel.BETA
     return getattr(agent, "latest_any" if beta else "latest_stable", None)
+
+
+@dataclass(frozen=True)
+class UpgradeOrder:
+    version: SemVer
+    rollout_id: int
+
+
+def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
+    """The version a rollout tells the agent to apply now, from `agent_for_secret`."""
+    version = getattr(agent, "upgrade_version", None)
+    if version is None:
+        return None
+    return UpgradeOrder(version=version, rollout_id=agent.upgrade_rollout_id)  # type: ignore[attr-defined]
 
 
 def agent_job_cap(agent: Agent) -> int:

@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from fleet.services.detections import fleet_detect
+from fleet.services.rollouts import rollouts_advance_all
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.sweeps import agents_mark_stale
 from fleet.services.tokens import token_expire_overdue
@@ -33,6 +34,14 @@ def take_snapshots() -> int:
     findings = fleet_detect(snapshots)
     logger.info("snapshot: %d customer(s), %d open finding(s)", len(snapshots), len(findings))
     return len(snapshots)
+
+
+@shared_task(name="fleet.advance_rollouts")
+def advance_rollouts() -> dict[int, str]:
+    steps = rollouts_advance_all()
+    for rollout_id, what in steps.items():
+        logger.info("rollout %d: %s", rollout_id, what)
+    return steps
 
 
 @shared_task(name="fleet.expire_tokens")

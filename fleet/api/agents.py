@@ -19,13 +19,19 @@ from fleet.api.schemas import (
     OkOut,
     ReleaseHintOut,
     SecretOut,
+    UpgradeOrderOut,
     UpgradeResultIn,
     errors,
 )
 from fleet.api.throttles import ClientAddressThrottle
 from fleet.choices import AnomalyKind
 from fleet.models import Agent, License
-from fleet.selectors import agent_latest_release, customer_active_agent_count, license_current
+from fleet.selectors import (
+    agent_latest_release,
+    agent_upgrade_order,
+    customer_active_agent_count,
+    license_current,
+)
 from fleet.services.agents import (
     MachineIdentity,
     agent_activate,
@@ -110,6 +116,7 @@ def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
 def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
     agent = authed_agent(request)
     version = SemVer(body.version)
+    order = agent_upgrade_order(agent)
     server_time = agent_record_heartbeat(
         agent=agent,
         version=version,
@@ -117,12 +124,15 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
         load=body.load,
         sent_at=body.sent_at,
         ip_address=client_address(request),
+        upgrading=order is not None,
     )
     return HeartbeatOut(
         server_time=server_time,
         next_heartbeat_seconds=_next_interval(),
         update_available=_update_hint(agent, version),
-        upgrade=None,
+        upgrade=UpgradeOrderOut(version=str(order.version), rollout_id=order.rollout_id, drain=True)
+        if order
+        else None,
     )
 
 

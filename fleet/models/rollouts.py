@@ -28,9 +28,33 @@ class Rollout(models.Model):
     online_ratio_floor = models.DecimalField(
         max_digits=3, decimal_places=2, default=Decimal("0.95")
     )
+    agent_deadline = models.DurationField(
+        default=timedelta(minutes=30),
+        help_text="How long an agent told to upgrade may take to report; silence is failure.",
+    )
+    canary_agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty: the healthiest online agent is chosen at start.",
+    )
+    scope = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A chosen part of the fleet: {role: [...], zone: [...], host: [...]}; {} is all.",
+    )
     current_batch = models.PositiveIntegerField(default=0, help_text="0 is the canary.")
+    batches_total = models.PositiveIntegerField(default=0)
     step_started_at = models.DateTimeField(null=True, blank=True)
+    watch_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current step's last agent upgraded."
+    )
+    skip_soak = models.BooleanField(default=False)
+    paused_from = models.CharField(max_length=16, choices=RolloutState.choices, blank=True)
     paused_reason = models.TextField(blank=True)
+    last_gate = models.JSONField(default=dict, blank=True, help_text="The latest gate's numbers.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -37,6 +37,7 @@ from fleet.services.anomalies import (
     anomaly_resolve_fingerprint,
 )
 from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.rollouts import rollout_record_result
 from fleet.versions import SemVer
 
 
@@ -265,6 +266,7 @@ def agent_record_heartbeat(
     load: float | None = None,
     sent_at: datetime | None = None,
     ip_address: str | None = None,
+    upgrading: bool = False,
 ) -> datetime:
     """Record that the agent is alive, by the server's clock.
 
@@ -279,7 +281,10 @@ def agent_record_heartbeat(
     )
     updates: dict = {
         "last_heartbeat_at": now,
-        "status": Case(
+        # Told to upgrade: it drains (claims get nothing) until it reports the result.
+        "status": Value(AgentStatus.UPGRADING)
+        if upgrading
+        else Case(
             When(status=AgentStatus.OFFLINE, then=Value(AgentStatus.ONLINE)),
             default=F("status"),
         ),
@@ -350,7 +355,9 @@ def agent_record_upgrade_result(
     detail: str = "",
     ip_address: str | None = None,
 ) -> None:
-    """An agent reports how applying a version went. A rollback opens a critical finding."""
+    """An agent reports how applying a version went. A rollback opens a critical finding,
+    and if a rollout asked for the version, moves it on (a rollback pauses it)."""
+    rollout_record_result(agent=agent, outcome=outcome, to_version=to_version, detail=detail)
     if outcome == UpgradeOutcome.SUCCEEDED:
         Agent.objects.filter(pk=agent.pk).update(version=to_version, status=AgentStatus.ONLINE)
     else:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from fleet.choices import JobStatus
+from fleet.choices import AgentStatus, JobStatus
 from fleet.errors import JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
 from fleet.services.audit import SYSTEM, Actor, audit_record
@@ -61,7 +61,11 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
     claim statement then counts the agent's running jobs in a snapshot taken after that
     lock (a count taken before waiting would let two claims both see room under the cap).
     SKIP LOCKED lets different agents claim different jobs at once."""
-    list(Agent.objects.select_for_update().filter(pk=agent.pk).values_list("pk").order_by())
+    locked = list(
+        Agent.objects.select_for_update().filter(pk=agent.pk).values_list("status", flat=True)
+    )
+    if locked != [AgentStatus.ONLINE]:
+        return None  # draining for an upgrade (or retired): no new work
 
     def db(name: str, value: object) -> object:
         return Job._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
