@@ -247,7 +247,9 @@ class Gate:
 
 
 def _gate(rollout: Rollout, now: datetime) -> Gate:
-    """The checks before the next step, over every agent upgraded so far."""
+    """The checks before the next step: every agent upgraded so far is online on the new
+    version; the step's agents do their work as well as before (throughput and success
+    rate within the tolerance of their own baseline); the fleet's online ratio holds."""
     upgraded = list(
         RolloutTarget.objects.filter(
             rollout=rollout, state=RolloutTargetState.SUCCEEDED
@@ -267,7 +269,8 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
         numbers["not_heartbeating_new_version"] = unhealthy
         return Gate(False, "upgraded agents online on the new version", numbers)
 
-    work = _work_before_and_after(upgraded, now)
+    step = [t for t in upgraded if t.batch == rollout.current_batch]
+    work = _work_before_and_after(step, now)
     numbers.update(work)
     tolerance = float(rollout.throughput_drop_tolerance)
     if work["before_jobs"] >= MIN_BASELINE_JOBS and work["before_rate"] > 0:
