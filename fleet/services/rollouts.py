@@ -111,6 +111,69 @@ def _in_scope(agents: Any, scope: dict[str, list[Any]]) -> Any:
     return agents
 
 
+@dataclass(frozen=True)
+class WavePlan:
+    canary: Agent
+    batches: list[list[Agent]]
+    excluded: list[Agent]  # behind the release but offline now
+
+
+def rollout_plan(
+    *,
+    customer: Customer,
+    release: Release,
+    actor: Actor = SYSTEM,
+    scope: dict[str, list[Any]] | None = None,
+    canary: Agent | None = None,
+    batch_fraction: Decimal = Decimal("0.25"),
+    all_at_once: bool = False,
+) -> WavePlan:
+    """Check a wave may start and plan it, writing nothing (forms call it to explain a
+    refusal before anything is saved)."""
+    _require_operator(actor, customer.pk)
+    if all_at_once or batch_fraction >= 1:
+        raise RolloutRefused(ALL_AT_ONCE_REASON, field="batch_fraction")
+    if batch_fraction <= 0:
+        raise RolloutRefused("batch_fraction must be above 0.", field="batch_fraction")
+    if release.yanked:
+        raise RolloutRefused(f"Release {release.version} is yanked.", field="release")
+    if Rollout.objects.filter(customer=customer, state__in=ACTIVE_ROLLOUT_STATES).exists():
+        raise RolloutRefused(
+            f"{customer} already has a rollout under way: finish, abort or wait for it."
+        )
+    target = release.version
+    active = Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED)
+    fleet = list(active.select_related("host"))
+    in_scope = list(_in_scope(active, scope or {}).select_related("host"))
+    ahead = [a for a in in_scope if a.version > target]
+    if ahead:
+        names = ", ".join(f"{a.name} ({a.version})" for a in ahead[:5])
+        raise RolloutRefused(
+            f"{len(ahead)} agent(s) already run a newer version than {target}: {names}. "
+            "A wave never downgrades.",
+            field="release",
+        )
+    behind = [a for a in in_scope if a.version < target]
+    heard_since = timezone.now() - settings.AGENT_ONLINE_WINDOW
+    online = [a for a in behind if a.last_heartbeat_at and a.last_heartbeat_at >= heard_since]
+    if not online:
+        raise RolloutRefused(f"No online agent is behind {target}: nothing to upgrade.")
+    if canary is not None and canary not in online:
+        raise RolloutRefused(
+            f"{canary.name} cannot be the canary: it is not an online agent behind {target}.",
+            field="canary_agent",
+        )
+    role_sizes = Counter(a.role for a in fleet)
+    canary = canary or max(
+        online, key=lambda a: (role_sizes[a.role], a.last_heartbeat_at or heard_since, -a.pk)
+    )
+    return WavePlan(
+        canary=canary,
+        batches=plan_batches([a for a in online if a != canary], fleet, batch_fraction),
+        excluded=[a for a in behind if a not in online],
+    )
+
+
 @transaction.atomic
 def rollout_start(
     *,
@@ -129,46 +192,15 @@ def rollout_start(
 ) -> Rollout:
     """Freeze the wave's membership (active agents in scope behind the release; agents
     offline now are excluded, not failed), plan its batches and offer the canary."""
-    _require_operator(actor, customer.pk)
-    if all_at_once or batch_fraction >= 1:
-        raise RolloutRefused(ALL_AT_ONCE_REASON, field="batch_fraction")
-    if batch_fraction <= 0:
-        raise RolloutRefused("batch_fraction must be above 0.", field="batch_fraction")
-    if release.yanked:
-        raise RolloutRefused(f"Release {release.version} is yanked.", field="release")
-    target = release.version
-    fleet = list(
-        Agent.objects.filter(customer=customer)
-        .exclude(status=AgentStatus.DECOMMISSIONED)
-        .select_related("host")
+    plan = rollout_plan(
+        customer=customer,
+        release=release,
+        actor=actor,
+        scope=scope,
+        canary=canary,
+        batch_fraction=batch_fraction,
+        all_at_once=all_at_once,
     )
-    in_scope = list(
-        _in_scope(
-            Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED),
-            scope or {},
-        ).select_related("host")
-    )
-    ahead = [a for a in in_scope if a.version > target]
-    if ahead:
-        names = ", ".join(f"{a.name} ({a.version})" for a in ahead[:5])
-        raise RolloutRefused(
-            f"{len(ahead)} agent(s) already run a newer version than {target}: {names}. "
-            "A wave never downgrades.",
-            field="release",
-        )
-    behind = [a for a in in_scope if a.version < target]
-    heard_since = timezone.now() - settings.AGENT_ONLINE_WINDOW
-    online = [a for a in behind if a.last_heartbeat_at and a.last_heartbeat_at >= heard_since]
-    offline = [a for a in behind if a not in online]
-    if not online:
-        raise RolloutRefused(f"No online agent is behind {target}: nothing to upgrade.")
-    if canary is not None and canary not in online:
-        raise RolloutRefused(f"{canary.name} cannot be the canary: it is not an online member.")
-    role_sizes = Counter(a.role for a in fleet)
-    canary = canary or max(
-        online, key=lambda a: (role_sizes[a.role], a.last_heartbeat_at or heard_since, -a.pk)
-    )
-    batches = plan_batches([a for a in online if a != canary], fleet, batch_fraction)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -181,15 +213,15 @@ def rollout_start(
                 batch_watch=batch_watch,
                 throughput_drop_tolerance=throughput_drop_tolerance,
                 online_ratio_floor=online_ratio_floor,
-                canary_agent=canary,
+                canary_agent=plan.canary,
                 scope=scope or {},
                 current_batch=0,
-                batches_total=len(batches),
+                batches_total=len(plan.batches),
                 step_started_at=now,
                 started_at=now,
                 created_by=actor.user,
             )
-    except IntegrityError as exc:
+    except IntegrityError as exc:  # another start won the race for the one active rollout
         raise RolloutRefused(
             f"{customer} already has a rollout under way: finish, abort or wait for it."
         ) from exc
@@ -197,16 +229,16 @@ def rollout_start(
         [
             RolloutTarget(
                 rollout=rollout,
-                agent=canary,
+                agent=plan.canary,
                 batch=0,
-                from_version=canary.version,
+                from_version=plan.canary.version,
                 state=RolloutTargetState.OFFERED,
                 offered_at=now,
             )
         ]
         + [
             RolloutTarget(rollout=rollout, agent=agent, batch=number, from_version=agent.version)
-            for number, batch in enumerate(batches, start=1)
+            for number, batch in enumerate(plan.batches, start=1)
             for agent in batch
         ]
         + [
@@ -217,7 +249,7 @@ def rollout_start(
                 state=RolloutTargetState.EXCLUDED,
                 detail="Offline when the wave began.",
             )
-            for agent in offline
+            for agent in plan.excluded
         ]
     )
     audit_record(
@@ -226,10 +258,10 @@ def rollout_start(
         target=rollout,
         customer=customer.pk,
         changes={
-            "release": [None, str(target)],
-            "canary": [None, canary.name],
-            "batches": [None, [len(b) for b in batches]],
-            "excluded": [None, len(offline)],
+            "release": [None, str(release.version)],
+            "canary": [None, plan.canary.name],
+            "batches": [None, [len(b) for b in plan.batches]],
+            "excluded": [None, len(plan.excluded)],
             "reason": [None, reason],
         },
     )
