@@ -1,19 +1,27 @@
 """Staff pages. Writes go through services (so each is audited); list pages select
 their relations and annotate their counts so no page issues queries per row."""
 
+from collections import Counter
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
 
-from fleet.choices import AgentStatus, TokenStatus
-from fleet.errors import InvalidLicense, InvalidVersion, LicenseBelowActiveAgents
+from fleet.choices import (
+    ACTIVE_ROLLOUT_STATES,
+    AgentStatus,
+    RolloutState,
+    RolloutTargetState,
+    TokenStatus,
+)
+from fleet.errors import FleetError, InvalidLicense, InvalidVersion, LicenseBelowActiveAgents
 from fleet.models import (
     ActivationToken,
     Agent,
@@ -34,7 +42,7 @@ from fleet.selectors import fleet_metrics, license_current
 from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from fleet.services.api_keys import api_key_revoke
-from fleet.services.audit import Actor
+from fleet.services.audit import SYSTEM, Actor
 from fleet.services.customers import (
     customer_create,
     customer_update,
@@ -54,6 +62,15 @@ from fleet.services.releases import (
     release_update,
     release_version_parse,
     release_yank,
+)
+from fleet.services.rollouts import (
+    rollout_abort,
+    rollout_pause,
+    rollout_plan,
+    rollout_resume,
+    rollout_retry_failed,
+    rollout_skip_soak,
+    rollout_start,
 )
 from fleet.services.tokens import token_revoke
 
@@ -124,6 +141,40 @@ class FleetNumbersMixin(admin.ModelAdmin):
 
 class NoteForm(forms.Form):
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+
+def note_action(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    action: str,
+    verb: str,
+    apply: Any,
+) -> Any:
+    """An admin action that asks for a note first (who acted and why go to the audit log):
+    shows the form, then calls apply(ids=..., note=..., actor=...) when it is filled in."""
+    form = NoteForm(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        done = apply(
+            ids=list(queryset.values_list("pk", flat=True)),
+            note=form.cleaned_data["note"],
+            actor=Actor.from_request(request),
+        )
+        model_admin.message_user(request, f"{verb.capitalize()}: {done} of {queryset.count()}.")
+        return None
+    opts = queryset.model._meta
+    return TemplateResponse(
+        request,
+        "admin/fleet/note_action.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": f"{verb.capitalize()} {opts.verbose_name_plural}",
+            "objects": list(queryset[:200]),
+            "form": form,
+            "action": action,
+            "verb": verb,
+        },
+    )
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -620,46 +671,16 @@ class AnomalyAdmin(FleetNumbersMixin, ReadOnlyAdmin):
 
     actions = ["resolve", "reopen"]
 
-    def _with_note(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Anomaly],
-        action: str,
-        verb: str,
-        apply: Any,
-    ) -> Any:
-        form = NoteForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            done = apply(
-                ids=list(queryset.values_list("pk", flat=True)),
-                note=form.cleaned_data["note"],
-                actor=Actor.from_request(request),
-            )
-            self.message_user(request, f"{verb.capitalize()}d {done} of {queryset.count()}.")
-            return None
-        return TemplateResponse(
-            request,
-            "admin/fleet/anomaly/note.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": f"{verb.capitalize()} anomalies",
-                "anomalies": queryset.select_related("customer"),
-                "form": form,
-                "action": action,
-                "verb": verb,
-            },
-        )
-
     @admin.action(description="Resolve with a note", permissions=["manage"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Anomaly]) -> Any:
         def apply(*, ids: list[int], note: str, actor: Actor) -> int:
             return anomalies_resolve(where=Q(pk__in=ids), note=note, actor=actor)
 
-        return self._with_note(request, queryset, "resolve", "resolve", apply)
+        return note_action(self, request, queryset, "resolve", "resolve", apply)
 
     @admin.action(description="Reopen with a note", permissions=["manage"])
     def reopen(self, request: HttpRequest, queryset: QuerySet[Anomaly]) -> Any:
-        return self._with_note(request, queryset, "reopen", "reopen", anomalies_reopen)
+        return note_action(self, request, queryset, "reopen", "reopen", anomalies_reopen)
 
     @admin.display(description="message")
     def short_message(self, obj: Anomaly) -> str:
@@ -683,15 +704,53 @@ class RolloutTargetInline(ReadOnlyInline):
         return super().get_queryset(request).select_related("agent")
 
 
+class RolloutStartForm(forms.ModelForm):
+    reason = forms.CharField(max_length=500, help_text="Why this wave, for the audit log.")
+    actor: Actor = SYSTEM  # set per request by RolloutAdmin.get_form
+
+    class Meta:
+        model = Rollout
+        fields = [
+            "customer",
+            "release",
+            "canary_agent",
+            "canary_soak",
+            "batch_fraction",
+            "batch_watch",
+            "agent_deadline",
+            "throughput_drop_tolerance",
+            "online_ratio_floor",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        try:
+            rollout_plan(
+                customer=cleaned["customer"],
+                release=cleaned["release"],
+                actor=self.actor,
+                canary=cleaned.get("canary_agent"),
+                batch_fraction=cleaned["batch_fraction"],
+            )
+        except FleetError as exc:
+            field = exc.extra.get("field")
+            self.add_error(field if field in self.fields else None, exc.detail)
+        return cleaned
+
+
 @admin.register(Rollout)
-class RolloutAdmin(ReadOnlyAdmin):
+class RolloutAdmin(NoDeleteAdmin):
+    """Waves: start one (planned and checked first), watch its batches and gates, steer it."""
+
     list_display = [
         "id",
         "customer",
         "target_version",
         "state",
-        "current_batch",
-        "target_count",
+        "step",
+        "progress",
         "started_at",
         "finished_at",
     ]
@@ -699,18 +758,178 @@ class RolloutAdmin(ReadOnlyAdmin):
     list_select_related = ["customer", "release"]
     search_fields = ["customer__name", "release__version"]
     date_hierarchy = "created_at"
-    inlines = [RolloutTargetInline]
+    readonly_fields = ["batches", "gate", "paused_reason"]
+    actions = ["pause", "resume", "abort", "skip_soak", "retry_failed"]
+    raw_id_fields = ["canary_agent"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rollout]:
-        return super().get_queryset(request).annotate(n_targets=Count("targets"))
+        done = Q(targets__state=RolloutTargetState.SUCCEEDED)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_targets=Count("targets", filter=~Q(targets__state=RolloutTargetState.EXCLUDED)),
+                n_done=Count("targets", filter=done),
+            )
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request)  # actions, not edits
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is not None:
+            return super().get_form(request, obj, change, **kwargs)
+        form = super().get_form(request, obj, change, form=RolloutStartForm, **kwargs)
+        return type("RolloutStartFormFor", (form,), {"actor": Actor.from_request(request)})
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return [*RolloutStartForm.Meta.fields, "reason"]
+        return [
+            "customer",
+            "release",
+            "state",
+            "paused_reason",
+            "batches",
+            "gate",
+            "canary_soak",
+            "batch_watch",
+            "throughput_drop_tolerance",
+            "online_ratio_floor",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Rollout, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        _adopt(
+            obj,
+            rollout_start(
+                customer=data["customer"],
+                release=data["release"],
+                actor=Actor.from_request(request),
+                reason=data["reason"],
+                canary=data.get("canary_agent"),
+                batch_fraction=data["batch_fraction"],
+                canary_soak=data["canary_soak"],
+                batch_watch=data["batch_watch"],
+                throughput_drop_tolerance=data["throughput_drop_tolerance"],
+                online_ratio_floor=data["online_ratio_floor"],
+            ),
+        )
 
     @admin.display(description="version", ordering="release__version")
     def target_version(self, obj: Rollout) -> str:
         return str(obj.release.version)
 
-    @admin.display(description="agents", ordering="n_targets")
-    def target_count(self, obj: Any) -> int:
-        return obj.n_targets
+    @admin.display(description="step")
+    def step(self, obj: Rollout) -> str:
+        if obj.state in (RolloutState.COMPLETED, RolloutState.ABORTED, RolloutState.DRAFT):
+            return "—"
+        return (
+            "canary"
+            if obj.current_batch == 0
+            else f"batch {obj.current_batch} of {obj.batches_total}"
+        )
+
+    @admin.display(description="upgraded")
+    def progress(self, obj: Any) -> str:
+        return format_html(
+            '<progress max="{}" value="{}"></progress> {}/{}',
+            obj.n_targets or 1,
+            obj.n_done,
+            obj.n_done,
+            obj.n_targets,
+        )
+
+    @admin.display(description="batches")
+    def batches(self, obj: Rollout) -> str:
+        rows = (
+            RolloutTarget.objects.filter(rollout=obj)
+            .values("batch", "state")
+            .annotate(n=Count("pk"))
+            .order_by("batch")
+        )
+        per_batch: dict[Any, Counter[str]] = {}
+        for row in rows:
+            per_batch.setdefault(row["batch"], Counter())[row["state"]] = row["n"]
+        lines = []
+        for batch, states in per_batch.items():
+            total = sum(states.values())
+            label = "excluded" if batch is None else ("canary" if batch == 0 else f"batch {batch}")
+            current = (
+                " ◀" if batch == obj.current_batch and obj.state in ACTIVE_ROLLOUT_STATES else ""
+            )
+            lines.append(
+                format_html(
+                    "<tr><td>{}{}</td>"
+                    '<td><progress max="{}" value="{}" style="width:12rem"></progress></td>'
+                    "<td>{}</td></tr>",
+                    label,
+                    current,
+                    total,
+                    states.get(RolloutTargetState.SUCCEEDED, 0),
+                    ", ".join(f"{n} {state}" for state, n in sorted(states.items())),
+                )
+            )
+        return format_html(
+            "<table>{}</table>", format_html_join("", "{}", ((line,) for line in lines))
+        )
+
+    @admin.display(description="latest gate")
+    def gate(self, obj: Rollout) -> str:
+        if not obj.last_gate:
+            return "No gate has run yet."
+        return format_html_join(
+            "", "<div><b>{}</b>: {}</div>", ((k, v) for k, v in sorted(obj.last_gate.items()))
+        )
+
+    def _steer(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Rollout],
+        action: str,
+        verb: str,
+        service: Any,
+    ) -> Any:
+        def apply(*, ids: list[int], note: str, actor: Actor) -> int:
+            done = 0
+            for rollout in Rollout.objects.filter(pk__in=ids):
+                try:
+                    service(rollout=rollout, actor=actor, reason=note)
+                    done += 1
+                except FleetError as exc:
+                    self.message_user(request, f"{rollout}: {exc.detail}", messages.WARNING)
+            return done
+
+        return note_action(self, request, queryset, action, verb, apply)
+
+    @admin.action(description="Pause with a reason", permissions=["manage"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Rollout]) -> Any:
+        return self._steer(request, queryset, "pause", "pause", rollout_pause)
+
+    @admin.action(description="Resume with a reason", permissions=["manage"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Rollout]) -> Any:
+        return self._steer(request, queryset, "resume", "resume", rollout_resume)
+
+    @admin.action(description="Abort with a reason", permissions=["manage"])
+    def abort(self, request: HttpRequest, queryset: QuerySet[Rollout]) -> Any:
+        return self._steer(request, queryset, "abort", "abort", rollout_abort)
+
+    @admin.action(description="Skip the rest of the soak", permissions=["manage"])
+    def skip_soak(self, request: HttpRequest, queryset: QuerySet[Rollout]) -> Any:
+        return self._steer(request, queryset, "skip_soak", "skip the soak of", rollout_skip_soak)
+
+    @admin.action(description="Retry failed agents", permissions=["manage"])
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Rollout]) -> Any:
+        return self._steer(
+            request, queryset, "retry_failed", "retry failed agents of", rollout_retry_failed
+        )
 
 
 @admin.register(FleetSnapshot)

@@ -482,3 +482,77 @@ def test_reopening_never_makes_two_open_rows_of_one_fingerprint(customer):
     assert second.pk != first.pk
     assert anomalies_reopen(ids=[first.pk], note="no") == 0
     assert Anomaly.objects.filter(resolved_at__isnull=True).count() == 1
+
+
+def _wave_fleet(customer, n=6):
+    factories.license(customer)
+    factories.release("1.10.0")
+    hosts = [factories.host(customer, zone=z) for z in ("a", "b")]
+    return [
+        factories.agent(
+            customer, hosts[i % 2], version="1.9.3", role=("coder", "reviewer", "tester")[i % 3]
+        )
+        for i in range(n)
+    ]
+
+
+def test_staff_start_watch_and_steer_a_rollout(staff_client, customer):
+    _wave_fleet(customer)
+    release = Release.objects.get(version="1.10.0")
+    form = {
+        "customer": customer.pk,
+        "release": release.pk,
+        "canary_agent": "",
+        "canary_soak": "24:00:00",
+        "batch_fraction": "0.25",
+        "batch_watch": "01:00:00",
+        "agent_deadline": "00:30:00",
+        "throughput_drop_tolerance": "0.20",
+        "online_ratio_floor": "0.95",
+        "reason": "monthly",
+    }
+    refused = staff_client.post(reverse("admin:fleet_rollout_add"), {**form, "batch_fraction": "1"})
+    assert refused.status_code == 200
+    assert b"whole fleet at once is refused" in refused.content
+    assert staff_client.post(reverse("admin:fleet_rollout_add"), form).status_code == 302
+    rollout = Rollout.objects.get()
+    page = staff_client.get(reverse("admin:fleet_rollout_change", args=[rollout.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "canary ◀" in html and "batch 1" in html and "<progress" in html
+    listing = staff_client.get(reverse("admin:fleet_rollout_changelist")).content.decode()
+    assert "0/6" in listing
+    url = reverse("admin:fleet_rollout_changelist")
+    staff_client.post(
+        url,
+        {
+            "action": "pause",
+            "_selected_action": [rollout.pk],
+            "apply": "1",
+            "note": "waiting for the release notes",
+        },
+    )
+    rollout.refresh_from_db()
+    assert rollout.state == "paused"
+    assert "waiting for the release notes" in rollout.paused_reason
+    staff_client.post(
+        url,
+        {
+            "action": "resume",
+            "_selected_action": [rollout.pk],
+            "apply": "1",
+            "note": "notes are out",
+        },
+    )
+    rollout.refresh_from_db()
+    assert rollout.state == "canary"
+    actions = list(
+        AuditEvent.objects.filter(target_type="fleet.rollout")
+        .order_by("id")
+        .values_list("action", "actor_user")
+    )
+    assert actions == [
+        ("rollout.start", staff_client.user.pk),
+        ("rollout.pause", staff_client.user.pk),
+        ("rollout.resume", staff_client.user.pk),
+    ]
