@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from fleet.choices import (
@@ -31,7 +31,7 @@ from fleet.models import (
     Release,
     RolloutTarget,
 )
-from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
+from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.versions import SemVer
 
 
@@ -101,7 +101,7 @@ def agent_for_secret(secret: str) -> Agent | None:
         state=RolloutTargetState.OFFERED,
         rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
     )
-    return (
+    agent = (
         Agent.objects.filter(secret_digest=secret_digest(secret))
         .exclude(status=AgentStatus.DECOMMISSIONED)
         .annotate(
@@ -113,13 +113,17 @@ def agent_for_secret(secret: str) -> Agent | None:
             ),
             upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
             upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
+            on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
         )
         .first()
     )
+    # The lookup is by digest; the comparison itself is constant-time.
+    return agent if agent and secret_matches(secret, agent.secret_digest) else None
 
 
 def agent_latest_release(agent: Agent) -> SemVer | None:
-    """The release the agent should be on, from the annotations of `agent_for_secret`."""
+    """The release the agent should be on, from the annotations of `agent_for_secret`.
+    (An agent on a yanked release newer than this one is told to move to it too.)"""
     beta = getattr(agent, "license_channel", None) == Channel.BETA
     return getattr(agent, "latest_any" if beta else "latest_stable", None)
 
@@ -147,11 +151,12 @@ def agent_job_cap(agent: Agent) -> int:
 def api_key_for_secret(secret: str) -> CustomerApiKey | None:
     if not secret_is_well_formed(secret, SecretKind.API_KEY):
         return None
-    return (
+    key = (
         CustomerApiKey.objects.select_related("customer")
         .filter(digest=secret_digest(secret), revoked_at__isnull=True)
         .first()
     )
+    return key if key and secret_matches(secret, key.digest) else None
 
 
 def membership_list(user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -188,9 +193,18 @@ def token_get(customer: Customer | int, token_id: int) -> ActivationToken:
 
 
 def token_list(customer: Customer | int, status: str | None = None) -> QuerySet[ActivationToken]:
+    """Tokens by their effective status: an outstanding token past its expiry is expired,
+    whether or not the daily expiry has run yet."""
     tokens = ActivationToken.objects.filter(customer=customer).select_related(
         "agent", "agent__host"
     )
+    now = timezone.now()
+    if status == TokenStatus.OUTSTANDING:
+        return tokens.filter(status=status, expires_at__gt=now)
+    if status == TokenStatus.EXPIRED:
+        return tokens.filter(
+            Q(status=status) | Q(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
+        )
     return tokens.filter(status=status) if status else tokens
 
 
@@ -238,7 +252,7 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
     version_counts: dict[str, Any] = {}
     if latest_version is not None:
         version_counts = {
-            "behind": Count("pk", filter=Q(version__lt=latest_version)),
+            "behind": Count("pk", filter=~Q(version=latest_version)),
             "minor_behind": Count("pk", filter=Q(version__lt=minor_floor(latest_version))),
         }
     agents = (

@@ -27,6 +27,7 @@ _PART_LIMIT = 1_000_000  # major, minor and patch each below a million
 _RANK_WIDTH = 19
 _NUMERIC_WIDTH = 20  # a numeric prerelease identifier, zero-padded
 _MAX_TEXT = 64
+_DB_MAX = 800  # a 64-character version's key is at most ~760 characters
 
 
 class SemVer(str):
@@ -49,6 +50,8 @@ class SemVer(str):
         obj.prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
         if any(isinstance(p, int) and p >= 10**_NUMERIC_WIDTH for p in obj.prerelease):
             raise ValueError(f"{value!r} has a prerelease number over {_NUMERIC_WIDTH} digits")
+        if len(obj.db_value) > _DB_MAX:
+            raise ValueError(f"{value!r} has too many prerelease parts")
         obj.build = match.group(5) or ""
         return obj
 
@@ -152,7 +155,9 @@ class SemVerField(models.CharField):
     descriptor_class = _SemVerAttribute
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", 400)  # the key of a 64-character version, and it
+        kwargs.setdefault(
+            "max_length", _DB_MAX
+        )  # the longest key of a 64-character version, and it
         super().__init__(*args, **kwargs)
         self.validators.append(validate_semver)
 

@@ -58,7 +58,8 @@ def _limits(license: License, seats_used: int) -> LicenseLimitsOut:
 
 def _update_hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
     latest = agent_latest_release(agent)
-    if latest is None or not version < latest:
+    on_yanked = getattr(agent, "on_yanked", False) and version == agent.version
+    if latest is None or version == latest or (version > latest and not on_yanked):
         return None
     return ReleaseHintOut(version=str(latest), channel=agent.license_channel)  # type: ignore[attr-defined]
 

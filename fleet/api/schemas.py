@@ -2,11 +2,12 @@
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from django.utils import timezone
 from ninja import Schema
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StringConstraints
 
 from fleet.choices import AgentRole, AnomalySeverity, TokenStatus, UpgradeOutcome
 from fleet.models import ActivationToken
@@ -21,6 +22,26 @@ def _no_nul(value: str) -> str:
 
 def _semver(value: str) -> SemVer:
     return SemVer(value)
+
+
+def _within_a_day(value: datetime) -> datetime:
+    if abs(value - timezone.now()) > timedelta(days=1):
+        raise ValueError("is more than a day away from the server's clock")
+    return value
+
+
+def _no_nul_anywhere(value: Any) -> Any:
+    """JSON from agents may nest; PostgreSQL's jsonb refuses NUL in any string of it."""
+    if isinstance(value, str):
+        _no_nul(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(str(key))
+            _no_nul_anywhere(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul_anywhere(item)
+    return value
 
 
 # Text fields: stripped, NUL-free; each field sets its max_length to fit its column.
@@ -91,7 +112,9 @@ class HeartbeatIn(In):
         default_factory=list, max_length=1000
     )
     load: float | None = Field(None, ge=0, le=10_000)
-    sent_at: datetime | None = None
+    sent_at: Annotated[AwareDatetime, AfterValidator(_within_a_day)] | None = Field(
+        None, description="The agent's clock when it sent this, with a timezone."
+    )
 
 
 class HeartbeatOut(Schema):
@@ -188,7 +211,9 @@ class ClaimOut(JobOut):
 
 class CompleteIn(In):
     lease_id: uuid.UUID
-    result: dict[str, Any] | list[Any] | str | None = None
+    result: Annotated[dict[str, Any] | list[Any] | str | None, AfterValidator(_no_nul_anywhere)] = (
+        None
+    )
 
 
 class FailIn(In):
@@ -219,6 +244,11 @@ class TokenOut(Schema):
     redeemed_by_host: str | None = None
     redeemed_by_agent_id: int | None = None
     refused_attempts: int
+
+    @staticmethod
+    def resolve_status(token: ActivationToken) -> str:
+        expired = token.status == TokenStatus.OUTSTANDING and token.expires_at <= timezone.now()
+        return TokenStatus.EXPIRED if expired else token.status
 
     @staticmethod
     def resolve_redeemed_by_host(token: ActivationToken) -> str | None:

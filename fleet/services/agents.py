@@ -1,11 +1,11 @@
 """Agents: activation with a single-use token, heartbeats, upgrade reports, retirement."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from fleet.choices import (
@@ -33,12 +33,17 @@ from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secr
 from fleet.selectors import customer_active_agent_count
 from fleet.services.anomalies import (
     agent_offline_fingerprint,
+    anomalies_resolve,
     anomaly_open,
     anomaly_resolve_fingerprint,
 )
 from fleet.services.audit import SYSTEM, Actor, audit_record
 from fleet.services.rollouts import rollout_record_result
 from fleet.versions import SemVer
+
+# A lost activation answer can be recovered by the same machine and unit this long after
+# the first redemption; later, a redeemed token is no credential at all.
+RETRY_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ def agent_activate(
                 and holder.status != AgentStatus.DECOMMISSIONED
                 and holder.host.machine_id == machine.machine_id
                 and holder.unit_name == machine.unit_name
+                and row.redeemed_at is not None
+                and now - row.redeemed_at <= RETRY_WINDOW
             ):
                 return _reactivate(holder, ip_address=ip_address)
             refusal = _refuse_second_redemption(row, holder, machine, ip_address)
@@ -128,6 +135,13 @@ def _refuse_second_redemption(
             "Tokens are single-use: mint one per agent."
         ),
         actor=Actor(label=f"machine:{machine.hostname}", ip_address=ip),
+    )
+    audit_record(
+        actor=Actor(label=f"machine:{machine.hostname}"[:200], ip_address=ip),
+        action="token.redemption_refused",
+        target=row,
+        customer=row.customer_id,
+        changes={"machine_id": [None, machine.machine_id], "hostname": [None, machine.hostname]},
     )
     return TokenAlreadyRedeemed(
         f"This token was already claimed by host {claimed_by} at "
@@ -176,15 +190,14 @@ def _register(
         raise RoleMismatch(
             f"This token was minted for a {row.role} agent, not a {role}.", field="role"
         )
+    # A second agent on a known host updates only what it reported.
+    reported = {"hostname": machine.hostname, "last_seen_at": now}
+    if machine.zone:
+        reported["zone"] = machine.zone
+    if machine.memory_mb is not None:
+        reported["memory_mb"] = machine.memory_mb
     host, _ = Host.objects.update_or_create(
-        customer_id=row.customer_id,
-        machine_id=machine.machine_id,
-        defaults={
-            "hostname": machine.hostname,
-            "zone": machine.zone,
-            "memory_mb": machine.memory_mb,
-            "last_seen_at": now,
-        },
+        customer_id=row.customer_id, machine_id=machine.machine_id, defaults=reported
     )
     minted = secret_mint(SecretKind.AGENT_SECRET)
     try:
@@ -193,7 +206,7 @@ def _register(
                 customer_id=row.customer_id,
                 host=host,
                 activation_token=row,
-                name=name or f"{machine.unit_name}@{machine.hostname}",
+                name=(name or f"{machine.unit_name}@{machine.hostname}")[:128],
                 role=role,
                 unit_name=machine.unit_name,
                 state_dir=machine.state_dir,
@@ -393,8 +406,14 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     if not updated:
         return False
     requeued = Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING).update(
-        status=JobStatus.QUEUED, agent=None, lease_id=None, lease_expires_at=None
+        status=JobStatus.QUEUED,
+        agent=None,
+        lease_id=None,
+        lease_expires_at=None,
+        started_at=None,
+        queued_at=now,
     )
+    anomalies_resolve(where=Q(agent_id=agent.pk), note="The agent was decommissioned.", actor=actor)
     audit_record(
         actor=actor,
         action="agent.decommission",

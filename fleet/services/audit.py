@@ -1,3 +1,4 @@
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,14 @@ class Actor:
 
 def client_address(request: HttpRequest) -> str | None:
     """REMOTE_ADDR, or the address our NUM_PROXIES trusted proxies saw (never the whole,
-    spoofable X-Forwarded-For header)."""
-    return BaseThrottle().get_ident(request) or None
+    spoofable X-Forwarded-For header); anything that is not an IP address falls back to
+    REMOTE_ADDR."""
+    for candidate in (BaseThrottle().get_ident(request), request.META.get("REMOTE_ADDR")):
+        try:
+            return str(ipaddress.ip_address((candidate or "").strip()))
+        except ValueError:
+            continue
+    return None
 
 
 SYSTEM = Actor()

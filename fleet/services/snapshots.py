@@ -60,7 +60,7 @@ def _version_counts() -> dict[str, Any]:
         latest = release_latest(channel)
         if latest is None:
             continue
-        counts[f"behind_{channel}"] = Count("pk", filter=Q(version__lt=latest.version))
+        counts[f"behind_{channel}"] = Count("pk", filter=~Q(version=latest.version))
         counts[f"minor_behind_{channel}"] = Count(
             "pk", filter=Q(version__lt=minor_floor(latest.version))
         )
