@@ -129,3 +129,8 @@ class RolloutRefused(FleetError):
 class RolloutStateError(FleetError):
     code = "rollout_state"
     status = 409
+
+
+class IdempotencyKeyReused(FleetError):
+    code = "idempotency_key_reused"
+    status = 409

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from fleet.choices import (
@@ -208,9 +208,32 @@ def token_list(customer: Customer | int, status: str | None = None) -> QuerySet[
     return tokens.filter(status=status) if status else tokens
 
 
+BASELINE_DAYS = 7
+
+
+def throughput_baselines(now: datetime, customer: Customer | int | None = None) -> dict[int, float]:
+    """By customer: the average of jobs completed in the hour up to this time of day on
+    the previous days (from the minute snapshots)."""
+    windows = Q()
+    for day in range(1, BASELINE_DAYS + 1):
+        at = now - timedelta(days=day)
+        windows |= Q(
+            taken_at__gte=at - timedelta(minutes=2), taken_at__lte=at + timedelta(minutes=2)
+        )
+    snapshots = FleetSnapshot.objects.filter(windows)
+    if customer is not None:
+        snapshots = snapshots.filter(customer=customer)
+    return dict(
+        snapshots.values("customer_id")
+        .annotate(avg=Avg("jobs_completed_last_hour"))
+        .order_by()
+        .values_list("customer_id", "avg")
+    )
+
+
 @dataclass(frozen=True)
 class FleetMetrics:
-    """The four numbers operators watch, computed live."""
+    """The four numbers operators watch: counts live, rates from the latest snapshot."""
 
     at: datetime
     agents_active: int
@@ -224,13 +247,18 @@ class FleetMetrics:
     latest_version: str | None
     agents_not_on_latest: int
     agents_minor_behind: int
+    throughput_baseline: float | None = None  # same hour on the previous days
+    idle_ratio: float | None = None
+    wait_p50_seconds: float | None = None
+    wait_p95_seconds: float | None = None
+    snapshot_at: datetime | None = None
 
     @property
     def throughput_trend(self) -> float | None:
-        """Last hour's completions against the hour before (1.0 is steady)."""
-        if not self.jobs_completed_previous_hour:
-            return None
-        return self.jobs_completed_last_hour / self.jobs_completed_previous_hour
+        """Last hour's completions against the baseline (the same hour on previous days),
+        or against the hour before when there is no baseline yet; 1.0 is steady."""
+        reference = self.throughput_baseline or self.jobs_completed_previous_hour
+        return self.jobs_completed_last_hour / reference if reference else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "throughput_trend": self.throughput_trend}
@@ -242,8 +270,8 @@ def minor_floor(latest: SemVer) -> SemVer:
 
 
 def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = None) -> FleetMetrics:
-    """Five queries whatever the fleet's size. `customer=None` is every fleet together
-    (staff's view), measured against the stable channel."""
+    """Seven queries whatever the fleet's size. `customer=None` is every fleet together
+    (staff's view), measured against the stable channel, without snapshot rates."""
     now = now or timezone.now()
     scope = Q(customer=customer) if customer is not None else Q()
     license = license_current(customer) if customer is not None else None
@@ -279,6 +307,18 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
     )
     anomalies = Anomaly.objects.filter(scope, resolved_at__isnull=True).count()
+    snapshot = (
+        FleetSnapshot.objects.filter(customer=customer).order_by("-taken_at").first()
+        if customer is not None
+        else None
+    )
+    baseline = (
+        throughput_baselines(now, customer).get(
+            customer if isinstance(customer, int) else customer.pk
+        )
+        if customer is not None
+        else None
+    )
     return FleetMetrics(
         at=now,
         agents_active=agents["active"],
@@ -292,6 +332,11 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         latest_version=str(latest_version) if latest_version else None,
         agents_not_on_latest=agents.get("behind", 0),
         agents_minor_behind=agents.get("minor_behind", 0),
+        throughput_baseline=baseline,
+        idle_ratio=snapshot.idle_ratio if snapshot else None,
+        wait_p50_seconds=snapshot.wait_p50_seconds if snapshot else None,
+        wait_p95_seconds=snapshot.wait_p95_seconds if snapshot else None,
+        snapshot_at=snapshot.taken_at if snapshot else None,
     )
 
 

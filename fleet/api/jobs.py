@@ -1,7 +1,9 @@
 """The job queue: agents claim and finish jobs; customer automation submits and reads them."""
 
+from typing import Annotated
+
 from django.http import HttpRequest
-from ninja import Router, Status
+from ninja import Header, Router, Status
 
 from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
 from fleet.api.schemas import ClaimOut, CompleteIn, FailIn, JobOut, JobSubmitIn, errors
@@ -60,19 +62,26 @@ def fail(request: HttpRequest, job_id: int, body: FailIn) -> Job:
     "/jobs",
     auth=api_key_auth,
     throttle=[ApiKeyThrottle()],
-    response={201: JobOut, **errors(401, 413, 422, 429)},
+    response={200: JobOut, 201: JobOut, **errors(401, 409, 413, 422, 429)},
     summary="Submit a job for a role",
 )
-def submit(request: HttpRequest, body: JobSubmitIn) -> Status[Job]:
+def submit(
+    request: HttpRequest,
+    body: JobSubmitIn,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", max_length=100)] = "",
+) -> Status[Job]:
+    """201 with the new job; with an `Idempotency-Key` header, a retry of the same submit
+    answers 200 with the first job instead of queueing it twice."""
     key = authed_key(request)
-    job = job_submit(
+    job, created = job_submit(
         customer=key.customer,
         role=body.role,
         payload=body.payload.dict(),
         priority=body.priority,
+        idempotency_key=idempotency_key.replace("\x00", ""),
         actor=Actor(label=f"api-key:{key.name}", ip_address=client_address(request)),
     )
-    return Status(201, job)
+    return Status(201 if created else 200, job)
 
 
 @router.get(

@@ -292,6 +292,11 @@ class FleetMetricsOut(Schema):
     latest_version: str | None
     agents_not_on_latest: int
     agents_minor_behind: int
+    throughput_baseline: float | None
+    idle_ratio: float | None
+    wait_p50_seconds: float | None
+    wait_p95_seconds: float | None
+    snapshot_at: datetime | None
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:

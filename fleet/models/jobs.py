@@ -24,12 +24,20 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    idempotency_key = models.CharField(
+        max_length=100, blank=True, help_text="The client's key: a retried submit is one job."
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=~models.Q(status=JobStatus.RUNNING) | models.Q(agent__isnull=False),
                 name="job_running_has_agent",
+            ),
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="job_one_per_idempotency_key",
             ),
         ]
         indexes = [

@@ -21,7 +21,10 @@ class FleetSnapshot(models.Model):
     queue_depth = models.PositiveIntegerField(default=0)
     jobs_running = models.PositiveIntegerField(default=0)
     wait_p50_seconds = models.FloatField(
-        null=True, blank=True, help_text="Queued → started, of jobs started in the last 5 minutes."
+        null=True,
+        blank=True,
+        help_text="Of jobs started in the last 5 minutes (queued → started) and jobs still "
+        "queued (queued → now).",
     )
     wait_p95_seconds = models.FloatField(null=True, blank=True)
     idle_ratio = models.FloatField(

@@ -5,11 +5,12 @@ anomaly, and a finding whose condition cleared is resolved by the next run."""
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Avg, Count, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from fleet.choices import AgentRole, AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
 from fleet.models import FleetSnapshot, Host, Job
+from fleet.selectors import throughput_baselines
 from fleet.services.anomalies import Finding, anomalies_record, anomalies_resolve
 
 DETECTED_KINDS = [
@@ -19,7 +20,6 @@ DETECTED_KINDS = [
     AnomalyKind.VERSION_SKEW,
     AnomalyKind.ANTI_PATTERN,
 ]
-BASELINE_DAYS = 7
 IDLE_AGENT_MB = 200
 TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
 
@@ -28,28 +28,11 @@ def _pct(value: float) -> str:
     return f"{value * 100:.0f}%"
 
 
-def _throughput_baselines(now: datetime) -> dict[int, float]:
-    """The average of jobs completed in the hour up to this time of day on previous days."""
-    windows = Q()
-    for day in range(1, BASELINE_DAYS + 1):
-        at = now - timedelta(days=day)
-        windows |= Q(
-            taken_at__gte=at - timedelta(minutes=2), taken_at__lte=at + timedelta(minutes=2)
-        )
-    return dict(
-        FleetSnapshot.objects.filter(windows)
-        .values("customer_id")
-        .annotate(avg=Avg("jobs_completed_last_hour"))
-        .order_by()
-        .values_list("customer_id", "avg")
-    )
-
-
 def fleet_detect(snapshots: list[FleetSnapshot], *, now: datetime | None = None) -> list[Finding]:
     """Find what is wrong now, record it (folding repeats), and resolve what cleared."""
     now = now or timezone.now()
     findings: list[Finding] = []
-    baselines = _throughput_baselines(now)
+    baselines = throughput_baselines(now)
     hour_ago = dict(
         FleetSnapshot.objects.filter(
             taken_at__gte=now - timedelta(minutes=62), taken_at__lte=now - timedelta(minutes=58)
@@ -121,11 +104,15 @@ def fleet_detect(snapshots: list[FleetSnapshot], *, now: datetime | None = None)
 
 
 def _failing_agents(now: datetime) -> list[Finding]:
+    hour_ago = now - timedelta(hours=1)
+    failed = Q(status=JobStatus.FAILED, finished_at__gt=hour_ago)
+    # A retryable failure sends the job back to the queue, still naming the agent that failed.
+    retried = Q(status=JobStatus.QUEUED, queued_at__gt=hour_ago) & ~Q(error="")
     rows = (
-        Job.objects.filter(status=JobStatus.FAILED, finished_at__gt=now - timedelta(hours=1))
+        Job.objects.filter(failed | retried, agent_id__isnull=False)
         .values("agent_id", "customer_id", "agent__name")
         .annotate(n=Count("pk"))
-        .filter(n__gte=settings.JOB_FAILURES_PER_HOUR, agent_id__isnull=False)
+        .filter(n__gte=settings.JOB_FAILURES_PER_HOUR)
         .order_by()
     )
     return [
@@ -145,6 +132,7 @@ def _one_zone_fleets() -> list[Finding]:
         Host.objects.filter(
             agents__status__in=[AgentStatus.ONLINE, AgentStatus.OFFLINE, AgentStatus.UPGRADING]
         )
+        .exclude(zone="")  # a host that reported no zone says nothing about the spread
         .values("customer_id")
         .annotate(hosts=Count("pk", distinct=True), zones=Count("zone", distinct=True))
         .filter(hosts__gte=2, zones=1)

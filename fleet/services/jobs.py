@@ -5,11 +5,11 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, JobStatus
-from fleet.errors import JobAlreadyFinished, NotFound, StaleLease
+from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
@@ -39,9 +39,27 @@ def job_submit(
     role: str,
     payload: dict[str, Any],
     priority: int = 0,
+    idempotency_key: str = "",
     actor: Actor = SYSTEM,
-) -> Job:
-    job = Job.objects.create(customer=customer, role=role, payload=payload, priority=priority)
+) -> tuple[Job, bool]:
+    """Queue a job. With an idempotency key, a retried submit returns the first job
+    (created False); the same key with a different job is refused."""
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                customer=customer,
+                role=role,
+                payload=payload,
+                priority=priority,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        job = Job.objects.get(customer=customer, idempotency_key=idempotency_key)
+        if (job.role, job.payload, job.priority) != (role, payload, priority):
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used for a different job.", job_id=job.pk
+            ) from None
+        return job, False
     audit_record(
         actor=actor,
         action="job.submit",
@@ -49,7 +67,7 @@ def job_submit(
         customer=customer.pk,
         changes={"role": [None, role], "priority": [None, priority]},
     )
-    return job
+    return job, True
 
 
 @transaction.atomic
@@ -160,11 +178,13 @@ def job_fail(
 
     def changes(job: Job) -> dict[str, Any]:
         if retryable and job.attempts < settings.JOB_MAX_ATTEMPTS:
+            # Back in the queue from now; `agent` keeps the agent that failed it until the
+            # next claim, so repeated failures of one agent are seen.
             return {
                 "status": JobStatus.QUEUED,
-                "agent": None,
                 "error": error,
                 "started_at": None,
+                "queued_at": timezone.now(),
                 "lease_expires_at": None,
             }
         return {

@@ -19,30 +19,38 @@ from fleet.selectors import minor_floor, release_latest
 HOUR = timedelta(hours=1)
 WAIT_WINDOW = timedelta(minutes=5)  # waits of jobs started in the last five minutes
 
+# Waits: jobs started in the window (queued -> started), and jobs still queued (queued ->
+# now), so a stalled queue shows long waits instead of no number at all.
 _WAITS_POSTGRES = """
 SELECT customer_id,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - queued_at)),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - queued_at))
-  FROM fleet_job
- WHERE started_at >= %s
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY wait),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY wait)
+  FROM (SELECT customer_id, EXTRACT(EPOCH FROM started_at - queued_at) AS wait
+          FROM fleet_job WHERE started_at >= %s
+        UNION ALL
+        SELECT customer_id, EXTRACT(EPOCH FROM %s - queued_at)
+          FROM fleet_job WHERE status = %s) AS waits
  GROUP BY customer_id
 """
 
 
-def _wait_percentiles(since: datetime) -> dict[int, tuple[float, float]]:
-    """p50 and p95 of queued → started for jobs started since `since`, by customer."""
+def _wait_percentiles(since: datetime, now: datetime) -> dict[int, tuple[float, float]]:
+    """p50 and p95 of the waits of jobs started since `since` and of jobs still queued."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_WAITS_POSTGRES, [since])
+            cursor.execute(_WAITS_POSTGRES, [since, now, JobStatus.QUEUED])
             return {c: (float(p50), float(p95)) for c, p50, p95 in cursor.fetchall()}
-    # SQLite (the embedded default) has no percentile function: one query, sorted here.
+    # SQLite (the embedded default) has no percentile function: two queries, sorted here.
     waits: dict[int, list[float]] = defaultdict(list)
-    started_jobs = Job.objects.filter(started_at__gte=since)
-    for customer_id, queued, started in started_jobs.values_list(
+    started = Job.objects.filter(started_at__gte=since).values_list(
         "customer_id", "queued_at", "started_at"
-    ):
-        if started is not None:
-            waits[customer_id].append((started - queued).total_seconds())
+    )
+    queued = Job.objects.filter(status=JobStatus.QUEUED).values_list("customer_id", "queued_at")
+    for customer_id, queued_at, started_at in started:
+        if started_at is not None:
+            waits[customer_id].append((started_at - queued_at).total_seconds())
+    for customer_id, queued_at in queued:
+        waits[customer_id].append((now - queued_at).total_seconds())
     return {c: _percentiles(values) for c, values in waits.items()}
 
 
@@ -108,7 +116,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         )
         .order_by()
     }
-    waits = _wait_percentiles(now - WAIT_WINDOW)
+    waits = _wait_percentiles(now - WAIT_WINDOW, now)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")

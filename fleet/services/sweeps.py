@@ -62,20 +62,21 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
     now = now or timezone.now()
     with transaction.atomic():
         state = _sweep_clock(STALE_SWEEP, now)
-        in_grace = state.grace_until is not None and now < state.grace_until
-        marked = 0 if in_grace else _mark_offline(now)
-        anomalies_resolve(
-            where=Q(kind=AnomalyKind.AGENT_OFFLINE, agent__status=AgentStatus.ONLINE),
-            note="The agent's heartbeat arrived again.",
-            now=now,
-        )
+    in_grace = state.grace_until is not None and now < state.grace_until
+    marked = 0 if in_grace else _mark_offline(now)
+    anomalies_resolve(
+        where=Q(kind=AnomalyKind.AGENT_OFFLINE, agent__status=AgentStatus.ONLINE),
+        note="The agent's heartbeat arrived again.",
+        now=now,
+    )
     requeued, abandoned = jobs_requeue_expired(now=now)
     return StaleSweep(marked, in_grace, requeued, abandoned)
 
 
 def _mark_offline(now: datetime) -> int:
-    """Mark silent agents offline in chunks of CHUNK: five statements a chunk (select, update,
-    findings, and audit rows for the agents and the findings opened)."""
+    """Mark silent agents offline in chunks of CHUNK, each its own transaction (so a mass
+    offline never holds row locks that block heartbeats for long): five statements a
+    chunk (select, update, findings, and audit rows for the agents and the findings)."""
     cutoff = now - settings.AGENT_ONLINE_WINDOW
     silent = Q(status__in=[AgentStatus.ONLINE, AgentStatus.UPGRADING]) & (
         Q(last_heartbeat_at__lt=cutoff)
@@ -86,21 +87,22 @@ def _mark_offline(now: datetime) -> int:
         chunk = list(Agent.objects.filter(silent).values_list("pk", flat=True).order_by()[:CHUNK])
         if not chunk:
             return marked_total
-        # The conditions again: an agent heard from since the SELECT stays online.
-        marked_total += Agent.objects.filter(silent, pk__in=chunk).update(
-            status=AgentStatus.OFFLINE, offline_since=now
-        )
-        anomalies_record_agents_offline(chunk, now=now)
-        audit_record_rows(
-            actor=SYSTEM,
-            action="agent.offline",
-            model=Agent,
-            ids=chunk,
-            repr_sql="name",
-            condition=f"status = '{AgentStatus.OFFLINE}' AND offline_since = %s",
-            condition_params=[db_time(now)],
-            changes={"status": ["online", "offline"]},
-        )
+        with transaction.atomic():
+            # The conditions again: an agent heard from since the SELECT stays online.
+            marked_total += Agent.objects.filter(silent, pk__in=chunk).update(
+                status=AgentStatus.OFFLINE, offline_since=now
+            )
+            anomalies_record_agents_offline(chunk, now=now)
+            audit_record_rows(
+                actor=SYSTEM,
+                action="agent.offline",
+                model=Agent,
+                ids=chunk,
+                repr_sql="name",
+                condition=f"status = '{AgentStatus.OFFLINE}' AND offline_since = %s",
+                condition_params=[db_time(now)],
+                changes={"status": ["online", "offline"]},
+            )
         if len(chunk) < CHUNK:
             return marked_total
 
@@ -129,6 +131,7 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
                 lease_id=None,
                 lease_expires_at=None,
                 started_at=None,
+                queued_at=now,
             )
             Job.objects.filter(pk__in=[pk for pk, *_ in give_up]).update(
                 status=JobStatus.FAILED,

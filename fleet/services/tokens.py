@@ -11,29 +11,36 @@ from fleet.secrets import SecretKind, secret_mint
 from fleet.selectors import license_seats
 from fleet.services.audit import SYSTEM, Actor, audit_record, audit_record_rows
 
+EXPIRE_CHUNK = 5000
 
-@transaction.atomic
+
 def token_expire_overdue(*, now: datetime | None = None) -> int:
-    """Outstanding tokens past their expiry become expired, each with an audit row."""
-    overdue = list(
-        ActivationToken.objects.select_for_update()
-        .filter(status=TokenStatus.OUTSTANDING, expires_at__lte=now or timezone.now())
-        .values_list("pk", flat=True)
-    )
-    if not overdue:
-        return 0
-    ActivationToken.objects.filter(pk__in=overdue, status=TokenStatus.OUTSTANDING).update(
-        status=TokenStatus.EXPIRED
-    )
-    audit_record_rows(
-        actor=SYSTEM,
-        action="token.expire",
-        model=ActivationToken,
-        ids=overdue,
-        repr_sql="display_prefix",
-        changes={"status": [TokenStatus.OUTSTANDING, TokenStatus.EXPIRED]},
-    )
-    return len(overdue)
+    """Outstanding tokens past their expiry become expired, each with an audit row; in
+    chunks of 5,000, three statements each."""
+    now = now or timezone.now()
+    expired = 0
+    while True:
+        with transaction.atomic():
+            overdue = list(
+                ActivationToken.objects.select_for_update(skip_locked=True)
+                .filter(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
+                .values_list("pk", flat=True)
+                .order_by()[:EXPIRE_CHUNK]
+            )
+            if not overdue:
+                return expired
+            ActivationToken.objects.filter(pk__in=overdue).update(status=TokenStatus.EXPIRED)
+            audit_record_rows(
+                actor=SYSTEM,
+                action="token.expire",
+                model=ActivationToken,
+                ids=overdue,
+                repr_sql="display_prefix",
+                changes={"status": [TokenStatus.OUTSTANDING, TokenStatus.EXPIRED]},
+            )
+        expired += len(overdue)
+        if len(overdue) < EXPIRE_CHUNK:
+            return expired
 
 
 @transaction.atomic

@@ -62,9 +62,10 @@ def test_a_snapshot_holds_the_fleets_numbers(fleet):
     assert snap.online_ratio == pytest.approx(2 / 3)
     assert (snap.jobs_completed_last_hour, snap.jobs_failed_last_hour) == (3, 1)
     assert (snap.queue_depth, snap.jobs_running) == (1, 1)
-    # waits of jobs started in the last 5 minutes: 10, 30, 120 s (+ the running one, 0 s)
-    assert snap.wait_p50_seconds == pytest.approx(20, abs=0.5)
-    assert 100 <= snap.wait_p95_seconds <= 120
+    # waits of jobs started in the last 5 minutes: 10, 30, 120 s, the running one 0 s,
+    # and the queued one so far, 0 s
+    assert snap.wait_p50_seconds == pytest.approx(10, abs=0.5)
+    assert 90 <= snap.wait_p95_seconds <= 120
     assert snap.idle_ratio == pytest.approx(0.5)  # 1 of 2 online agents busy this minute
     assert (snap.agents_not_on_latest, snap.agents_minor_behind) == (2, 1)
 
@@ -141,3 +142,11 @@ def test_two_snapshots_at_once_write_one_row_and_one_finding_each(fleet):
     low = Anomaly.objects.filter(kind=AnomalyKind.LOW_ONLINE_RATIO)
     assert low.count() == 1
     assert low.get().occurrences == 2  # the second folded into the first
+
+
+def test_a_stalled_queue_shows_long_waits_not_no_number(customer):
+    for _ in range(5):
+        job = Job.objects.create(customer=customer, role="coder")
+        Job.objects.filter(pk=job.pk).update(queued_at=timezone.now() - timedelta(hours=2))
+    [snap] = fleet_snapshots_take()
+    assert snap.wait_p50_seconds == pytest.approx(7200, abs=5)
