@@ -130,3 +130,27 @@ def test_throughput_drop_against_the_same_hour_with_a_steady_queue(healthy):
     detect(now + timedelta(minutes=1))
     drop.refresh_from_db()
     assert drop.resolved_at is not None
+
+
+def test_hosts_without_a_zone_are_not_one_zone(healthy):
+    factories.Host.objects.update(zone="")
+    detect()
+    assert not Anomaly.objects.filter(fingerprint__startswith="anti_pattern:one_zone").exists()
+
+
+def test_retryable_failures_count_towards_repeated_failures(healthy):
+    from tests.fleet.api.conftest import activate
+
+    agent = activate(healthy, version="1.10.0")
+    for priority in (3, 2, 1):
+        Job.objects.create(customer=healthy, role="coder", priority=priority)
+    for _ in range(3):
+        job = agent.api.post("/jobs/claim").json()
+        agent.api.post(
+            f"/jobs/{job['id']}/fail",
+            {"lease_id": job["lease_id"], "error": "boom", "retryable": True},
+        )
+        Job.objects.filter(pk=job["id"]).update(priority=-1)  # let the next one be claimed
+    assert set(Job.objects.values_list("status", "agent_id")) == {("queued", agent.agent.pk)}
+    detect()
+    assert Anomaly.objects.get(kind=AnomalyKind.JOB_FAILURES).agent_id == agent.agent.pk
