@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from fleet.choices import (
@@ -22,13 +22,16 @@ from fleet.models import (
     ActivationToken,
     Agent,
     Anomaly,
+    AuditEvent,
     Customer,
     CustomerApiKey,
     FleetSnapshot,
+    Host,
     Job,
     License,
     Membership,
     Release,
+    Rollout,
     RolloutTarget,
 )
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
@@ -441,3 +444,184 @@ def fleet_sizing(customer: Customer | int, repo_loc: int) -> list[SizingRow]:
         .values_list("role", "n")
     )
     return [SizingRow(role, lo, hi, current.get(role, 0)) for role, (lo, hi) in table.items()]
+
+
+# --- the portal's lists and objects (all scoped by customer) -----------------------------
+
+
+def agent_get(customer: Customer | int, agent_id: int) -> Agent:
+    agent = Agent.objects.select_related("host").filter(customer=customer, pk=agent_id).first()
+    if agent is None:
+        raise NotFound("No such agent.")
+    return agent
+
+
+def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[Agent]:
+    """The portal's agent list: filter by status, role, version, host and zone, search by
+    name, unit, hostname or machine id."""
+    agents = Agent.objects.filter(customer=customer).select_related("host")
+    if filters.get("status"):
+        agents = agents.filter(status=filters["status"])
+    else:
+        agents = agents.exclude(status=AgentStatus.DECOMMISSIONED)
+    for key, lookup in (("role", "role"), ("host", "host__hostname"), ("zone", "host__zone")):
+        if filters.get(key):
+            agents = agents.filter(**{lookup: filters[key]})
+    if filters.get("version"):
+        try:
+            agents = agents.filter(version=SemVer(filters["version"]))
+        except ValueError:
+            agents = agents.none()
+    if filters.get("q"):
+        q = filters["q"]
+        agents = agents.filter(
+            Q(name__icontains=q)
+            | Q(unit_name__icontains=q)
+            | Q(host__hostname__icontains=q)
+            | Q(host__machine_id__icontains=q)
+        )
+    return agents.order_by("status", "name")
+
+
+def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
+    """Distinct versions, hosts and zones for the filter menus (three small queries)."""
+    active = Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED)
+    versions = sorted({SemVer(str(v)) for v in active.values_list("version", flat=True)})
+    return {
+        "versions": [str(v) for v in versions],
+        "hosts": sorted(set(active.values_list("host__hostname", flat=True))),
+        "zones": sorted(set(active.values_list("host__zone", flat=True)) - {""}),
+    }
+
+
+def host_list(customer: Customer | int) -> QuerySet[Host]:
+    """Hosts with their agents counted by role, for the zone mix and memory budget."""
+    active = ~Q(agents__status=AgentStatus.DECOMMISSIONED)
+    return (
+        Host.objects.filter(customer=customer)
+        .annotate(
+            n_agents=Count("agents", filter=active),
+            n_testers=Count("agents", filter=active & Q(agents__role="tester")),
+            n_online=Count("agents", filter=active & Q(agents__status=AgentStatus.ONLINE)),
+        )
+        .order_by("zone", "hostname")
+    )
+
+
+def job_list(customer: Customer | int, status: str) -> QuerySet[Job]:
+    jobs = Job.objects.filter(customer=customer).select_related("agent")
+    if status == "finished":
+        return jobs.filter(
+            status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
+        ).order_by("-finished_at", "-pk")
+    if status == JobStatus.RUNNING:
+        return jobs.filter(status=JobStatus.RUNNING).order_by("started_at")
+    return jobs.filter(status=JobStatus.QUEUED).order_by("-priority", "queued_at")
+
+
+def job_counts(customer: Customer | int) -> dict[str, int]:
+    row = Job.objects.filter(customer=customer).aggregate(
+        queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
+        running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+        finished=Count(
+            "pk", filter=Q(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+        ),
+    )
+    return dict(row)
+
+
+def anomaly_list(customer: Customer | int, state: str = "open") -> QuerySet[Anomaly]:
+    anomalies = Anomaly.objects.filter(customer=customer).select_related("agent", "resolved_by")
+    if state == "resolved":
+        return anomalies.filter(resolved_at__isnull=False).order_by("-resolved_at")
+    if state == "all":
+        return anomalies.order_by(F("resolved_at").desc(nulls_first=True), "-last_seen")
+    return anomalies.filter(resolved_at__isnull=True).order_by("-last_seen")
+
+
+def anomaly_get(customer: Customer | int, anomaly_id: int) -> Anomaly:
+    anomaly = Anomaly.objects.filter(customer=customer, pk=anomaly_id).first()
+    if anomaly is None:
+        raise NotFound("No such anomaly.")
+    return anomaly
+
+
+def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
+    return (
+        Rollout.objects.filter(customer=customer)
+        .select_related("release", "canary_agent")
+        .annotate(
+            n_targets=Count("targets", filter=~Q(targets__state=RolloutTargetState.EXCLUDED)),
+            n_done=Count("targets", filter=Q(targets__state=RolloutTargetState.SUCCEEDED)),
+        )
+        .order_by("-created_at")
+    )
+
+
+def rollout_get(customer: Customer | int, rollout_id: int) -> Rollout:
+    rollout = rollout_list(customer).filter(pk=rollout_id).first()
+    if rollout is None:
+        raise NotFound("No such rollout.")
+    return rollout
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    number: int | None  # None: excluded; 0: the canary
+    total: int
+    counts: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        if self.number is None:
+            return "Excluded"
+        return "Canary" if self.number == 0 else f"Batch {self.number}"
+
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get(RolloutTargetState.SUCCEEDED, 0)
+
+
+def rollout_batches(rollout: Rollout) -> list[BatchProgress]:
+    """Per batch: how many agents, and how many in each state (one query)."""
+    rows = (
+        RolloutTarget.objects.filter(rollout=rollout)
+        .values("batch", "state")
+        .annotate(n=Count("pk"))
+        .order_by(F("batch").asc(nulls_last=True))
+    )
+    batches: dict[int | None, dict[str, int]] = {}
+    for row in rows:
+        batches.setdefault(row["batch"], {})[row["state"]] = row["n"]
+    return [BatchProgress(n, sum(c.values()), c) for n, c in batches.items()]
+
+
+def upgrade_history(agent: Agent) -> QuerySet[RolloutTarget]:
+    return (
+        RolloutTarget.objects.filter(agent=agent)
+        .select_related("rollout__release")
+        .order_by("-rollout__created_at")
+    )
+
+
+def api_key_list(customer: Customer | int) -> QuerySet[CustomerApiKey]:
+    return CustomerApiKey.objects.filter(customer=customer).select_related("created_by")
+
+
+def api_key_get(customer: Customer | int, key_id: int) -> CustomerApiKey:
+    key = CustomerApiKey.objects.filter(customer=customer, pk=key_id).first()
+    if key is None:
+        raise NotFound("No such API key.")
+    return key
+
+
+def audit_list(customer: Customer | int) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(customer=customer).order_by("-at", "-id")
+
+
+def snapshot_series(customer: Customer | int, *, hours: int = 24) -> list[FleetSnapshot]:
+    """The customer's snapshots of the last `hours`, oldest first (for charts)."""
+    since = timezone.now() - timedelta(hours=hours)
+    return list(
+        FleetSnapshot.objects.filter(customer=customer, taken_at__gte=since).order_by("taken_at")
+    )

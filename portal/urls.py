@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, reverse_lazy
 
 from portal import views
 
@@ -13,4 +13,40 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "password/",
+        auth_views.PasswordChangeView.as_view(
+            template_name="registration/password_change.html",
+            success_url=reverse_lazy("portal:password_done"),
+        ),
+        name="password",
+    ),
+    path(
+        "password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="registration/password_done.html"),
+        name="password_done",
+    ),
+    path("switch/", views.switch_customer, name="switch"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.token_revoke_view, name="token_revoke"),
+    path("agents/", views.agents, name="agents"),
+    path("agents/<int:agent_id>/", views.agent_detail, name="agent_detail"),
+    path(
+        "agents/<int:agent_id>/decommission/",
+        views.agent_decommission_view,
+        name="agent_decommission",
+    ),
+    path("hosts/", views.hosts, name="hosts"),
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/<int:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("anomalies/", views.anomalies, name="anomalies"),
+    path("anomalies/<int:anomaly_id>/resolve/", views.anomaly_resolve_view, name="anomaly_resolve"),
+    path("anomalies/<int:anomaly_id>/reopen/", views.anomaly_reopen_view, name="anomaly_reopen"),
+    path("upgrades/", views.upgrades, name="upgrades"),
+    path("upgrades/<int:rollout_id>/", views.upgrade_detail, name="upgrade_detail"),
+    path("upgrades/<int:rollout_id>/<str:action>/", views.upgrade_steer, name="upgrade_steer"),
+    path("plan/", views.plan, name="plan"),
+    path("keys/", views.api_keys, name="api_keys"),
+    path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
+    path("activity/", views.activity, name="activity"),
 ]

@@ -197,3 +197,28 @@ def job_fail(
     return _finish(
         agent=agent, job_id=job_id, lease_id=lease_id, outcome=JobStatus.FAILED, changes=changes
     )
+
+
+@transaction.atomic
+def job_cancel(*, customer: Customer, job_id: int, actor: Actor = SYSTEM) -> Job:
+    """Cancel a queued job. A running one belongs to its agent until it finishes."""
+    job = Job.objects.select_for_update().filter(pk=job_id, customer=customer).first()
+    if job is None:
+        raise NotFound("No such job.")
+    if job.status == JobStatus.CANCELLED:
+        return job
+    if job.status != JobStatus.QUEUED:
+        raise JobAlreadyFinished(
+            f"The job is {job.status}; only a queued job can be cancelled.", status=job.status
+        )
+    job.status = JobStatus.CANCELLED
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "finished_at"])
+    audit_record(
+        actor=actor,
+        action="job.cancel",
+        target=job,
+        customer=customer.pk,
+        changes={"status": [JobStatus.QUEUED, JobStatus.CANCELLED]},
+    )
+    return job

@@ -1,0 +1,73 @@
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+
+from fleet.choices import AgentRole
+from fleet.models import Agent, Release
+
+ROLE_CHOICES = [("", "Any role"), *AgentRole.choices]
+
+
+class MintTokensForm(forms.Form):
+    count = forms.IntegerField(
+        min_value=1, max_value=50, initial=1, help_text="One token per machine you will enroll."
+    )
+    role = forms.ChoiceField(choices=ROLE_CHOICES, required=False)
+    expires_in_days = forms.IntegerField(min_value=1, max_value=90, initial=7)
+    note = forms.CharField(max_length=200, required=False)
+
+    def clean_note(self) -> str:
+        return self.cleaned_data["note"].replace("\x00", "")
+
+
+class SubmitJobForm(forms.Form):
+    role = forms.ChoiceField(choices=AgentRole.choices)
+    repo = forms.CharField(max_length=500)
+    ref = forms.CharField(max_length=255, initial="main")
+    task = forms.CharField(max_length=10_000, widget=forms.Textarea(attrs={"rows": 3}))
+    priority = forms.IntegerField(min_value=-100, max_value=100, initial=0)
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(
+        max_length=2000, widget=forms.TextInput(attrs={"placeholder": "What you did, or why"})
+    )
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the key is for, e.g. CI.")
+
+
+class PlanForm(forms.Form):
+    repo_loc = forms.IntegerField(
+        min_value=1, max_value=100_000_000, label="Repository size", help_text="Lines of code."
+    )
+
+
+class StartRolloutForm(forms.Form):
+    release = forms.ModelChoiceField(queryset=Release.objects.none())
+    canary = forms.ModelChoiceField(
+        queryset=Agent.objects.none(), required=False, empty_label="The healthiest online agent"
+    )
+    canary_soak_hours = forms.IntegerField(min_value=0, max_value=24 * 14, initial=24)
+    batch_percent = forms.IntegerField(
+        min_value=1, max_value=99, initial=25, help_text="Of the remaining agents, per batch."
+    )
+    batch_watch_minutes = forms.IntegerField(min_value=0, max_value=24 * 60, initial=60)
+    reason = forms.CharField(max_length=500)
+
+    def __init__(self, *args: object, releases: object, agents: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["release"].queryset = releases  # type: ignore[attr-defined]
+        self.fields["canary"].queryset = agents  # type: ignore[attr-defined]
+
+    def settings(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "canary": data["canary"],
+            "canary_soak": timedelta(hours=data["canary_soak_hours"]),
+            "batch_fraction": Decimal(data["batch_percent"]) / 100,
+            "batch_watch": timedelta(minutes=data["batch_watch_minutes"]),
+        }
