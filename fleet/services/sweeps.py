@@ -84,12 +84,18 @@ def _mark_offline(now: datetime) -> int:
     )
     marked_total = 0
     while True:
-        chunk = list(Agent.objects.filter(silent).values_list("pk", flat=True).order_by()[:CHUNK])
-        if not chunk:
-            return marked_total
         with transaction.atomic():
-            # The conditions again: an agent heard from since the SELECT stays online.
-            marked_total += Agent.objects.filter(silent, pk__in=chunk).update(
+            # Lock the chunk (skipping rows another sweep holds), so two sweeps at once
+            # mark, report and audit disjoint agents.
+            chunk = list(
+                Agent.objects.select_for_update(skip_locked=True)
+                .filter(silent)
+                .values_list("pk", flat=True)
+                .order_by()[:CHUNK]
+            )
+            if not chunk:
+                return marked_total
+            marked_total += Agent.objects.filter(pk__in=chunk).update(
                 status=AgentStatus.OFFLINE, offline_since=now
             )
             anomalies_record_agents_offline(chunk, now=now)

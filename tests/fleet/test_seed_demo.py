@@ -48,13 +48,17 @@ def test_seed_demo_is_idempotent_and_prints_working_logins(client):
     text = out.getvalue()
     assert "staff" in text
     assert "agentina-demo" in text
-    assert client.login(username="staff", password="agentina-demo")
+    login = client.post(
+        "/admin/login/", {"username": "staff", "password": "agentina-demo", "next": "/admin/"}
+    )
+    assert login.status_code == 302
     page = client.get("/admin/fleet/agent/")
     assert page.status_code == 200
     assert b"coder-1" in page.content
     client.logout()
-    assert client.login(username="ada", password="agentina-demo")
-    portal = client.get("/portal/")
+    login = client.post("/portal/login/", {"username": "ada", "password": "agentina-demo"})
+    assert login.status_code == 302
+    portal = client.get("/portal/agents/")
     assert b"Acme Robotics" in portal.content
     assert b"gx-coder-1" not in portal.content
 
