@@ -247,3 +247,4 @@ THROUGHPUT_DROP_FRACTION = env.float("THROUGHPUT_DROP_FRACTION", default=0.3)
 THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
 JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
 IDLE_TARGET = 0.25  # idle above this: add work, not agents
+PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=15)  # live numbers refresh

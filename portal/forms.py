@@ -47,7 +47,7 @@ class PlanForm(forms.Form):
 
 
 class StartRolloutForm(forms.Form):
-    release = forms.ModelChoiceField(queryset=Release.objects.none())
+    release = forms.ModelChoiceField(queryset=Release.objects.none(), empty_label=None)
     canary = forms.ModelChoiceField(
         queryset=Agent.objects.none(), required=False, empty_label="The healthiest online agent"
     )

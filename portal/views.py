@@ -151,6 +151,7 @@ def dashboard(request: HttpRequest, customer: Any) -> HttpResponse:
         anti_patterns=anti_patterns,
         license=selectors.license_current(customer),
         seats=selectors.license_seats(customer),
+        poll_seconds=settings.PORTAL_POLL_SECONDS,
     )
     return render(request, _partial(request, "portal/dashboard.html", "numbers"), context)
 
@@ -182,9 +183,11 @@ def tokens(request: HttpRequest, customer: Any) -> HttpResponse:
                 form.add_error("count", exc.detail)
     rows = _page(request, selectors.token_list(customer))
     server = request.build_absolute_uri("/").rstrip("/")
+    # Minting by htmx swaps only the secrets in: a reload is then a plain GET that shows
+    # them no more (and never mints twice).
     return render(
         request,
-        "portal/tokens.html",
+        _partial(request, "portal/tokens.html", "mint"),
         _ctx(
             request,
             form=form,
@@ -382,7 +385,9 @@ def _start_form(customer: Any, data: Any = None) -> StartRolloutForm:
         "-version"
     )
     online = selectors.agent_search(customer, {"status": AgentStatus.ONLINE})
-    return StartRolloutForm(data, releases=releases, agents=online)
+    form = StartRolloutForm(data, releases=releases, agents=online)
+    form.fields["release"].initial = releases.first()  # the newest release the fleet sees
+    return form
 
 
 @member_view()

@@ -38,9 +38,22 @@ def _redis_missing() -> str | None:
     return None
 
 
+def _chromium_missing() -> str | None:
+    import shutil
+
+    if not shutil.which("chromium") and not os.path.exists("/usr/bin/chromium"):
+        return "needs Chromium: apt-get install chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "needs Playwright for Python: pip install playwright"
+    return None
+
+
 SERVICE_CHECKS: dict[str, Callable[[], str | None]] = {
     "postgres": _postgres_missing,
     "redis": _redis_missing,
+    "browser": _chromium_missing,
 }
 
 
