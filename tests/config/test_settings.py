@@ -6,7 +6,13 @@ import sys
 import pytest
 from django.conf import settings
 
-TEST_ONLY = ("SECURE_SSL_REDIRECT", "SECRET_KEY", "STATICFILES_BACKEND", "DEBUG")
+TEST_ONLY = (
+    "SECURE_SSL_REDIRECT",
+    "SECRET_KEY",
+    "STATICFILES_BACKEND",
+    "DEBUG",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+)
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

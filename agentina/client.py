@@ -1,0 +1,135 @@
+"""The Control Plane's public API, with retries on network failures and clear errors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+RETRYABLE_STATUSES = {429, 502, 503, 504}
+
+
+class ApiError(Exception):
+    """The server refused: its code and detail, and the rest of its answer."""
+
+    def __init__(self, status: int, code: str, detail: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{detail} ({code})")
+        self.status, self.code, self.detail, self.body = status, code, detail, body
+
+
+class Unreachable(Exception):
+    """The server could not be reached, even after retries."""
+
+
+class Transport(Protocol):
+    def request(
+        self, method: str, url: str, *, json: Any = None, headers: dict[str, str]
+    ) -> tuple[int, Any]: ...
+
+
+class HttpxTransport:
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._client = httpx.Client(timeout=timeout)
+
+    def request(
+        self, method: str, url: str, *, json: Any = None, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        try:
+            response = self._client.request(method, url, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            raise ConnectionError(str(exc)) from exc
+        body = response.json() if response.content else None
+        return response.status_code, body
+
+
+@dataclass
+class Client:
+    server: str
+    secret: str = ""
+    transport: Transport | None = None
+    retries: int = 5
+    backoff: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.server = self.server.rstrip("/")
+        self.transport = self.transport or HttpxTransport()
+
+    def call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        """One API call. Network failures, 429 and 502 to 504 are retried with exponential
+        backoff; any other error answer raises ApiError at once."""
+        headers = {"Authorization": f"Bearer {self.secret}"} if auth and self.secret else {}
+        assert self.transport is not None
+        for attempt in range(self.retries + 1):
+            try:
+                status, answer = self.transport.request(
+                    method, f"{self.server}/api/v1{path}", json=body, headers=headers
+                )
+            except ConnectionError as exc:
+                if attempt == self.retries:
+                    raise Unreachable(f"{self.server} is unreachable: {exc}") from exc
+            else:
+                if status < 400:
+                    return answer
+                if status not in RETRYABLE_STATUSES or attempt == self.retries:
+                    answer = answer if isinstance(answer, dict) else {}
+                    raise ApiError(
+                        status,
+                        answer.get("code", f"http_{status}"),
+                        answer.get("detail", "The server refused."),
+                        answer,
+                    )
+            self.sleep(min(self.backoff * 2**attempt, 30))
+        raise Unreachable(self.server)  # pragma: no cover - the loop returns or raises
+
+    # --- the agent's calls ----------------------------------------------------------------
+
+    def activate(self, **identity: Any) -> dict[str, Any]:
+        return self.call("POST", "/agents/activate", identity, auth=False)
+
+    def heartbeat(self, version: str, running_job_ids: list[int]) -> dict[str, Any]:
+        return self.call(
+            "POST", "/agents/heartbeat", {"version": version, "running_job_ids": running_job_ids}
+        )
+
+    def me(self) -> dict[str, Any]:
+        return self.call("GET", "/agents/me")
+
+    def claim(self) -> dict[str, Any] | None:
+        return self.call("POST", "/jobs/claim")
+
+    def complete(self, job_id: int, lease_id: str, result: Any) -> dict[str, Any]:
+        return self.call(
+            "POST", f"/jobs/{job_id}/complete", {"lease_id": lease_id, "result": result}
+        )
+
+    def fail(self, job_id: int, lease_id: str, error: str, retryable: bool) -> dict[str, Any]:
+        return self.call(
+            "POST",
+            f"/jobs/{job_id}/fail",
+            {"lease_id": lease_id, "error": error[:10_000], "retryable": retryable},
+        )
+
+    def upgrade_result(
+        self, outcome: str, from_version: str, to_version: str, detail: str = ""
+    ) -> dict[str, Any]:
+        return self.call(
+            "POST",
+            "/agents/upgrade-result",
+            {
+                "outcome": outcome,
+                "from_version": from_version,
+                "to_version": to_version,
+                "detail": detail[:2000],
+            },
+        )
+
+    def report(self, message: str, severity: str = "warning", fingerprint: str = "") -> Any:
+        return self.call(
+            "POST",
+            "/anomalies",
+            {"message": message[:2000], "severity": severity, "fingerprint": fingerprint[:150]},
+        )
