@@ -195,6 +195,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 )
 STALE_SWEEP_SECONDS = env.int("STALE_SWEEP_SECONDS", default=30)
 SNAPSHOT_SECONDS = env.int("SNAPSHOT_SECONDS", default=60)
+ROLLOUT_ADVANCE_SECONDS = env.int("ROLLOUT_ADVANCE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-agents": {
         "task": "fleet.mark_stale_agents",
@@ -208,8 +209,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "advance-rollouts": {
         "task": "fleet.advance_rollouts",
-        "schedule": timedelta(seconds=60),
-        "options": {"expires": 50},
+        "schedule": timedelta(seconds=ROLLOUT_ADVANCE_SECONDS),
+        "options": {"expires": ROLLOUT_ADVANCE_SECONDS * 0.9},
     },
     "expire-tokens": {
         "task": "fleet.expire_tokens",

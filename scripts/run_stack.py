@@ -70,6 +70,9 @@ def _wait_until_up(url: str, children: dict[str, subprocess.Popen[str]]) -> bool
 
 
 def _stop(children: dict[str, subprocess.Popen[str]]) -> int:
+    """The simulated agents first (they drain their jobs through the web), then the rest."""
+    if "agents" in children:
+        _stop({"agents": children.pop("agents")})
     for proc in children.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -117,14 +120,40 @@ def main() -> int:
         children[name] = proc
         threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
 
-    if _wait_until_up(url, children):
+    up = _wait_until_up(url, children)
+    if up and os.environ.get("SIMULATED_AGENTS", "6") != "0":
+        # A small simulated fleet on the real API, so the demo dashboard moves by itself.
+        command = [
+            sys.executable,
+            "manage.py",
+            "simulate_fleet",
+            "--customer",
+            "acme",
+            "--agents",
+            os.environ.get("SIMULATED_AGENTS", "6"),
+            "--server",
+            url,
+        ]
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            bufsize=1,
+        )
+        children["agents"] = proc
+        threading.Thread(target=_pipe, args=("agents", proc.stdout), daemon=True).start()
+    if up:
         print(
             f"\n  Agentina Control Plane is up: {url}\n"
             f"    staff admin  {url}admin/\n"
             f"    portal       {url}portal/\n"
             f"    API docs     {url}api/v1/docs\n\n"
             + "\n".join(f"  {line}" for line in seed.stdout.strip().splitlines())
-            + "\n\n  Ctrl-C stops web, worker and beat.\n",
+            + "\n\n  Six simulated agents of Acme Robotics heartbeat and work through the API"
+            "\n  (SIMULATED_AGENTS=0 to run without them). Ctrl-C stops everything.\n",
             flush=True,
         )
     else:

@@ -67,7 +67,7 @@ def _update_hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
 def _next_interval() -> int:
     """The heartbeat interval with ±20% jitter, so a restarted fleet does not beat in step."""
     base = settings.AGENT_HEARTBEAT_SECONDS
-    return max(5, round(base * random.uniform(0.8, 1.2)))
+    return max(1, round(base * random.uniform(0.8, 1.2)))
 
 
 @router.post(

@@ -1,0 +1,155 @@
+"""A simulated fleet on the real API: tokens minted with a customer API key, agents
+activated and run by the reference agent's own code, each in a thread. A share of them can
+flap offline, fail jobs, or fail their upgrade's smoke check."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentina.client import ApiError, Client
+from agentina.runner import Runner, Upgrader, simulated_executor
+from agentina.state import AgentState
+
+ROLES = ["coder", "coder", "reviewer", "tester", "indexer"]
+ZONES = ["zone-a", "zone-b"]
+
+
+@dataclass
+class SimulatedAgent:
+    state: AgentState
+    runner: Runner
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def halt(self, timeout: float = 30) -> None:
+        self.stop.set()
+        if self.thread:
+            self.thread.join(timeout)
+
+
+@dataclass
+class Fleet:
+    server: str
+    api_key: str
+    state_root: Path
+    version: str = "1.9.3"
+    failure_rate: float = 0.05
+    smoke_failures: set[int] = field(default_factory=set)  # indexes whose smoke check fails
+    log: Callable[[str], None] = print
+    agents: list[SimulatedAgent] = field(default_factory=list)
+
+    def customer(self) -> Client:
+        return Client(self.server, self.api_key)
+
+    def enroll(self, count: int) -> list[SimulatedAgent]:
+        """Reuse the agents stored under state_root, then mint and activate the rest."""
+        states = []
+        for path in sorted(self.state_root.glob("agent-*/agent.json")):
+            state = AgentState.load(path.parent)
+            try:
+                Client(self.server, state.secret).me()
+                states.append(state)
+            except ApiError:
+                continue  # retired or from another database: mint a new one
+            if len(states) == count:
+                break
+        missing = count - len(states)
+        if missing:
+            minted = self.customer().call("POST", "/tokens", {"count": missing})["tokens"]
+            hosts = max(1, math.ceil(count / 3))
+            for i, token in enumerate(minted, start=len(states)):
+                host = i % hosts
+                role = ROLES[i % len(ROLES)]
+                answer = Client(self.server).activate(
+                    token=token["token"],
+                    machine_id=f"sim-host-{host}",
+                    hostname=f"sim-host-{host}",
+                    zone=ZONES[host % len(ZONES)],
+                    unit_name=f"agentina@sim-{i}",
+                    state_dir=f"/var/lib/agentina/sim-{i}",
+                    role=role,
+                    version=self.version,
+                )
+                state = AgentState(
+                    self.server,
+                    answer["agent_id"],
+                    answer["agent_secret"],
+                    role,
+                    self.version,
+                    f"agentina@sim-{i}",
+                    f"sim-host-{host}",
+                    f"sim-host-{host}",
+                )
+                state.save(self.state_root / f"agent-{i}")
+                states.append(state)
+        for i, state in enumerate(states):
+            runner = Runner(
+                Client(self.server, state.secret),
+                state,
+                simulated_executor(self.failure_rate, rng=random.Random(i)),
+                upgrader=Upgrader(smoke_check=self._smoke_check(i)),
+                log=self._logger(i),
+            )
+            self.agents.append(SimulatedAgent(state, runner))
+        return self.agents
+
+    def _smoke_check(self, index: int) -> Callable[[str], bool]:
+        return lambda version: index not in self.smoke_failures
+
+    def _logger(self, index: int) -> Callable[[str], None]:
+        return lambda message: self.log(f"agent {index}: {message}")
+
+    def start(self) -> None:
+        for agent in self.agents:
+            agent.start()
+
+    def halt(self) -> None:
+        for agent in self.agents:
+            agent.stop.set()
+        for agent in self.agents:
+            agent.halt()
+
+    def submit(self, count: int, role: str | None = None) -> list[int]:
+        """Queue jobs through the customer API."""
+        ids = []
+        for n in range(count):
+            job = self.customer().call(
+                "POST",
+                "/jobs",
+                {
+                    "role": role or ROLES[n % len(ROLES)],
+                    "payload": {"repo": "demo/app", "ref": "main", "task": f"simulated task {n}"},
+                },
+            )
+            ids.append(job["id"])
+        return ids
+
+    def workload(self, stop: threading.Event, jobs_per_minute: int = 30) -> None:
+        """Keep work flowing until `stop`."""
+        while not stop.wait(60 / max(jobs_per_minute, 1)):
+            try:
+                self.submit(1)
+            except ApiError as exc:
+                self.log(f"workload: {exc.detail}")
+
+    def flap(self, stop: threading.Event, share: float, rng: random.Random) -> None:
+        """Now and then an agent goes quiet for four minutes (longer than the online window)."""
+        while not stop.wait(60):
+            if not self.agents or rng.random() > share:
+                continue
+            agent = rng.choice(self.agents)
+            self.log(f"agent {agent.state.agent_id} goes quiet for 4 minutes")
+            agent.halt()
+            if stop.wait(240):
+                return
+            agent.stop = threading.Event()
+            agent.start()

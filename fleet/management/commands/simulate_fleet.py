@@ -1,0 +1,74 @@
+"""A simulated fleet for the demo and for tests: the reference agent's own code, on the
+real HTTP API, many agents in threads."""
+
+import logging
+import random
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from agentina.simulate import Fleet
+from fleet.models import Customer
+from fleet.services.api_keys import api_key_mint
+from fleet.services.audit import Actor
+
+
+class Command(BaseCommand):
+    help = "Run N simulated agents of a customer against a running Control Plane."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--customer", required=True, help="The customer's slug.")
+        parser.add_argument("--agents", type=int, default=6)
+        parser.add_argument("--server", default="http://127.0.0.1:8000")
+        parser.add_argument(
+            "--duration", type=float, default=0, help="Seconds; 0 runs until stopped."
+        )
+        parser.add_argument("--failure-rate", type=float, default=0.05)
+        parser.add_argument(
+            "--flap",
+            type=float,
+            default=0.1,
+            help="Chance each minute that an agent goes quiet for 4 minutes.",
+        )
+        parser.add_argument(
+            "--smoke-failures",
+            type=int,
+            default=0,
+            help="How many agents fail their upgrade's smoke check.",
+        )
+        parser.add_argument("--jobs-per-minute", type=int, default=20)
+
+    def handle(self, *args: Any, **o: Any) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+        customer = Customer.objects.filter(slug=o["customer"]).first()
+        if customer is None:
+            raise CommandError(f"No customer {o['customer']!r}.")
+        _, key = api_key_mint(
+            customer=customer, name="fleet simulator", actor=Actor(label="manage.py simulate_fleet")
+        )
+        fleet = Fleet(
+            server=o["server"],
+            api_key=key,
+            state_root=Path(settings.VAR_DIR) / "simulator" / customer.slug,
+            failure_rate=o["failure_rate"],
+            smoke_failures=set(range(o["smoke_failures"])),
+            log=lambda m: self.stdout.write(m),
+        )
+        agents = fleet.enroll(o["agents"])
+        self.stdout.write(f"{len(agents)} simulated agents of {customer.name} on {o['server']}")
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        fleet.start()
+        for target, extra in (
+            (fleet.workload, (o["jobs_per_minute"],)),
+            (fleet.flap, (o["flap"], random.Random(7))),
+        ):
+            threading.Thread(target=target, args=(stop, *extra), daemon=True).start()
+        stop.wait(o["duration"] or None)
+        fleet.halt()
+        self.stdout.write("simulated fleet stopped")
