@@ -94,7 +94,10 @@ def status_lines(me: dict[str, Any]) -> list[str]:
 def cmd_status(args: argparse.Namespace, client: Client | None = None) -> int:
     state = AgentState.load(args.state_dir)
     client = client or Client(state.server, state.secret)
-    me = client.me()
+    try:
+        me = client.me()
+    finally:
+        client.close()
     print(json.dumps(me, indent=2) if args.json else "\n".join(status_lines(me)))
     return 0
 

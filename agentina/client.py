@@ -44,6 +44,9 @@ class HttpxTransport:
         body = response.json() if response.content else None
         return response.status_code, body
 
+    def close(self) -> None:
+        self._client.close()
+
 
 @dataclass
 class Client:
@@ -84,6 +87,12 @@ class Client:
                     )
             self.sleep(min(self.backoff * 2**attempt, 30))
         raise Unreachable(self.server)  # pragma: no cover - the loop returns or raises
+
+    def close(self) -> None:
+        """Close kept-alive connections (each holds a server thread)."""
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
 
     # --- the agent's calls ----------------------------------------------------------------
 

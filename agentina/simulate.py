@@ -34,6 +34,7 @@ class SimulatedAgent:
         self.stop.set()
         if self.thread:
             self.thread.join(timeout)
+        self.runner.client.close()
 
 
 @dataclass
@@ -46,20 +47,26 @@ class Fleet:
     smoke_failures: set[int] = field(default_factory=set)  # indexes whose smoke check fails
     log: Callable[[str], None] = print
     agents: list[SimulatedAgent] = field(default_factory=list)
+    _customer: Client | None = None
 
     def customer(self) -> Client:
-        return Client(self.server, self.api_key)
+        if self._customer is None:
+            self._customer = Client(self.server, self.api_key)
+        return self._customer
 
     def enroll(self, count: int) -> list[SimulatedAgent]:
         """Reuse the agents stored under state_root, then mint and activate the rest."""
         states = []
         for path in sorted(self.state_root.glob("agent-*/agent.json")):
             state = AgentState.load(path.parent)
+            probe = Client(self.server, state.secret)
             try:
-                Client(self.server, state.secret).me()
+                probe.me()
                 states.append(state)
             except ApiError:
                 continue  # retired or from another database: mint a new one
+            finally:
+                probe.close()
             if len(states) == count:
                 break
         missing = count - len(states)
@@ -69,7 +76,8 @@ class Fleet:
             for i, token in enumerate(minted, start=len(states)):
                 host = i % hosts
                 role = ROLES[i % len(ROLES)]
-                answer = Client(self.server).activate(
+                activation = Client(self.server)
+                answer = activation.activate(
                     token=token["token"],
                     machine_id=f"sim-host-{host}",
                     hostname=f"sim-host-{host}",
@@ -79,6 +87,7 @@ class Fleet:
                     role=role,
                     version=self.version,
                 )
+                activation.close()
                 state = AgentState(
                     self.server,
                     answer["agent_id"],
@@ -117,6 +126,8 @@ class Fleet:
             agent.stop.set()
         for agent in self.agents:
             agent.halt()
+        if self._customer is not None:
+            self._customer.close()
 
     def submit(self, count: int, role: str | None = None) -> list[int]:
         """Queue jobs through the customer API."""

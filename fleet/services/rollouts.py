@@ -305,7 +305,13 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
     work = _work_before_and_after(step, now)
     numbers.update(work)
     tolerance = float(rollout.throughput_drop_tolerance)
-    if work["before_jobs"] >= MIN_BASELINE_JOBS and work["before_rate"] > 0:
+    # Judge by work only when there was work to do: jobs waiting, or finished since.
+    work_available = (
+        work["after_jobs"] > 0
+        or Job.objects.filter(customer=rollout.customer_id, status=JobStatus.QUEUED).exists()
+    )
+    numbers["work_available"] = work_available
+    if work_available and work["before_jobs"] >= MIN_BASELINE_JOBS and work["before_rate"] > 0:
         drop = 1 - work["after_rate"] / work["before_rate"]
         numbers["throughput_drop"] = round(drop, 3)
         if drop > tolerance:
