@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
@@ -46,7 +48,7 @@ from portal.forms import (
     SubmitJobForm,
 )
 
-STEERING = (MemberRole.OWNER, MemberRole.ADMIN)
+STEERING = (MemberRole.OWNER, MemberRole.ADMIN)  # mint, revoke, resolve, submit
 SESSION_CUSTOMER = "portal_customer"
 PAGE_SIZE = 50
 
@@ -64,9 +66,14 @@ def member_view(*, steer: bool = False, owner: bool = False) -> Callable:
     viewers (or non-owners) the writes."""
 
     def wrap(view: Callable) -> Callable:
-        @login_required
         @wraps(view)
         def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                login = f"{reverse('portal:login')}?next={request.path}"
+                if request.htmx:  # type: ignore[attr-defined]
+                    # A poll after the session ended: load the login page, not swap it in.
+                    return HttpResponse(status=401, headers={"HX-Redirect": login})
+                return redirect(login)
             membership = _membership(request)
             if membership is None:
                 return render(request, "portal/no_customer.html")
@@ -74,8 +81,10 @@ def member_view(*, steer: bool = False, owner: bool = False) -> Callable:
                 steer and membership.role not in STEERING
             ):
                 who = "owners" if owner else "owners and admins"
-                messages.error(request, f"Only {who} can do that; your role is {membership.role}.")
-                return HttpResponse(status=403, content=b"Forbidden: your role only looks.")
+                return HttpResponse(
+                    f"Forbidden: only {who} can do that; your role is {membership.role}.",
+                    status=403,
+                )
             request.membership = membership  # type: ignore[attr-defined]
             try:
                 return view(request, membership.customer, *args, **kwargs)
@@ -114,7 +123,7 @@ def _partial(request: HttpRequest, template: str, partial: str) -> str:
 @login_required
 @require_POST
 def switch_customer(request: HttpRequest) -> HttpResponse:
-    slug = request.POST.get("customer", "")
+    slug = request.POST.get("customer", "").replace("\x00", "")
     membership = selectors.membership_list(request.user).filter(customer__slug=slug).first()
     if membership is not None:
         request.session[SESSION_CUSTOMER] = membership.customer_id
@@ -159,6 +168,7 @@ def dashboard(request: HttpRequest, customer: Any) -> HttpResponse:
 # --- tokens -------------------------------------------------------------------------------
 
 
+@never_cache  # a secret shown once must not come back from the browser's cache
 @member_view()
 def tokens(request: HttpRequest, customer: Any) -> HttpResponse:
     form = MintTokensForm()
@@ -217,7 +227,7 @@ def token_revoke_view(request: HttpRequest, customer: Any, token_id: int) -> Htt
 @member_view()
 def agents(request: HttpRequest, customer: Any) -> HttpResponse:
     filters = {
-        k: request.GET.get(k, "").strip()
+        k: request.GET.get(k, "").replace("\x00", "").strip()[:200]
         for k in ("status", "role", "version", "host", "zone", "q")
     }
     page = _page(request, selectors.agent_search(customer, filters))
@@ -231,7 +241,7 @@ def agents(request: HttpRequest, customer: Any) -> HttpResponse:
             choices=selectors.agent_filter_choices(customer),
             statuses=AgentStatus.choices,
             roles=AgentRole.choices,
-            query="&".join(f"{k}={v}" for k, v in filters.items() if v),
+            query=urlencode({k: v for k, v in filters.items() if v}),
         ),
     )
 
@@ -359,7 +369,7 @@ def anomaly_resolve_view(request: HttpRequest, customer: Any, anomaly_id: int) -
     if note is not None:
         anomalies_resolve(where=Q(pk=anomaly.pk), note=note, actor=_actor(request))
         messages.success(request, "Resolved.")
-    return redirect(request.POST.get("next") or reverse("portal:anomalies"))
+    return redirect("portal:anomalies")
 
 
 @member_view(steer=True)
@@ -394,7 +404,7 @@ def _start_form(customer: Any, data: Any = None) -> StartRolloutForm:
 def upgrades(request: HttpRequest, customer: Any) -> HttpResponse:
     form = _start_form(customer)
     if request.method == "POST":
-        if request.membership.role != MemberRole.OWNER and not request.user.is_staff:  # type: ignore[attr-defined]
+        if request.membership.role != MemberRole.OWNER:  # type: ignore[attr-defined]
             return HttpResponse(status=403, content=b"Forbidden: owners start waves.")
         form = _start_form(customer, request.POST)
         if form.is_valid():
@@ -507,6 +517,7 @@ def plan(request: HttpRequest, customer: Any) -> HttpResponse:
     )
 
 
+@never_cache
 @member_view()
 def api_keys(request: HttpRequest, customer: Any) -> HttpResponse:
     form = ApiKeyForm()
@@ -522,7 +533,7 @@ def api_keys(request: HttpRequest, customer: Any) -> HttpResponse:
             form = ApiKeyForm()
     return render(
         request,
-        "portal/api_keys.html",
+        _partial(request, "portal/api_keys.html", "mint"),
         _ctx(
             request,
             form=form,

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -164,11 +166,13 @@ def test_mint_shows_each_secret_once(owner, customer):
         {"count": 2, "role": "tester", "expires_in_days": 7, "note": "ci hosts"},
     )
     html = response.content.decode()
-    secrets = [t for t in html.split() if t.startswith("agtn_act_") and len(t) > 40]
+    secrets = set(re.findall(r"agtn_act_[0-9A-Za-z]{38}", html))
     assert response.status_code == 200
     assert "shown once" in html
-    again = owner.get(reverse("portal:tokens")).content.decode()
-    assert all(s.strip('"<>') not in again for s in secrets)
+    assert len(secrets) == 2
+    again = owner.get(reverse("portal:tokens"))
+    assert "no-cache" in again["Cache-Control"]  # and not kept by the browser either
+    assert not any(s in again.content.decode() for s in secrets)
     assert ActivationToken.objects.count() == 2
     assert AuditEvent.objects.filter(action="token.mint", actor_user=owner.user).count() == 2
 
@@ -236,3 +240,44 @@ def test_owners_resolve_anomalies_and_steer_waves(owner, stocked):
     assert rollout.state == "paused"
     page = owner.get(reverse("portal:upgrade_detail", args=[rollout.pk])).content.decode()
     assert "Resume" in page and "hold" in page
+
+
+def test_a_staff_user_who_is_only_a_viewer_cannot_start_a_wave(
+    customer, stocked, django_user_model
+):
+    staff_viewer = member_client(customer, django_user_model, MemberRole.VIEWER, "sv")
+    staff_viewer.user.is_staff = True
+    staff_viewer.user.save()
+    from fleet.services.audit import SYSTEM
+    from fleet.services.rollouts import rollout_abort
+
+    rollout_abort(rollout=stocked["rollout"], actor=SYSTEM, reason="clear the way")
+    response = staff_viewer.post(reverse("portal:upgrades"), {"reason": "sneaky"})
+    assert response.status_code == 403
+    assert Rollout.objects.count() == 1
+
+
+def test_nul_bytes_in_filters_and_switches_are_harmless(owner, stocked):
+    for query in (
+        "q=%00",
+        "status=%00",
+        "role=x%00",
+        "host=%00",
+        "zone=%00",
+        "version=%00",
+        "page=abc",
+        "page=99999999999999999999",
+    ):
+        assert owner.get(f"{reverse('portal:agents')}?{query}").status_code == 200, query
+    assert owner.post(reverse("portal:switch"), {"customer": "\x00"}).status_code == 302
+
+
+def test_an_htmx_poll_after_the_session_ended_redirects_the_page(client, customer):
+    response = client.get(reverse("portal:dashboard"), HTTP_HX_REQUEST="true")
+    assert response.status_code == 401
+    assert response["HX-Redirect"].startswith(reverse("portal:login"))
+
+
+def test_a_refusal_leaves_no_message_behind(viewer, stocked):
+    viewer.post(reverse("portal:token_revoke", args=[stocked["token"].pk]))
+    assert b"Only owners" not in viewer.get(reverse("portal:tokens")).content

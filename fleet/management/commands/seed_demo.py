@@ -199,6 +199,7 @@ class Command(BaseCommand):
     def _jobs(self, customer: Customer, agents: list[Agent], counts: dict[str, int]) -> None:
         now = timezone.now()
         online = [a for a in agents if a.status == AgentStatus.ONLINE]
+        repos = [r for r in REPOS if r.startswith(customer.slug)] or REPOS
         roles = [AgentRole.CODER, AgentRole.REVIEWER, AgentRole.TESTER, AgentRole.CODER]
         jobs = []
         for i in range(counts["queued"]):
@@ -208,7 +209,7 @@ class Command(BaseCommand):
                     role=roles[i % len(roles)],
                     priority=i % 3,
                     payload={
-                        "repo": REPOS[i % len(REPOS)],
+                        "repo": repos[i % len(repos)],
                         "ref": "main",
                         "task": f"issue #{100 + i}",
                     },
@@ -226,7 +227,7 @@ class Command(BaseCommand):
                     started_at=now - timedelta(minutes=4 + i),
                     lease_expires_at=now + timedelta(minutes=5),
                     payload={
-                        "repo": REPOS[i % len(REPOS)],
+                        "repo": repos[i % len(repos)],
                         "ref": "main",
                         "task": f"feature #{200 + i}",
                     },
@@ -248,7 +249,7 @@ class Command(BaseCommand):
                         result={"summary": "done"} if status == JobStatus.SUCCEEDED else None,
                         error="" if status == JobStatus.SUCCEEDED else "tests failed after change",
                         payload={
-                            "repo": REPOS[i % len(REPOS)],
+                            "repo": repos[i % len(repos)],
                             "ref": "main",
                             "task": f"task #{300 + i}",
                         },
