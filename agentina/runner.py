@@ -120,6 +120,10 @@ class Runner:
                     self.client.complete(job_id, lease, result)
                 else:
                     self.client.fail(job_id, lease, str(result), retryable=True)
+                    # A finding too; repeats fold into one row on the server.
+                    self.client.report(
+                        f"job {job_id} failed: {str(result)[:500]}", fingerprint="job-failed"
+                    )
             except ApiError as exc:
                 self.log(f"job {job_id}: the server refused the result: {exc.detail}")
 

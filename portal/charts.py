@@ -1,5 +1,6 @@
 """Inline SVG charts: no JavaScript, nothing from a CDN, and allowed by our CSP."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -50,13 +51,16 @@ def sparkline(
     )
 
 
-def downsample(values: list[float | None], points: int = 96) -> list[float | None]:
-    """The mean of each of `points` equal runs of values (gaps stay gaps)."""
+def downsample(
+    values: list[float | None], points: int = 96, pick: Callable[[list[float]], float] = max
+) -> list[float | None]:
+    """One value for each of `points` equal runs: the worst of the run (`max` for counts,
+    `min` for ratios), so a short outage or spike stays visible; gaps stay gaps."""
     if len(values) <= points:
         return values
     size = len(values) / points
     out: list[float | None] = []
     for i in range(points):
         run = [v for v in values[int(i * size) : int((i + 1) * size)] if v is not None]
-        out.append(sum(run) / len(run) if run else None)
+        out.append(pick(run) if run else None)
     return out

@@ -136,11 +136,11 @@ def switch_customer(request: HttpRequest) -> HttpResponse:
 def _charts(customer: Any) -> dict[str, Any]:
     series = selectors.snapshot_series(customer)
 
-    def chart(field: str, **kwargs: Any) -> Any:
-        return sparkline(downsample([getattr(s, field) for s in series]), **kwargs)
+    def chart(field: str, pick: Callable[[list[float]], float] = max, **kwargs: Any) -> Any:
+        return sparkline(downsample([getattr(s, field) for s in series], pick=pick), **kwargs)
 
     return {
-        "online": chart("online_ratio", floor=0.0, ceiling=1.0),
+        "online": chart("online_ratio", pick=min, floor=0.0, ceiling=1.0),
         "throughput": chart("jobs_completed_last_hour", floor=0.0),
         "anomalies": chart("anomalies_unresolved", floor=0.0),
         "skew": chart("agents_not_on_latest", floor=0.0),

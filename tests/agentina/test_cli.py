@@ -219,6 +219,7 @@ def test_the_runner_claims_up_to_its_cap_reports_results_and_running_jobs():
         (200, {"next_heartbeat_seconds": 30, "upgrade": None}),  # heartbeat naming job 2
         (204, None),  # claim: nothing waits
         (200, {}),  # step 3: fail job 2
+        (200, {}),  # and its finding
         (200, {"next_heartbeat_seconds": 30, "upgrade": None}),
         (204, None),
     )
