@@ -48,7 +48,7 @@ SELECT h.customer_id, h.id, h.hostname || '-' || a,
   FROM fleet_host h CROSS JOIN generate_series(1, 4) a;
 
 INSERT INTO fleet_job (customer_id, role, payload, priority, status, agent_id, attempts,
-                       queued_at, started_at, finished_at, error)
+                       queued_at, started_at, finished_at, error, idempotency_key)
 SELECT a.customer_id, a.role, '{"repo": "bench/repo", "task": "t"}'::jsonb, 0,
        CASE WHEN j <= 2 THEN 'queued' WHEN j = 3 THEN 'running' ELSE 'succeeded' END,
        CASE WHEN j <= 2 THEN NULL ELSE a.id END,
@@ -57,7 +57,7 @@ SELECT a.customer_id, a.role, '{"repo": "bench/repo", "task": "t"}'::jsonb, 0,
        CASE WHEN j <= 2 THEN NULL ELSE now() - (j * interval '7 minutes') END,
        CASE WHEN j <= 3 THEN NULL
             ELSE now() - (j * interval '7 minutes') + interval '5 minutes' END,
-       ''
+       '', ''
   FROM fleet_agent a CROSS JOIN generate_series(1, %(jobs_per_agent)s) j;
 UPDATE fleet_job SET lease_expires_at = now() + interval '5 minutes' WHERE status = 'running';
 ANALYZE;
