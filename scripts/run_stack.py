@@ -57,6 +57,21 @@ def _pipe(name: str, stream: object) -> None:
         sys.stdout.flush()
 
 
+def _spawn(name: str, command: list[str]) -> subprocess.Popen[str]:
+    """Start a child in its own session, its output prefixed with its name."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        bufsize=1,
+    )
+    threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
+    return proc
+
+
 def _wait_until_up(url: str, children: dict[str, subprocess.Popen[str]]) -> bool:
     for _ in range(120):
         if any(p.poll() is not None for p in children.values()):
@@ -108,43 +123,26 @@ def main() -> int:
 
     children: dict[str, subprocess.Popen[str]] = {}
     for name, command in _commands(host, port).items():
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            bufsize=1,
-        )
-        children[name] = proc
-        threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
+        children[name] = _spawn(name, command)
 
     up = _wait_until_up(url, children)
-    if up and os.environ.get("SIMULATED_AGENTS", "6") != "0":
+    agents = os.environ.get("SIMULATED_AGENTS", "6")
+    if up and agents != "0":
         # A small simulated fleet on the real API, so the demo dashboard moves by itself.
-        command = [
-            sys.executable,
-            "manage.py",
-            "simulate_fleet",
-            "--customer",
-            "acme",
-            "--agents",
-            os.environ.get("SIMULATED_AGENTS", "6"),
-            "--server",
-            url,
-        ]
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            bufsize=1,
+        children["agents"] = _spawn(
+            "agents",
+            [
+                sys.executable,
+                "manage.py",
+                "simulate_fleet",
+                "--customer",
+                "acme",
+                "--agents",
+                agents,
+                "--server",
+                url,
+            ],
         )
-        children["agents"] = proc
-        threading.Thread(target=_pipe, args=("agents", proc.stdout), daemon=True).start()
     if up:
         print(
             f"\n  Agentina Control Plane is up: {url}\n"
