@@ -194,10 +194,11 @@ def tokens(request: HttpRequest, customer: Any) -> HttpResponse:
     rows = _page(request, selectors.token_list(customer))
     server = request.build_absolute_uri("/").rstrip("/")
     # Minting by htmx swaps only the secrets in: a reload is then a plain GET that shows
-    # them no more (and never mints twice).
-    return render(
+    # them no more (and never mints twice). The table then refreshes itself.
+    part = "token_table" if request.GET.get("part") == "table" else "mint"
+    response = render(
         request,
-        _partial(request, "portal/tokens.html", "mint"),
+        _partial(request, "portal/tokens.html", part),
         _ctx(
             request,
             form=form,
@@ -208,6 +209,9 @@ def tokens(request: HttpRequest, customer: Any) -> HttpResponse:
         ),
         status=422 if form.errors else 200,
     )
+    if minted:
+        response["HX-Trigger"] = "tokens-changed"
+    return response
 
 
 @member_view(steer=True)
