@@ -87,7 +87,13 @@ def _wait_until_up(url: str, children: dict[str, subprocess.Popen[str]]) -> bool
 def _stop(children: dict[str, subprocess.Popen[str]]) -> int:
     """The simulated agents first (they drain their jobs through the web), then the rest."""
     if "agents" in children:
-        _stop({"agents": children.pop("agents")})
+        _terminate({"agents": children.pop("agents")})
+    _terminate(children)
+    return 0
+
+
+def _terminate(children: dict[str, subprocess.Popen[str]]) -> None:
+    """One SIGTERM each, then wait up to the grace period; kill what is still running."""
     for proc in children.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -100,7 +106,6 @@ def _stop(children: dict[str, subprocess.Popen[str]]) -> int:
             print(f"runner | {name} did not stop in {GRACE_SECONDS}s; killing it", flush=True)
             proc.kill()
             proc.wait()
-    return 0
 
 
 def main() -> int:
