@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -108,9 +109,25 @@ def _terminate(children: dict[str, subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def main() -> int:
     host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
     url = f"http://{host}:{port}/"
+    if not _port_free(host, int(port)):
+        print(
+            f"runner | {host}:{port} is already in use (another `make run`?); "
+            "stop it or choose another port: PORT=9000 make run",
+            flush=True,
+        )
+        return 1
     seed = subprocess.run(
         [sys.executable, "manage.py", "seed_demo"],
         cwd=ROOT,
