@@ -111,6 +111,7 @@ def _terminate(children: dict[str, subprocess.Popen[str]]) -> None:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
         try:
             probe.bind((host, port))
         except OSError:
