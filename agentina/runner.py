@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,5 @@ class Runner:
             except (Unreachable, ApiError) as exc:
                 self.log(f"heartbeat failed: {exc}; retrying")
             stop.wait(self.interval)
-        while self.running:
-            time.sleep(0.2)
-            self._collect()
+        wait([future for _, future in self.running.values()])
+        self._collect()

@@ -216,6 +216,6 @@ def report_anomaly(request: HttpRequest, body: AnomalyIn) -> AnomalyOut:
         job_id=agent.jobs.filter(pk=body.job_id).values_list("pk", flat=True).first()
         if body.job_id
         else None,
-        actor=Actor(label=f"agent:{agent.name}", ip_address=client_address(request)),
+        actor=Actor.for_agent(agent, client_address(request)),
     )
     return AnomalyOut.from_orm(anomaly)

@@ -30,7 +30,7 @@ router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKe
 
 
 def _actor(request: HttpRequest) -> Actor:
-    return Actor(label=f"api-key:{authed_key(request).name}", ip_address=client_address(request))
+    return Actor.for_api_key(authed_key(request), client_address(request))
 
 
 class BoundedPagination(LimitOffsetPagination):

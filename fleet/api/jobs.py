@@ -79,7 +79,7 @@ def submit(
         payload=body.payload.dict(),
         priority=body.priority,
         idempotency_key=idempotency_key.replace("\x00", ""),
-        actor=Actor(label=f"api-key:{key.name}", ip_address=client_address(request)),
+        actor=Actor.for_api_key(key, client_address(request)),
     )
     return Status(201 if created else 200, job)
 

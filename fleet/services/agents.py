@@ -17,9 +17,7 @@ from fleet.choices import (
     UpgradeOutcome,
 )
 from fleet.errors import (
-    LicenseExpired,
     LicenseMissing,
-    LicenseSuspended,
     RoleMismatch,
     SeatLimitReached,
     TokenAlreadyRedeemed,
@@ -38,6 +36,7 @@ from fleet.services.anomalies import (
     anomaly_resolve_fingerprint,
 )
 from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.licenses import license_require_admitting
 from fleet.services.rollouts import rollout_record_result
 from fleet.versions import SemVer
 
@@ -62,10 +61,6 @@ class MachineIdentity:
     unit_name: str
     state_dir: str
     memory_mb: int | None = None
-
-
-def _agent_actor(agent: Agent, ip_address: str | None) -> Actor:
-    return Actor(label=f"agent:{agent.name}", ip_address=ip_address)
 
 
 def agent_activate(
@@ -156,16 +151,7 @@ def _usable_license(customer_id: int, now: datetime) -> License:
     license = (
         License.objects.select_for_update().filter(customer_id=customer_id, is_current=True).first()
     )
-    if license is None:
-        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
-    if license.suspended:
-        raise LicenseSuspended(
-            "The license is suspended; no new agent can activate.",
-            reason=license.suspended_reason,
-        )
-    if not license.admits_agents_at(now):
-        raise LicenseExpired("The license is not valid now; no new agent can activate.")
-    return license
+    return license_require_admitting(license, now=now)
 
 
 def _register(
@@ -224,7 +210,7 @@ def _register(
         ) from exc
     ActivationToken.objects.filter(pk=row.pk).update(status=TokenStatus.REDEEMED, redeemed_at=now)
     audit_record(
-        actor=_agent_actor(agent, ip),
+        actor=Actor.for_agent(agent, ip),
         action="agent.activate",
         target=agent,
         customer=row.customer_id,
@@ -240,7 +226,7 @@ def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
         raise LicenseMissing("This customer has no license. Contact Agentina sales.")
     secret = _set_new_secret(agent)
     audit_record(
-        actor=_agent_actor(agent, ip_address),
+        actor=Actor.for_agent(agent, ip_address),
         action="agent.reactivate",
         target=agent,
         customer=agent.customer_id,
@@ -263,7 +249,7 @@ def agent_rotate_secret(*, agent: Agent, ip_address: str | None = None) -> str:
     """A new secret for the agent; the old one stops working at once."""
     secret = _set_new_secret(agent)
     audit_record(
-        actor=_agent_actor(agent, ip_address),
+        actor=Actor.for_agent(agent, ip_address),
         action="agent.rotate_secret",
         target=agent,
         customer=agent.customer_id,
@@ -350,7 +336,7 @@ def _record_state_change(
     if version != agent.version:
         changes["version"] = [str(agent.version), str(version)]
     audit_record(
-        actor=_agent_actor(agent, ip_address),
+        actor=Actor.for_agent(agent, ip_address),
         action="agent.heartbeat_state",
         target=agent,
         customer=agent.customer_id,
@@ -385,7 +371,7 @@ def agent_record_upgrade_result(
             f"and rolled back. {detail}".strip(),
         )
     audit_record(
-        actor=_agent_actor(agent, ip_address),
+        actor=Actor.for_agent(agent, ip_address),
         action=f"agent.upgrade_{outcome}",
         target=agent,
         customer=agent.customer_id,

@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.throttling import BaseThrottle
 
-from fleet.models import AuditEvent, Customer
+from fleet.models import Agent, AuditEvent, Customer, CustomerApiKey
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class Actor:
             label=user.get_username() if user else "anonymous",
             ip_address=client_address(request),
         )
+
+    @classmethod
+    def for_agent(cls, agent: Agent, ip_address: str | None = None) -> "Actor":
+        return cls(label=f"agent:{agent.name}"[:200], ip_address=ip_address)
+
+    @classmethod
+    def for_api_key(cls, key: CustomerApiKey, ip_address: str | None = None) -> "Actor":
+        return cls(label=f"api-key:{key.name}"[:200], ip_address=ip_address)
 
 
 def client_address(request: HttpRequest) -> str | None:

@@ -28,10 +28,6 @@ RETURNING *
 """
 
 
-def _agent_actor(agent: Agent) -> Actor:
-    return Actor(label=f"agent:{agent.name}")
-
-
 @transaction.atomic
 def job_submit(
     *,
@@ -106,7 +102,7 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
         return None
     job = claimed[0]
     audit_record(
-        actor=_agent_actor(agent),
+        actor=Actor.for_agent(agent),
         action="job.claim",
         target=job,
         customer=agent.customer_id,
@@ -144,7 +140,7 @@ def _finish(
         setattr(job, name, value)
     job.save(update_fields=list(fields))
     audit_record(
-        actor=_agent_actor(agent),
+        actor=Actor.for_agent(agent),
         action=f"job.{job.status}",
         target=job,
         customer=agent.customer_id,

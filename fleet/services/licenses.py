@@ -1,6 +1,14 @@
+from datetime import datetime
+
 from django.db import transaction
 
-from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
+from fleet.errors import (
+    InvalidLicense,
+    LicenseBelowActiveAgents,
+    LicenseExpired,
+    LicenseMissing,
+    LicenseSuspended,
+)
 from fleet.models import Customer, License
 from fleet.selectors import customer_active_agent_count
 from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
@@ -138,4 +146,18 @@ def license_resume(*, license: License, actor: Actor = SYSTEM) -> License:
             customer=license.customer,
             changes={"suspended": [True, False]},
         )
+    return license
+
+
+def license_require_admitting(license: License | None, *, now: datetime) -> License:
+    """The license, if it admits new agents now; else the refusal that says why."""
+    if license is None:
+        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
+    if license.suspended:
+        raise LicenseSuspended(
+            "The license is suspended; no new agent can activate.",
+            reason=license.suspended_reason,
+        )
+    if not license.admits_agents_at(now):
+        raise LicenseExpired("The license is not valid now; no new agent can activate.")
     return license

@@ -5,11 +5,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from fleet.choices import TokenStatus
-from fleet.errors import LicenseExpired, LicenseMissing, LicenseSuspended, SeatLimitReached
+from fleet.errors import SeatLimitReached
 from fleet.models import ActivationToken, Customer
 from fleet.secrets import SecretKind, secret_mint
 from fleet.selectors import license_seats
 from fleet.services.audit import SYSTEM, Actor, audit_record, audit_record_rows
+from fleet.services.licenses import license_require_admitting
 
 EXPIRE_CHUNK = 5000
 
@@ -104,12 +105,7 @@ def tokens_mint_for_seats(
     """Mint `count` tokens, one per intended agent, while the license has that many free
     seats. Outstanding tokens reserve nothing: the seat is taken at activation."""
     seats = license_seats(customer)
-    if seats.license is None:
-        raise LicenseMissing("This customer has no license. Contact Agentina sales.")
-    if seats.license.suspended:
-        raise LicenseSuspended("The license is suspended; no new agent can activate.")
-    if not seats.license.admits_agents_at(timezone.now()):
-        raise LicenseExpired("The license is not valid now; no new agent can activate.")
+    license_require_admitting(seats.license, now=timezone.now())
     if count > seats.free:
         raise SeatLimitReached(
             f"{seats.free} of {seats.max_agents} seats are free; {count} token(s) asked for. "
