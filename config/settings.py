@@ -107,10 +107,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so a Celery worker started by a test can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
-else:
-    # Persistent connections: a new PostgreSQL backend per request costs ~10 ms of CPU.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Persistent connections on every database: a new PostgreSQL backend per request costs
+# ~10 ms of CPU, and reopening SQLite reruns its PRAGMAs.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -196,6 +196,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str(
 STALE_SWEEP_SECONDS = env.int("STALE_SWEEP_SECONDS", default=30)
 SNAPSHOT_SECONDS = env.int("SNAPSHOT_SECONDS", default=60)
 ROLLOUT_ADVANCE_SECONDS = env.int("ROLLOUT_ADVANCE_SECONDS", default=60)
+PRESENCE_FLUSH_SECONDS = env.int("PRESENCE_FLUSH_SECONDS", default=10)
 CELERY_BEAT_SCHEDULE = {
     "mark-stale-agents": {
         "task": "fleet.mark_stale_agents",
@@ -211,6 +212,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.advance_rollouts",
         "schedule": timedelta(seconds=ROLLOUT_ADVANCE_SECONDS),
         "options": {"expires": ROLLOUT_ADVANCE_SECONDS * 0.9},
+    },
+    "flush-presence": {
+        "task": "fleet.flush_presence",
+        "schedule": timedelta(seconds=PRESENCE_FLUSH_SECONDS),
+        "options": {"expires": PRESENCE_FLUSH_SECONDS * 0.9},
     },
     "expire-tokens": {
         "task": "fleet.expire_tokens",
@@ -238,7 +244,22 @@ API_THROTTLE_RATES = {
 
 # Fleet behaviour.
 AGENT_ONLINE_WINDOW = timedelta(seconds=env.int("AGENT_ONLINE_WINDOW_SECONDS", default=180))
+# The heartbeat interval grows with the fleet so that all of it beats at most
+# AGENT_HEARTBEATS_PER_SECOND times a second, between the two bounds (jitter included).
 AGENT_HEARTBEAT_SECONDS = env.int("AGENT_HEARTBEAT_SECONDS", default=30)
+AGENT_HEARTBEAT_MAX_SECONDS = env.int("AGENT_HEARTBEAT_MAX_SECONDS", default=60)
+AGENT_HEARTBEATS_PER_SECOND = env.int("AGENT_HEARTBEATS_PER_SECOND", default=2000)
+
+# Hot paths. Each web process keeps what a heartbeat needs to know about an agent and
+# re-reads what changed every AGENT_CACHE_POLL_SECONDS (so a revoked agent is refused
+# everywhere within that); entries older than AGENT_CACHE_MAX_AGE_SECONDS are re-read
+# anyway. With PRESENCE_BUFFER_URL (a Redis URL), steady heartbeats go to Redis and are
+# written to the database in bulk every PRESENCE_FLUSH_SECONDS; without it, or while
+# Redis is unreachable, every heartbeat writes the database.
+AGENT_CACHE_POLL_SECONDS = env.float("AGENT_CACHE_POLL_SECONDS", default=2.0)
+AGENT_CACHE_MAX_AGE_SECONDS = env.int("AGENT_CACHE_MAX_AGE_SECONDS", default=600)
+AGENT_CACHE_MAX_ENTRIES = env.int("AGENT_CACHE_MAX_ENTRIES", default=250_000)
+PRESENCE_BUFFER_URL = env.str("PRESENCE_BUFFER_URL", default="")
 AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)
 ACTIVATION_TOKEN_DEFAULT_TTL = timedelta(days=7)
 JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))

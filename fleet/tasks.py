@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from fleet.services.detections import fleet_detect
+from fleet.services.presence import presence_flush
 from fleet.services.rollouts import rollouts_advance_all
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.sweeps import agents_mark_stale
@@ -49,3 +50,15 @@ def expire_tokens() -> int:
     expired = token_expire_overdue()
     logger.info("token expiry: %d token(s) expired", expired)
     return expired
+
+
+@shared_task(name="fleet.flush_presence")
+def flush_presence() -> int:
+    flushed = presence_flush()
+    if flushed.written or not flushed.complete:
+        logger.info(
+            "presence flush: %d agent(s) written%s",
+            flushed.written,
+            "" if flushed.complete else " (buffer lost or unreachable: the sweep holds off)",
+        )
+    return flushed.written

@@ -129,3 +129,13 @@ def assert_data_statements():
         assert len(statements) == expected, "\n\n".join(statements)
 
     return check
+
+
+@pytest.fixture(autouse=True)
+def _fresh_agent_cache():
+    """Each test starts with web processes that know no agent yet."""
+    from fleet.agent_cache import agent_cache_reset
+
+    agent_cache_reset()
+    yield
+    agent_cache_reset()

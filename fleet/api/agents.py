@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Status
 
+from fleet.agent_cache import fleet_size, jobs_pending
 from fleet.api.auth import agent_auth, authed_agent
 from fleet.api.schemas import (
     ActivateIn,
@@ -64,10 +65,14 @@ def _update_hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
     return ReleaseHintOut(version=str(latest), channel=agent.license_channel)  # type: ignore[attr-defined]
 
 
-def _next_interval() -> int:
-    """The heartbeat interval with ±20% jitter, so a restarted fleet does not beat in step."""
-    base = settings.AGENT_HEARTBEAT_SECONDS
-    return max(1, round(base * random.uniform(0.8, 1.2)))
+def heartbeat_interval(fleet: int) -> int:
+    """Seconds to the next heartbeat: long enough that the whole fleet beats at most
+    AGENT_HEARTBEATS_PER_SECOND times a second (as Nomad sizes its heartbeat TTL), within
+    AGENT_HEARTBEAT_SECONDS..AGENT_HEARTBEAT_MAX_SECONDS, with ±20% jitter inside those
+    bounds so a restarted fleet does not beat in step."""
+    low, high = settings.AGENT_HEARTBEAT_SECONDS, settings.AGENT_HEARTBEAT_MAX_SECONDS
+    base = min(high, max(low, fleet / settings.AGENT_HEARTBEATS_PER_SECOND))
+    return round(random.uniform(max(low, base * 0.8), min(high, base * 1.2)))
 
 
 @router.post(
@@ -100,7 +105,7 @@ def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
         agent_id=activation.agent.pk,
         agent_secret=activation.secret,
         created=activation.created,
-        heartbeat_interval_seconds=settings.AGENT_HEARTBEAT_SECONDS,
+        heartbeat_interval_seconds=heartbeat_interval(fleet_size()),
         license=_limits(
             activation.license, customer_active_agent_count(activation.agent.customer_id)
         ),
@@ -129,7 +134,8 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
     )
     return HeartbeatOut(
         server_time=server_time,
-        next_heartbeat_seconds=_next_interval(),
+        next_heartbeat_seconds=heartbeat_interval(fleet_size()),
+        jobs_pending=jobs_pending(agent.customer_id, agent.role),
         update_available=_update_hint(agent, version),
         upgrade=UpgradeOrderOut(version=str(order.version), rollout_id=order.rollout_id, drain=True)
         if order
@@ -145,20 +151,21 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
 )
 def me(request: HttpRequest) -> AgentMeOut:
     agent = authed_agent(request)
+    stored = Agent.objects.select_related("host").get(pk=agent.pk)  # status as of now
     license = license_current(agent.customer_id)
-    host = agent.host
+    host = stored.host
     return AgentMeOut(
         agent_id=agent.pk,
         name=agent.name,
         role=agent.role,
-        status=agent.status,
-        version=str(agent.version),
+        status=stored.status,
+        version=str(stored.version),
         unit_name=agent.unit_name,
         state_dir=agent.state_dir,
         host=host.hostname,
         machine_id=host.machine_id,
         zone=host.zone,
-        last_heartbeat_at=agent.last_heartbeat_at,
+        last_heartbeat_at=stored.last_heartbeat_at,
         license=_limits(license, customer_active_agent_count(agent.customer_id))
         if license
         else None,

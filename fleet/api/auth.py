@@ -9,8 +9,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
+from fleet.agent_cache import agent_cached_for_secret
 from fleet.models import Agent, CustomerApiKey
-from fleet.selectors import agent_for_secret, api_key_for_secret
+from fleet.selectors import api_key_for_secret
 
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
@@ -25,10 +26,11 @@ class _Bearer(HttpBearer):
 
 
 class AgentAuth(_Bearer):
-    """The agent's own secret, issued at activation. A decommissioned agent is refused."""
+    """The agent's own secret, issued at activation. A decommissioned agent (or an old
+    secret) is refused by every web process within AGENT_CACHE_POLL_SECONDS."""
 
     def authenticate(self, request: HttpRequest, token: str) -> Agent | None:
-        return agent_for_secret(token)
+        return agent_cached_for_secret(token)
 
 
 class ApiKeyAuth(_Bearer):

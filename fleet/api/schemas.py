@@ -120,6 +120,10 @@ class HeartbeatIn(In):
 class HeartbeatOut(Schema):
     server_time: datetime
     next_heartbeat_seconds: int
+    jobs_pending: int = Field(
+        description="Queued jobs of the agent's role (as of a few seconds ago): claim when "
+        "this is above zero and a slot is free, instead of polling claim."
+    )
     update_available: ReleaseHintOut | None
     upgrade: UpgradeOrderOut | None
 

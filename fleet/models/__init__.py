@@ -1,4 +1,4 @@
-from fleet.models.agents import Agent, Host
+from fleet.models.agents import Agent, AgentFactsChange, Host
 from fleet.models.anomalies import Anomaly
 from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
@@ -13,6 +13,7 @@ from fleet.models.tokens import ActivationToken
 __all__ = [
     "ActivationToken",
     "Agent",
+    "AgentFactsChange",
     "Anomaly",
     "AuditEvent",
     "Customer",

@@ -84,3 +84,18 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AgentFactsChange(models.Model):
+    """A change to what web processes keep in memory about agents (fleet/agent_cache.py):
+    written in the same transaction as the change, read by every process within
+    AGENT_CACHE_POLL_SECONDS. An agent, every agent of a customer, or (both empty) every
+    agent. Rows older than an hour are deleted by the stale sweep."""
+
+    changed_at = models.DateTimeField(db_index=True)
+    agent_id = models.BigIntegerField(null=True, blank=True)
+    customer_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        scope = f"agent {self.agent_id}" if self.agent_id else f"customer {self.customer_id}"
+        return f"{scope if self.agent_id or self.customer_id else 'all agents'} changed"

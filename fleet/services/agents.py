@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
+from fleet.agent_cache import agent_cache_note, agent_facts_changed
 from fleet.choices import (
     AgentStatus,
     AnomalyKind,
@@ -37,6 +38,7 @@ from fleet.services.anomalies import (
 )
 from fleet.services.audit import SYSTEM, Actor, audit_record
 from fleet.services.licenses import license_require_admitting
+from fleet.services.presence import presence_buffer
 from fleet.services.rollouts import rollout_record_result
 from fleet.versions import SemVer
 
@@ -240,6 +242,7 @@ def _set_new_secret(agent: Agent) -> str:
     Agent.objects.filter(pk=agent.pk).update(
         secret_prefix=minted.display_prefix, secret_digest=minted.digest
     )
+    agent_facts_changed(agent_ids=[agent.pk])  # the old secret stops working everywhere
     agent.secret_prefix, agent.secret_digest = minted.display_prefix, minted.digest
     return minted.plaintext
 
@@ -269,15 +272,27 @@ def agent_record_heartbeat(
 ) -> datetime:
     """Record that the agent is alive, by the server's clock.
 
-    The steady path is one UPDATE (the caller's authentication SELECT is the other
-    statement): job leases are extended only once half a lease has passed, and state
-    changes (back online, a new version, clock skew appearing) write their extra rows
-    only when they happen."""
+    A steady heartbeat (same version and status, leases not yet due, no new clock skew)
+    goes to the presence buffer and touches no database. Otherwise it is one UPDATE:
+    job leases are extended once half a lease has passed, and state changes (back
+    online, a new version, told to upgrade, clock skew appearing) write their extra rows
+    at once and make every web process re-read the agent."""
     now = timezone.now()
     offset = round((sent_at - now).total_seconds()) if sent_at else None
     renew = bool(running_job_ids) and (
         agent.leases_renewed_at is None or now - agent.leases_renewed_at >= settings.JOB_LEASE / 2
     )
+    came_back = agent.status == AgentStatus.OFFLINE
+    skew_appeared = _is_skewed(offset) and not _is_skewed(agent.clock_offset_seconds)
+    changed = (
+        came_back
+        or version != agent.version
+        or (upgrading and agent.status != AgentStatus.UPGRADING)
+        or skew_appeared
+    )
+    steady = not changed and not renew
+    if steady and presence_buffer(agent_id=agent.pk, at=now, load=load, offset=offset):
+        return now
     updates: dict = {
         "last_heartbeat_at": now,
         # Told to upgrade: it drains (claims get nothing) until it reports the result.
@@ -299,11 +314,12 @@ def agent_record_heartbeat(
         Job.objects.filter(
             agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
         ).update(lease_expires_at=now + settings.JOB_LEASE)
-
-    came_back = agent.status == AgentStatus.OFFLINE
+        agent_cache_note(agent, leases_renewed_at=now)
+    if changed:
+        agent_facts_changed(agent_ids=[agent.pk])
     if came_back or version != agent.version:
         _record_state_change(agent, version, came_back, ip_address)
-    if _is_skewed(offset) and not _is_skewed(agent.clock_offset_seconds):
+    if skew_appeared:
         anomaly_open(
             customer=agent.customer_id,
             kind=AnomalyKind.CLOCK_SKEW,
@@ -357,6 +373,7 @@ def agent_record_upgrade_result(
     """An agent reports how applying a version went. A rollback opens a critical finding,
     and if a rollout asked for the version, moves it on (a rollback pauses it)."""
     rollout_record_result(agent=agent, outcome=outcome, to_version=to_version, detail=detail)
+    agent_facts_changed(agent_ids=[agent.pk])
     if outcome == UpgradeOutcome.SUCCEEDED:
         Agent.objects.filter(pk=agent.pk).update(version=to_version, status=AgentStatus.ONLINE)
     else:
@@ -391,6 +408,7 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     )
     if not updated:
         return False
+    agent_facts_changed(agent_ids=[agent.pk])
     requeued = Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING).update(
         status=JobStatus.QUEUED,
         agent=None,

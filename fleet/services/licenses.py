@@ -2,6 +2,7 @@ from datetime import datetime
 
 from django.db import transaction
 
+from fleet.agent_cache import agent_facts_changed
 from fleet.errors import (
     InvalidLicense,
     LicenseBelowActiveAgents,
@@ -78,6 +79,7 @@ def license_create(
     )
     license.is_current = True
     license.save()
+    agent_facts_changed(customer_id=license.customer_id)  # channel and job cap
     audit_record(
         actor=actor,
         action="license.create",
@@ -104,6 +106,7 @@ def license_update(
         previous_max_agents=before.max_agents,
     )
     license.save(update_fields=list(changes))
+    agent_facts_changed(customer_id=license.customer_id)
     audit_record(
         actor=actor,
         action="license.update",

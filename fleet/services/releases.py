@@ -1,6 +1,7 @@
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import Channel
 from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
 from fleet.models import Release
@@ -35,6 +36,7 @@ def release_publish(
             )
     except IntegrityError as exc:
         raise ReleaseAlreadyPublished(f"Release {parsed} is already published.") from exc
+    agent_facts_changed(everyone=True)  # every agent's "latest release" may move
     audit_record(
         actor=actor,
         action="release.publish",
@@ -53,6 +55,7 @@ def release_yank(*, release: Release, reason: str, actor: Actor = SYSTEM) -> Rel
     )
     release.refresh_from_db()
     if updated:
+        agent_facts_changed(everyone=True)
         audit_record(
             actor=actor,
             action="release.yank",

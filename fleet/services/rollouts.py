@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
     AgentStatus,
@@ -252,6 +253,7 @@ def rollout_start(
             for agent in plan.excluded
         ]
     )
+    agent_facts_changed(customer_id=customer.pk)  # the canary's heartbeat carries the order
     audit_record(
         actor=actor,
         action="rollout.start",
@@ -379,6 +381,7 @@ def _pause(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor 
     rollout.paused_reason = reason
     rollout.last_gate = numbers
     rollout.save(update_fields=["paused_from", "state", "paused_reason", "last_gate"])
+    agent_facts_changed(customer_id=rollout.customer_id)
     anomaly_open(
         customer=rollout.customer_id,
         kind=AnomalyKind.ROLLOUT_GATE,
@@ -399,6 +402,7 @@ def _pause(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor 
 
 
 def _offer(rollout: Rollout, batch: int, now: datetime) -> int:
+    agent_facts_changed(customer_id=rollout.customer_id)
     return RolloutTarget.objects.filter(
         rollout=rollout, batch=batch, state=RolloutTargetState.PENDING
     ).update(state=RolloutTargetState.OFFERED, offered_at=now)
@@ -564,6 +568,7 @@ def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     rollout.state = rollout.paused_from or RolloutState.CANARY
     rollout.paused_reason = ""
     rollout.save(update_fields=["state", "paused_reason"])
+    agent_facts_changed(customer_id=rollout.customer_id)
     RolloutTarget.objects.filter(
         rollout=rollout, batch=rollout.current_batch, state=RolloutTargetState.OFFERED
     ).update(offered_at=timezone.now())  # a fresh deadline for agents told before the pause
@@ -589,6 +594,7 @@ def rollout_abort(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     RolloutTarget.objects.filter(
         rollout=rollout, state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
     ).update(state=RolloutTargetState.EXCLUDED, detail="The wave was aborted.")
+    agent_facts_changed(customer_id=rollout.customer_id)
     audit_record(
         actor=actor,
         action="rollout.abort",
@@ -634,6 +640,7 @@ def rollout_retry_failed(*, rollout: Rollout, actor: Actor, reason: str) -> int:
     )
     rollout.watch_started_at = None
     rollout.save(update_fields=["watch_started_at"])
+    agent_facts_changed(customer_id=rollout.customer_id)
     audit_record(
         actor=actor,
         action="rollout.retry_failed",

@@ -15,6 +15,7 @@ from django.utils import timezone
 from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.selectors import minor_floor, release_latest
+from fleet.services.presence import presence_flush
 
 HOUR = timedelta(hours=1)
 WAIT_WINDOW = timedelta(minutes=5)  # waits of jobs started in the last five minutes
@@ -79,6 +80,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     """Write this minute's snapshot of every customer (twice in a minute updates the same
     rows) and return them."""
     now = now or timezone.now()
+    presence_flush()  # online counts come from every heartbeat heard
     minute = now.replace(second=0, microsecond=0)
     heard_since = now - settings.AGENT_ONLINE_WINDOW
     online_q = Q(last_heartbeat_at__gte=heard_since)

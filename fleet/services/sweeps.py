@@ -4,15 +4,16 @@ bounded chunks when very many rows change at once), idempotent, and safe to run 
 the same time."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
-from fleet.models import Agent, Job, SweepState
+from fleet.models import Agent, AgentFactsChange, Job, SweepState
 from fleet.services.anomalies import (
     Finding,
     anomalies_record,
@@ -21,9 +22,11 @@ from fleet.services.anomalies import (
     db_time,
 )
 from fleet.services.audit import SYSTEM, audit_record_rows
+from fleet.services.presence import presence_flush
 
 CHUNK = 5000  # rows changed per statement: a mass change runs as several bounded ones
 STALE_SWEEP = "stale_agents"
+FACTS_CHANGES_KEPT = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,11 @@ class StaleSweep:
     abandoned: int
 
 
-def _sweep_clock(name: str, now: datetime) -> SweepState:
+def _sweep_clock(name: str, now: datetime, *, heard_everything: bool = True) -> SweepState:
     """Lock this sweep's row (two sweeps run one after the other) and note a gap: when the
     previous run is older than the online window, the Control Plane itself was away, and
-    agents get one window of grace to be heard from before anyone is marked offline."""
+    agents get one window of grace to be heard from before anyone is marked offline. The
+    same grace follows heartbeats that may have been lost with the presence buffer."""
     window = settings.AGENT_ONLINE_WINDOW
     state = SweepState.objects.select_for_update().filter(name=name).first()
     if state is None:
@@ -48,8 +52,8 @@ def _sweep_clock(name: str, now: datetime) -> SweepState:
                 )
         except IntegrityError:  # another sweep created it first
             state = SweepState.objects.select_for_update().get(name=name)
-    if now - state.last_run_at > window:
-        state.grace_until = now + window
+    if now - state.last_run_at > window or not heard_everything:
+        state.grace_until = max(state.grace_until or now, now + window)
     state.last_run_at = max(state.last_run_at, now)
     state.save(update_fields=["last_run_at", "grace_until"])
     return state
@@ -60,8 +64,9 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
     an "agent offline" finding; findings of agents heard from again are closed. Expired
     job leases go back to the queue (see jobs_requeue_expired)."""
     now = now or timezone.now()
+    flushed = presence_flush()  # count from every heartbeat heard, not only those written
     with transaction.atomic():
-        state = _sweep_clock(STALE_SWEEP, now)
+        state = _sweep_clock(STALE_SWEEP, now, heard_everything=flushed.complete)
     in_grace = state.grace_until is not None and now < state.grace_until
     marked = 0 if in_grace else _mark_offline(now)
     anomalies_resolve(
@@ -70,6 +75,7 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
         now=now,
     )
     requeued, abandoned = jobs_requeue_expired(now=now)
+    AgentFactsChange.objects.filter(changed_at__lt=now - FACTS_CHANGES_KEPT).delete()
     return StaleSweep(marked, in_grace, requeued, abandoned)
 
 
@@ -98,6 +104,7 @@ def _mark_offline(now: datetime) -> int:
             marked_total += Agent.objects.filter(pk__in=chunk).update(
                 status=AgentStatus.OFFLINE, offline_since=now
             )
+            agent_facts_changed(agent_ids=chunk)  # its next heartbeat writes at once
             anomalies_record_agents_offline(chunk, now=now)
             audit_record_rows(
                 actor=SYSTEM,

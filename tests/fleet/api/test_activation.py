@@ -23,7 +23,7 @@ def test_first_machine_gets_an_agent_and_its_secret(anon, licensed):
     body = response.json()
     assert body["created"] is True
     assert body["agent_secret"].startswith("agtn_agt_")
-    assert body["heartbeat_interval_seconds"] == 30
+    assert 30 <= body["heartbeat_interval_seconds"] <= 60
     assert body["license"] == {
         "plan": "team",
         "max_agents": 10,

@@ -1,0 +1,201 @@
+"""What the agent hot paths know, kept in each web process so a steady heartbeat reads
+nothing from the database.
+
+An agent is kept as `agent_for_secret` loaded it (with its license channel and job cap,
+the latest releases and its rollout order), by secret digest. Whatever changes those
+facts calls `agent_facts_changed` in its transaction: the change is forgotten here at
+once and written as an AgentFactsChange row that every other process reads within
+AGENT_CACHE_POLL_SECONDS, so a revoked agent is refused everywhere within that. An entry
+older than AGENT_CACHE_MAX_AGE_SECONDS is re-read anyway. The same poll refreshes the
+queued-job counts heartbeats report and the fleet size the heartbeat interval follows.
+
+Each request gets its own copy of the cached agent, so nothing a request does to it
+leaks into the next one.
+"""
+
+import copy
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, JobStatus
+from fleet.models import Agent, AgentFactsChange, Job
+from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
+
+# A change row is read again by every poll for this long, so a transaction that commits
+# late (its row carries the time it was written, not committed) is still seen.
+LOOKBACK = timedelta(seconds=60)
+FLEET_SIZE_EVERY = 30.0  # seconds between counts of the whole fleet
+_AGENTS_CHANGED = (
+    "INSERT INTO fleet_agentfactschange (changed_at, agent_id) "
+    "SELECT %s, id FROM fleet_agent WHERE id IN ({ids})"
+)
+
+
+@dataclass
+class _Entry:
+    agent: Agent
+    loaded_at: float  # time.monotonic()
+
+
+@dataclass
+class _State:
+    by_digest: dict[str, _Entry] = field(default_factory=dict)
+    digest_of: dict[int, str] = field(default_factory=dict)
+    seen_changes: dict[int, float] = field(default_factory=dict)  # change id → seen at
+    polled_at: float = float("-inf")
+    queued: dict[tuple[int, str], int] = field(default_factory=dict)
+    fleet_size: int = 0
+    fleet_counted_at: float = float("-inf")
+
+
+_state = _State()
+_poll_lock = threading.Lock()
+
+
+def agent_cache_reset() -> None:
+    """Forget everything (tests, and a process that forks)."""
+    global _state
+    _state = _State()
+
+
+def agent_cached_for_secret(secret: str) -> Agent | None:
+    """The agent a secret belongs to: from memory when known and fresh, else from one
+    SELECT (`agent_for_secret`). A decommissioned agent or an old secret gives None."""
+    from fleet.selectors import agent_for_secret
+
+    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
+        return None
+    _poll_if_due()
+    digest = secret_digest(secret)
+    entry = _state.by_digest.get(digest)
+    now = time.monotonic()
+    if entry is not None and now - entry.loaded_at <= settings.AGENT_CACHE_MAX_AGE_SECONDS:
+        return copy.copy(entry.agent)
+    polled_at = _state.polled_at
+    agent = agent_for_secret(secret)
+    if agent is None:
+        _forget_digest(digest)
+    elif _state.polled_at == polled_at:
+        # (Kept only if no poll ran meanwhile: it may have forgotten a change this
+        # read came too early to see.)
+        _remember(digest, copy.copy(agent), now)
+    return agent
+
+
+def agent_cache_note(agent: Agent, **fields: object) -> None:
+    """Record in this process's copy what a request just wrote for the agent."""
+    entry = _state.by_digest.get(agent.secret_digest)
+    if entry is not None and entry.agent.pk == agent.pk:
+        for name, value in fields.items():
+            setattr(entry.agent, name, value)
+
+
+def agent_facts_changed(
+    *, agent_ids: Iterable[int] = (), customer_id: int | None = None, everyone: bool = False
+) -> None:
+    """Call inside the transaction that changes an agent's status or secret, a customer's
+    license or rollouts, or the releases (`everyone`): every process re-reads what it
+    kept about them."""
+    now = timezone.now()
+    ids = list(agent_ids)
+    if ids:  # one statement however many (a mass offline passes thousands)
+        at = AgentFactsChange._meta.get_field("changed_at").get_db_prep_value(now, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(_AGENTS_CHANGED.format(ids=", ".join(["%s"] * len(ids))), [at, *ids])
+    if customer_id is not None or everyone:
+        AgentFactsChange.objects.create(changed_at=now, customer_id=customer_id)
+    # Forgotten here at once (a rollback only costs a re-read); other processes (and this
+    # one again, harmlessly) forget it when their poll reads the committed rows.
+    _forget(ids, customer_id, everyone)
+
+
+def jobs_pending(customer_id: int, role: str) -> int:
+    """Queued jobs an agent of this customer and role could claim, as of the last poll."""
+    _poll_if_due()
+    return _state.queued.get((customer_id, role), 0)
+
+
+def fleet_size() -> int:
+    """Agents holding a seat across every customer, counted at most every 30 s."""
+    _poll_if_due()
+    return _state.fleet_size
+
+
+def _remember(digest: str, agent: Agent, now: float) -> None:
+    if len(_state.by_digest) >= settings.AGENT_CACHE_MAX_ENTRIES:
+        # Dicts keep insertion order: drop the oldest tenth rather than grow without end.
+        for old in list(_state.by_digest)[: max(1, len(_state.by_digest) // 10)]:
+            _forget_digest(old)
+    previous = _state.digest_of.get(agent.pk)
+    if previous is not None and previous != digest:
+        _forget_digest(previous)
+    _state.by_digest[digest] = _Entry(agent, now)
+    _state.digest_of[agent.pk] = digest
+
+
+def _forget_digest(digest: str) -> None:
+    entry = _state.by_digest.pop(digest, None)
+    if entry is not None and _state.digest_of.get(entry.agent.pk) == digest:
+        del _state.digest_of[entry.agent.pk]
+
+
+def _forget(agent_ids: Iterable[int], customer_id: int | None, everyone: bool) -> None:
+    for pk in agent_ids:
+        digest = _state.digest_of.get(pk)
+        if digest is not None:
+            _forget_digest(digest)
+    if everyone:
+        _state.by_digest.clear()
+        _state.digest_of.clear()
+    elif customer_id is not None:
+        for digest, entry in list(_state.by_digest.items()):
+            if entry.agent.customer_id == customer_id:
+                _forget_digest(digest)
+
+
+def _poll_if_due() -> None:
+    now = time.monotonic()
+    if now - _state.polled_at < settings.AGENT_CACHE_POLL_SECONDS:
+        return
+    if not _poll_lock.acquire(blocking=False):
+        return  # another thread of this process is polling
+    try:
+        _poll(now)
+    finally:
+        _poll_lock.release()
+
+
+def _poll(now: float) -> None:
+    """Two statements every AGENT_CACHE_POLL_SECONDS (three when the fleet is counted):
+    forget what changed, refresh the queued-job counts."""
+    state = _state
+    changes = AgentFactsChange.objects.filter(changed_at__gt=timezone.now() - LOOKBACK).values_list(
+        "pk", "agent_id", "customer_id"
+    )
+    for pk, agent_id, customer_id in changes:
+        if pk in state.seen_changes:
+            continue
+        state.seen_changes[pk] = now
+        _forget([agent_id] if agent_id else [], customer_id, not agent_id and not customer_id)
+    horizon = now - 2 * LOOKBACK.total_seconds()
+    state.seen_changes = {pk: at for pk, at in state.seen_changes.items() if at > horizon}
+    state.queued = {
+        (customer_id, role): n
+        for customer_id, role, n in Job.objects.filter(status=JobStatus.QUEUED)
+        .values("customer_id", "role")
+        .annotate(n=Count("pk"))
+        .values_list("customer_id", "role", "n")
+        .order_by()
+    }
+    if now - state.fleet_counted_at >= FLEET_SIZE_EVERY:
+        state.fleet_size = Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED).count()
+        state.fleet_counted_at = now
+    state.polled_at = now

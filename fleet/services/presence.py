@@ -1,0 +1,132 @@
+"""Agents' last-seen times, buffered in Redis and written to the database in bulk.
+
+A steady heartbeat changes nothing but the time, load and clock offset, so with
+PRESENCE_BUFFER_URL set it costs one Redis HSET, and `presence_flush` writes the whole
+buffer with one UPDATE per chunk: every PRESENCE_FLUSH_SECONDS, and before every stale
+sweep and snapshot, so they count from exact times. Without a buffer, or while Redis is
+unreachable, heartbeats write the database themselves: slower, never lost.
+
+Redis may lose what it holds (a restart without persistence). A flush that cannot reach
+Redis, or finds its marker key gone, says so (`complete=False`), and the stale sweep then
+waits one online window before marking anyone offline: by then every live agent has
+beaten again, into the database or the buffer.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+
+from fleet.models import Agent
+
+logger = logging.getLogger(__name__)
+
+PENDING = "agentina:presence:pending"
+FLUSHING = "agentina:presence:flushing"  # what a flush is writing (kept if it fails)
+MARKER = "agentina:presence:intact"  # gone: Redis lost the buffer
+CHUNK = 5000
+RETRY_AFTER = 5.0  # seconds heartbeats skip an unreachable Redis before trying again
+
+_unreachable_until = 0.0
+
+
+@dataclass(frozen=True)
+class PresenceFlush:
+    written: int  # agents whose last-seen moved forward
+    complete: bool  # False: heartbeats may have been lost with Redis; hold off marking
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _buffer() -> redis.Redis | None:
+    url = settings.PRESENCE_BUFFER_URL
+    return _client(url) if url else None
+
+
+def presence_buffer(*, agent_id: int, at: datetime, load: float | None, offset: int | None) -> bool:
+    """Buffer a steady heartbeat; False when there is no buffer or Redis is unreachable
+    (the caller then writes the database)."""
+    global _unreachable_until
+    client = _buffer()
+    if client is None or time.monotonic() < _unreachable_until:
+        return False
+    value = f"{at.timestamp()} {'' if load is None else load} {'' if offset is None else offset}"
+    try:
+        client.hset(PENDING, str(agent_id), value)
+    except redis.RedisError as exc:
+        _unreachable_until = time.monotonic() + RETRY_AFTER
+        logger.warning("presence buffer unreachable, heartbeats write the database: %s", exc)
+        return False
+    return True
+
+
+def presence_flush() -> PresenceFlush:
+    """Write buffered heartbeats to the database. Safe to run twice at once: a row only
+    moves forward in time."""
+    client = _buffer()
+    if client is None:
+        return PresenceFlush(0, complete=True)
+    try:
+        intact = bool(client.exists(MARKER))
+        if not client.exists(FLUSHING) and client.exists(PENDING):
+            client.renamenx(PENDING, FLUSHING)
+        entries = client.hgetall(FLUSHING)
+    except redis.RedisError as exc:
+        logger.warning("presence buffer unreachable, nothing flushed: %s", exc)
+        return PresenceFlush(0, complete=False)
+    rows = [_parse(agent_id, value) for agent_id, value in entries.items()]
+    written = 0
+    for start in range(0, len(rows), CHUNK):
+        with transaction.atomic():
+            written += _write(rows[start : start + CHUNK])
+    try:
+        client.delete(FLUSHING)
+        client.set(MARKER, "1")
+    except redis.RedisError as exc:  # written already; the next flush rewrites harmlessly
+        logger.warning("presence buffer unreachable after a flush: %s", exc)
+        return PresenceFlush(written, complete=False)
+    return PresenceFlush(written, complete=intact)
+
+
+def _parse(
+    agent_id: bytes | str, value: bytes | str
+) -> tuple[int, datetime, float | None, int | None]:
+    text = value.decode() if isinstance(value, bytes) else value
+    at, load, offset = text.split(" ")
+    return (
+        int(agent_id),
+        datetime.fromtimestamp(float(at), tz=UTC),
+        float(load) if load else None,
+        int(offset) if offset else None,
+    )
+
+
+_UPDATE_PG = """
+UPDATE fleet_agent AS a
+   SET last_heartbeat_at = v.at, load = v.load, clock_offset_seconds = v.off
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::int[]) AS v(id, at, load, off)
+ WHERE a.id = v.id AND (a.last_heartbeat_at IS NULL OR a.last_heartbeat_at < v.at)
+"""
+
+
+def _write(rows: list[tuple[int, datetime, float | None, int | None]]) -> int:
+    """One statement for the chunk on PostgreSQL; a statement per agent elsewhere."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_UPDATE_PG, [list(column) for column in zip(*rows, strict=True)])
+            return cursor.rowcount
+    return sum(
+        Agent.objects.filter(
+            Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=at), pk=agent_id
+        ).update(last_heartbeat_at=at, load=load, clock_offset_seconds=offset)
+        for agent_id, at, load, offset in rows
+    )
