@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format check-python migrate seed clean bench-beat
+.PHONY: run test lint format check-python migrate seed clean bench
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -49,10 +49,17 @@ seed: migrate
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .mypy_cache .ruff_cache
 
-## make bench-beat: time the stale sweep and the snapshot over 100,000 agents and 1,000,000 jobs
-## (needs PostgreSQL; BENCH_DATABASE_URL defaults to the local server, database agentina_bench)
+## make bench: seed 100,000 agents and 1,000,000 jobs in PostgreSQL, drive the real app under
+## gunicorn with wrk (apt-get install wrk), print the hot paths and beat's sweeps in one table.
+## BENCH_DATABASE_URL (database *_bench, recreated) and BENCH_REDIS_URL (emptied) may be set.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentina_bench
-bench-beat: $(VENV)/.installed-run
-	$(BIN)/python -c 'import psycopg, sys; u=sys.argv[1]; base=u.rsplit("/",1)[0]+"/postgres"; c=psycopg.connect(base, autocommit=True); c.execute("DROP DATABASE IF EXISTS agentina_bench"); c.execute("CREATE DATABASE agentina_bench")' $(BENCH_DATABASE_URL)
-	DEBUG=true DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python manage.py migrate -v0
-	DEBUG=true DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python manage.py bench_beat
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
+BENCH_ENV = DEBUG=false SECRET_KEY=bench-only-not-a-secret-bench-only-not-a-secret \
+	SECURE_SSL_REDIRECT=false DATABASE_URL=$(BENCH_DATABASE_URL) \
+	PRESENCE_BUFFER_URL=$(BENCH_REDIS_URL) STATICFILES_BACKEND=django.contrib.staticfiles.storage.StaticFilesStorage
+bench: $(VENV)/.installed-run
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -c 'import psycopg, sys; u=sys.argv[1]; name=u.rsplit("/",1)[1]; assert name.endswith("_bench"), name; c=psycopg.connect(u.rsplit("/",1)[0]+"/postgres", autocommit=True); c.execute(f"DROP DATABASE IF EXISTS {name}"); c.execute(f"CREATE DATABASE {name}")' $(BENCH_DATABASE_URL)
+	$(BIN)/python -c 'import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()' $(BENCH_REDIS_URL)
+	$(BENCH_ENV) $(BIN)/python manage.py migrate -v0
+	$(BENCH_ENV) $(BIN)/python manage.py bench $(BENCH_ARGS)

@@ -253,13 +253,15 @@ AGENT_HEARTBEATS_PER_SECOND = env.int("AGENT_HEARTBEATS_PER_SECOND", default=200
 # Hot paths. Each web process keeps what a heartbeat needs to know about an agent and
 # re-reads what changed every AGENT_CACHE_POLL_SECONDS (so a revoked agent is refused
 # everywhere within that); entries older than AGENT_CACHE_MAX_AGE_SECONDS are re-read
-# anyway. With PRESENCE_BUFFER_URL (a Redis URL), steady heartbeats go to Redis and are
-# written to the database in bulk every PRESENCE_FLUSH_SECONDS; without it, or while
-# Redis is unreachable, every heartbeat writes the database.
+# anyway. With PRESENCE_BUFFER_URL (a Redis URL), steady heartbeats go to Redis (each
+# process sends its batch every PRESENCE_BATCH_SECONDS) and are written to the database
+# in bulk every PRESENCE_FLUSH_SECONDS; without it, or while Redis is unreachable, every
+# heartbeat writes the database.
 AGENT_CACHE_POLL_SECONDS = env.float("AGENT_CACHE_POLL_SECONDS", default=2.0)
-AGENT_CACHE_MAX_AGE_SECONDS = env.int("AGENT_CACHE_MAX_AGE_SECONDS", default=600)
+AGENT_CACHE_MAX_AGE_SECONDS = env.int("AGENT_CACHE_MAX_AGE_SECONDS", default=3600)
 AGENT_CACHE_MAX_ENTRIES = env.int("AGENT_CACHE_MAX_ENTRIES", default=250_000)
 PRESENCE_BUFFER_URL = env.str("PRESENCE_BUFFER_URL", default="")
+PRESENCE_BATCH_SECONDS = env.float("PRESENCE_BATCH_SECONDS", default=0.5)
 AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)
 ACTIVATION_TOKEN_DEFAULT_TTL = timedelta(days=7)
 JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))

@@ -92,34 +92,32 @@ def release_latest(channel: str = Channel.STABLE) -> Release | None:
     return _latest_releases(channels).first()
 
 
-def agent_for_secret(secret: str) -> Agent | None:
-    """The agent a secret belongs to, with what its hot paths need, in one SELECT: its
-    license channel and job cap, the latest release of each channel, and the upgrade a
-    rollout has told it to apply now (if any)."""
-    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
-        return None
+def agents_with_facts() -> QuerySet[Agent]:
+    """Agents that may authenticate, each with what its hot paths need: its license
+    channel and job cap, the latest release of each channel, and the upgrade a rollout
+    has told it to apply now (if any)."""
     current = License.objects.filter(customer=OuterRef("customer_id"), is_current=True)
     order = RolloutTarget.objects.filter(
         agent=OuterRef("pk"),
         state=RolloutTargetState.OFFERED,
         rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
     )
-    agent = (
-        Agent.objects.filter(secret_digest=secret_digest(secret))
-        .exclude(status=AgentStatus.DECOMMISSIONED)
-        .annotate(
-            license_channel=Subquery(current.values("channel")[:1]),
-            license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
-            latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
-            latest_any=Subquery(
-                _latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]
-            ),
-            upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
-            upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
-            on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
-        )
-        .first()
+    return Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED).annotate(
+        license_channel=Subquery(current.values("channel")[:1]),
+        license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
+        latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
+        latest_any=Subquery(_latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]),
+        upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
+        upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
+        on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
     )
+
+
+def agent_for_secret(secret: str) -> Agent | None:
+    """The agent a secret belongs to, with its facts (`agents_with_facts`), in one SELECT."""
+    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
+        return None
+    agent = agents_with_facts().filter(secret_digest=secret_digest(secret)).first()
     # The lookup is by digest; the comparison itself is constant-time.
     return agent if agent and secret_matches(secret, agent.secret_digest) else None
 

@@ -132,10 +132,13 @@ def assert_data_statements():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_agent_cache():
-    """Each test starts with web processes that know no agent yet."""
+def _fresh_hot_paths():
+    """Each test starts with a process that knows no agent and holds no heartbeat."""
     from fleet.agent_cache import agent_cache_reset
+    from fleet.services.presence import presence_reset
 
     agent_cache_reset()
+    presence_reset()
     yield
     agent_cache_reset()
+    presence_reset()

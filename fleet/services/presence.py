@@ -1,10 +1,12 @@
 """Agents' last-seen times, buffered in Redis and written to the database in bulk.
 
-A steady heartbeat changes nothing but the time, load and clock offset, so with
-PRESENCE_BUFFER_URL set it costs one Redis HSET, and `presence_flush` writes the whole
-buffer with one UPDATE per chunk: every PRESENCE_FLUSH_SECONDS, and before every stale
-sweep and snapshot, so they count from exact times. Without a buffer, or while Redis is
-unreachable, heartbeats write the database themselves: slower, never lost.
+A steady heartbeat changes nothing but the time, load and clock offset. With
+PRESENCE_BUFFER_URL set, each web process collects those in memory and a thread of its
+own sends them to one Redis hash every PRESENCE_BATCH_SECONDS (one HSET for the lot);
+`presence_flush` writes the hash to the database with one UPDATE per chunk, every
+PRESENCE_FLUSH_SECONDS and before every stale sweep and snapshot, so they count from
+exact times. Without a buffer, or while Redis is unreachable, heartbeats write the
+database themselves (and a batch Redis refused goes to the database): slower, not lost.
 
 Redis may lose what it holds (a restart without persistence). A flush that cannot reach
 Redis, or finds its marker key gone, says so (`complete=False`), and the stale sweep then
@@ -12,15 +14,18 @@ waits one online window before marking anyone offline: by then every live agent 
 beaten again, into the database or the buffer.
 """
 
+import atexit
 import logging
+import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 
 from fleet.models import Agent
@@ -33,7 +38,18 @@ MARKER = "agentina:presence:intact"  # gone: Redis lost the buffer
 CHUNK = 5000
 RETRY_AFTER = 5.0  # seconds heartbeats skip an unreachable Redis before trying again
 
-_unreachable_until = 0.0
+
+@dataclass
+class _Batch:
+    """This process's heartbeats not yet in Redis, by agent id."""
+
+    entries: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sender_pid: int | None = None  # the process whose thread sends (none after a fork)
+    unreachable_until: float = 0.0
+
+
+_batch = _Batch()
 
 
 @dataclass(frozen=True)
@@ -53,20 +69,58 @@ def _buffer() -> redis.Redis | None:
 
 
 def presence_buffer(*, agent_id: int, at: datetime, load: float | None, offset: int | None) -> bool:
-    """Buffer a steady heartbeat; False when there is no buffer or Redis is unreachable
-    (the caller then writes the database)."""
-    global _unreachable_until
-    client = _buffer()
-    if client is None or time.monotonic() < _unreachable_until:
+    """Take a steady heartbeat into the batch; False when there is no buffer or Redis was
+    just found unreachable (the caller then writes the database)."""
+    if _buffer() is None or time.monotonic() < _batch.unreachable_until:
         return False
     value = f"{at.timestamp()} {'' if load is None else load} {'' if offset is None else offset}"
-    try:
-        client.hset(PENDING, str(agent_id), value)
-    except redis.RedisError as exc:
-        _unreachable_until = time.monotonic() + RETRY_AFTER
-        logger.warning("presence buffer unreachable, heartbeats write the database: %s", exc)
-        return False
+    with _batch.lock:
+        _batch.entries[str(agent_id)] = value
+        if _batch.sender_pid != os.getpid():
+            _batch.sender_pid = os.getpid()
+            threading.Thread(target=_send_forever, name="presence-sender", daemon=True).start()
     return True
+
+
+def presence_send() -> int:
+    """Send this process's batch to Redis now; if Redis refuses it, write it to the
+    database. Returns how many agents it carried."""
+    with _batch.lock:
+        entries, _batch.entries = _batch.entries, {}
+    client = _buffer()
+    if not entries or client is None:
+        return len(entries)
+    try:
+        client.hset(PENDING, mapping=entries)  # type: ignore[arg-type]
+    except redis.RedisError as exc:
+        _batch.unreachable_until = time.monotonic() + RETRY_AFTER
+        logger.warning("presence buffer unreachable, heartbeats write the database: %s", exc)
+        rows = sorted(_parse(agent_id, value) for agent_id, value in entries.items())
+        for start in range(0, len(rows), CHUNK):
+            with transaction.atomic():
+                _write(rows[start : start + CHUNK])
+    return len(entries)
+
+
+def presence_reset() -> None:
+    """Drop the unsent batch and forget an outage (tests)."""
+    with _batch.lock:
+        _batch.entries = {}
+    _batch.unreachable_until = 0.0
+
+
+def _send_forever() -> None:
+    while True:
+        time.sleep(settings.PRESENCE_BATCH_SECONDS)
+        try:
+            presence_send()
+        except Exception:  # the database is down too: the batch is lost; keep going
+            logger.exception("presence batch lost")
+        finally:
+            close_old_connections()
+
+
+atexit.register(presence_send)  # a worker that stops sends what it holds
 
 
 def presence_flush() -> PresenceFlush:
@@ -75,6 +129,7 @@ def presence_flush() -> PresenceFlush:
     client = _buffer()
     if client is None:
         return PresenceFlush(0, complete=True)
+    presence_send()  # this process's own batch first
     try:
         intact = bool(client.exists(MARKER))
         if not client.exists(FLUSHING) and client.exists(PENDING):
