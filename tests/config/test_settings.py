@@ -79,8 +79,8 @@ def test_migrations_match_the_models():
 
 
 @pytest.mark.django_db
-def test_the_beat_benchmark_refuses_a_real_database():
+def test_the_benchmark_refuses_a_real_database():
     from django.core.management import CommandError, call_command
 
     with pytest.raises(CommandError, match="_bench"):
-        call_command("bench_beat", "--agents", "10", "--jobs", "10")
+        call_command("bench", "--agents", "10", "--jobs", "10")
