@@ -112,7 +112,8 @@ TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVE
 def assert_data_statements():
     """Pin the SQL statements a path issues, leaving out transaction control (BEGIN on
     SQLite, and the savepoints that the test's own wrapping transaction turns atomic
-    blocks into), which differs by backend and harness but not by code path."""
+    blocks into), which differs by backend and harness but not by code path. Statements
+    sent together in one round trip (joined by ";\n") count one each."""
     from contextlib import contextmanager
 
     from django.test.utils import CaptureQueriesContext
@@ -122,9 +123,10 @@ def assert_data_statements():
         with CaptureQueriesContext(connection) as ctx:
             yield
         statements = [
-            q["sql"]
+            sql
             for q in ctx.captured_queries
-            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
+            for sql in q["sql"].split(";\n")
+            if not sql.lstrip().upper().startswith(TRANSACTION_CONTROL)
         ]
         assert len(statements) == expected, "\n\n".join(statements)
 

@@ -66,3 +66,87 @@ def celery_worker_and_beat(tmp_path: Path, **env: str) -> Iterator[Path]:
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def web_process(tmp_path: Path, **env: str) -> Iterator[str]:
+    """The app under gunicorn (one sync worker: a web process of its own, with its own
+    memory) on the test database; yields its base URL."""
+    port = free_port()
+    log = (tmp_path / f"gunicorn-{port}.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ],
+        env={**os.environ, "DEBUG": "true", "DATABASE_URL": database_url(), **env},
+        cwd=settings.BASE_DIR,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: answers(f"{base}/api/v1/health"), timeout=60), "gunicorn is down"
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@contextmanager
+def redis_server(port: int) -> Iterator[subprocess.Popen]:
+    """A private Redis (nothing kept on disk) that a test may kill."""
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        assert wait_for(lambda: _pings(client), timeout=10), "redis-server did not start"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _pings(client) -> bool:  # type: ignore[no-untyped-def]
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

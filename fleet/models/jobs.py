@@ -8,13 +8,17 @@ from fleet.models.tenancy import Customer
 class Job(models.Model):
     """A unit of work for one role, held by at most one agent under a lease."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="jobs")
+    # No index of their own on customer and agent: job_customer_finished and
+    # job_agent_status lead with them, and every index costs each claim and finish.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     role = models.CharField(max_length=16, choices=AgentRole.choices)
     payload = models.JSONField(default=dict, help_text="repo, ref, task")
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first.")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     agent = models.ForeignKey(
-        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs", db_index=False
     )
     attempts = models.PositiveIntegerField(default=0)
     lease_id = models.UUIDField(null=True, blank=True)
@@ -41,12 +45,14 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            # The claim path: next queued job of a role, by priority then age.
+            # The claim path: next queued job of a role, by priority then age (then id,
+            # so the claim's ORDER BY reads the index as it is, without a sort).
             models.Index(
                 "customer",
                 "role",
                 models.F("priority").desc(),
                 "queued_at",
+                "id",
                 condition=models.Q(status=JobStatus.QUEUED),
                 name="job_queue",
             ),

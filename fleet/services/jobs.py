@@ -13,19 +13,35 @@ from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, Sta
 from fleet.models import Agent, Customer, Job
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
-_CLAIM_SQL = """
+# A claim is three statements, sent together in one round trip on PostgreSQL (each still
+# takes its own snapshot): lock the agent's row, so its claims run one at a time; claim
+# the next job, counting the agent's running jobs in a snapshot taken after that lock (a
+# count taken before waiting would let two claims both see room under the cap), with
+# SKIP LOCKED so different agents claim different jobs at once; write the audit row.
+_CLAIM_STATEMENTS = [
+    "SELECT status FROM fleet_agent WHERE id = %(agent)s {lock}",
+    """
 UPDATE fleet_job
    SET status = %(running)s, agent_id = %(agent)s, lease_id = %(lease)s,
        lease_expires_at = %(expires)s, started_at = %(now)s, attempts = attempts + 1
  WHERE id = (
        SELECT id FROM fleet_job
         WHERE customer_id = %(customer)s AND role = %(role)s AND status = %(queued)s
+          AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = %(online)s
           AND (SELECT COUNT(*) FROM fleet_job
                 WHERE agent_id = %(agent)s AND status = %(running)s) < %(cap)s
         ORDER BY priority DESC, queued_at, id
         LIMIT 1 {lock})
-RETURNING *
-"""
+RETURNING *""",
+    """
+INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action, target_type,
+                              target_id, target_repr, changes, ip_address)
+SELECT %(now)s, NULL, %(actor)s, customer_id, 'job.claim', 'fleet.job', CAST(id AS TEXT),
+       'job ' || id || ' (' || role || ', ' || status || ')',
+       {changes}, NULL
+  FROM fleet_job WHERE lease_id = %(lease)s""",
+]
+_CLAIM_CHANGES = """'{"status": ["queued", "running"], "attempt": [null, ' || attempts || ']}'"""
 
 
 @transaction.atomic
@@ -69,26 +85,26 @@ def job_submit(
 @transaction.atomic
 def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
     """The oldest highest-priority queued job of the agent's role, or None when the agent
-    already holds `max_concurrent` jobs or the queue is empty.
-
-    The agent's row is locked first, so its concurrent claims run one at a time; the
-    claim statement then counts the agent's running jobs in a snapshot taken after that
-    lock (a count taken before waiting would let two claims both see room under the cap).
-    SKIP LOCKED lets different agents claim different jobs at once."""
-    locked = list(
-        Agent.objects.select_for_update().filter(pk=agent.pk).values_list("status", flat=True)
-    )
-    if locked != [AgentStatus.ONLINE]:
-        return None  # draining for an upgrade (or retired): no new work
+    already holds `max_concurrent` jobs, is draining for an upgrade (or retired), or the
+    queue is empty. Three statements, one round trip on PostgreSQL (see _CLAIM_STATEMENTS)."""
 
     def db(name: str, value: object) -> object:
         return Job._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
 
     now = timezone.now()
+    postgres = connection.vendor == "postgresql"
     lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    params = {
+    statements = [
+        sql.format(
+            lock="FOR UPDATE" if i == 0 and lock else lock,
+            changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
+        )
+        for i, sql in enumerate(_CLAIM_STATEMENTS)
+    ]
+    params: dict[str, Any] = {
         "running": JobStatus.RUNNING,
         "queued": JobStatus.QUEUED,
+        "online": AgentStatus.ONLINE,
         "agent": agent.pk,
         "customer": agent.customer_id,
         "role": agent.role,
@@ -96,19 +112,29 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
         "lease": db("lease_id", uuid.uuid4()),
         "now": db("started_at", now),
         "expires": db("lease_expires_at", now + settings.JOB_LEASE),
+        "actor": Actor.for_agent(agent).label[:200],
     }
-    claimed = list(Job.objects.raw(_CLAIM_SQL.format(lock=lock), params))
-    if not claimed:
-        return None
-    job = claimed[0]
-    audit_record(
-        actor=Actor.for_agent(agent),
-        action="job.claim",
-        target=job,
-        customer=agent.customer_id,
-        changes={"status": [JobStatus.QUEUED, JobStatus.RUNNING], "attempt": [None, job.attempts]},
-    )
-    return job
+    with connection.cursor() as cursor:
+        if postgres:
+            cursor.execute(";\n".join(statements), params)  # every statement runs here
+            cursor.nextset()  # past the lock's row, to the claim's
+            claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
+        else:
+            for sql in statements:
+                cursor.execute(sql, params)
+                if sql is statements[1]:
+                    claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
+    return _job_from_row(columns, claimed) if claimed is not None else None
+
+
+def _job_from_row(columns: list[str], row: tuple[Any, ...]) -> Job:
+    """A Job from a whole row of fleet_job, converted as the ORM converts what it reads."""
+    fields = Job._meta.concrete_fields
+    by_column = dict(zip(columns, row, strict=True))
+    compiler = connection.ops.compiler("SQLCompiler")(Job.objects.none().query, connection, None)
+    converters = compiler.get_converters([f.get_col(Job._meta.db_table) for f in fields])
+    (values,) = compiler.apply_converters([[by_column[f.column] for f in fields]], converters)
+    return Job.from_db(connection.alias, [f.attname for f in fields], values)
 
 
 def _finish(
