@@ -89,7 +89,8 @@ class Runner:
         self.cap = (me.get("license") or {}).get("max_concurrent_tasks_per_agent", 1)
 
     def step(self) -> None:
-        """One turn: collect finished jobs, heartbeat, upgrade if told, claim if room."""
+        """One turn: collect finished jobs, heartbeat, upgrade if told, and claim if room
+        and the heartbeat says jobs are waiting (claim is not polled)."""
         self._collect()
         beat = self.client.heartbeat(self.state.version, list(self.running))
         self.interval = float(beat.get("next_heartbeat_seconds", 30))
@@ -99,7 +100,9 @@ class Runner:
             if not self.running:
                 self._upgrade(self.draining)
             return
-        while len(self.running) < self.cap:
+        waiting = beat.get("jobs_pending", 1)  # older servers do not say: try
+        while waiting > 0 and len(self.running) < self.cap:
+            waiting -= 1
             job = self.client.claim()
             if not job:
                 break

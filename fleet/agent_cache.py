@@ -32,6 +32,7 @@ from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
 # A change row is read again by every poll for this long, so a transaction that commits
 # late (its row carries the time it was written, not committed) is still seen.
 LOOKBACK = timedelta(seconds=60)
+QUEUED_COUNT_EVERY = 5.0  # seconds between counts of queued jobs (a scan of the queue)
 FLEET_SIZE_EVERY = 30.0  # seconds between counts of the whole fleet
 _AGENTS_CHANGED = (
     "INSERT INTO fleet_agentfactschange (changed_at, agent_id) "
@@ -52,6 +53,7 @@ class _State:
     seen_changes: dict[int, float] = field(default_factory=dict)  # change id → seen at
     polled_at: float = float("-inf")
     queued: dict[tuple[int, str], int] = field(default_factory=dict)
+    queued_counted_at: float = float("-inf")
     fleet_size: int = 0
     fleet_counted_at: float = float("-inf")
 
@@ -132,7 +134,7 @@ def agent_facts_changed(
 
 
 def jobs_pending(customer_id: int, role: str) -> int:
-    """Queued jobs an agent of this customer and role could claim, as of the last poll."""
+    """Queued jobs an agent of this customer and role could claim, as of at most 5 s ago."""
     _poll_if_due()
     return _state.queued.get((customer_id, role), 0)
 
@@ -188,8 +190,8 @@ def _poll_if_due() -> None:
 
 
 def _poll(now: float) -> None:
-    """Two statements every AGENT_CACHE_POLL_SECONDS (three when the fleet is counted):
-    forget what changed, refresh the queued-job counts."""
+    """One statement every AGENT_CACHE_POLL_SECONDS (forget what changed), one more every
+    5 s (the queued-job counts) and every 30 s (the fleet's size)."""
     state = _state
     changes = AgentFactsChange.objects.filter(changed_at__gt=timezone.now() - LOOKBACK).values_list(
         "pk", "agent_id", "customer_id"
@@ -201,14 +203,16 @@ def _poll(now: float) -> None:
         _forget([agent_id] if agent_id else [], customer_id, not agent_id and not customer_id)
     horizon = now - 2 * LOOKBACK.total_seconds()
     state.seen_changes = {pk: at for pk, at in state.seen_changes.items() if at > horizon}
-    state.queued = {
-        (customer_id, role): n
-        for customer_id, role, n in Job.objects.filter(status=JobStatus.QUEUED)
-        .values("customer_id", "role")
-        .annotate(n=Count("pk"))
-        .values_list("customer_id", "role", "n")
-        .order_by()
-    }
+    if now - state.queued_counted_at >= QUEUED_COUNT_EVERY:
+        state.queued = {
+            (customer_id, role): n
+            for customer_id, role, n in Job.objects.filter(status=JobStatus.QUEUED)
+            .values("customer_id", "role")
+            .annotate(n=Count("pk"))
+            .values_list("customer_id", "role", "n")
+            .order_by()
+        }
+        state.queued_counted_at = now
     if now - state.fleet_counted_at >= FLEET_SIZE_EVERY:
         state.fleet_size = Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED).count()
         state.fleet_counted_at = now

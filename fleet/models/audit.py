@@ -14,8 +14,13 @@ class AuditEvent(models.Model):
     actor_label = models.CharField(
         max_length=200, help_text="The user, agent, API key or 'system' at the time."
     )
-    customer = models.ForeignKey(
-        Customer, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    customer = models.ForeignKey(  # indexed by audit_customer_at, which leads with it
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_events",
+        db_index=False,
     )
     action = models.CharField(max_length=64, help_text="e.g. license.update")
     target_type = models.CharField(max_length=64)

@@ -1,47 +1,93 @@
 """The job queue: submit, claim under the per-agent cap, finish under a lease."""
 
+import re
 import uuid
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, JobStatus
+from fleet.choices import JobStatus
 from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
-# A claim is three statements, sent together in one round trip on PostgreSQL (each still
-# takes its own snapshot): lock the agent's row, so its claims run one at a time; claim
-# the next job, counting the agent's running jobs in a snapshot taken after that lock (a
-# count taken before waiting would let two claims both see room under the cap), with
-# SKIP LOCKED so different agents claim different jobs at once; write the audit row.
+# A claim is three statements: lock the agent's row, so its claims run one at a time;
+# claim the next job, counting the agent's running jobs in a snapshot taken after that
+# lock (a count taken before waiting would let two claims both see room under the cap),
+# with SKIP LOCKED so different agents claim different jobs at once; write the audit row.
+# On PostgreSQL they run inside the function fleet_claim_job (created from these very
+# statements after every migrate): one round trip, plans kept by each connection, and
+# each statement still takes its own snapshot. Elsewhere they run one by one. Statuses are
+# written out, not parameters, so the kept plans can use the partial job_queue index.
 _CLAIM_STATEMENTS = [
-    "SELECT status FROM fleet_agent WHERE id = %(agent)s {lock}",
-    """
-UPDATE fleet_job
-   SET status = %(running)s, agent_id = %(agent)s, lease_id = %(lease)s,
+    "SELECT status FROM fleet_agent WHERE id = %(agent)s {lock_agent}",
+    """UPDATE fleet_job
+   SET status = 'running', agent_id = %(agent)s, lease_id = %(lease)s,
        lease_expires_at = %(expires)s, started_at = %(now)s, attempts = attempts + 1
  WHERE id = (
        SELECT id FROM fleet_job
-        WHERE customer_id = %(customer)s AND role = %(role)s AND status = %(queued)s
-          AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = %(online)s
+        WHERE customer_id = %(customer)s AND role = %(role)s AND status = 'queued'
+          AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = 'online'
           AND (SELECT COUNT(*) FROM fleet_job
-                WHERE agent_id = %(agent)s AND status = %(running)s) < %(cap)s
+                WHERE agent_id = %(agent)s AND status = 'running') < %(cap)s
         ORDER BY priority DESC, queued_at, id
-        LIMIT 1 {lock})
+        LIMIT 1 {skip_locked})
 RETURNING *""",
-    """
-INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action, target_type,
-                              target_id, target_repr, changes, ip_address)
+    """INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action,
+                              target_type, target_id, target_repr, changes, ip_address)
 SELECT %(now)s, NULL, %(actor)s, customer_id, 'job.claim', 'fleet.job', CAST(id AS TEXT),
        'job ' || id || ' (' || role || ', ' || status || ')',
        {changes}, NULL
-  FROM fleet_job WHERE lease_id = %(lease)s""",
+  FROM fleet_job
+ WHERE agent_id = %(agent)s AND status = 'running' AND lease_id = %(lease)s""",
 ]
 _CLAIM_CHANGES = """'{"status": ["queued", "running"], "attempt": [null, ' || attempts || ']}'"""
+_CLAIM_PARAMETERS = {  # name: PostgreSQL type
+    "agent": "bigint",
+    "customer": "bigint",
+    "role": "text",
+    "cap": "integer",
+    "lease": "uuid",
+    "now": "timestamptz",
+    "expires": "timestamptz",
+    "actor": "text",
+}
+
+
+def _claim_statements(*, postgres: bool) -> list[str]:
+    return [
+        sql.format(
+            lock_agent="FOR UPDATE" if postgres else "",
+            skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
+            changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
+        )
+        for sql in _CLAIM_STATEMENTS
+    ]
+
+
+def claim_function_sql() -> str:
+    """CREATE OR REPLACE the PostgreSQL function that runs _CLAIM_STATEMENTS."""
+    lock, claim, audit = (
+        re.sub(r"%\((\w+)\)s", r"p_\1", sql) for sql in _claim_statements(postgres=True)
+    )
+    arguments = ", ".join(f"p_{name} {kind}" for name, kind in _CLAIM_PARAMETERS.items())
+    return (
+        f"CREATE OR REPLACE FUNCTION fleet_claim_job({arguments}) RETURNS SETOF fleet_job\n"
+        "LANGUAGE plpgsql AS $claim$\nBEGIN\n"
+        f"{lock.replace('SELECT', 'PERFORM', 1)};\n"
+        f"RETURN QUERY {claim};\n"
+        f"{audit};\nEND\n$claim$"
+    )
+
+
+_CALL_CLAIM_FUNCTION = (
+    "SELECT * FROM fleet_claim_job(%(agent)s, %(customer)s, %(role)s, %(cap)s, %(lease)s, "
+    "%(now)s, %(expires)s, %(actor)s)"
+)  # the arguments in _CLAIM_PARAMETERS's order
 
 
 @transaction.atomic
@@ -82,29 +128,16 @@ def job_submit(
     return job, True
 
 
-@transaction.atomic
 def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
     """The oldest highest-priority queued job of the agent's role, or None when the agent
     already holds `max_concurrent` jobs, is draining for an upgrade (or retired), or the
-    queue is empty. Three statements, one round trip on PostgreSQL (see _CLAIM_STATEMENTS)."""
+    queue is empty. See _CLAIM_STATEMENTS."""
 
     def db(name: str, value: object) -> object:
         return Job._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
 
     now = timezone.now()
-    postgres = connection.vendor == "postgresql"
-    lock = "FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    statements = [
-        sql.format(
-            lock="FOR UPDATE" if i == 0 and lock else lock,
-            changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
-        )
-        for i, sql in enumerate(_CLAIM_STATEMENTS)
-    ]
     params: dict[str, Any] = {
-        "running": JobStatus.RUNNING,
-        "queued": JobStatus.QUEUED,
-        "online": AgentStatus.ONLINE,
         "agent": agent.pk,
         "customer": agent.customer_id,
         "role": agent.role,
@@ -115,26 +148,41 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
         "actor": Actor.for_agent(agent).label[:200],
     }
     with connection.cursor() as cursor:
-        if postgres:
-            cursor.execute(";\n".join(statements), params)  # every statement runs here
-            cursor.nextset()  # past the lock's row, to the claim's
+        if connection.vendor == "postgresql":
+            cursor.execute(_CALL_CLAIM_FUNCTION, params)
             claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
         else:
-            for sql in statements:
-                cursor.execute(sql, params)
-                if sql is statements[1]:
-                    claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
+            with transaction.atomic():
+                lock, claim, audit = _claim_statements(postgres=False)
+                cursor.execute(lock, params)
+                cursor.execute(claim, params)
+                claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
+                cursor.execute(audit, params)
     return _job_from_row(columns, claimed) if claimed is not None else None
 
 
 def _job_from_row(columns: list[str], row: tuple[Any, ...]) -> Job:
     """A Job from a whole row of fleet_job, converted as the ORM converts what it reads."""
-    fields = Job._meta.concrete_fields
     by_column = dict(zip(columns, row, strict=True))
-    compiler = connection.ops.compiler("SQLCompiler")(Job.objects.none().query, connection, None)
-    converters = compiler.get_converters([f.get_col(Job._meta.db_table) for f in fields])
-    (values,) = compiler.apply_converters([[by_column[f.column] for f in fields]], converters)
-    return Job.from_db(connection.alias, [f.attname for f in fields], values)
+    values = []
+    for field, column, converters in _job_converters(connection.alias):
+        value = by_column[field.column]
+        for convert in converters:
+            value = convert(value, column, connection)
+        values.append(value)
+    return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
+
+
+@cache
+def _job_converters(alias: str) -> list[tuple[Any, Any, list[Callable[..., Any]]]]:
+    """For each field of Job: its column expression and what turns a value read from this
+    database into the field's value (worked out once per process)."""
+    result = []
+    for field in Job._meta.concrete_fields:
+        column = field.get_col(Job._meta.db_table)
+        converters = connections[alias].ops.get_db_converters(column)
+        result.append((field, column, converters + column.get_db_converters(connections[alias])))
+    return result
 
 
 def _finish(

@@ -212,16 +212,15 @@ def test_the_runner_claims_up_to_its_cap_reports_results_and_running_jobs():
 
     fake = client(
         (200, {"license": {"max_concurrent_tasks_per_agent": 2}}),  # me
-        (200, {"next_heartbeat_seconds": 30, "upgrade": None}),  # heartbeat
+        (200, {"next_heartbeat_seconds": 30, "jobs_pending": 5, "upgrade": None}),
         (200, {"id": 1, "lease_id": "l1", "payload": {"task": "a"}}),
         (200, {"id": 2, "lease_id": "l2", "payload": {"task": "b"}}),
         (200, {}),  # step 2: complete job 1
-        (200, {"next_heartbeat_seconds": 30, "upgrade": None}),  # heartbeat naming job 2
-        (204, None),  # claim: nothing waits
+        (200, {"next_heartbeat_seconds": 30, "jobs_pending": 1, "upgrade": None}),  # names job 2
+        (204, None),  # claim: another agent took it first
         (200, {}),  # step 3: fail job 2
         (200, {}),  # and its finding
-        (200, {"next_heartbeat_seconds": 30, "upgrade": None}),
-        (204, None),
+        (200, {"next_heartbeat_seconds": 30, "jobs_pending": 0, "upgrade": None}),
     )
     release = threading.Event()
 
@@ -248,6 +247,7 @@ def test_the_runner_claims_up_to_its_cap_reports_results_and_running_jobs():
         "/jobs/2/fail",
         {"lease_id": "l2", "error": "tests broke", "retryable": True},
     )
+    assert calls[-1][0] == "/agents/heartbeat"  # nothing waits: no claim is sent
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,19 @@ def test_postgres_connections_are_persistent():
     assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
 
 
+def test_sqlite_connections_are_persistent_too():
+    """Every configuration keeps its connections, the embedded default included."""
+    result = _manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings; print(settings.DATABASES['default']['CONN_MAX_AGE'])",
+        DEBUG="true",
+        DATABASE_URL="sqlite:///var/settings-test.sqlite3",
+    )
+    assert int(result.stdout.strip()) > 0
+
+
 @pytest.mark.django_db
 def test_migrations_match_the_models():
     from django.core.management import call_command

@@ -36,8 +36,9 @@ def stored(agent) -> Agent:
 
 
 @pytest.fixture
-def polls_every_request(settings):
+def polls_every_request(settings, monkeypatch):
     settings.AGENT_CACHE_POLL_SECONDS = 0
+    monkeypatch.setattr("fleet.agent_cache.QUEUED_COUNT_EVERY", 0)
 
 
 @pytest.fixture
