@@ -58,6 +58,9 @@ class SweepState(models.Model):
     grace_until = models.DateTimeField(
         null=True, blank=True, help_text="After a gap, agents are not marked offline until then."
     )
+    presence_intact = models.BooleanField(
+        default=True, help_text="False while the presence buffer is lost or unreachable."
+    )
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_run_at:%Y-%m-%d %H:%M:%S}"

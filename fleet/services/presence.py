@@ -11,7 +11,8 @@ database themselves (and a batch Redis refused goes to the database): slower, no
 Redis may lose what it holds (a restart without persistence). A flush that cannot reach
 Redis, or finds its marker key gone, says so (`complete=False`), and the stale sweep then
 waits one online window before marking anyone offline: by then every live agent has
-beaten again, into the database or the buffer.
+beaten again, into the database or the buffer. It waits once per loss: while Redis stays
+unreachable, heartbeats go to the database and silent agents go offline as usual.
 """
 
 import atexit

@@ -41,7 +41,8 @@ def _sweep_clock(name: str, now: datetime, *, heard_everything: bool = True) -> 
     """Lock this sweep's row (two sweeps run one after the other) and note a gap: when the
     previous run is older than the online window, the Control Plane itself was away, and
     agents get one window of grace to be heard from before anyone is marked offline. The
-    same grace follows heartbeats that may have been lost with the presence buffer."""
+    same grace follows the moment heartbeats may have been lost with the presence buffer
+    (once: while Redis stays away, heartbeats go to the database, and marking resumes)."""
     window = settings.AGENT_ONLINE_WINDOW
     state = SweepState.objects.select_for_update().filter(name=name).first()
     if state is None:
@@ -52,10 +53,12 @@ def _sweep_clock(name: str, now: datetime, *, heard_everything: bool = True) -> 
                 )
         except IntegrityError:  # another sweep created it first
             state = SweepState.objects.select_for_update().get(name=name)
-    if now - state.last_run_at > window or not heard_everything:
+    buffer_lost = state.presence_intact and not heard_everything
+    if now - state.last_run_at > window or buffer_lost:
         state.grace_until = max(state.grace_until or now, now + window)
     state.last_run_at = max(state.last_run_at, now)
-    state.save(update_fields=["last_run_at", "grace_until"])
+    state.presence_intact = heard_everything
+    state.save(update_fields=["last_run_at", "grace_until", "presence_intact"])
     return state
 
 
