@@ -26,11 +26,11 @@ run: $(VENV)/.installed-run
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --no-input
 	DEBUG=$${DEBUG:-true} $(BIN)/python scripts/run_stack.py
 
-## make test: install what tests need and run the whole suite
-test: $(VENV)/.installed-dev
+## make test: install what tests need, run the linters, then the whole suite (what CI runs)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make lint: ruff (lint + format check) and mypy, as CI runs them
+## make lint: ruff (lint + format check) and mypy; make test runs them first
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
