@@ -199,27 +199,22 @@ STALE_SWEEP_SECONDS = env.int("STALE_SWEEP_SECONDS", default=30)
 SNAPSHOT_SECONDS = env.int("SNAPSHOT_SECONDS", default=60)
 ROLLOUT_ADVANCE_SECONDS = env.int("ROLLOUT_ADVANCE_SECONDS", default=60)
 PRESENCE_FLUSH_SECONDS = env.int("PRESENCE_FLUSH_SECONDS", default=10)
+
+
+def _every(task: str, seconds: int) -> dict:
+    """A beat entry every `seconds`; a run still queued when the next is due is dropped."""
+    return {
+        "task": task,
+        "schedule": timedelta(seconds=seconds),
+        "options": {"expires": seconds * 0.9},
+    }
+
+
 CELERY_BEAT_SCHEDULE = {
-    "mark-stale-agents": {
-        "task": "fleet.mark_stale_agents",
-        "schedule": timedelta(seconds=STALE_SWEEP_SECONDS),
-        "options": {"expires": STALE_SWEEP_SECONDS * 0.9},
-    },
-    "take-snapshots": {
-        "task": "fleet.take_snapshots",
-        "schedule": timedelta(seconds=SNAPSHOT_SECONDS),
-        "options": {"expires": SNAPSHOT_SECONDS * 0.9},
-    },
-    "advance-rollouts": {
-        "task": "fleet.advance_rollouts",
-        "schedule": timedelta(seconds=ROLLOUT_ADVANCE_SECONDS),
-        "options": {"expires": ROLLOUT_ADVANCE_SECONDS * 0.9},
-    },
-    "flush-presence": {
-        "task": "fleet.flush_presence",
-        "schedule": timedelta(seconds=PRESENCE_FLUSH_SECONDS),
-        "options": {"expires": PRESENCE_FLUSH_SECONDS * 0.9},
-    },
+    "mark-stale-agents": _every("fleet.mark_stale_agents", STALE_SWEEP_SECONDS),
+    "take-snapshots": _every("fleet.take_snapshots", SNAPSHOT_SECONDS),
+    "advance-rollouts": _every("fleet.advance_rollouts", ROLLOUT_ADVANCE_SECONDS),
+    "flush-presence": _every("fleet.flush_presence", PRESENCE_FLUSH_SECONDS),
     "expire-tokens": {
         "task": "fleet.expire_tokens",
         "schedule": crontab(hour=0, minute=5),

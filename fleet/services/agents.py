@@ -37,6 +37,7 @@ from fleet.services.anomalies import (
     anomaly_resolve_fingerprint,
 )
 from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.jobs import jobs_requeue
 from fleet.services.licenses import license_require_admitting
 from fleet.services.presence import presence_buffer
 from fleet.services.rollouts import rollout_record_result
@@ -409,13 +410,8 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     if not updated:
         return False
     agent_facts_changed(agent_ids=[agent.pk])
-    requeued = Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING).update(
-        status=JobStatus.QUEUED,
-        agent=None,
-        lease_id=None,
-        lease_expires_at=None,
-        started_at=None,
-        queued_at=now,
+    requeued = jobs_requeue(
+        Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING), now=now
     )
     anomalies_resolve(where=Q(agent_id=agent.pk), note="The agent was decommissioned.", actor=actor)
     audit_record(

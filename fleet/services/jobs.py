@@ -3,11 +3,13 @@
 import re
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from fleet.choices import JobStatus
@@ -126,6 +128,19 @@ def job_submit(
         changes={"role": [None, role], "priority": [None, priority]},
     )
     return job, True
+
+
+def jobs_requeue(jobs: QuerySet[Job], *, now: datetime) -> int:
+    """Put running jobs back in the queue for any agent: no holder, no lease (a late
+    result under the old lease then gets 409). Returns how many went back."""
+    return jobs.update(
+        status=JobStatus.QUEUED,
+        agent=None,
+        lease_id=None,
+        lease_expires_at=None,
+        started_at=None,
+        queued_at=now,
+    )
 
 
 def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:

@@ -22,6 +22,7 @@ from fleet.services.anomalies import (
     db_time,
 )
 from fleet.services.audit import SYSTEM, audit_record_rows
+from fleet.services.jobs import jobs_requeue
 from fleet.services.presence import presence_flush
 
 CHUNK = 5000  # rows changed per statement: a mass change runs as several bounded ones
@@ -140,15 +141,9 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
             if not expired:
                 return requeued_total, failed_total
             retry = [pk for pk, _, attempts, _ in expired if attempts < settings.JOB_MAX_ATTEMPTS]
-            give_up = [row for row in expired if row[0] not in set(retry)]
-            Job.objects.filter(pk__in=retry).update(
-                status=JobStatus.QUEUED,
-                agent=None,
-                lease_id=None,
-                lease_expires_at=None,
-                started_at=None,
-                queued_at=now,
-            )
+            retried = set(retry)
+            give_up = [row for row in expired if row[0] not in retried]
+            jobs_requeue(Job.objects.filter(pk__in=retry), now=now)
             Job.objects.filter(pk__in=[pk for pk, *_ in give_up]).update(
                 status=JobStatus.FAILED,
                 lease_id=None,
