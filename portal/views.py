@@ -61,9 +61,10 @@ def _membership(request: HttpRequest) -> Membership | None:
     )
 
 
-def member_view(*, steer: bool = False, owner: bool = False) -> Callable:
+def member_view(*, steer: bool = False, owner: bool = False, posts_only: bool = False) -> Callable:
     """Log in, resolve the customer (a user without one sees what to do), and refuse
-    viewers (or non-owners) the writes."""
+    viewers (or non-owners) the writes: every request, or with `posts_only` the POSTs of
+    a page every member may read."""
 
     def wrap(view: Callable) -> Callable:
         @wraps(view)
@@ -77,8 +78,10 @@ def member_view(*, steer: bool = False, owner: bool = False) -> Callable:
             membership = _membership(request)
             if membership is None:
                 return render(request, "portal/no_customer.html")
-            if (owner and membership.role != MemberRole.OWNER) or (
-                steer and membership.role not in STEERING
+            checked = request.method == "POST" or not posts_only
+            if checked and (
+                (owner and membership.role != MemberRole.OWNER)
+                or (steer and membership.role not in STEERING)
             ):
                 who = "owners" if owner else "owners and admins"
                 return HttpResponse(
@@ -169,13 +172,11 @@ def dashboard(request: HttpRequest, customer: Any) -> HttpResponse:
 
 
 @never_cache  # a secret shown once must not come back from the browser's cache
-@member_view()
+@member_view(steer=True, posts_only=True)
 def tokens(request: HttpRequest, customer: Any) -> HttpResponse:
     form = MintTokensForm()
     minted: list[tuple[Any, str]] = []
     if request.method == "POST":
-        if request.membership.role not in STEERING:  # type: ignore[attr-defined]
-            return HttpResponse(status=403, content=b"Forbidden: your role only looks.")
         form = MintTokensForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -292,13 +293,11 @@ def hosts(request: HttpRequest, customer: Any) -> HttpResponse:
 # --- jobs ---------------------------------------------------------------------------------
 
 
-@member_view()
+@member_view(steer=True, posts_only=True)
 def jobs(request: HttpRequest, customer: Any) -> HttpResponse:
     tab = request.GET.get("tab", JobStatus.QUEUED)
     form = SubmitJobForm()
     if request.method == "POST":
-        if request.membership.role not in STEERING:  # type: ignore[attr-defined]
-            return HttpResponse(status=403, content=b"Forbidden: your role only looks.")
         form = SubmitJobForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -404,12 +403,10 @@ def _start_form(customer: Any, data: Any = None) -> StartRolloutForm:
     return form
 
 
-@member_view()
+@member_view(owner=True, posts_only=True)
 def upgrades(request: HttpRequest, customer: Any) -> HttpResponse:
     form = _start_form(customer)
     if request.method == "POST":
-        if request.membership.role != MemberRole.OWNER:  # type: ignore[attr-defined]
-            return HttpResponse(status=403, content=b"Forbidden: owners start waves.")
         form = _start_form(customer, request.POST)
         if form.is_valid():
             try:
@@ -522,13 +519,11 @@ def plan(request: HttpRequest, customer: Any) -> HttpResponse:
 
 
 @never_cache
-@member_view()
+@member_view(steer=True, posts_only=True)
 def api_keys(request: HttpRequest, customer: Any) -> HttpResponse:
     form = ApiKeyForm()
     minted = None
     if request.method == "POST":
-        if request.membership.role not in STEERING:  # type: ignore[attr-defined]
-            return HttpResponse(status=403, content=b"Forbidden: your role only looks.")
         form = ApiKeyForm(request.POST)
         if form.is_valid():
             minted = api_key_mint(

@@ -35,11 +35,27 @@ def test_every_page_renders_for_a_member(owner, stocked, page):
     assert "script-src 'self' 'nonce-" in response["Content-Security-Policy"]
 
 
+EMPTY_STATES = {
+    "dashboard": "no baseline yet",
+    "tokens": "Mint your first token above",
+    "agents": "Mint an activation token",
+    "hosts": "a host appears when its first agent activates",
+    "jobs": "submit a job below",
+    "anomalies": "Nothing unresolved",
+    "upgrades": "start one below",
+    "plan": "Enter the repository",
+    "api_keys": "Mint one for your CI",
+    "activity": "Nothing has happened yet",
+}
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_empty_states_say_what_to_do_next(owner, customer, page):
     factories.license(customer)
+    AuditEvent.objects.filter(customer=customer).delete()  # the license's own record
     response = owner.get(reverse(f"portal:{page}"))
     assert response.status_code == 200
+    assert EMPTY_STATES[page] in response.content.decode()
 
 
 def test_empty_tokens_page_invites_the_first_token(owner, customer):
@@ -279,5 +295,8 @@ def test_an_htmx_poll_after_the_session_ended_redirects_the_page(client, custome
 
 
 def test_a_refusal_leaves_no_message_behind(viewer, stocked):
-    viewer.post(reverse("portal:token_revoke", args=[stocked["token"].pk]))
+    assert (
+        viewer.post(reverse("portal:token_revoke", args=[stocked["token"].pk])).status_code == 403
+    )
     assert b"Only owners" not in viewer.get(reverse("portal:tokens")).content
+    assert b'class="messages"' not in viewer.get(reverse("portal:tokens")).content
