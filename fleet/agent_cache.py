@@ -106,14 +106,6 @@ def agent_cache_warm() -> int:
     return loaded
 
 
-def agent_cache_note(agent: Agent, **fields: object) -> None:
-    """Record in this process's copy what a request just wrote for the agent."""
-    entry = _state.by_digest.get(agent.secret_digest)
-    if entry is not None and entry.agent.pk == agent.pk:
-        for name, value in fields.items():
-            setattr(entry.agent, name, value)
-
-
 def agent_facts_changed(
     *, agent_ids: Iterable[int] = (), customer_id: int | None = None, everyone: bool = False
 ) -> None:

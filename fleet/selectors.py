@@ -166,18 +166,6 @@ def membership_list(user: User | AnonymousUser) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("customer")
 
 
-def agent_list(customer: Customer) -> QuerySet[Agent]:
-    return Agent.objects.filter(customer=customer).select_related("host").order_by("status", "name")
-
-
-def agent_status_counts(customer: Customer) -> dict[str, int]:
-    """Agents by status in one query, every status present."""
-    row = Agent.objects.filter(customer=customer).aggregate(
-        **{status: Count("pk", filter=Q(status=status)) for status in AgentStatus.values}
-    )
-    return {status: row[status] for status in AgentStatus.values}
-
-
 def job_get(customer: Customer | int, job_id: int) -> Job:
     """A job of this customer; another customer's job is as missing as a deleted one."""
     job = Job.objects.filter(customer=customer, pk=job_id).first()

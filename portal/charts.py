@@ -10,7 +10,6 @@ class Sparkline:
     area: str
     width: int
     height: int
-    first: float | None
     last: float | None
     low: float | None
     high: float | None
@@ -31,7 +30,7 @@ def sparkline(
     """A line (and the area under it) through `values`, gaps where a value is None."""
     known = [v for v in values if v is not None]
     if not known:
-        return Sparkline("", "", width, height, None, None, None, None)
+        return Sparkline("", "", width, height, None, None, None)
     low = min(known) if floor is None else min(floor, min(known))
     high = max(known) if ceiling is None else max(ceiling, max(known))
     span = (high - low) or 1.0
@@ -46,9 +45,7 @@ def sparkline(
         area.append(f"{x:.1f},{y:.1f}")
         pen_down = True
     area_path = f"M0,{height} L" + " L".join(area) + f" L{width},{height} Z" if area else ""
-    return Sparkline(
-        " ".join(line), area_path, width, height, known[0], known[-1], min(known), max(known)
-    )
+    return Sparkline(" ".join(line), area_path, width, height, known[-1], min(known), max(known))
 
 
 def downsample(

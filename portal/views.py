@@ -351,7 +351,6 @@ def anomalies(request: HttpRequest, customer: Any) -> HttpResponse:
             request,
             state=state,
             page=_page(request, selectors.anomaly_list(customer, state)),
-            note_form=NoteForm(),
         ),
     )
 

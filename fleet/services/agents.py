@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from fleet.agent_cache import agent_cache_note, agent_facts_changed
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AgentStatus,
     AnomalyKind,
@@ -315,8 +315,7 @@ def agent_record_heartbeat(
         Job.objects.filter(
             agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
         ).update(lease_expires_at=now + settings.JOB_LEASE)
-        agent_cache_note(agent, leases_renewed_at=now)
-    if changed:
+    if changed or renew:  # every process re-reads it (leases_renewed_at included)
         agent_facts_changed(agent_ids=[agent.pk])
     if came_back or version != agent.version:
         _record_state_change(agent, version, came_back, ip_address)

@@ -2,7 +2,7 @@ import pytest
 from django.test import Client
 
 from fleet.choices import MemberRole
-from fleet.models import Anomaly, Job
+from fleet.models import Job
 from fleet.services.anomalies import anomaly_open
 from fleet.services.api_keys import api_key_mint
 from fleet.services.customers import membership_set
@@ -52,6 +52,3 @@ def stocked(customer):
         "rollout": rollout,
         "customer": customer,
     }
-
-
-__all__ = ["Anomaly"]

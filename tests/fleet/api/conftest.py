@@ -70,6 +70,11 @@ class ActivatedAgent:
         return self.agent
 
 
+def beat(agent: ActivatedAgent, **body: Any):
+    """A heartbeat from `agent` on 1.9.3, with whatever else the test adds."""
+    return agent.api.post("/agents/heartbeat", {"version": "1.9.3", **body})
+
+
 @pytest.fixture
 def licensed(customer: Customer) -> Customer:
     factories.license(customer, max_agents=10, max_concurrent_tasks_per_agent=2)

@@ -9,12 +9,9 @@ from fleet.models import Anomaly, AuditEvent, Job, Release
 from fleet.services.agents import agent_decommission
 from fleet.services.releases import release_yank
 from tests.beat import sweep_until
+from tests.fleet.api.conftest import beat
 
 pytestmark = pytest.mark.django_db
-
-
-def beat(agent, **body):
-    return agent.api.post("/agents/heartbeat", {"version": "1.9.3", **body})
 
 
 def test_steady_heartbeat_reads_nothing_and_writes_one_row(agent, django_assert_num_queries):
@@ -70,10 +67,13 @@ def test_leases_are_extended_only_when_half_a_lease_has_passed(agent, django_ass
     Job.objects.create(customer_id=agent.agent.customer_id, role="coder")
     job = agent.api.post("/jobs/claim").json()
     first_expiry = Job.objects.get().lease_expires_at
-    with django_assert_num_queries(2):  # agent update, lease update
+    # agent update, lease update, and the change every web process re-reads the agent on
+    with django_assert_num_queries(3):
         beat(agent, running_job_ids=[job["id"]])
-    with django_assert_num_queries(1):  # leases fresh: nothing to extend
+    # Leases fresh: nothing to extend; the agent is re-read once after its change.
+    with django_assert_num_queries(2) as queries:
         beat(agent, running_job_ids=[job["id"]])
+    assert not any("fleet_job" in q["sql"] for q in queries.captured_queries)
     later = timezone.now() + timedelta(minutes=3)
     with time_machine.travel(later, tick=False):
         beat(agent, running_job_ids=[job["id"]])

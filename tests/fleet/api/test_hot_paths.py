@@ -21,14 +21,10 @@ from fleet.services.presence import presence_flush, presence_send
 from fleet.services.sweeps import STALE_SWEEP, agents_mark_stale
 from tests import factories
 from tests.beat import sweep_until
-from tests.fleet.api.conftest import activate
+from tests.fleet.api.conftest import activate, beat
 from tests.runtime import free_port, redis_server, wait_for, web_process
 
 pytestmark = pytest.mark.django_db
-
-
-def beat(agent, **body):
-    return agent.api.post("/agents/heartbeat", {"version": "1.9.3", **body})
 
 
 def stored(agent) -> Agent:
