@@ -54,7 +54,10 @@ PAGE_SIZE = 50
 
 
 def _membership(request: HttpRequest) -> Membership | None:
+    """The membership the session chose (or the first); every membership is kept on the
+    request for the customer switcher."""
     memberships = list(selectors.membership_list(request.user))
+    request.memberships = memberships  # type: ignore[attr-defined]
     chosen = request.session.get(SESSION_CUSTOMER)
     return next((m for m in memberships if m.customer_id == chosen), None) or (
         memberships[0] if memberships else None
@@ -104,7 +107,7 @@ def _ctx(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     return {
         "membership": membership,
         "customer": membership.customer,
-        "memberships": selectors.membership_list(request.user),
+        "memberships": request.memberships,  # type: ignore[attr-defined]
         "can_steer": membership.role in STEERING,
         "is_owner": membership.role == MemberRole.OWNER,
         **extra,
@@ -152,19 +155,22 @@ def _charts(customer: Any) -> dict[str, Any]:
 
 @member_view()
 def dashboard(request: HttpRequest, customer: Any) -> HttpResponse:
-    metrics = selectors.fleet_metrics(customer)
-    anti_patterns = selectors.anomaly_list(customer).filter(kind=AnomalyKind.ANTI_PATTERN)
     context = _ctx(
         request,
-        metrics=metrics,
+        metrics=selectors.fleet_metrics(customer),
         target=settings.ONLINE_RATIO_TARGET,
         charts=_charts(customer),
         advice=selectors.fleet_advice(customer),
-        anti_patterns=anti_patterns,
-        license=selectors.license_current(customer),
-        seats=selectors.license_seats(customer),
         poll_seconds=settings.PORTAL_POLL_SECONDS,
     )
+    if not request.htmx:  # type: ignore[attr-defined]
+        # The header and the findings lie outside the numbers a poll swaps in.
+        seats = selectors.license_seats(customer)
+        context.update(
+            license=seats.license,
+            seats=seats,
+            anti_patterns=selectors.anomaly_list(customer).filter(kind=AnomalyKind.ANTI_PATTERN),
+        )
     return render(request, _partial(request, "portal/dashboard.html", "numbers"), context)
 
 
