@@ -40,6 +40,8 @@ class SemVer(str):
     build: str
 
     def __new__(cls, value: str) -> SemVer:
+        if type(value) is cls:
+            return value  # already parsed (immutable, like str): nothing to check again
         text = str(value).strip().removeprefix("v")
         match = _SEMVER.match(text)
         if not match or len(text) > _MAX_TEXT:

@@ -29,7 +29,7 @@ from fleet.errors import (
 )
 from fleet.models import ActivationToken, Agent, Host, Job, License
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_mint
-from fleet.selectors import customer_active_agent_count
+from fleet.selectors import customer_active_agent_count, license_current
 from fleet.services.anomalies import (
     agent_offline_fingerprint,
     anomalies_resolve,
@@ -224,7 +224,7 @@ def _register(
 
 def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
     """The same machine and unit retried (its first answer was lost): a fresh secret."""
-    license = License.objects.filter(customer_id=agent.customer_id, is_current=True).first()
+    license = license_current(agent.customer_id)
     if license is None:
         raise LicenseMissing("This customer has no license. Contact Agentina sales.")
     secret = _set_new_secret(agent)
@@ -374,10 +374,11 @@ def agent_record_upgrade_result(
     and if a rollout asked for the version, moves it on (a rollback pauses it)."""
     rollout_record_result(agent=agent, outcome=outcome, to_version=to_version, detail=detail)
     agent_facts_changed(agent_ids=[agent.pk])
-    if outcome == UpgradeOutcome.SUCCEEDED:
-        Agent.objects.filter(pk=agent.pk).update(version=to_version, status=AgentStatus.ONLINE)
-    else:
-        Agent.objects.filter(pk=agent.pk).update(version=from_version, status=AgentStatus.ONLINE)
+    succeeded = outcome == UpgradeOutcome.SUCCEEDED
+    Agent.objects.filter(pk=agent.pk).update(
+        version=to_version if succeeded else from_version, status=AgentStatus.ONLINE
+    )
+    if not succeeded:
         anomaly_open(
             customer=agent.customer_id,
             kind=AnomalyKind.ROLLBACK,

@@ -11,7 +11,7 @@ from fleet.errors import (
     LicenseSuspended,
 )
 from fleet.models import Customer, License
-from fleet.selectors import customer_active_agent_count
+from fleet.selectors import customer_active_agent_count, license_current
 from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 
 LICENSE_EDITABLE = [
@@ -68,7 +68,7 @@ def license_create(
     """Make `license` (unsaved) the customer's current one; the previous one becomes history."""
     Customer.objects.select_for_update().get(pk=license.customer_id)
     _whole_seconds(license)
-    current = License.objects.filter(customer_id=license.customer_id, is_current=True).first()
+    current = license_current(license.customer_id)
     license_validate(
         license,
         confirm_below_active=confirm_below_active,

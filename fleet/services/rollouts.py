@@ -532,7 +532,7 @@ def rollout_record_result(*, agent: Agent, outcome: str, to_version: SemVer, det
     target.detail = detail or outcome
     target.save(update_fields=["state", "reported_at", "detail"])
     if not ok:
-        rollout = Rollout.objects.select_for_update().get(pk=target.rollout_id)
+        rollout = target.rollout  # locked with the target (FOR UPDATE covers the join)
         if rollout.state != RolloutState.PAUSED:
             _pause(
                 rollout,
