@@ -2,6 +2,7 @@
 selector that takes it, so another customer's ids are a 404; writes call one service.
 Owners and admins steer; viewers only look (the server refuses them, not just the UI)."""
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -28,6 +29,7 @@ from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from fleet.services.api_keys import api_key_mint, api_key_revoke
 from fleet.services.audit import Actor
+from fleet.services.detections import host_memory_budget_mb
 from fleet.services.jobs import job_cancel, job_submit
 from fleet.services.rollouts import (
     rollout_abort,
@@ -288,12 +290,11 @@ def agent_decommission_view(request: HttpRequest, customer: Any, agent_id: int) 
 @member_view()
 def hosts(request: HttpRequest, customer: Any) -> HttpResponse:
     rows = list(selectors.host_list(customer))
+    zones: Counter[str] = Counter()
     for host in rows:
-        host.budget_mb = host.n_agents * 200 + host.n_testers * 1024  # type: ignore[attr-defined]
-    zones: dict[str, int] = {}
-    for host in rows:
-        zones[host.zone or "no zone"] = zones.get(host.zone or "no zone", 0) + host.n_agents  # type: ignore[attr-defined]
-    return render(request, "portal/hosts.html", _ctx(request, hosts=rows, zones=zones))
+        host.budget_mb = host_memory_budget_mb(host.n_agents, host.n_testers)  # type: ignore[attr-defined]
+        zones[host.zone or "no zone"] += host.n_agents  # type: ignore[attr-defined]
+    return render(request, "portal/hosts.html", _ctx(request, hosts=rows, zones=dict(zones)))
 
 
 # --- jobs ---------------------------------------------------------------------------------

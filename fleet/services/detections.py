@@ -24,6 +24,11 @@ IDLE_AGENT_MB = 200
 TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
 
 
+def host_memory_budget_mb(agents: int, testers: int) -> int:
+    """The memory a host's agents want: the rule the host anti-pattern and the portal share."""
+    return agents * IDLE_AGENT_MB + testers * TESTER_WORKLOAD_MB
+
+
 def _pct(value: float) -> str:
     return f"{value * 100:.0f}%"
 
@@ -162,8 +167,8 @@ def _overcommitted_hosts() -> list[Finding]:
     )
     findings = []
     for pk, customer_id, hostname, memory, n, testers in rows:
-        need = n * IDLE_AGENT_MB + testers * TESTER_WORKLOAD_MB
-        if n and need > memory:
+        need = host_memory_budget_mb(n, testers)
+        if n and memory is not None and need > memory:  # (the query keeps known memory)
             findings.append(
                 Finding(
                     customer_id,
