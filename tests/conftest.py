@@ -6,7 +6,8 @@ AGENTINA_REQUIRE_SERVICES=postgres,redis makes a missing service a failure, not 
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -108,26 +109,33 @@ def _fresh_throttles(settings):
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 
 
+@contextmanager
+def data_statements() -> Iterator[list[str]]:
+    """The SQL statements the block issues (filled in when it ends), leaving out
+    transaction control (BEGIN on SQLite, and the savepoints that the test's own wrapping
+    transaction turns atomic blocks into), which differs by backend and harness but not by
+    code path. Statements sent together in one round trip (joined by ";\n") count one each."""
+    from django.test.utils import CaptureQueriesContext
+
+    statements: list[str] = []
+    with CaptureQueriesContext(connection) as ctx:
+        yield statements
+    statements.extend(
+        sql
+        for q in ctx.captured_queries
+        for sql in q["sql"].split(";\n")
+        if not sql.lstrip().upper().startswith(TRANSACTION_CONTROL)
+    )
+
+
 @pytest.fixture
 def assert_data_statements():
-    """Pin the SQL statements a path issues, leaving out transaction control (BEGIN on
-    SQLite, and the savepoints that the test's own wrapping transaction turns atomic
-    blocks into), which differs by backend and harness but not by code path. Statements
-    sent together in one round trip (joined by ";\n") count one each."""
-    from contextlib import contextmanager
-
-    from django.test.utils import CaptureQueriesContext
+    """Pin the data statements a block issues (see data_statements)."""
 
     @contextmanager
     def check(expected: int):
-        with CaptureQueriesContext(connection) as ctx:
+        with data_statements() as statements:
             yield
-        statements = [
-            sql
-            for q in ctx.captured_queries
-            for sql in q["sql"].split(";\n")
-            if not sql.lstrip().upper().startswith(TRANSACTION_CONTROL)
-        ]
         assert len(statements) == expected, "\n\n".join(statements)
 
     return check

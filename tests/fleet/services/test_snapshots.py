@@ -4,7 +4,6 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus
@@ -12,6 +11,7 @@ from fleet.models import Agent, Anomaly, FleetSnapshot, Job
 from fleet.services.detections import fleet_detect
 from fleet.services.snapshots import fleet_snapshots_take
 from tests import factories
+from tests.conftest import data_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -88,15 +88,9 @@ def test_twice_in_a_minute_is_one_row_and_idle_averages_over_the_hour(fleet):
 
 
 def _statements(fn):
-    with CaptureQueriesContext(connection) as ctx:
+    with data_statements() as statements:
         fn()
-    return len(
-        [
-            q
-            for q in ctx.captured_queries
-            if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN"))
-        ]
-    )
+    return len(statements)
 
 
 def test_snapshot_and_detection_statements_do_not_grow_with_the_fleet(fleet):
