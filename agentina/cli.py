@@ -15,7 +15,7 @@ from typing import Any
 from agentina import __version__
 from agentina.client import ApiError, Client, Unreachable
 from agentina.runner import Runner, command_executor, simulated_executor
-from agentina.state import AgentState
+from agentina.state import AgentState, install_key
 
 DEFAULT_STATE_DIR = "/var/lib/agentina"
 ROLES = ["coder", "reviewer", "tester", "indexer"]
@@ -47,6 +47,7 @@ def cmd_activate(args: argparse.Namespace, client: Client | None = None) -> int:
     client = client or Client(args.server)
     identity = {
         "token": args.token,
+        "install_key": install_key(args.state_dir),
         "machine_id": args.machine_id or machine_id(),
         "hostname": args.hostname or platform.node(),
         "zone": args.zone,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agentina.client import ApiError, Client
 from agentina.runner import Runner, Upgrader, simulated_executor
-from agentina.state import AgentState
+from agentina.state import AgentState, install_key
 
 ROLES = ["coder", "coder", "reviewer", "tester", "indexer"]
 ZONES = ["zone-a", "zone-b"]
@@ -79,6 +79,7 @@ class Fleet:
                 activation = Client(self.server)
                 answer = activation.activate(
                     token=token["token"],
+                    install_key=install_key(self.state_root / f"agent-{i}"),
                     machine_id=f"sim-host-{host}",
                     hostname=f"sim-host-{host}",
                     zone=ZONES[host % len(ZONES)],

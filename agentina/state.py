@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATE_FILE = "agent.json"
+INSTALL_KEY_FILE = "install.key"
+
+
+def install_key(state_dir: str | Path) -> str:
+    """The random key this install proves itself with when it activates: made once and
+    kept (mode 0600) in the state dir before the first activation request is sent, so a
+    retry after a lost answer, even by a new `agentina activate`, sends the same key. It
+    is the only proof the server accepts for handing the agent back; machine id,
+    hostname and unit name are no secret."""
+    directory = Path(state_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / INSTALL_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
 
 
 @dataclass

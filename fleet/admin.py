@@ -16,7 +16,6 @@ from django.utils.html import format_html, format_html_join
 
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
-    AgentStatus,
     RolloutState,
     RolloutTargetState,
     TokenStatus,
@@ -38,6 +37,7 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
+from fleet.models.agents import SEAT_HOLDING
 from fleet.selectors import fleet_metrics, license_current
 from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
@@ -89,7 +89,7 @@ def _adopt(obj: models.Model, saved: models.Model) -> None:
 def _active_agents_subquery(customer_ref: str) -> Coalesce:
     active = (
         Agent.objects.filter(customer=OuterRef(customer_ref))
-        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .holding_seat()
         .order_by()
         .values("customer")
         .annotate(n=Count("pk"))
@@ -438,7 +438,7 @@ class ReleaseAdmin(NoDeleteAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Release]:
         on_it = (
             Agent.objects.filter(version=OuterRef("version"))
-            .exclude(status=AgentStatus.DECOMMISSIONED)
+            .holding_seat()
             .order_by()
             .values("version")
             .annotate(n=Count("pk"))
@@ -572,9 +572,7 @@ class HostAdmin(ReadOnlyAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(
-                n_agents=Count("agents", filter=~Q(agents__status=AgentStatus.DECOMMISSIONED))
-            )
+            .annotate(n_agents=Count("agents", filter=Q(agents__status__in=SEAT_HOLDING)))
         )
 
     @admin.display(description="agents", ordering="n_agents")

@@ -25,7 +25,7 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, JobStatus
+from fleet.choices import JobStatus
 from fleet.models import Agent, AgentFactsChange, Job
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
 
@@ -206,6 +206,6 @@ def _poll(now: float) -> None:
         }
         state.queued_counted_at = now
     if now - state.fleet_counted_at >= FLEET_SIZE_EVERY:
-        state.fleet_size = Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED).count()
+        state.fleet_size = Agent.objects.holding_seat().count()
         state.fleet_counted_at = now
     state.polled_at = now

@@ -49,6 +49,19 @@ class Unauthorized(FleetError):
     status = 401
 
 
+class AgentGone(Unauthorized):
+    """The agent was decommissioned after this request authenticated it (another process
+    had it cached): refused as its secret is from now on."""
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(
+            detail
+            or "This agent was decommissioned: its secret no longer works. Activate a new "
+            "agent with a new token.",
+            **extra,
+        )
+
+
 class TokenUnknown(FleetError):
     code = "token_unknown"
     status = 401

@@ -34,15 +34,14 @@ from fleet.models import (
     Rollout,
     RolloutTarget,
 )
+from fleet.models.agents import SEAT_HOLDING
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.versions import SemVer
 
 
 def customer_active_agent_count(customer: Customer | int) -> int:
     """Agents holding a seat: every agent not decommissioned."""
-    return (
-        Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED).count()
-    )
+    return Agent.objects.for_customer(customer).holding_seat().count()
 
 
 def license_current(customer: Customer | int) -> License | None:
@@ -102,7 +101,7 @@ def agents_with_facts() -> QuerySet[Agent]:
         state=RolloutTargetState.OFFERED,
         rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
     )
-    return Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED).annotate(
+    return Agent.objects.holding_seat().annotate(
         license_channel=Subquery(current.values("channel")[:1]),
         license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
         latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
@@ -274,7 +273,7 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         }
     agents = (
         Agent.objects.filter(scope)
-        .exclude(status=AgentStatus.DECOMMISSIONED)
+        .holding_seat()
         .aggregate(
             active=Count("pk"),
             online=Count("pk", filter=Q(last_heartbeat_at__gte=now - settings.AGENT_ONLINE_WINDOW)),
@@ -422,8 +421,8 @@ def fleet_sizing(customer: Customer | int, repo_loc: int) -> list[SizingRow]:
     """The sizing table's row for a repository of `repo_loc` lines against the fleet."""
     table = next(roles for limit, roles in SIZING if limit is None or repo_loc < limit)
     current = dict(
-        Agent.objects.filter(customer=customer)
-        .exclude(status=AgentStatus.DECOMMISSIONED)
+        Agent.objects.for_customer(customer)
+        .holding_seat()
         .values("role")
         .annotate(n=Count("pk"))
         .order_by()
@@ -445,11 +444,11 @@ def agent_get(customer: Customer | int, agent_id: int) -> Agent:
 def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[Agent]:
     """The portal's agent list: filter by status, role, version, host and zone, search by
     name, unit, hostname or machine id."""
-    agents = Agent.objects.filter(customer=customer).select_related("host")
+    agents = Agent.objects.for_customer(customer).select_related("host")
     if filters.get("status"):
         agents = agents.filter(status=filters["status"])
     else:
-        agents = agents.exclude(status=AgentStatus.DECOMMISSIONED)
+        agents = agents.holding_seat()
     for key, lookup in (("role", "role"), ("host", "host__hostname"), ("zone", "host__zone")):
         if filters.get(key):
             agents = agents.filter(**{lookup: filters[key]})
@@ -471,7 +470,7 @@ def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[
 
 def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
     """Distinct versions, hosts and zones for the filter menus (three small queries)."""
-    active = Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED)
+    active = Agent.objects.for_customer(customer).holding_seat()
     versions = sorted({SemVer(str(v)) for v in active.values_list("version", flat=True)})
     return {
         "versions": [str(v) for v in versions],
@@ -482,7 +481,7 @@ def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
 
 def host_list(customer: Customer | int) -> QuerySet[Host]:
     """Hosts with their agents counted by role, for the zone mix and memory budget."""
-    active = ~Q(agents__status=AgentStatus.DECOMMISSIONED)
+    active = Q(agents__status__in=SEAT_HOLDING)
     return (
         Host.objects.filter(customer=customer)
         .annotate(

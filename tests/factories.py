@@ -48,6 +48,8 @@ def agent(customer: Customer, host: Host | None = None, **kwargs: Any) -> Agent:
     kwargs.setdefault("status", AgentStatus.ONLINE)
     kwargs.setdefault("last_heartbeat_at", timezone.now())
     kwargs.setdefault("activation_token", None)
+    if kwargs["status"] == AgentStatus.DECOMMISSIONED:
+        kwargs.setdefault("decommissioned_at", timezone.now())
     return baker.make(
         Agent,
         customer=customer,

@@ -26,7 +26,9 @@ from fleet.api.schemas import (
 )
 from fleet.api.throttles import ClientAddressThrottle
 from fleet.choices import AnomalyKind
+from fleet.errors import AgentGone
 from fleet.models import Agent, License
+from fleet.models.agents import SEAT_HOLDING
 from fleet.selectors import (
     agent_latest_release,
     agent_upgrade_order,
@@ -84,8 +86,9 @@ def heartbeat_interval(fleet: int) -> int:
 )
 def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
     """The first machine to present a token gets an agent and its secret (201). The same
-    machine and unit retrying gets its agent back with a new secret (200); any other
-    machine is refused with 409 `token_already_redeemed`."""
+    caller retrying (the same machine, unit and `install_key`) within 15 minutes gets its
+    agent back with a new secret (200); anyone else is refused with 409
+    `token_already_redeemed`."""
     activation = agent_activate(
         token=body.token,
         machine=MachineIdentity(
@@ -99,6 +102,7 @@ def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
         role=body.role,
         version=SemVer(body.version),
         name=body.name,
+        install_key=body.install_key,
         ip_address=client_address(request),
     )
     out = ActivateOut(
@@ -152,6 +156,8 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
 def me(request: HttpRequest) -> AgentMeOut:
     agent = authed_agent(request)
     stored = Agent.objects.select_related("host").get(pk=agent.pk)  # status as of now
+    if stored.status not in SEAT_HOLDING:
+        raise AgentGone()
     license = license_current(agent.customer_id)
     host = stored.host
     return AgentMeOut(

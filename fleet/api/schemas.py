@@ -85,6 +85,13 @@ class ActivateIn(In):
     version: Version
     name: Str = Field("", max_length=128)
     memory_mb: int | None = Field(None, ge=0, le=16_777_216)
+    install_key: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9_-]{32,128})?$",
+        description="A random key (32 to 128 URL-safe characters) the agent keeps in its "
+        "state dir. Only a retry that sends it again gets the agent back after a lost "
+        "answer; without one, a lost answer means minting a new token.",
+    )
 
 
 class ActivateOut(Schema):

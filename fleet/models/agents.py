@@ -1,4 +1,10 @@
+"""Hosts and agents, and the agents' lifecycle: the one table of how an agent's status
+may change, used by every write that changes it."""
+
+from dataclasses import dataclass
+
 from django.db import models
+from django.db.models import Case, F, Q, Value, When
 
 from fleet.choices import AgentRole, AgentStatus
 from fleet.models.tenancy import Customer
@@ -27,6 +33,82 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+# --- the lifecycle ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentTransition:
+    """A move an agent's status may make: from any of `sources` to `target`, by `by`."""
+
+    name: str
+    sources: frozenset[str]
+    target: str
+    by: str
+
+
+ONLINE, OFFLINE = AgentStatus.ONLINE, AgentStatus.OFFLINE
+UPGRADING, DECOMMISSIONED = AgentStatus.UPGRADING, AgentStatus.DECOMMISSIONED
+
+COME_BACK = AgentTransition("come_back", frozenset({OFFLINE}), ONLINE, "the agent's heartbeat")
+START_UPGRADE = AgentTransition(
+    "start_upgrade",
+    frozenset({ONLINE, OFFLINE}),
+    UPGRADING,
+    "a heartbeat answered with a rollout's order (the agent drains)",
+)
+FINISH_UPGRADE = AgentTransition(
+    "finish_upgrade",
+    frozenset({ONLINE, OFFLINE, UPGRADING}),
+    ONLINE,
+    "the agent's upgrade report (succeeded or rolled back)",
+)
+GO_SILENT = AgentTransition(
+    "go_silent",
+    frozenset({ONLINE, UPGRADING}),
+    OFFLINE,
+    "beat's stale sweep: no heartbeat for AGENT_ONLINE_WINDOW_SECONDS",
+)
+DECOMMISSION = AgentTransition(
+    "decommission",
+    frozenset({ONLINE, OFFLINE, UPGRADING}),
+    DECOMMISSIONED,
+    "an owner or admin in the portal, staff in the admin",
+)
+# Every status change there is. Decommissioned is the end: nothing leaves it.
+AGENT_TRANSITIONS = (COME_BACK, START_UPGRADE, FINISH_UPGRADE, GO_SILENT, DECOMMISSION)
+# An agent in these holds a seat, counts in the fleet and may authenticate.
+SEAT_HOLDING = frozenset({ONLINE, OFFLINE, UPGRADING})
+# The only status in which an agent may claim a job.
+MAY_CLAIM = ONLINE
+
+
+def agent_status_after(*transitions: AgentTransition) -> Case:
+    """The status an UPDATE sets: the first of `transitions` the row's current status
+    allows, else the status it has (so a heartbeat's UPDATE never moves a row anywhere
+    the table does not allow)."""
+    return Case(
+        *[When(status__in=t.sources, then=Value(t.target)) for t in transitions],
+        default=F("status"),
+    )
+
+
+class AgentQuerySet(models.QuerySet["Agent"]):
+    def holding_seat(self) -> "AgentQuerySet":
+        """Agents that hold a seat of the license, count in the fleet and may authenticate:
+        every one not decommissioned."""
+        return self.filter(status__in=SEAT_HOLDING)
+
+    def for_customer(self, customer: "Customer | int") -> "AgentQuerySet":
+        return self.filter(customer=customer)
+
+    def transition(self, move: AgentTransition, **fields: object) -> int:
+        """Apply `move` to the agents whose status allows it, as one conditional UPDATE
+        (with `fields` besides); returns how many moved. Zero means none could: another
+        write got there first (a decommission, say), and the caller must not act as if
+        they had."""
+        return self.filter(status__in=move.sources).update(status=move.target, **fields)
 
 
 class Agent(models.Model):
@@ -61,9 +143,24 @@ class Agent(models.Model):
     registered_at = models.DateTimeField(auto_now_add=True)
     offline_since = models.DateTimeField(null=True, blank=True)
     decommissioned_at = models.DateTimeField(null=True, blank=True)
+    install_key_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Digest of the random key the agent kept in its state dir when it "
+        "activated: the proof that lets only that agent recover a lost activation answer.",
+    )
+
+    objects = AgentQuerySet.as_manager()
 
     class Meta:
         constraints = [
+            # Decommissioned exactly when decommissioned_at is set: no agent is ever back
+            # online (or anywhere) with a decommission on its record.
+            models.CheckConstraint(
+                condition=Q(status=DECOMMISSIONED, decommissioned_at__isnull=False)
+                | (~Q(status=DECOMMISSIONED) & Q(decommissioned_at__isnull=True)),
+                name="agent_decommissioned_has_time",
+            ),
             # A decommissioned agent frees its unit and state dir for a successor.
             models.UniqueConstraint(
                 fields=["host", "unit_name"],

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import F, Q
 from django.utils import timezone
 
 from fleet.agent_cache import agent_facts_changed
@@ -18,6 +18,7 @@ from fleet.choices import (
     UpgradeOutcome,
 )
 from fleet.errors import (
+    AgentGone,
     LicenseMissing,
     RoleMismatch,
     SeatLimitReached,
@@ -28,7 +29,21 @@ from fleet.errors import (
     UnitInUse,
 )
 from fleet.models import ActivationToken, Agent, Host, Job, License
-from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_mint
+from fleet.models.agents import (
+    COME_BACK,
+    DECOMMISSION,
+    FINISH_UPGRADE,
+    SEAT_HOLDING,
+    START_UPGRADE,
+    agent_status_after,
+)
+from fleet.secrets import (
+    SecretKind,
+    secret_digest,
+    secret_is_well_formed,
+    secret_matches,
+    secret_mint,
+)
 from fleet.selectors import customer_active_agent_count, license_current
 from fleet.services.anomalies import (
     agent_offline_fingerprint,
@@ -40,11 +55,12 @@ from fleet.services.audit import SYSTEM, Actor, audit_record
 from fleet.services.jobs import jobs_requeue
 from fleet.services.licenses import license_require_admitting
 from fleet.services.presence import presence_buffer
-from fleet.services.rollouts import rollout_record_result
+from fleet.services.rollouts import rollout_record_result, rollout_targets_drop
 from fleet.versions import SemVer
 
-# A lost activation answer can be recovered by the same machine and unit this long after
-# the first redemption; later, a redeemed token is no credential at all.
+# A lost activation answer can be recovered by the caller that sent it (its install key
+# proves it) this long after the first redemption; later, a redeemed token is no
+# credential at all.
 RETRY_WINDOW = timedelta(minutes=15)
 
 
@@ -73,11 +89,12 @@ def agent_activate(
     role: str,
     version: SemVer,
     name: str = "",
+    install_key: str = "",
     ip_address: str | None = None,
 ) -> Activation:
-    """Redeem a single-use token: the first machine wins, a retry by the same machine and
-    unit gets its agent back (with a new secret), every other attempt is refused and
-    recorded. Any refusal leaves the token as it was."""
+    """Redeem a single-use token: the first machine wins, a retry by the same caller
+    (proved by its install key) gets its agent back with a new secret, every other
+    attempt is refused and recorded. Any refusal leaves the token as it was."""
     if not secret_is_well_formed(token, SecretKind.ACTIVATION_TOKEN):
         raise TokenUnknown("That activation token does not exist. Check it was copied whole.")
     refusal: TokenAlreadyRedeemed | None = None
@@ -89,12 +106,17 @@ def agent_activate(
             raise TokenUnknown("That activation token does not exist. Check it was copied whole.")
         now = timezone.now()
         if row.status == TokenStatus.REDEEMED:
-            holder = Agent.objects.select_related("host").filter(activation_token=row).first()
+            # Locked, so a decommission either went first (and is seen) or waits.
+            holder = (
+                Agent.objects.select_for_update(of=("self",))
+                .select_related("host")
+                .filter(activation_token=row)
+                .first()
+            )
             if (
                 holder is not None
-                and holder.status != AgentStatus.DECOMMISSIONED
-                and holder.host.machine_id == machine.machine_id
-                and holder.unit_name == machine.unit_name
+                and holder.status in SEAT_HOLDING
+                and _proves_first_caller(holder, machine, install_key)
                 and row.redeemed_at is not None
                 and now - row.redeemed_at <= RETRY_WINDOW
             ):
@@ -109,9 +131,23 @@ def agent_activate(
                 expired_at=row.expires_at.isoformat(),
             )
         else:
-            return _register(row, machine, role, version, name, now, ip_address)
+            return _register(row, machine, role, version, name, now, ip_address, install_key)
     assert refusal is not None
     raise refusal
+
+
+def _proves_first_caller(holder: Agent, machine: MachineIdentity, install_key: str) -> bool:
+    """Whether a retry comes from the caller whose answer was lost: the same machine and
+    unit, and the install key only that caller had (it never left the host but in the
+    first request; the server kept its digest). Everything else in the request (machine
+    id, hostname, unit) may be known to whoever holds a leaked token."""
+    return (
+        bool(install_key)
+        and bool(holder.install_key_digest)
+        and secret_matches(install_key, holder.install_key_digest)
+        and holder.host.machine_id == machine.machine_id
+        and holder.unit_name == machine.unit_name
+    )
 
 
 def _refuse_second_redemption(
@@ -165,6 +201,7 @@ def _register(
     name: str,
     now: datetime,
     ip: str | None,
+    install_key: str,
 ) -> Activation:
     license = _usable_license(row.customer_id, now)
     active = customer_active_agent_count(row.customer_id)
@@ -203,6 +240,7 @@ def _register(
                 status=AgentStatus.ONLINE,
                 secret_prefix=minted.display_prefix,
                 secret_digest=minted.digest,
+                install_key_digest=secret_digest(install_key) if install_key else "",
                 last_heartbeat_at=now,
             )
     except IntegrityError as exc:
@@ -240,9 +278,12 @@ def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
 
 def _set_new_secret(agent: Agent) -> str:
     minted = secret_mint(SecretKind.AGENT_SECRET)
-    Agent.objects.filter(pk=agent.pk).update(
-        secret_prefix=minted.display_prefix, secret_digest=minted.digest
-    )
+    if (
+        not Agent.objects.filter(pk=agent.pk)
+        .holding_seat()
+        .update(secret_prefix=minted.display_prefix, secret_digest=minted.digest)
+    ):
+        raise AgentGone()  # decommissioned meanwhile: a retired agent gets no new secret
     agent_facts_changed(agent_ids=[agent.pk])  # the old secret stops working everywhere
     agent.secret_prefix, agent.secret_digest = minted.display_prefix, minted.digest
     return minted.plaintext
@@ -297,12 +338,7 @@ def agent_record_heartbeat(
     updates: dict = {
         "last_heartbeat_at": now,
         # Told to upgrade: it drains (claims get nothing) until it reports the result.
-        "status": Value(AgentStatus.UPGRADING)
-        if upgrading
-        else Case(
-            When(status=AgentStatus.OFFLINE, then=Value(AgentStatus.ONLINE)),
-            default=F("status"),
-        ),
+        "status": agent_status_after(START_UPGRADE if upgrading else COME_BACK),
         "clock_offset_seconds": offset,
         "load": load,
     }
@@ -310,7 +346,10 @@ def agent_record_heartbeat(
         updates["version"] = version
     if renew:
         updates["leases_renewed_at"] = now
-    Agent.objects.filter(pk=agent.pk).update(**updates)
+    # The agent may have been decommissioned since this process authenticated it (its
+    # cached copy is up to AGENT_CACHE_POLL_SECONDS old): then nothing is written.
+    if not Agent.objects.filter(pk=agent.pk).holding_seat().update(**updates):
+        raise AgentGone()
     if renew:
         Job.objects.filter(
             agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
@@ -372,12 +411,14 @@ def agent_record_upgrade_result(
 ) -> None:
     """An agent reports how applying a version went. A rollback opens a critical finding,
     and if a rollout asked for the version, moves it on (a rollback pauses it)."""
+    succeeded = outcome == UpgradeOutcome.SUCCEEDED
+    # First the agent's row (locked until commit, so a decommission waits or went first).
+    if not Agent.objects.filter(pk=agent.pk).transition(
+        FINISH_UPGRADE, version=to_version if succeeded else from_version
+    ):
+        raise AgentGone()
     rollout_record_result(agent=agent, outcome=outcome, to_version=to_version, detail=detail)
     agent_facts_changed(agent_ids=[agent.pk])
-    succeeded = outcome == UpgradeOutcome.SUCCEEDED
-    Agent.objects.filter(pk=agent.pk).update(
-        version=to_version if succeeded else from_version, status=AgentStatus.ONLINE
-    )
     if not succeeded:
         anomaly_open(
             customer=agent.customer_id,
@@ -402,17 +443,13 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     """Retire an agent: its secret stops working, its seat frees, its jobs go back to the
     queue for another agent."""
     now = timezone.now()
-    updated = (
-        Agent.objects.filter(pk=agent.pk)
-        .exclude(status=AgentStatus.DECOMMISSIONED)
-        .update(status=AgentStatus.DECOMMISSIONED, decommissioned_at=now)
-    )
-    if not updated:
+    if not Agent.objects.filter(pk=agent.pk).transition(DECOMMISSION, decommissioned_at=now):
         return False
-    agent_facts_changed(agent_ids=[agent.pk])
+    agent_facts_changed(agent_ids=[agent.pk])  # its secret is refused everywhere
     requeued = jobs_requeue(
         Job.objects.filter(agent_id=agent.pk, status=JobStatus.RUNNING), now=now
     )
+    rollout_targets_drop(agent_id=agent.pk)
     anomalies_resolve(where=Q(agent_id=agent.pk), note="The agent was decommissioned.", actor=actor)
     audit_record(
         actor=actor,

@@ -8,8 +8,9 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from fleet.choices import AgentRole, AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
+from fleet.choices import AgentRole, AnomalyKind, AnomalySeverity, JobStatus
 from fleet.models import FleetSnapshot, Host, Job
+from fleet.models.agents import SEAT_HOLDING
 from fleet.selectors import throughput_baselines
 from fleet.services.anomalies import Finding, anomalies_record, anomalies_resolve
 
@@ -134,9 +135,7 @@ def _failing_agents(now: datetime) -> list[Finding]:
 
 def _one_zone_fleets() -> list[Finding]:
     rows = (
-        Host.objects.filter(
-            agents__status__in=[AgentStatus.ONLINE, AgentStatus.OFFLINE, AgentStatus.UPGRADING]
-        )
+        Host.objects.filter(agents__status__in=SEAT_HOLDING)
         .exclude(zone="")  # a host that reported no zone says nothing about the spread
         .values("customer_id")
         .annotate(hosts=Count("pk", distinct=True), zones=Count("zone", distinct=True))
@@ -156,7 +155,7 @@ def _one_zone_fleets() -> list[Finding]:
 
 
 def _overcommitted_hosts() -> list[Finding]:
-    active = ~Q(agents__status=AgentStatus.DECOMMISSIONED)
+    active = Q(agents__status__in=SEAT_HOLDING)
     rows = (
         Host.objects.filter(memory_mb__isnull=False)
         .annotate(

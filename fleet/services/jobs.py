@@ -15,6 +15,7 @@ from django.utils import timezone
 from fleet.choices import JobStatus
 from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
+from fleet.models.agents import MAY_CLAIM
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
@@ -33,7 +34,7 @@ _CLAIM_STATEMENTS = [
  WHERE id = (
        SELECT id FROM fleet_job
         WHERE customer_id = %(customer)s AND role = %(role)s AND status = 'queued'
-          AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = 'online'
+          AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = '{may_claim}'
           AND (SELECT COUNT(*) FROM fleet_job
                 WHERE agent_id = %(agent)s AND status = 'running') < %(cap)s
         ORDER BY priority DESC, queued_at, id
@@ -66,6 +67,7 @@ def _claim_statements(*, postgres: bool) -> list[str]:
             lock_agent="FOR UPDATE" if postgres else "",
             skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
             changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
+            may_claim=MAY_CLAIM,
         )
         for sql in _CLAIM_STATEMENTS
     ]

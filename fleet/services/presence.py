@@ -30,6 +30,7 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Q
 
 from fleet.models import Agent
+from fleet.models.agents import SEAT_HOLDING
 
 logger = logging.getLogger(__name__)
 
@@ -166,11 +167,14 @@ def _parse(
     )
 
 
+# Only agents that still hold a seat: a decommissioned agent's last heartbeats, buffered
+# before it was retired, leave its record as the decommission left it.
 _UPDATE_PG = """
 UPDATE fleet_agent AS a
    SET last_heartbeat_at = v.at, load = v.load, clock_offset_seconds = v.off
   FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::int[]) AS v(id, at, load, off)
  WHERE a.id = v.id AND (a.last_heartbeat_at IS NULL OR a.last_heartbeat_at < v.at)
+   AND a.status = ANY(%s::text[])
 """
 
 
@@ -178,11 +182,12 @@ def _write(rows: list[tuple[int, datetime, float | None, int | None]]) -> int:
     """One statement for the chunk on PostgreSQL; a statement per agent elsewhere."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_UPDATE_PG, [list(column) for column in zip(*rows, strict=True)])
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(_UPDATE_PG, [*columns, sorted(s.value for s in SEAT_HOLDING)])
             return cursor.rowcount
     return sum(
-        Agent.objects.filter(
-            Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=at), pk=agent_id
-        ).update(last_heartbeat_at=at, load=load, clock_offset_seconds=offset)
+        Agent.objects.holding_seat()
+        .filter(Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=at), pk=agent_id)
+        .update(last_heartbeat_at=at, load=load, clock_offset_seconds=offset)
         for agent_id, at, load, offset in rows
     )

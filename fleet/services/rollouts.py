@@ -21,7 +21,6 @@ from django.utils import timezone
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
-    AgentStatus,
     AnomalyKind,
     AnomalySeverity,
     JobStatus,
@@ -143,7 +142,7 @@ def rollout_plan(
             f"{customer} already has a rollout under way: finish, abort or wait for it."
         )
     target = release.version
-    active = Agent.objects.filter(customer=customer).exclude(status=AgentStatus.DECOMMISSIONED)
+    active = Agent.objects.for_customer(customer).holding_seat()
     fleet = list(active.select_related("host"))
     in_scope = list(_in_scope(active, scope or {}).select_related("host"))
     ahead = [a for a in in_scope if a.version > target]
@@ -321,8 +320,8 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
         if work["after_jobs"] and work["before_success"] - work["after_success"] > tolerance:
             return Gate(False, "job success rate", numbers)
     active = (
-        Agent.objects.filter(customer=rollout.customer_id)
-        .exclude(status=AgentStatus.DECOMMISSIONED)
+        Agent.objects.for_customer(rollout.customer_id)
+        .holding_seat()
         .aggregate(
             total=Count("pk"), online=Count("pk", filter=Q(last_heartbeat_at__gte=heard_since))
         )
@@ -540,6 +539,14 @@ def rollout_record_result(*, agent: Agent, outcome: str, to_version: SemVer, det
                 f"{agent.version}. No other agent is offered {to_version}.",
                 {"agent": agent.name, "outcome": outcome, "detail": detail},
             )
+
+
+def rollout_targets_drop(*, agent_id: int) -> int:
+    """A decommissioned agent leaves every wave still waiting for it (in the decommission's
+    transaction): it is offered nothing more, and no wave waits on its report."""
+    return RolloutTarget.objects.filter(
+        agent_id=agent_id, state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
+    ).update(state=RolloutTargetState.EXCLUDED, detail="The agent was decommissioned.")
 
 
 # --- operators --------------------------------------------------------------------------

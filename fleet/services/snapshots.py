@@ -89,7 +89,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     channels = dict(License.objects.filter(is_current=True).values_list("customer_id", "channel"))
     agents = {
         row["customer_id"]: row
-        for row in Agent.objects.exclude(status=AgentStatus.DECOMMISSIONED)
+        for row in Agent.objects.holding_seat()
         .values("customer_id")
         .annotate(
             total=Count("pk"),

@@ -14,6 +14,7 @@ from django.utils import timezone
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
 from fleet.models import Agent, AgentFactsChange, Job, SweepState
+from fleet.models.agents import GO_SILENT
 from fleet.services.anomalies import (
     Finding,
     anomalies_record,
@@ -88,7 +89,7 @@ def _mark_offline(now: datetime) -> int:
     offline never holds row locks that block heartbeats for long): five statements a
     chunk (select, update, findings, and audit rows for the agents and the findings)."""
     cutoff = now - settings.AGENT_ONLINE_WINDOW
-    silent = Q(status__in=[AgentStatus.ONLINE, AgentStatus.UPGRADING]) & (
+    silent = Q(status__in=GO_SILENT.sources) & (
         Q(last_heartbeat_at__lt=cutoff)
         | Q(last_heartbeat_at__isnull=True, registered_at__lt=cutoff)
     )
@@ -105,8 +106,8 @@ def _mark_offline(now: datetime) -> int:
             )
             if not chunk:
                 return marked_total
-            marked_total += Agent.objects.filter(pk__in=chunk).update(
-                status=AgentStatus.OFFLINE, offline_since=now
+            marked_total += Agent.objects.filter(pk__in=chunk).transition(
+                GO_SILENT, offline_since=now
             )
             agent_facts_changed(agent_ids=chunk)  # its next heartbeat writes at once
             anomalies_record_agents_offline(chunk, now=now)
@@ -116,7 +117,7 @@ def _mark_offline(now: datetime) -> int:
                 model=Agent,
                 ids=chunk,
                 repr_sql="name",
-                condition=f"status = '{AgentStatus.OFFLINE}' AND offline_since = %s",
+                condition=f"status = '{GO_SILENT.target}' AND offline_since = %s",
                 condition_params=[db_time(now)],
                 changes={"status": ["online", "offline"]},
             )

@@ -43,7 +43,7 @@ def test_unit_name_and_state_dir_are_unique_per_host(customer):
 def test_a_decommissioned_agent_frees_its_unit_for_a_successor(customer):
     host = factories.host(customer)
     old = factories.agent(customer, host, unit_name="agentina@a", state_dir="/srv/a")
-    old.status = AgentStatus.DECOMMISSIONED
+    old.status, old.decommissioned_at = AgentStatus.DECOMMISSIONED, timezone.now()
     old.save()
     factories.agent(customer, host, unit_name="agentina@a", state_dir="/srv/a")
 

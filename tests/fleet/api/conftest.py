@@ -1,4 +1,5 @@
 import itertools
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,10 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 def activation_body(token: str, **overrides: Any) -> dict[str, Any]:
+    """What a reference agent sends, with an install key of its own."""
     n = next(_machines)
     return {
+        "install_key": secrets.token_urlsafe(32),
         "token": token,
         "machine_id": f"machine-{n}",
         "hostname": f"host-{n}",

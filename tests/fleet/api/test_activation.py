@@ -1,4 +1,6 @@
+import json
 import logging
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -7,6 +9,8 @@ from django.utils import timezone
 from fleet.choices import AgentStatus, AnomalyKind, TokenStatus
 from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Host, License
 from fleet.secrets import SecretKind, secret_mint
+from fleet.services.agents import agent_decommission
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint, token_revoke
 from tests import factories
 from tests.fleet.api.conftest import activate, activation_body
@@ -79,6 +83,54 @@ def test_the_same_machine_retrying_gets_its_agent_back_with_a_new_secret(anon, l
     assert other_unit.status_code == 409
 
 
+def test_a_leaked_token_with_the_holders_identity_but_not_its_install_key_gets_nothing(
+    anon, licensed
+):
+    """Whoever holds a redeemed token can learn the holder's machine id and unit (the 409
+    even names the host); only the install key, which never left the host but in the
+    first request, proves the caller is the one whose answer was lost."""
+    _, token = token_mint(customer=licensed)
+    body = activation_body(token)
+    first = anon.post("/agents/activate", body).json()
+    for forged in ({"install_key": ""}, {"install_key": secrets.token_urlsafe(32)}):
+        stolen = anon.post("/agents/activate", {**body, **forged})
+        assert stolen.status_code == 409
+        assert stolen.json()["code"] == "token_already_redeemed"
+    # The real host was not locked out, and its own retry still recovers the agent.
+    assert anon.get("/agents/me", secret=first["agent_secret"]).status_code == 200
+    assert Anomaly.objects.get(kind=AnomalyKind.TOKEN_REUSE).occurrences == 2
+    again = anon.post("/agents/activate", body)
+    assert (again.status_code, again.json()["agent_id"]) == (200, first["agent_id"])
+    assert Agent.objects.get().install_key_digest not in json.dumps(again.json())
+
+
+def test_without_an_install_key_a_lost_answer_cannot_be_recovered(anon, licensed):
+    _, token = token_mint(customer=licensed)
+    body = activation_body(token, install_key="")
+    assert anon.post("/agents/activate", body).status_code == 201
+    assert anon.post("/agents/activate", body).status_code == 409
+    assert Agent.objects.get().install_key_digest == ""
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 129, "has spaces in it" * 3, "ключ" * 10])
+def test_a_malformed_install_key_is_422_and_the_token_stays_usable(anon, licensed, key):
+    token, secret = token_mint(customer=licensed)
+    response = anon.post("/agents/activate", activation_body(secret, install_key=key))
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    token.refresh_from_db()
+    assert token.status == TokenStatus.OUTSTANDING
+
+
+def test_a_decommissioned_holder_cannot_be_recovered_even_with_its_key(anon, licensed):
+    _, token = token_mint(customer=licensed)
+    body = activation_body(token)
+    anon.post("/agents/activate", body)
+    agent_decommission(agent=Agent.objects.get(), actor=SYSTEM)
+    assert anon.post("/agents/activate", body).status_code == 409
+    assert Agent.objects.get().status == AgentStatus.DECOMMISSIONED
+
+
 def test_malformed_and_unknown_tokens_are_401_and_the_malformed_never_reach_the_database(
     anon, licensed, django_assert_num_queries
 ):
@@ -120,7 +172,7 @@ def test_a_full_license_refuses_and_the_token_stays_redeemable(anon, customer):
     }
     token.refresh_from_db()
     assert token.status == TokenStatus.OUTSTANDING
-    Agent.objects.update(status=AgentStatus.DECOMMISSIONED)  # a seat frees
+    Agent.objects.update(status=AgentStatus.DECOMMISSIONED, decommissioned_at=timezone.now())
     assert anon.post("/agents/activate", activation_body(secret)).status_code == 201
 
 

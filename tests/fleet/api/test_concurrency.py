@@ -12,6 +12,7 @@ from django.test import Client
 
 from fleet.choices import JobStatus, TokenStatus
 from fleet.models import ActivationToken, Agent, Job
+from fleet.services.agents import agent_decommission
 from fleet.services.tokens import token_mint
 from tests import factories
 from tests.fleet.api.conftest import activate, activation_body, bearer
@@ -82,7 +83,7 @@ def test_three_free_seats_and_ten_tokens_make_exactly_three_agents(customer):
     assert Agent.objects.count() == 5
     # The seven refused tokens are untouched and work once a seat frees.
     assert ActivationToken.objects.filter(status=TokenStatus.OUTSTANDING).count() == 7
-    Agent.objects.filter(pk=Agent.objects.first().pk).update(status="decommissioned")
+    agent_decommission(agent=Agent.objects.first())
     refused = [t for t, (status, _) in zip(tokens, results, strict=True) if status == 403]
     assert post("/agents/activate", activation_body(refused[0]))[0] == 201
 

@@ -52,12 +52,22 @@ def buffer(settings):
 
 def test_a_process_keeps_the_agent_and_learns_of_changes_from_the_poll(agent, settings):
     beat(agent)
+    Job.objects.create(customer=agent.agent.customer, role="coder")
     # Another process retires the agent: the row and its change record, nothing here.
-    Agent.objects.filter(pk=agent.agent.pk).update(status=AgentStatus.DECOMMISSIONED)
+    Agent.objects.filter(pk=agent.agent.pk).update(
+        status=AgentStatus.DECOMMISSIONED, decommissioned_at=timezone.now()
+    )
     AgentFactsChange.objects.create(changed_at=timezone.now(), agent_id=agent.agent.pk)
-    assert beat(agent).status_code == 200  # still kept: the poll has not run yet
+    # Still kept here (the poll has not run), yet nothing it asks for is granted: its
+    # writes are conditional on a status that holds a seat, a claim on an online one.
+    assert agent.api.post("/jobs/claim").status_code == 204
+    refused = beat(agent, load=0.5)
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+    assert "decommissioned" in refused.json()["detail"]
+    assert agent.api.get("/agents/me").status_code == 401
+    assert stored(agent).status == AgentStatus.DECOMMISSIONED
     settings.AGENT_CACHE_POLL_SECONDS = 0
-    assert beat(agent).status_code == 401
+    assert agent.api.post("/jobs/claim").status_code == 401  # forgotten: refused at the door
 
 
 def test_a_rotated_secret_stops_working_at_once_in_the_process_that_rotated_it(agent):
@@ -119,6 +129,37 @@ def test_a_steady_heartbeat_touches_no_database_and_the_flush_writes_it(
     row = stored(agent)
     assert (row.last_heartbeat_at, row.load) == (later, 0.7)
     assert presence_flush().written == 0  # flushed once: a second flush has nothing
+
+
+@pytest.mark.redis
+def test_a_decommissioned_agents_buffered_beats_leave_it_retired_and_refused(
+    agent, buffer, settings
+):
+    """Steady heartbeats buffered (by this process, which still kept the agent) before
+    and just after the decommission reach the database after it: they neither move its
+    record nor let its secret back in."""
+    beat(agent)
+    later = timezone.now() + timedelta(seconds=40)
+    with time_machine.travel(later, tick=False):
+        assert beat(agent, load=0.7).status_code == 200  # buffered
+        retired_at = stored(agent).last_heartbeat_at
+        # Another process decommissions it (the row and its change record); this one
+        # has not polled yet.
+        Agent.objects.filter(pk=agent.agent.pk).update(
+            status=AgentStatus.DECOMMISSIONED, decommissioned_at=later
+        )
+        AgentFactsChange.objects.create(changed_at=later, agent_id=agent.agent.pk)
+        assert beat(agent, load=0.9).status_code == 200  # kept: within the 2 s promise
+    presence_send()
+    assert presence_flush().written == 0
+    retired = stored(agent)
+    assert (retired.status, retired.last_heartbeat_at, retired.load) == (
+        AgentStatus.DECOMMISSIONED,
+        retired_at,
+        None,
+    )
+    settings.AGENT_CACHE_POLL_SECONDS = 0
+    assert beat(agent).status_code == 401
 
 
 @pytest.mark.redis

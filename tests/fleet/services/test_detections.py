@@ -74,7 +74,9 @@ def test_version_skew_more_than_one_minor_behind(healthy):
 
 
 def test_anti_patterns(healthy):
-    Agent.objects.filter(role="indexer").update(status=AgentStatus.DECOMMISSIONED)
+    Agent.objects.filter(role="indexer").update(
+        status=AgentStatus.DECOMMISSIONED, decommissioned_at=timezone.now()
+    )
     factories.Host.objects.update(zone="a")
     host = factories.host(healthy, zone="a", memory_mb=1024)
     for _ in range(2):
