@@ -4,11 +4,10 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -22,8 +21,9 @@ from fleet.services.audit import SYSTEM, Actor, audit_record
 # claim the next job, counting the agent's running jobs in a snapshot taken after that
 # lock (a count taken before waiting would let two claims both see room under the cap),
 # with SKIP LOCKED so different agents claim different jobs at once; write the audit row.
-# On PostgreSQL they run inside the function fleet_claim_job (created from these very
-# statements after every migrate): one round trip, plans kept by each connection, and
+# On PostgreSQL they run inside the function fleet_claim_job (installed by a migration that
+# `manage.py claim_function_migration` writes from these very statements; a test fails
+# when the two differ): one round trip, plans kept by each connection, and
 # each statement still takes its own snapshot. Elsewhere they run one by one. Statuses are
 # written out, not parameters, so the kept plans can use the partial job_queue index.
 _CLAIM_STATEMENTS = [
@@ -164,42 +164,14 @@ def job_claim_next(*, agent: Agent, max_concurrent: int) -> Job | None:
         "expires": db("lease_expires_at", now + settings.JOB_LEASE),
         "actor": Actor.for_agent(agent).label[:200],
     }
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_CALL_CLAIM_FUNCTION, params)
-            claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
-        else:
-            with transaction.atomic():
-                lock, claim, audit = _claim_statements(postgres=False)
-                cursor.execute(lock, params)
-                cursor.execute(claim, params)
-                claimed, columns = cursor.fetchone(), [c[0] for c in cursor.description]
-                cursor.execute(audit, params)
-    return _job_from_row(columns, claimed) if claimed is not None else None
-
-
-def _job_from_row(columns: list[str], row: tuple[Any, ...]) -> Job:
-    """A Job from a whole row of fleet_job, converted as the ORM converts what it reads."""
-    by_column = dict(zip(columns, row, strict=True))
-    values = []
-    for field, column, converters in _job_converters(connection.alias):
-        value = by_column[field.column]
-        for convert in converters:
-            value = convert(value, column, connection)
-        values.append(value)
-    return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
-
-
-@cache
-def _job_converters(alias: str) -> list[tuple[Any, Any, list[Callable[..., Any]]]]:
-    """For each field of Job: its column expression and what turns a value read from this
-    database into the field's value (worked out once per process)."""
-    result = []
-    for field in Job._meta.concrete_fields:
-        column = field.get_col(Job._meta.db_table)
-        converters = connections[alias].ops.get_db_converters(column)
-        result.append((field, column, converters + column.get_db_converters(connections[alias])))
-    return result
+    if connection.vendor == "postgresql":
+        return next(iter(Job.objects.raw(_CALL_CLAIM_FUNCTION, params)), None)
+    lock, claim, audit = _claim_statements(postgres=False)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(lock, params)
+        job = next(iter(Job.objects.raw(claim, params)), None)
+        cursor.execute(audit, params)
+    return job
 
 
 def _finish(
