@@ -1,0 +1,269 @@
+"""The engine: rollout_advance moves one wave at most one step (beat calls it every
+minute). It row-locks the rollout, so two beats or workers never advance one wave twice;
+each step waits for its agents' reports, soaks or is watched, then passes its gates."""
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from fleet.agent_cache import agent_facts_changed
+from fleet.choices import (
+    AnomalyKind,
+    AnomalySeverity,
+    JobStatus,
+    RolloutState,
+    RolloutTargetState,
+)
+from fleet.models import Agent, Job, Rollout, RolloutTarget
+from fleet.services.anomalies import anomaly_open
+from fleet.services.audit import SYSTEM, Actor, audit_record
+
+BASELINE_WINDOW = timedelta(hours=24)
+
+
+MIN_BASELINE_JOBS = 3  # fewer jobs than this before the upgrade: too little to compare
+
+
+@dataclass(frozen=True)
+class Gate:
+    passed: bool
+    failed: str  # which gate, empty when passed
+    numbers: dict[str, Any]
+
+
+def _gate(rollout: Rollout, now: datetime) -> Gate:
+    """The checks before the next step: every agent upgraded so far is online on the new
+    version; the step's agents do their work as well as before (throughput and success
+    rate within the tolerance of their own baseline); the fleet's online ratio holds."""
+    upgraded = list(
+        RolloutTarget.objects.filter(
+            rollout=rollout, state=RolloutTargetState.SUCCEEDED
+        ).select_related("agent")
+    )
+    heard_since = now - settings.AGENT_ONLINE_WINDOW
+    target = rollout.release.version
+    unhealthy = [
+        t.agent.name
+        for t in upgraded
+        if t.agent.version != target
+        or not t.agent.last_heartbeat_at
+        or t.agent.last_heartbeat_at < heard_since
+    ]
+    numbers: dict[str, Any] = {"upgraded": len(upgraded), "at": now.isoformat()}
+    if unhealthy:
+        numbers["not_heartbeating_new_version"] = unhealthy
+        return Gate(False, "upgraded agents online on the new version", numbers)
+
+    step = [t for t in upgraded if t.batch == rollout.current_batch]
+    work = _work_before_and_after(step, now)
+    numbers.update(work)
+    tolerance = float(rollout.throughput_drop_tolerance)
+    # Judge by work only when there was work to do: jobs waiting, or finished since.
+    work_available = (
+        work["after_jobs"] > 0
+        or Job.objects.filter(customer=rollout.customer_id, status=JobStatus.QUEUED).exists()
+    )
+    numbers["work_available"] = work_available
+    if work_available and work["before_jobs"] >= MIN_BASELINE_JOBS and work["before_rate"] > 0:
+        drop = 1 - work["after_rate"] / work["before_rate"]
+        numbers["throughput_drop"] = round(drop, 3)
+        if drop > tolerance:
+            return Gate(False, "job throughput", numbers)
+        if work["after_jobs"] and work["before_success"] - work["after_success"] > tolerance:
+            return Gate(False, "job success rate", numbers)
+    active = (
+        Agent.objects.for_customer(rollout.customer_id)
+        .holding_seat()
+        .aggregate(
+            total=Count("pk"), online=Count("pk", filter=Q(last_heartbeat_at__gte=heard_since))
+        )
+    )
+    ratio = active["online"] / active["total"] if active["total"] else 1.0
+    numbers["online_ratio"] = round(ratio, 3)
+    if ratio < float(rollout.online_ratio_floor):
+        return Gate(False, "fleet online ratio", numbers)
+    return Gate(True, "", numbers)
+
+
+def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict[str, Any]:
+    """Jobs finished per hour by the upgraded agents since each upgraded, against the same
+    agents in the day before each was told to upgrade; and their success rates."""
+    before = Q()
+    after = Q()
+    before_hours = after_hours = 0.0
+    for t in upgraded:
+        offered = t.offered_at or now
+        reported = t.reported_at or now
+        before |= Q(
+            agent_id=t.agent_id, finished_at__gte=offered - BASELINE_WINDOW, finished_at__lt=offered
+        )
+        after |= Q(agent_id=t.agent_id, finished_at__gte=reported, finished_at__lte=now)
+        before_hours += BASELINE_WINDOW.total_seconds() / 3600
+        after_hours += max((now - reported).total_seconds(), 60) / 3600
+    if not upgraded:
+        return {
+            "before_jobs": 0,
+            "after_jobs": 0,
+            "before_rate": 0.0,
+            "after_rate": 0.0,
+            "before_success": 1.0,
+            "after_success": 1.0,
+        }
+    finished = [JobStatus.SUCCEEDED, JobStatus.FAILED]
+    counts = Job.objects.filter(status__in=finished).aggregate(
+        b_ok=Count("pk", filter=before & Q(status=JobStatus.SUCCEEDED)),
+        b_all=Count("pk", filter=before),
+        a_ok=Count("pk", filter=after & Q(status=JobStatus.SUCCEEDED)),
+        a_all=Count("pk", filter=after),
+    )
+    return {
+        "before_jobs": counts["b_all"],
+        "after_jobs": counts["a_all"],
+        "before_rate": round(counts["b_ok"] / before_hours, 3),
+        "after_rate": round(counts["a_ok"] / after_hours, 3),
+        "before_success": round(counts["b_ok"] / counts["b_all"], 3) if counts["b_all"] else 1.0,
+        "after_success": round(counts["a_ok"] / counts["a_all"], 3) if counts["a_all"] else 1.0,
+    }
+
+
+def pause_wave(
+    rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor = SYSTEM
+) -> None:
+    rollout.paused_from = rollout.state
+    rollout.state = RolloutState.PAUSED
+    rollout.paused_reason = reason
+    rollout.last_gate = numbers
+    rollout.save(update_fields=["paused_from", "state", "paused_reason", "last_gate"])
+    agent_facts_changed(customer_id=rollout.customer_id)
+    anomaly_open(
+        customer=rollout.customer_id,
+        kind=AnomalyKind.ROLLOUT_GATE,
+        fingerprint=f"rollout:{rollout.pk}",
+        severity=AnomalySeverity.CRITICAL,
+        message=f"Upgrade wave to {rollout.release.version} paused: {reason}",
+    )
+    audit_record(
+        actor=actor,
+        action="rollout.pause",
+        target=rollout,
+        customer=rollout.customer_id,
+        changes={
+            "reason": [None, reason],
+            **{k: [None, v] for k, v in numbers.items() if k != "at"},
+        },
+    )
+
+
+def offer_batch(rollout: Rollout, batch: int, now: datetime) -> int:
+    agent_facts_changed(customer_id=rollout.customer_id)
+    return RolloutTarget.objects.filter(
+        rollout=rollout, batch=batch, state=RolloutTargetState.PENDING
+    ).update(state=RolloutTargetState.OFFERED, offered_at=now)
+
+
+def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
+    """Move one rollout at most one step. Returns what happened, for the log."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rollout = (
+            Rollout.objects.select_for_update(skip_locked=True)
+            .select_related("release")
+            .filter(pk=rollout_id, state__in=[RolloutState.CANARY, RolloutState.ROLLING])
+            .first()
+        )
+        if rollout is None:
+            return "not active (or another worker holds it)"
+        step = RolloutTarget.objects.filter(rollout=rollout, batch=rollout.current_batch)
+        # Agents told to upgrade and silent past the deadline count as failed.
+        late = step.filter(
+            state=RolloutTargetState.OFFERED, offered_at__lt=now - rollout.agent_deadline
+        )
+        late_names = list(late.values_list("agent__name", flat=True))
+        if late_names:
+            late.update(
+                state=RolloutTargetState.FAILED,
+                reported_at=now,
+                detail="No upgrade report within the deadline.",
+            )
+            pause_wave(
+                rollout,
+                f"{', '.join(late_names)} did not report within {rollout.agent_deadline}.",
+                {"silent": late_names},
+            )
+            return "paused: silent agents"
+        states = Counter(step.values_list("state", flat=True))
+        if states[RolloutTargetState.OFFERED] or states[RolloutTargetState.PENDING]:
+            return "waiting for upgrade reports"
+        if rollout.watch_started_at is None:
+            rollout.watch_started_at = now
+            rollout.save(update_fields=["watch_started_at"])
+            return "step upgraded; watching"
+        watch = rollout.canary_soak if rollout.current_batch == 0 else rollout.batch_watch
+        if not rollout.skip_soak and now < rollout.watch_started_at + watch:
+            return "watching"
+        gate = _gate(rollout, now)
+        rollout.last_gate = gate.numbers
+        if not gate.passed:
+            pause_wave(rollout, f"the {gate.failed} gate failed.", gate.numbers)
+            return f"paused: {gate.failed}"
+        return _next_step(rollout, now)
+
+
+def _next_step(rollout: Rollout, now: datetime) -> str:
+    old = rollout.current_batch
+    if old >= rollout.batches_total:
+        rollout.state = RolloutState.COMPLETED
+        rollout.finished_at = now
+        rollout.save(update_fields=["state", "finished_at", "last_gate"])
+        audit_record(
+            actor=SYSTEM,
+            action="rollout.complete",
+            target=rollout,
+            customer=rollout.customer_id,
+            changes={"gate": [None, rollout.last_gate]},
+        )
+        return "completed"
+    rollout.current_batch = old + 1
+    rollout.state = RolloutState.ROLLING
+    rollout.step_started_at = now
+    rollout.watch_started_at = None
+    rollout.skip_soak = False
+    rollout.save(
+        update_fields=[
+            "current_batch",
+            "state",
+            "step_started_at",
+            "watch_started_at",
+            "skip_soak",
+            "last_gate",
+        ]
+    )
+    offered = offer_batch(rollout, rollout.current_batch, now)
+    audit_record(
+        actor=SYSTEM,
+        action="rollout.batch",
+        target=rollout,
+        customer=rollout.customer_id,
+        changes={
+            "batch": [old, rollout.current_batch],
+            "agents_offered": [None, offered],
+            "gate": [None, rollout.last_gate],
+        },
+    )
+    return f"batch {rollout.current_batch} of {rollout.batches_total} offered"
+
+
+def rollouts_advance_all(*, now: datetime | None = None) -> dict[int, str]:
+    """Beat's entry point: advance every active rollout one step at most."""
+    ids = list(
+        Rollout.objects.filter(state__in=[RolloutState.CANARY, RolloutState.ROLLING]).values_list(
+            "pk", flat=True
+        )
+    )
+    return {pk: rollout_advance(pk, now=now) for pk in ids}

@@ -1,0 +1,252 @@
+"""Planning a wave: who is in it, in which batches (spread across roles, zones and hosts),
+and starting it with its canary offered. Only owners and staff steer waves."""
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from fleet.agent_cache import agent_facts_changed
+from fleet.choices import (
+    ACTIVE_ROLLOUT_STATES,
+    MemberRole,
+    RolloutState,
+    RolloutTargetState,
+)
+from fleet.errors import NotAllowed, RolloutRefused
+from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
+from fleet.services.audit import SYSTEM, Actor, audit_record
+
+ALL_AT_ONCE_REASON = (
+    "Upgrading the whole fleet at once is refused: one bad release would stop every agent "
+    "together. A wave upgrades one canary and soaks it, then batches of at most a part of "
+    "the fleet, each watched before the next."
+)
+
+
+def require_operator(actor: Actor, customer_id: int) -> None:
+    """Owners of the customer and staff steer waves; everyone else is refused."""
+    user = actor.user
+    if user is None:  # the Control Plane itself (beat)
+        return
+    if user.is_staff:
+        return
+    if Membership.objects.filter(
+        user=user, customer_id=customer_id, role=MemberRole.OWNER
+    ).exists():
+        return
+    raise NotAllowed("Only the customer's owners and Agentina staff steer upgrade waves.")
+
+
+def _groups(agent: Agent) -> list[tuple[str, Any]]:
+    return [("role", agent.role), ("zone", agent.host.zone), ("host", agent.host_id)]
+
+
+def plan_batches(members: list[Agent], fleet: list[Agent], fraction: Decimal) -> list[list[Agent]]:
+    """Split `members` into batches of ceil(fraction * members), never putting every agent
+    of a role, a zone or a host (counted over the whole active fleet) in one batch, so the
+    rest keep serving while it upgrades. Members are taken spread across zones and hosts."""
+    if not members:
+        return []
+    size = max(1, math.ceil(Decimal(len(members)) * fraction))
+    fleet_counts = Counter(key for agent in fleet for key in _groups(agent))
+    # Spread: round-robin over zones, then hosts, so each batch mixes them.
+    by_place: dict[tuple[str, int], list[Agent]] = {}
+    for agent in sorted(members, key=lambda a: (a.host.zone, a.host_id, a.role, a.pk)):
+        by_place.setdefault((agent.host.zone, agent.host_id), []).append(agent)
+    pool: list[Agent] = []
+    while any(by_place.values()):
+        for queue in by_place.values():
+            if queue:
+                pool.append(queue.pop(0))
+    batches: list[list[Agent]] = []
+    while pool:
+        batch: list[Agent] = []
+        taken: Counter[tuple[str, Any]] = Counter()
+        for agent in list(pool):
+            if len(batch) == size:
+                break
+            keys = _groups(agent)
+            if any(fleet_counts[k] >= 2 and taken[k] + 1 >= fleet_counts[k] for k in keys):
+                continue
+            batch.append(agent)
+            taken.update(keys)
+            pool.remove(agent)
+        if not batch:  # only possible for groups of one, which nothing can spread
+            batch.append(pool.pop(0))
+        batches.append(batch)
+    return batches
+
+
+def _in_scope(agents: Any, scope: dict[str, list[Any]]) -> Any:
+    if scope.get("role"):
+        agents = agents.filter(role__in=scope["role"])
+    if scope.get("zone"):
+        agents = agents.filter(host__zone__in=scope["zone"])
+    if scope.get("host"):
+        agents = agents.filter(host_id__in=scope["host"])
+    return agents
+
+
+@dataclass(frozen=True)
+class WavePlan:
+    canary: Agent
+    batches: list[list[Agent]]
+    excluded: list[Agent]  # behind the release but offline now
+
+
+def rollout_plan(
+    *,
+    customer: Customer,
+    release: Release,
+    actor: Actor = SYSTEM,
+    scope: dict[str, list[Any]] | None = None,
+    canary: Agent | None = None,
+    batch_fraction: Decimal = Decimal("0.25"),
+    all_at_once: bool = False,
+) -> WavePlan:
+    """Check a wave may start and plan it, writing nothing (forms call it to explain a
+    refusal before anything is saved)."""
+    require_operator(actor, customer.pk)
+    if all_at_once or batch_fraction >= 1:
+        raise RolloutRefused(ALL_AT_ONCE_REASON, field="batch_fraction")
+    if batch_fraction <= 0:
+        raise RolloutRefused("batch_fraction must be above 0.", field="batch_fraction")
+    if release.yanked:
+        raise RolloutRefused(f"Release {release.version} is yanked.", field="release")
+    if Rollout.objects.filter(customer=customer, state__in=ACTIVE_ROLLOUT_STATES).exists():
+        raise RolloutRefused(
+            f"{customer} already has a rollout under way: finish, abort or wait for it."
+        )
+    target = release.version
+    active = Agent.objects.for_customer(customer).holding_seat()
+    fleet = list(active.select_related("host"))
+    in_scope = list(_in_scope(active, scope or {}).select_related("host"))
+    ahead = [a for a in in_scope if a.version > target]
+    if ahead:
+        names = ", ".join(f"{a.name} ({a.version})" for a in ahead[:5])
+        raise RolloutRefused(
+            f"{len(ahead)} agent(s) already run a newer version than {target}: {names}. "
+            "A wave never downgrades.",
+            field="release",
+        )
+    behind = [a for a in in_scope if a.version < target]
+    heard_since = timezone.now() - settings.AGENT_ONLINE_WINDOW
+    online = [a for a in behind if a.last_heartbeat_at and a.last_heartbeat_at >= heard_since]
+    if not online:
+        raise RolloutRefused(f"No online agent is behind {target}: nothing to upgrade.")
+    if canary is not None and canary not in online:
+        raise RolloutRefused(
+            f"{canary.name} cannot be the canary: it is not an online agent behind {target}.",
+            field="canary_agent",
+        )
+    role_sizes = Counter(a.role for a in fleet)
+    canary = canary or max(
+        online, key=lambda a: (role_sizes[a.role], a.last_heartbeat_at or heard_since, -a.pk)
+    )
+    return WavePlan(
+        canary=canary,
+        batches=plan_batches([a for a in online if a != canary], fleet, batch_fraction),
+        excluded=[a for a in behind if a not in online],
+    )
+
+
+@transaction.atomic
+def rollout_start(
+    *,
+    customer: Customer,
+    release: Release,
+    actor: Actor = SYSTEM,
+    reason: str = "",
+    scope: dict[str, list[Any]] | None = None,
+    canary: Agent | None = None,
+    batch_fraction: Decimal = Decimal("0.25"),
+    canary_soak: timedelta = timedelta(hours=24),
+    batch_watch: timedelta = timedelta(hours=1),
+    throughput_drop_tolerance: Decimal = Decimal("0.20"),
+    online_ratio_floor: Decimal = Decimal("0.95"),
+    all_at_once: bool = False,
+) -> Rollout:
+    """Freeze the wave's membership (active agents in scope behind the release; agents
+    offline now are excluded, not failed), plan its batches and offer the canary."""
+    plan = rollout_plan(
+        customer=customer,
+        release=release,
+        actor=actor,
+        scope=scope,
+        canary=canary,
+        batch_fraction=batch_fraction,
+        all_at_once=all_at_once,
+    )
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            rollout = Rollout.objects.create(
+                customer=customer,
+                release=release,
+                state=RolloutState.CANARY,
+                canary_soak=canary_soak,
+                batch_fraction=batch_fraction,
+                batch_watch=batch_watch,
+                throughput_drop_tolerance=throughput_drop_tolerance,
+                online_ratio_floor=online_ratio_floor,
+                canary_agent=plan.canary,
+                scope=scope or {},
+                current_batch=0,
+                batches_total=len(plan.batches),
+                step_started_at=now,
+                started_at=now,
+                created_by=actor.user,
+            )
+    except IntegrityError as exc:  # another start won the race for the one active rollout
+        raise RolloutRefused(
+            f"{customer} already has a rollout under way: finish, abort or wait for it."
+        ) from exc
+    RolloutTarget.objects.bulk_create(
+        [
+            RolloutTarget(
+                rollout=rollout,
+                agent=plan.canary,
+                batch=0,
+                from_version=plan.canary.version,
+                state=RolloutTargetState.OFFERED,
+                offered_at=now,
+            )
+        ]
+        + [
+            RolloutTarget(rollout=rollout, agent=agent, batch=number, from_version=agent.version)
+            for number, batch in enumerate(plan.batches, start=1)
+            for agent in batch
+        ]
+        + [
+            RolloutTarget(
+                rollout=rollout,
+                agent=agent,
+                from_version=agent.version,
+                state=RolloutTargetState.EXCLUDED,
+                detail="Offline when the wave began.",
+            )
+            for agent in plan.excluded
+        ]
+    )
+    agent_facts_changed(customer_id=customer.pk)  # the canary's heartbeat carries the order
+    audit_record(
+        actor=actor,
+        action="rollout.start",
+        target=rollout,
+        customer=customer.pk,
+        changes={
+            "release": [None, str(release.version)],
+            "canary": [None, plan.canary.name],
+            "batches": [None, [len(b) for b in plan.batches]],
+            "excluded": [None, len(plan.excluded)],
+            "reason": [None, reason],
+        },
+    )
+    return rollout

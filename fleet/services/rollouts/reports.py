@@ -1,0 +1,51 @@
+"""What agents report about a wave: an upgrade result moves its target on (a rollback
+pauses the wave), and a decommissioned agent leaves every wave still waiting for it."""
+
+from django.utils import timezone
+
+from fleet.choices import (
+    ACTIVE_ROLLOUT_STATES,
+    RolloutState,
+    RolloutTargetState,
+    UpgradeOutcome,
+)
+from fleet.models import Agent, RolloutTarget
+from fleet.services.rollouts.engine import pause_wave
+from fleet.versions import SemVer
+
+
+def rollout_record_result(*, agent: Agent, outcome: str, to_version: SemVer, detail: str) -> None:
+    """An agent's upgrade report moves its target on; a rollback pauses the wave."""
+    target = (
+        RolloutTarget.objects.select_for_update()
+        .select_related("rollout__release")
+        .filter(
+            agent=agent, state=RolloutTargetState.OFFERED, rollout__state__in=ACTIVE_ROLLOUT_STATES
+        )
+        .first()
+    )
+    if target is None or target.rollout.release.version != to_version:
+        return
+    now = timezone.now()
+    ok = outcome == UpgradeOutcome.SUCCEEDED
+    target.state = RolloutTargetState.SUCCEEDED if ok else RolloutTargetState.ROLLED_BACK
+    target.reported_at = now
+    target.detail = detail or outcome
+    target.save(update_fields=["state", "reported_at", "detail"])
+    if not ok:
+        rollout = target.rollout  # locked with the target (FOR UPDATE covers the join)
+        if rollout.state != RolloutState.PAUSED:
+            pause_wave(
+                rollout,
+                f"{agent.name} reported {outcome} and rolled back to "
+                f"{agent.version}. No other agent is offered {to_version}.",
+                {"agent": agent.name, "outcome": outcome, "detail": detail},
+            )
+
+
+def rollout_targets_drop(*, agent_id: int) -> int:
+    """A decommissioned agent leaves every wave still waiting for it (in the decommission's
+    transaction): it is offered nothing more, and no wave waits on its report."""
+    return RolloutTarget.objects.filter(
+        agent_id=agent_id, state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
+    ).update(state=RolloutTargetState.EXCLUDED, detail="The agent was decommissioned.")
