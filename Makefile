@@ -62,4 +62,4 @@ bench: $(VENV)/.installed-run
 	$(BIN)/python -c 'import psycopg, sys; u=sys.argv[1]; name=u.rsplit("/",1)[1]; assert name.endswith("_bench"), name; c=psycopg.connect(u.rsplit("/",1)[0]+"/postgres", autocommit=True); c.execute(f"DROP DATABASE IF EXISTS {name}"); c.execute(f"CREATE DATABASE {name}")' $(BENCH_DATABASE_URL)
 	$(BIN)/python -c 'import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()' $(BENCH_REDIS_URL)
 	$(BENCH_ENV) $(BIN)/python manage.py migrate -v0
-	$(BENCH_ENV) $(BIN)/python manage.py bench $(BENCH_ARGS)
+	$(BENCH_ENV) $(BIN)/python scripts/bench/bench.py $(BENCH_ARGS)

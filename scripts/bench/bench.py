@@ -5,8 +5,14 @@ by set-based SQL, starts the real app under gunicorn (2 sync workers, the Redis 
 buffer on), drives it from loopback with wrk, and prints one table: a no-op endpoint,
 the heartbeat and the claim (requests/s, p50/p99, ratio to the no-op, SQL statements a
 request), then the stale sweep, the snapshot and the presence flush. Runs only against a
-database whose name ends in "_bench" (`make bench` makes one), never real data."""
+database whose name ends in "_bench" (`make bench` makes one), never real data.
 
+A script beside the product, not part of it: `python scripts/bench/bench.py [--agents N]
+[--jobs N] [--runs N] [--seconds S] [--connections C]`, with the settings in the
+environment (`make bench` sets them)."""
+
+# ruff: noqa: E402  (Django is set up before the product's modules are imported)
+import argparse
 import json
 import os
 import shutil
@@ -23,9 +29,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import django
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup()
+
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 
@@ -145,31 +156,32 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Command(BaseCommand):
-    help = "Benchmark the hot paths and beat's sweeps over a large seeded fleet (PostgreSQL)."
+class BenchRefused(SystemExit):
+    """The benchmark will not run here (the message says why)."""
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--agents", type=int, default=100_000)
-        parser.add_argument("--jobs", type=int, default=1_000_000)
-        parser.add_argument("--runs", type=int, default=3)
-        parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
-        parser.add_argument("--connections", type=int, default=8)
 
-    def handle(self, *args: Any, **options: Any) -> None:
+class Bench:
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+
+    def run(self) -> None:
+        options = self.options
         if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].endswith(
             "_bench"
         ):
-            raise CommandError("bench runs on a PostgreSQL database named *_bench only.")
+            raise BenchRefused("bench runs on a PostgreSQL database named *_bench only.")
         if not shutil.which("wrk"):
-            raise CommandError("bench drives the app with wrk: apt-get install wrk")
+            raise BenchRefused("bench drives the app with wrk: apt-get install wrk")
         if not settings.PRESENCE_BUFFER_URL:
-            raise CommandError("Set PRESENCE_BUFFER_URL to a Redis database (make bench does).")
-        self.options = options
+            raise BenchRefused("Set PRESENCE_BUFFER_URL to a Redis database (make bench does).")
         workdir = Path(tempfile.mkdtemp(prefix="agentina-bench-"))
         secrets_file = self._seed(options["agents"], options["jobs"], workdir)
         loads, statements, rss = self._drive(secrets_file, workdir)
         beat = [self._cold_lookups(secrets_file), *self._beat()]
         self._report(loads, statements, rss, beat)
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
 
     def _seed(self, agents: int, jobs: int, workdir: Path) -> Path:
         if not Agent.objects.exists():
@@ -187,7 +199,7 @@ class Command(BaseCommand):
                 )
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE")  # as autovacuum would have by now
-            self.stdout.write(f"seeded in {time.perf_counter() - started:.1f} s")
+            self.say(f"seeded in {time.perf_counter() - started:.1f} s")
         # Real secrets for every agent (the seed's digests match none), shown to wrk only.
         fleet = list(Agent.objects.order_by("pk").values_list("pk", "version"))
         ids = [pk for pk, _ in fleet]
@@ -205,7 +217,7 @@ class Command(BaseCommand):
                 f"{m.plaintext} {version}\n" for m, (_, version) in zip(minted, fleet, strict=True)
             )
         )
-        self.stdout.write(f"fleet: {len(ids)} agents with secrets, {n_jobs} jobs")
+        self.say(f"fleet: {len(ids)} agents with secrets, {n_jobs} jobs")
         return secrets_file
 
     def _drive(
@@ -241,7 +253,7 @@ class Command(BaseCommand):
                 for endpoint in ENDPOINTS:
                     load = self._wrk(base, endpoint, secrets_file, self.options["seconds"])
                     loads[endpoint.name].append(load)
-                    self.stdout.write(
+                    self.say(
                         f"run {run + 1} {endpoint.name:<22} {load.per_second:>8.0f} req/s"
                         f"  p50 {load.p50_ms:.1f} ms  p99 {load.p99_ms:.1f} ms"
                         f"  non-2xx {load.non_2xx}"
@@ -260,7 +272,7 @@ class Command(BaseCommand):
                     return
             except OSError:
                 time.sleep(0.3)
-        raise CommandError("gunicorn did not answer within 60 s")
+        raise BenchRefused("gunicorn did not answer within 60 s")
 
     def _wrk(self, base: str, endpoint: Endpoint, secrets_file: Path, seconds: int) -> Load:
         env = {
@@ -391,12 +403,12 @@ class Command(BaseCommand):
     ) -> None:
         runs = self.options["runs"]
         noop = statistics.median(x.per_second for x in loads[ENDPOINTS[0].name])
-        self.stdout.write("")
-        self.stdout.write(
+        self.say("")
+        self.say(
             f"{'path':<22} {'req/s (median)':>14} {'runs':>20} {'p50 ms':>7} {'p99 ms':>7} "
             f"{'÷ no-op':>8} {'SQL/req':>8} {'non-2xx':>8}"
         )
-        self.stdout.write(
+        self.say(
             "(SQL/req: statements the app sent, per request, polls included; a claim on "
             "PostgreSQL is one call of fleet_claim_job, which runs three)"
         )
@@ -404,24 +416,24 @@ class Command(BaseCommand):
             done = loads[endpoint.name]
             rate = statistics.median(x.per_second for x in done)
             each = "/".join(f"{x.per_second:.0f}" for x in done)
-            self.stdout.write(
+            self.say(
                 f"{endpoint.name:<22} {rate:>14.0f} {each:>20} "
                 f"{statistics.median(x.p50_ms for x in done):>7.1f} "
                 f"{statistics.median(x.p99_ms for x in done):>7.1f} {rate / noop:>8.2f} "
                 f"{statements.get(endpoint.name, 0):>8.2f} "
                 f"{sum(x.non_2xx + x.socket_errors for x in done):>8}"
             )
-        self.stdout.write(
+        self.say(
             f"({WORKERS} gunicorn sync workers, wrk -t1 -c{self.options['connections']}, "
             f"{self.options['seconds']} s a run, {runs} runs; worker memory {rss} MB)"
         )
         self._check_claims()
-        self.stdout.write("")
+        self.say("")
         header = " ".join(f"{'run ' + str(n + 1):>8}" for n in range(3))
-        self.stdout.write(f"{'beat task':<38} {header} {'median':>8}")
+        self.say(f"{'beat task':<38} {header} {'median':>8}")
         for name, times in beat:
             cells = " ".join(f"{t:>7.4f}s" for t in times)
-            self.stdout.write(f"{name:<38} {cells:<29} {statistics.median(times):>7.4f}s")
+            self.say(f"{name:<38} {cells:<29} {statistics.median(times):>7.4f}s")
 
     def _check_claims(self) -> None:
         """No job held twice, no agent over its cap, after every claim the load made."""
@@ -436,7 +448,21 @@ class Command(BaseCommand):
                 "WHERE action = 'job.claim'"
             )
             claims, distinct_jobs = cursor.fetchone()
-        self.stdout.write(
+        self.say(
             f"claims: {claims} handed out, {claims - distinct_jobs} of a job already held, "
             f"{over_cap} agent(s) over the cap"
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=100_000)
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
+    parser.add_argument("--connections", type=int, default=8)
+    Bench(vars(parser.parse_args(argv))).run()
+
+
+if __name__ == "__main__":
+    main()
