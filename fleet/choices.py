@@ -89,3 +89,58 @@ class UpgradeOutcome(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     SMOKE_CHECK_FAILED = "smoke_check_failed", "Smoke check failed"
     START_FAILED = "start_failed", "Start failed"
+
+
+class AuditAction(models.TextChoices):
+    """Every kind of audit event, as the Activity page and the admin name it."""
+
+    AGENT_ACTIVATE = "agent.activate", "Agent activated"
+    AGENT_REACTIVATE = "agent.reactivate", "Agent recovered a lost activation"
+    AGENT_ROTATE_SECRET = "agent.rotate_secret", "Agent secret rotated"
+    AGENT_HEARTBEAT_STATE = "agent.heartbeat_state", "Agent state changed by its heartbeat"
+    AGENT_OFFLINE = "agent.offline", "Agent went offline"
+    AGENT_DECOMMISSION = "agent.decommission", "Agent decommissioned"
+    AGENT_UPGRADE_SUCCEEDED = "agent.upgrade_succeeded", "Agent upgraded"
+    AGENT_UPGRADE_SMOKE_CHECK_FAILED = (
+        "agent.upgrade_smoke_check_failed",
+        "Agent upgrade rolled back (smoke check failed)",
+    )
+    AGENT_UPGRADE_START_FAILED = (
+        "agent.upgrade_start_failed",
+        "Agent upgrade rolled back (start failed)",
+    )
+    TOKEN_MINT = "token.mint", "Activation tokens minted"
+    TOKEN_REVOKE = "token.revoke", "Activation token revoked"
+    TOKEN_EXPIRE = "token.expire", "Activation token expired"
+    TOKEN_REDEMPTION_REFUSED = "token.redemption_refused", "Token redemption refused"
+    API_KEY_MINT = "api_key.mint", "API key minted"
+    API_KEY_REVOKE = "api_key.revoke", "API key revoked"
+    JOB_SUBMIT = "job.submit", "Job submitted"
+    JOB_CLAIM = "job.claim", "Job claimed"
+    JOB_SUCCEEDED = "job.succeeded", "Job succeeded"
+    JOB_FAILED = "job.failed", "Job failed"
+    JOB_CANCEL = "job.cancel", "Job cancelled"
+    JOB_LEASE_EXPIRED = "job.lease_expired", "Job lease expired"
+    ANOMALY_OPEN = "anomaly.open", "Finding opened"
+    ANOMALY_RESOLVE = "anomaly.resolve", "Finding resolved"
+    ANOMALY_REOPEN = "anomaly.reopen", "Finding reopened"
+    CUSTOMER_CREATE = "customer.create", "Customer created"
+    CUSTOMER_UPDATE = "customer.update", "Customer updated"
+    MEMBERSHIP_CREATE = "membership.create", "Member added"
+    MEMBERSHIP_UPDATE = "membership.update", "Member's role changed"
+    MEMBERSHIP_REMOVE = "membership.remove", "Member removed"
+    LICENSE_CREATE = "license.create", "License created"
+    LICENSE_UPDATE = "license.update", "License updated"
+    LICENSE_SUSPEND = "license.suspend", "License suspended"
+    LICENSE_RESUME = "license.resume", "License resumed"
+    RELEASE_PUBLISH = "release.publish", "Release published"
+    RELEASE_UPDATE = "release.update", "Release updated"
+    RELEASE_YANK = "release.yank", "Release yanked"
+    ROLLOUT_START = "rollout.start", "Upgrade wave started"
+    ROLLOUT_BATCH = "rollout.batch", "Upgrade wave moved to its next batch"
+    ROLLOUT_PAUSE = "rollout.pause", "Upgrade wave paused"
+    ROLLOUT_RESUME = "rollout.resume", "Upgrade wave resumed"
+    ROLLOUT_ABORT = "rollout.abort", "Upgrade wave aborted"
+    ROLLOUT_SKIP_SOAK = "rollout.skip_soak", "Upgrade wave soak skipped"
+    ROLLOUT_RETRY_FAILED = "rollout.retry_failed", "Upgrade wave retried failed agents"
+    ROLLOUT_COMPLETE = "rollout.complete", "Upgrade wave completed"

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from fleet.choices import AuditAction
 from fleet.models.tenancy import Customer
 
 
@@ -22,7 +23,7 @@ class AuditEvent(models.Model):
         related_name="audit_events",
         db_index=False,
     )
-    action = models.CharField(max_length=64, help_text="e.g. license.update")
+    action = models.CharField(max_length=64, choices=AuditAction.choices)
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64)
     target_repr = models.CharField(max_length=200)

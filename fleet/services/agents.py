@@ -13,6 +13,7 @@ from fleet.choices import (
     AgentStatus,
     AnomalyKind,
     AnomalySeverity,
+    AuditAction,
     JobStatus,
     TokenStatus,
     UpgradeOutcome,
@@ -62,6 +63,13 @@ from fleet.versions import SemVer
 # proves it) this long after the first redemption; later, a redeemed token is no
 # credential at all.
 RETRY_WINDOW = timedelta(minutes=15)
+
+
+UPGRADE_ACTIONS = {
+    UpgradeOutcome.SUCCEEDED: AuditAction.AGENT_UPGRADE_SUCCEEDED,
+    UpgradeOutcome.SMOKE_CHECK_FAILED: AuditAction.AGENT_UPGRADE_SMOKE_CHECK_FAILED,
+    UpgradeOutcome.START_FAILED: AuditAction.AGENT_UPGRADE_START_FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,7 @@ def _refuse_second_redemption(
     )
     audit_record(
         actor=Actor(label=f"machine:{machine.hostname}"[:200], ip_address=ip),
-        action="token.redemption_refused",
+        action=AuditAction.TOKEN_REDEMPTION_REFUSED,
         target=row,
         customer=row.customer_id,
         changes={"machine_id": [None, machine.machine_id], "hostname": [None, machine.hostname]},
@@ -252,7 +260,7 @@ def _register(
     ActivationToken.objects.filter(pk=row.pk).update(status=TokenStatus.REDEEMED, redeemed_at=now)
     audit_record(
         actor=Actor.for_agent(agent, ip),
-        action="agent.activate",
+        action=AuditAction.AGENT_ACTIVATE,
         target=agent,
         customer=row.customer_id,
         changes={"token": [row.display_prefix, None], "host": [None, host.hostname]},
@@ -268,7 +276,7 @@ def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
     secret = _set_new_secret(agent)
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
-        action="agent.reactivate",
+        action=AuditAction.AGENT_REACTIVATE,
         target=agent,
         customer=agent.customer_id,
         changes={"secret_prefix": ["(rotated)", agent.secret_prefix]},
@@ -295,7 +303,7 @@ def agent_rotate_secret(*, agent: Agent, ip_address: str | None = None) -> str:
     secret = _set_new_secret(agent)
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
-        action="agent.rotate_secret",
+        action=AuditAction.AGENT_ROTATE_SECRET,
         target=agent,
         customer=agent.customer_id,
     )
@@ -392,7 +400,7 @@ def _record_state_change(
         changes["version"] = [str(agent.version), str(version)]
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
-        action="agent.heartbeat_state",
+        action=AuditAction.AGENT_HEARTBEAT_STATE,
         target=agent,
         customer=agent.customer_id,
         changes=changes,
@@ -431,7 +439,7 @@ def agent_record_upgrade_result(
         )
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
-        action=f"agent.upgrade_{outcome}",
+        action=UPGRADE_ACTIONS[UpgradeOutcome(outcome)],
         target=agent,
         customer=agent.customer_id,
         changes={"version": [str(from_version), str(to_version)], "detail": [None, detail]},
@@ -453,7 +461,7 @@ def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
     anomalies_resolve(where=Q(agent_id=agent.pk), note="The agent was decommissioned.", actor=actor)
     audit_record(
         actor=actor,
-        action="agent.decommission",
+        action=AuditAction.AGENT_DECOMMISSION,
         target=agent,
         customer=agent.customer_id,
         changes={

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity
+from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, AuditAction
 from fleet.models import Anomaly, Customer
 from fleet.services.audit import SYSTEM, Actor, audit_record_rows
 
@@ -56,7 +56,7 @@ def _upsert(source: str, params: list[Any], actor: Actor) -> list[tuple[int, int
         returned = cursor.fetchall()
     audit_record_rows(
         actor=actor,
-        action="anomaly.open",
+        action=AuditAction.ANOMALY_OPEN,
         model=Anomaly,
         ids=[pk for pk, _, _, occurrences in returned if occurrences == 1],
         repr_sql="fingerprint",
@@ -169,7 +169,7 @@ def anomalies_resolve(
             )
             audit_record_rows(
                 actor=actor,
-                action="anomaly.resolve",
+                action=AuditAction.ANOMALY_RESOLVE,
                 model=Anomaly,
                 ids=found,
                 repr_sql="fingerprint",
@@ -217,7 +217,7 @@ def anomalies_reopen(*, ids: list[int], note: str, actor: Actor = SYSTEM) -> int
     )
     audit_record_rows(
         actor=actor,
-        action="anomaly.reopen",
+        action=AuditAction.ANOMALY_REOPEN,
         model=Anomaly,
         ids=newest,
         repr_sql="fingerprint",

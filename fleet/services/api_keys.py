@@ -1,6 +1,7 @@
 from django.db import transaction
 from django.utils import timezone
 
+from fleet.choices import AuditAction
 from fleet.models import Customer, CustomerApiKey
 from fleet.secrets import SecretKind, secret_mint
 from fleet.services.audit import SYSTEM, Actor, audit_record
@@ -21,7 +22,7 @@ def api_key_mint(
     )
     audit_record(
         actor=actor,
-        action="api_key.mint",
+        action=AuditAction.API_KEY_MINT,
         target=key,
         customer=customer.pk,
         changes={"name": [None, name]},
@@ -35,5 +36,7 @@ def api_key_revoke(*, key: CustomerApiKey, actor: Actor = SYSTEM) -> bool:
         revoked_at=timezone.now()
     )
     if updated:
-        audit_record(actor=actor, action="api_key.revoke", target=key, customer=key.customer_id)
+        audit_record(
+            actor=actor, action=AuditAction.API_KEY_REVOKE, target=key, customer=key.customer_id
+        )
     return bool(updated)

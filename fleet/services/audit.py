@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.throttling import BaseThrottle
 
+from fleet.choices import AuditAction
 from fleet.models import Agent, AuditEvent, Customer, CustomerApiKey
 
 
@@ -75,7 +76,7 @@ def model_changes(before: models.Model, after: models.Model, fields: list[str]) 
 def audit_record(
     *,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     target: models.Model,
     customer: Customer | int | None,
     changes: dict | None = None,
@@ -94,20 +95,25 @@ def audit_record(
     )
 
 
-_INSERT_SELECT = """
-INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action, target_type,
-                              target_id, target_repr, changes, ip_address)
+# The audit table's columns, in the one order every INSERT ... SELECT of audit rows uses
+# (this module's, and the claim's in fleet/services/jobs.py).
+AUDIT_INSERT = """INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action,
+                              target_type, target_id, target_repr, changes, ip_address)"""
+_INSERT_SELECT = (
+    AUDIT_INSERT
+    + """
 SELECT %s, %s, %s, customer_id, %s, %s, CAST(id AS TEXT), SUBSTR({repr_sql}, 1, 200), {changes},
        %s
   FROM {table}
  WHERE id IN ({ids}) AND {condition}
 """
+)
 
 
 def audit_record_rows(
     *,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     model: type[models.Model],
     ids: list[int],
     repr_sql: str,

@@ -11,11 +11,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from fleet.choices import JobStatus
+from fleet.choices import AuditAction, JobStatus
 from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
 from fleet.models.agents import MAY_CLAIM
-from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.audit import AUDIT_INSERT, SYSTEM, Actor, audit_record
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
 # claim the next job, counting the agent's running jobs in a snapshot taken after that
@@ -40,9 +40,9 @@ _CLAIM_STATEMENTS = [
         ORDER BY priority DESC, queued_at, id
         LIMIT 1 {skip_locked})
 RETURNING *""",
-    """INSERT INTO fleet_auditevent (at, actor_user_id, actor_label, customer_id, action,
-                              target_type, target_id, target_repr, changes, ip_address)
-SELECT %(now)s, NULL, %(actor)s, customer_id, 'job.claim', 'fleet.job', CAST(id AS TEXT),
+    AUDIT_INSERT
+    + """
+SELECT %(now)s, NULL, %(actor)s, customer_id, '{claim_action}', 'fleet.job', CAST(id AS TEXT),
        'job ' || id || ' (' || role || ', ' || status || ')',
        {changes}, NULL
   FROM fleet_job
@@ -68,6 +68,7 @@ def _claim_statements(*, postgres: bool) -> list[str]:
             skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
             changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
             may_claim=MAY_CLAIM,
+            claim_action=AuditAction.JOB_CLAIM.value,
         )
         for sql in _CLAIM_STATEMENTS
     ]
@@ -87,6 +88,11 @@ def claim_function_sql() -> str:
         f"{audit};\nEND\n$claim$"
     )
 
+
+FINISHED_ACTIONS = {
+    JobStatus.SUCCEEDED: AuditAction.JOB_SUCCEEDED,
+    JobStatus.FAILED: AuditAction.JOB_FAILED,
+}
 
 _CALL_CLAIM_FUNCTION = (
     "SELECT * FROM fleet_claim_job(%(agent)s, %(customer)s, %(role)s, %(cap)s, %(lease)s, "
@@ -124,7 +130,7 @@ def job_submit(
         return job, False
     audit_record(
         actor=actor,
-        action="job.submit",
+        action=AuditAction.JOB_SUBMIT,
         target=job,
         customer=customer.pk,
         changes={"role": [None, role], "priority": [None, priority]},
@@ -204,7 +210,7 @@ def _finish(
     job.save(update_fields=list(fields))
     audit_record(
         actor=Actor.for_agent(agent),
-        action=f"job.{job.status}",
+        action=FINISHED_ACTIONS[outcome],
         target=job,
         customer=agent.customer_id,
         changes={"status": [JobStatus.RUNNING, job.status]},
@@ -275,7 +281,7 @@ def job_cancel(*, customer: Customer, job_id: int, actor: Actor = SYSTEM) -> Job
     job.save(update_fields=["status", "finished_at"])
     audit_record(
         actor=actor,
-        action="job.cancel",
+        action=AuditAction.JOB_CANCEL,
         target=job,
         customer=customer.pk,
         changes={"status": [JobStatus.QUEUED, JobStatus.CANCELLED]},

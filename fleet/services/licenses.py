@@ -3,6 +3,7 @@ from datetime import datetime
 from django.db import transaction
 
 from fleet.agent_cache import agent_facts_changed
+from fleet.choices import AuditAction
 from fleet.errors import (
     InvalidLicense,
     LicenseBelowActiveAgents,
@@ -82,7 +83,7 @@ def license_create(
     agent_facts_changed(customer_id=license.customer_id)  # channel and job cap
     audit_record(
         actor=actor,
-        action="license.create",
+        action=AuditAction.LICENSE_CREATE,
         target=license,
         customer=license.customer,
         changes={name: [None, str(getattr(license, name))] for name in LICENSE_EDITABLE},
@@ -109,7 +110,7 @@ def license_update(
     agent_facts_changed(customer_id=license.customer_id)
     audit_record(
         actor=actor,
-        action="license.update",
+        action=AuditAction.LICENSE_UPDATE,
         target=license,
         customer=license.customer,
         changes=changes,
@@ -127,7 +128,7 @@ def license_suspend(*, license: License, reason: str, actor: Actor = SYSTEM) -> 
     if updated:
         audit_record(
             actor=actor,
-            action="license.suspend",
+            action=AuditAction.LICENSE_SUSPEND,
             target=license,
             customer=license.customer,
             changes={"suspended": [False, True], "reason": [None, reason]},
@@ -144,7 +145,7 @@ def license_resume(*, license: License, actor: Actor = SYSTEM) -> License:
     if updated:
         audit_record(
             actor=actor,
-            action="license.resume",
+            action=AuditAction.LICENSE_RESUME,
             target=license,
             customer=license.customer,
             changes={"suspended": [True, False]},

@@ -2,7 +2,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from fleet.agent_cache import agent_facts_changed
-from fleet.choices import Channel
+from fleet.choices import AuditAction, Channel
 from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
 from fleet.models import Release
 from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
@@ -39,7 +39,7 @@ def release_publish(
     agent_facts_changed(everyone=True)  # every agent's "latest release" may move
     audit_record(
         actor=actor,
-        action="release.publish",
+        action=AuditAction.RELEASE_PUBLISH,
         target=release,
         customer=None,
         changes={"version": [None, str(parsed)], "channel": [None, channel]},
@@ -58,7 +58,7 @@ def release_yank(*, release: Release, reason: str, actor: Actor = SYSTEM) -> Rel
         agent_facts_changed(everyone=True)
         audit_record(
             actor=actor,
-            action="release.yank",
+            action=AuditAction.RELEASE_YANK,
             target=release,
             customer=None,
             changes={"yanked": [False, True], "reason": [None, reason]},
@@ -74,6 +74,10 @@ def release_update(*, release: Release, actor: Actor = SYSTEM) -> Release:
     if changes:
         release.save(update_fields=["notes"])
         audit_record(
-            actor=actor, action="release.update", target=release, customer=None, changes=changes
+            actor=actor,
+            action=AuditAction.RELEASE_UPDATE,
+            target=release,
+            customer=None,
+            changes=changes,
         )
     return release

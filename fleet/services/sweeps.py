@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from fleet.agent_cache import agent_facts_changed
-from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, JobStatus
+from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, AuditAction, JobStatus
 from fleet.models import Agent, AgentFactsChange, Job, SweepState
 from fleet.models.agents import GO_SILENT
 from fleet.services.anomalies import (
@@ -113,7 +113,7 @@ def _mark_offline(now: datetime) -> int:
             anomalies_record_agents_offline(chunk, now=now)
             audit_record_rows(
                 actor=SYSTEM,
-                action="agent.offline",
+                action=AuditAction.AGENT_OFFLINE,
                 model=Agent,
                 ids=chunk,
                 repr_sql="name",
@@ -170,7 +170,7 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
             )
             audit_record_rows(
                 actor=SYSTEM,
-                action="job.lease_expired",
+                action=AuditAction.JOB_LEASE_EXPIRED,
                 model=Job,
                 ids=[pk for pk, *_ in expired],
                 repr_sql="'job ' || CAST(id AS TEXT) || ' (' || status || ')'",

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from fleet.choices import TokenStatus
+from fleet.choices import AuditAction, TokenStatus
 from fleet.errors import SeatLimitReached
 from fleet.models import ActivationToken, Customer
 from fleet.secrets import SecretKind, secret_mint
@@ -33,7 +33,7 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
             ActivationToken.objects.filter(pk__in=overdue).update(status=TokenStatus.EXPIRED)
             audit_record_rows(
                 actor=SYSTEM,
-                action="token.expire",
+                action=AuditAction.TOKEN_EXPIRE,
                 model=ActivationToken,
                 ids=overdue,
                 repr_sql="display_prefix",
@@ -54,7 +54,7 @@ def token_revoke(*, token: ActivationToken, actor: Actor = SYSTEM) -> bool:
         token.refresh_from_db()
         audit_record(
             actor=actor,
-            action="token.revoke",
+            action=AuditAction.TOKEN_REVOKE,
             target=token,
             customer=token.customer,
             changes={"status": [TokenStatus.OUTSTANDING, TokenStatus.REVOKED]},
@@ -84,7 +84,7 @@ def token_mint(
     )
     audit_record(
         actor=actor,
-        action="token.mint",
+        action=AuditAction.TOKEN_MINT,
         target=token,
         customer=customer.pk,
         changes={"role": [None, role], "expires_at": [None, token.expires_at.isoformat()]},

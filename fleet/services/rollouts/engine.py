@@ -16,6 +16,7 @@ from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AnomalyKind,
     AnomalySeverity,
+    AuditAction,
     JobStatus,
     RolloutState,
     RolloutTargetState,
@@ -150,7 +151,7 @@ def pause_wave(
     )
     audit_record(
         actor=actor,
-        action="rollout.pause",
+        action=AuditAction.ROLLOUT_PAUSE,
         target=rollout,
         customer=rollout.customer_id,
         changes={
@@ -223,7 +224,7 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
         rollout.save(update_fields=["state", "finished_at", "last_gate"])
         audit_record(
             actor=SYSTEM,
-            action="rollout.complete",
+            action=AuditAction.ROLLOUT_COMPLETE,
             target=rollout,
             customer=rollout.customer_id,
             changes={"gate": [None, rollout.last_gate]},
@@ -247,7 +248,7 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
     offered = offer_batch(rollout, rollout.current_batch, now)
     audit_record(
         actor=SYSTEM,
-        action="rollout.batch",
+        action=AuditAction.ROLLOUT_BATCH,
         target=rollout,
         customer=rollout.customer_id,
         changes={

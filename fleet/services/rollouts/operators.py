@@ -7,6 +7,7 @@ from django.utils import timezone
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
+    AuditAction,
     RolloutState,
     RolloutTargetState,
 )
@@ -46,7 +47,7 @@ def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     ).update(offered_at=timezone.now())  # a fresh deadline for agents told before the pause
     audit_record(
         actor=actor,
-        action="rollout.resume",
+        action=AuditAction.ROLLOUT_RESUME,
         target=rollout,
         customer=rollout.customer_id,
         changes={"reason": [None, reason]},
@@ -69,7 +70,7 @@ def rollout_abort(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     agent_facts_changed(customer_id=rollout.customer_id)
     audit_record(
         actor=actor,
-        action="rollout.abort",
+        action=AuditAction.ROLLOUT_ABORT,
         target=rollout,
         customer=rollout.customer_id,
         changes={"reason": [None, reason]},
@@ -88,7 +89,7 @@ def rollout_skip_soak(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout
     rollout.save(update_fields=["skip_soak"])
     audit_record(
         actor=actor,
-        action="rollout.skip_soak",
+        action=AuditAction.ROLLOUT_SKIP_SOAK,
         target=rollout,
         customer=rollout.customer_id,
         changes={"reason": [None, reason]},
@@ -115,7 +116,7 @@ def rollout_retry_failed(*, rollout: Rollout, actor: Actor, reason: str) -> int:
     agent_facts_changed(customer_id=rollout.customer_id)
     audit_record(
         actor=actor,
-        action="rollout.retry_failed",
+        action=AuditAction.ROLLOUT_RETRY_FAILED,
         target=rollout,
         customer=rollout.customer_id,
         changes={"agents": [None, retried], "reason": [None, reason]},

@@ -15,6 +15,7 @@ from django.utils import timezone
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
+    AuditAction,
     MemberRole,
     RolloutState,
     RolloutTargetState,
@@ -238,7 +239,7 @@ def rollout_start(
     agent_facts_changed(customer_id=customer.pk)  # the canary's heartbeat carries the order
     audit_record(
         actor=actor,
-        action="rollout.start",
+        action=AuditAction.ROLLOUT_START,
         target=rollout,
         customer=customer.pk,
         changes={
