@@ -1,0 +1,37 @@
+"""Customer pages. Every view resolves the member's customer first and reads through a
+selector that takes it, so another customer's ids are a 404; writes call one service.
+Owners and admins steer; viewers only look (the server refuses them, not just the UI).
+One module a page area, `base` what they share; the views are re-exported here so
+`portal.urls` names them as `views.<name>`."""
+
+from portal.views.account import activity, api_key_revoke_view, api_keys, switch_customer
+from portal.views.anomalies import anomalies, anomaly_reopen_view, anomaly_resolve_view
+from portal.views.dashboard import dashboard
+from portal.views.fleet import agent_decommission_view, agent_detail, agents, hosts
+from portal.views.jobs import job_cancel_view, jobs
+from portal.views.plan import plan
+from portal.views.rollouts import upgrade_detail, upgrade_steer, upgrades
+from portal.views.tokens import token_revoke_view, tokens
+
+__all__ = [
+    "activity",
+    "agent_decommission_view",
+    "agent_detail",
+    "agents",
+    "anomalies",
+    "anomaly_reopen_view",
+    "anomaly_resolve_view",
+    "api_key_revoke_view",
+    "api_keys",
+    "dashboard",
+    "hosts",
+    "job_cancel_view",
+    "jobs",
+    "plan",
+    "switch_customer",
+    "token_revoke_view",
+    "tokens",
+    "upgrade_detail",
+    "upgrade_steer",
+    "upgrades",
+]

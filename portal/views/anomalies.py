@@ -1,0 +1,62 @@
+"""Anomalies: unresolved first; resolve with a note, reopen with one."""
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from fleet import selectors
+from fleet.models import Customer
+from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
+from portal.views.base import (
+    PortalRequest,
+    actor,
+    member_view,
+    note_or_message,
+    page_context,
+    paginate,
+)
+
+
+@member_view()
+def anomalies(request: PortalRequest, customer: Customer) -> HttpResponse:
+    state = request.GET.get("state", "open")
+    return render(
+        request,
+        "portal/anomalies.html",
+        page_context(
+            request,
+            state=state,
+            page=paginate(request, selectors.anomaly_list(customer, state)),
+        ),
+    )
+
+
+@member_view(steer=True)
+@require_POST
+def anomaly_resolve_view(
+    request: PortalRequest, customer: Customer, anomaly_id: int
+) -> HttpResponse:
+    anomaly = selectors.anomaly_get(customer, anomaly_id)
+    note = note_or_message(request)
+    if note is not None:
+        anomalies_resolve(where=Q(pk=anomaly.pk), note=note, actor=actor(request))
+        messages.success(request, "Resolved.")
+    return redirect("portal:anomalies")
+
+
+@member_view(steer=True)
+@require_POST
+def anomaly_reopen_view(
+    request: PortalRequest, customer: Customer, anomaly_id: int
+) -> HttpResponse:
+    anomaly = selectors.anomaly_get(customer, anomaly_id)
+    note = note_or_message(request)
+    if note is not None:
+        if anomalies_reopen(ids=[anomaly.pk], note=note, actor=actor(request)):
+            messages.success(request, "Reopened.")
+        else:
+            messages.error(request, "A newer finding with this fingerprint is already open.")
+    return redirect(f"{reverse('portal:anomalies')}?state=resolved")

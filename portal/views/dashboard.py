@@ -1,0 +1,56 @@
+"""The dashboard: the four numbers with their 24-hour charts, which htmx polls, and the
+advice and anti-patterns, which a poll leaves alone."""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from fleet import selectors
+from fleet.choices import AnomalyKind
+from fleet.models import Customer
+from portal.charts import Sparkline, downsample, sparkline
+from portal.views.base import PortalRequest, member_view, page_context, partial_or_page
+
+
+def _charts(customer: Customer) -> dict[str, Sparkline]:
+    series = selectors.snapshot_series(customer)
+
+    def chart(
+        field: str,
+        pick: Callable[[list[float]], float] = max,
+        *,
+        floor: float | None = None,
+        ceiling: float | None = None,
+    ) -> Sparkline:
+        values: list[float | None] = [getattr(s, field) for s in series]
+        return sparkline(downsample(values, pick=pick), floor=floor, ceiling=ceiling)
+
+    return {
+        "online": chart("online_ratio", pick=min, floor=0.0, ceiling=1.0),
+        "throughput": chart("jobs_completed_last_hour", floor=0.0),
+        "anomalies": chart("anomalies_unresolved", floor=0.0),
+        "skew": chart("agents_not_on_latest", floor=0.0),
+    }
+
+
+@member_view()
+def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
+    context = page_context(
+        request,
+        metrics=selectors.fleet_metrics(customer),
+        target=settings.ONLINE_RATIO_TARGET,
+        charts=_charts(customer),
+        advice=selectors.fleet_advice(customer),
+        poll_seconds=settings.PORTAL_POLL_SECONDS,
+    )
+    if not request.htmx:
+        # The header and the findings lie outside the numbers a poll swaps in.
+        seats = selectors.license_seats(customer)
+        context.update(
+            license=seats.license,
+            seats=seats,
+            anti_patterns=selectors.anomaly_list(customer).filter(kind=AnomalyKind.ANTI_PATTERN),
+        )
+    return render(request, partial_or_page(request, "portal/dashboard.html", "numbers"), context)

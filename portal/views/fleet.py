@@ -1,0 +1,102 @@
+"""Agents and hosts: find an agent among many, see its history, decommission it (which
+frees its seat); hosts with their zone mix and memory budget."""
+
+from collections import Counter
+from typing import TypedDict, cast
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_stubs_ext import WithAnnotations
+
+from fleet import selectors
+from fleet.choices import AgentRole, AgentStatus
+from fleet.models import Customer, Host
+from fleet.services.agents import agent_decommission
+from fleet.services.detections import host_memory_budget_mb
+from portal.views.base import (
+    PortalRequest,
+    actor,
+    member_view,
+    page_context,
+    paginate,
+    partial_or_page,
+)
+
+
+@member_view()
+def agents(request: PortalRequest, customer: Customer) -> HttpResponse:
+    filters = {
+        k: request.GET.get(k, "").replace("\x00", "").strip()[:200]
+        for k in ("status", "role", "version", "host", "zone", "q")
+    }
+    page = paginate(request, selectors.agent_search(customer, filters))
+    return render(
+        request,
+        partial_or_page(request, "portal/agents.html", "agent_table"),
+        page_context(
+            request,
+            page=page,
+            filters=filters,
+            choices=selectors.agent_filter_choices(customer),
+            statuses=AgentStatus.choices,
+            roles=AgentRole.choices,
+            query=urlencode({k: v for k, v in filters.items() if v}),
+        ),
+    )
+
+
+@member_view()
+def agent_detail(request: PortalRequest, customer: Customer, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    return render(
+        request,
+        "portal/agent_detail.html",
+        page_context(
+            request,
+            agent=agent,
+            jobs=agent.jobs.order_by("-queued_at")[:20],
+            anomalies=agent.anomalies.order_by("-last_seen")[:20],
+            upgrades=selectors.upgrade_history(agent)[:20],
+            heartbeats=selectors.audit_list(customer).filter(
+                target_type="fleet.agent", target_id=str(agent.pk)
+            )[:20],
+        ),
+    )
+
+
+@member_view(steer=True)
+@require_POST
+def agent_decommission_view(
+    request: PortalRequest, customer: Customer, agent_id: int
+) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    if agent_decommission(agent=agent, actor=actor(request)):
+        messages.success(request, f"{agent.name} is decommissioned; its seat is free.")
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+class HostRow(TypedDict):
+    """What a row of the hosts page carries beyond the Host: `selectors.host_list`'s
+    counts, and the memory budget this view adds."""
+
+    n_agents: int
+    n_testers: int
+    n_online: int
+    budget_mb: int
+
+
+@member_view()
+def hosts(request: PortalRequest, customer: Customer) -> HttpResponse:
+    # host_list annotates the counts but is typed as plain Hosts; name what it carries
+    # (quoted: WithAnnotations with a TypedDict exists for type checkers only).
+    rows = cast("list[WithAnnotations[Host, HostRow]]", list(selectors.host_list(customer)))
+    zones: Counter[str] = Counter()
+    for host in rows:
+        host.budget_mb = host_memory_budget_mb(host.n_agents, host.n_testers)
+        zones[host.zone or "no zone"] += host.n_agents
+    return render(
+        request, "portal/hosts.html", page_context(request, hosts=rows, zones=dict(zones))
+    )

@@ -1,0 +1,141 @@
+"""Upgrades: owners start a wave, watch each batch and the latest gate, and steer it."""
+
+from typing import Protocol
+
+from django.contrib import messages
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from fleet import selectors
+from fleet.choices import AgentStatus
+from fleet.errors import FleetError
+from fleet.models import Customer, Release, Rollout
+from fleet.services.audit import Actor
+from fleet.services.rollouts import (
+    rollout_abort,
+    rollout_pause,
+    rollout_resume,
+    rollout_retry_failed,
+    rollout_skip_soak,
+    rollout_start,
+)
+from portal.forms import StartRolloutForm
+from portal.views.base import (
+    PortalRequest,
+    actor,
+    member_view,
+    note_or_message,
+    page_context,
+    partial_or_page,
+)
+
+
+def _start_form(customer: Customer, data: QueryDict | None = None) -> StartRolloutForm:
+    latest = selectors.license_current(customer)
+    channel = latest.channel if latest else "stable"
+    releases = Release.objects.filter(yanked=False, channel__in=["stable", channel]).order_by(
+        "-version"
+    )
+    online = selectors.agent_search(customer, {"status": AgentStatus.ONLINE})
+    form = StartRolloutForm(data, releases=releases, agents=online)
+    form.fields["release"].initial = releases.first()  # the newest release the fleet sees
+    return form
+
+
+@member_view(owner=True, posts_only=True)
+def upgrades(request: PortalRequest, customer: Customer) -> HttpResponse:
+    form = _start_form(customer)
+    if request.method == "POST":
+        form = _start_form(customer, request.POST)
+        if form.is_valid():
+            try:
+                rollout = rollout_start(
+                    customer=customer,
+                    release=form.cleaned_data["release"],
+                    actor=actor(request),
+                    reason=form.cleaned_data["reason"],
+                    **form.settings(),
+                )
+                return redirect("portal:upgrade_detail", rollout_id=rollout.pk)
+            except FleetError as exc:
+                field = exc.extra.get("field")
+                form.add_error(field if field in form.fields else None, exc.detail)
+    return render(
+        request,
+        "portal/upgrades.html",
+        page_context(
+            request,
+            form=form,
+            rollouts=selectors.rollout_list(customer)[:50],
+        ),
+        status=422 if form.errors else 200,
+    )
+
+
+@member_view()
+def upgrade_detail(request: PortalRequest, customer: Customer, rollout_id: int) -> HttpResponse:
+    rollout = selectors.rollout_get(customer, rollout_id)
+    steer = {
+        "canary": [
+            ("pause", "Pause"),
+            ("skip_soak", "Skip the rest of the soak"),
+            ("retry_failed", "Retry failed agents"),
+            ("abort", "Abort"),
+        ],
+        "rolling": [
+            ("pause", "Pause"),
+            ("skip_soak", "Skip the rest of the watch"),
+            ("retry_failed", "Retry failed agents"),
+            ("abort", "Abort"),
+        ],
+        "paused": [
+            ("resume", "Resume"),
+            ("retry_failed", "Retry failed agents"),
+            ("abort", "Abort"),
+        ],
+    }.get(rollout.state, [])
+    return render(
+        request,
+        partial_or_page(request, "portal/upgrade_detail.html", "progress"),
+        page_context(
+            request,
+            rollout=rollout,
+            batches=selectors.rollout_batches(rollout),
+            steer_actions=steer,
+        ),
+    )
+
+
+class SteerService(Protocol):
+    """What every steering service takes: the wave, who steers, and why."""
+
+    def __call__(self, *, rollout: Rollout, actor: Actor, reason: str) -> object: ...
+
+
+STEER_ACTIONS: dict[str, SteerService] = {
+    "pause": rollout_pause,
+    "resume": rollout_resume,
+    "abort": rollout_abort,
+    "skip_soak": rollout_skip_soak,
+    "retry_failed": rollout_retry_failed,
+}
+
+
+@member_view(owner=True)
+@require_POST
+def upgrade_steer(
+    request: PortalRequest, customer: Customer, rollout_id: int, action: str
+) -> HttpResponse:
+    rollout = selectors.rollout_get(customer, rollout_id)
+    service = STEER_ACTIONS.get(action)
+    if service is None:
+        raise Http404("No such action.")
+    note = note_or_message(request)
+    if note is not None:
+        try:
+            service(rollout=rollout, actor=actor(request), reason=note)
+            messages.success(request, f"Done: {action.replace('_', ' ')}.")
+        except FleetError as exc:
+            messages.error(request, exc.detail)
+    return redirect("portal:upgrade_detail", rollout_id=rollout.pk)
