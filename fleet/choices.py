@@ -76,6 +76,16 @@ class RolloutState(models.TextChoices):
 ACTIVE_ROLLOUT_STATES = (RolloutState.CANARY, RolloutState.ROLLING, RolloutState.PAUSED)
 
 
+class RolloutAction(models.TextChoices):
+    """What an owner (or staff) can do to a wave; Rollout.ACTIONS says in which states."""
+
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    SKIP_SOAK = "skip_soak", "Skip the rest of the soak or watch"
+    RETRY_FAILED = "retry_failed", "Retry failed agents"
+    ABORT = "abort", "Abort"
+
+
 class RolloutTargetState(models.TextChoices):
     PENDING = "pending", "Pending"
     OFFERED = "offered", "Offered"

@@ -4,7 +4,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
-from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutState, RolloutTargetState
+from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutAction, RolloutState, RolloutTargetState
 from fleet.models.agents import Agent
 from fleet.models.releases import Release
 from fleet.models.tenancy import Customer
@@ -13,6 +13,28 @@ from fleet.versions import SemVerField
 
 class Rollout(models.Model):
     """An upgrade wave: one canary soaked, then batches of the rest, each watched."""
+
+    # What operators may do in each state: the services refuse the rest, the portal and
+    # the admin offer only these. (Beat moves canary → rolling → completed, and pauses.)
+    ACTIONS: dict[str, tuple[RolloutAction, ...]] = {
+        RolloutState.CANARY: (
+            RolloutAction.PAUSE,
+            RolloutAction.SKIP_SOAK,
+            RolloutAction.RETRY_FAILED,
+            RolloutAction.ABORT,
+        ),
+        RolloutState.ROLLING: (
+            RolloutAction.PAUSE,
+            RolloutAction.SKIP_SOAK,
+            RolloutAction.RETRY_FAILED,
+            RolloutAction.ABORT,
+        ),
+        RolloutState.PAUSED: (
+            RolloutAction.RESUME,
+            RolloutAction.RETRY_FAILED,
+            RolloutAction.ABORT,
+        ),
+    }
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="rollouts")
     release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="rollouts")
@@ -78,6 +100,16 @@ class Rollout(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} → {self.release.version} ({self.state})"
+
+    @property
+    def actions(self) -> tuple[RolloutAction, ...]:
+        """What an operator may do to this wave now."""
+        return self.ACTIONS.get(self.state, ())
+
+    @property
+    def is_advancing(self) -> bool:
+        """Beat moves it on (and the portal keeps refreshing it)."""
+        return self.state in (RolloutState.CANARY, RolloutState.ROLLING)
 
 
 class RolloutTarget(models.Model):

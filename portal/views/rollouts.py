@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
-from fleet.choices import AgentStatus
+from fleet.choices import AgentStatus, RolloutAction
 from fleet.errors import FleetError
 from fleet.models import Customer, Release, Rollout
 from fleet.services.audit import Actor
@@ -76,25 +76,6 @@ def upgrades(request: PortalRequest, customer: Customer) -> HttpResponse:
 @member_view()
 def upgrade_detail(request: PortalRequest, customer: Customer, rollout_id: int) -> HttpResponse:
     rollout = selectors.rollout_get(customer, rollout_id)
-    steer = {
-        "canary": [
-            ("pause", "Pause"),
-            ("skip_soak", "Skip the rest of the soak"),
-            ("retry_failed", "Retry failed agents"),
-            ("abort", "Abort"),
-        ],
-        "rolling": [
-            ("pause", "Pause"),
-            ("skip_soak", "Skip the rest of the watch"),
-            ("retry_failed", "Retry failed agents"),
-            ("abort", "Abort"),
-        ],
-        "paused": [
-            ("resume", "Resume"),
-            ("retry_failed", "Retry failed agents"),
-            ("abort", "Abort"),
-        ],
-    }.get(rollout.state, [])
     return render(
         request,
         partial_or_page(request, "portal/upgrade_detail.html", "progress"),
@@ -102,7 +83,7 @@ def upgrade_detail(request: PortalRequest, customer: Customer, rollout_id: int) 
             request,
             rollout=rollout,
             batches=selectors.rollout_batches(rollout),
-            steer_actions=steer,
+            steer_actions=rollout.actions,
         ),
     )
 
@@ -113,12 +94,12 @@ class SteerService(Protocol):
     def __call__(self, *, rollout: Rollout, actor: Actor, reason: str) -> object: ...
 
 
-STEER_ACTIONS: dict[str, SteerService] = {
-    "pause": rollout_pause,
-    "resume": rollout_resume,
-    "abort": rollout_abort,
-    "skip_soak": rollout_skip_soak,
-    "retry_failed": rollout_retry_failed,
+STEER_ACTIONS: dict[RolloutAction, SteerService] = {
+    RolloutAction.PAUSE: rollout_pause,
+    RolloutAction.RESUME: rollout_resume,
+    RolloutAction.ABORT: rollout_abort,
+    RolloutAction.SKIP_SOAK: rollout_skip_soak,
+    RolloutAction.RETRY_FAILED: rollout_retry_failed,
 }
 
 
@@ -128,9 +109,9 @@ def upgrade_steer(
     request: PortalRequest, customer: Customer, rollout_id: int, action: str
 ) -> HttpResponse:
     rollout = selectors.rollout_get(customer, rollout_id)
-    service = STEER_ACTIONS.get(action)
-    if service is None:
+    if action not in RolloutAction.values:
         raise Http404("No such action.")
+    service = STEER_ACTIONS[RolloutAction(action)]
     note = note_or_message(request)
     if note is not None:
         try:

@@ -6,8 +6,8 @@ from django.utils import timezone
 
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
-    ACTIVE_ROLLOUT_STATES,
     AuditAction,
+    RolloutAction,
     RolloutState,
     RolloutTargetState,
 )
@@ -22,12 +22,19 @@ def _locked(rollout: Rollout) -> Rollout:
     return Rollout.objects.select_for_update().select_related("release").get(pk=rollout.pk)
 
 
+def _require_allowed(rollout: Rollout, action: RolloutAction) -> None:
+    """Refuse an action the (locked) wave's state does not allow (Rollout.ACTIONS)."""
+    if action not in rollout.actions:
+        raise RolloutStateError(
+            f"{action.label} is not possible on a {rollout.get_state_display().lower()} wave."
+        )
+
+
 @transaction.atomic
 def rollout_pause(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     require_operator(actor, rollout.customer_id)
     rollout = _locked(rollout)
-    if rollout.state not in (RolloutState.CANARY, RolloutState.ROLLING):
-        raise RolloutStateError(f"A {rollout.state} rollout cannot be paused.")
+    _require_allowed(rollout, RolloutAction.PAUSE)
     pause_wave(rollout, f"paused by {actor.label}: {reason}", {}, actor)
     return rollout
 
@@ -36,8 +43,7 @@ def rollout_pause(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
 def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     require_operator(actor, rollout.customer_id)
     rollout = _locked(rollout)
-    if rollout.state != RolloutState.PAUSED:
-        raise RolloutStateError(f"A {rollout.state} rollout cannot be resumed.")
+    _require_allowed(rollout, RolloutAction.RESUME)
     rollout.state = rollout.paused_from or RolloutState.CANARY
     rollout.paused_reason = ""
     rollout.save(update_fields=["state", "paused_reason"])
@@ -59,8 +65,7 @@ def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
 def rollout_abort(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     require_operator(actor, rollout.customer_id)
     rollout = _locked(rollout)
-    if rollout.state not in ACTIVE_ROLLOUT_STATES:
-        raise RolloutStateError(f"A {rollout.state} rollout cannot be aborted.")
+    _require_allowed(rollout, RolloutAction.ABORT)
     rollout.state = RolloutState.ABORTED
     rollout.finished_at = timezone.now()
     rollout.save(update_fields=["state", "finished_at"])
@@ -83,8 +88,7 @@ def rollout_skip_soak(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout
     """End the current soak or watch now; the gates still run before the next step."""
     require_operator(actor, rollout.customer_id)
     rollout = _locked(rollout)
-    if rollout.state not in (RolloutState.CANARY, RolloutState.ROLLING):
-        raise RolloutStateError(f"A {rollout.state} rollout has no soak to skip.")
+    _require_allowed(rollout, RolloutAction.SKIP_SOAK)
     rollout.skip_soak = True
     rollout.save(update_fields=["skip_soak"])
     audit_record(
@@ -102,8 +106,7 @@ def rollout_retry_failed(*, rollout: Rollout, actor: Actor, reason: str) -> int:
     """Offer the version again to agents of the current step that failed or rolled back."""
     require_operator(actor, rollout.customer_id)
     rollout = _locked(rollout)
-    if rollout.state not in ACTIVE_ROLLOUT_STATES:
-        raise RolloutStateError(f"A {rollout.state} rollout has nothing to retry.")
+    _require_allowed(rollout, RolloutAction.RETRY_FAILED)
     retried = RolloutTarget.objects.filter(
         rollout=rollout,
         batch=rollout.current_batch,

@@ -1,0 +1,52 @@
+"""What an operator may do to a wave, by its state: one table (Rollout.ACTIONS) that the
+services enforce and the portal offers."""
+
+from itertools import product
+
+import pytest
+
+from fleet.choices import RolloutAction, RolloutState
+from fleet.errors import RolloutStateError
+from fleet.models import Rollout
+from fleet.services.audit import SYSTEM
+from fleet.services.rollouts import rollout_start
+from portal.views.rollouts import STEER_ACTIONS
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+ACTIVE = [RolloutState.CANARY, RolloutState.ROLLING, RolloutState.PAUSED]
+FINISHED = [RolloutState.COMPLETED, RolloutState.ABORTED]
+
+
+def wave(customer) -> Rollout:
+    factories.license(customer)
+    release = factories.release("1.1.0")
+    hosts = [factories.host(customer, zone=zone) for zone in ("a", "b")]
+    for i in range(8):
+        factories.agent(customer, hosts[i % 2])
+    return rollout_start(customer=customer, release=release, actor=SYSTEM)
+
+
+def test_the_table_reads_as_the_product_behaves():
+    assert Rollout.ACTIONS == {
+        "canary": ("pause", "skip_soak", "retry_failed", "abort"),
+        "rolling": ("pause", "skip_soak", "retry_failed", "abort"),
+        "paused": ("resume", "retry_failed", "abort"),
+    }
+    assert set(STEER_ACTIONS) == set(RolloutAction)  # the portal steers with every action
+
+
+@pytest.mark.parametrize(("state", "action"), list(product(ACTIVE + FINISHED, RolloutAction)))
+def test_each_service_does_exactly_what_the_table_allows(customer, state, action):
+    rollout = wave(customer)
+    Rollout.objects.filter(pk=rollout.pk).update(state=state, paused_from=RolloutState.CANARY)
+    rollout.refresh_from_db()
+    steer = STEER_ACTIONS[action]
+    if action in Rollout.ACTIONS.get(state, ()):
+        steer(rollout=rollout, actor=SYSTEM, reason="test")
+    else:
+        with pytest.raises(RolloutStateError, match="not possible on a"):
+            steer(rollout=rollout, actor=SYSTEM, reason="test")
+        rollout.refresh_from_db()
+        assert rollout.state == state  # refused: nothing changed
