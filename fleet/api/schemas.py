@@ -257,9 +257,9 @@ class TokenOut(Schema):
     refused_attempts: int
 
     @staticmethod
-    def resolve_status(token: ActivationToken) -> str:
-        expired = token.status == TokenStatus.OUTSTANDING and token.expires_at <= timezone.now()
-        return TokenStatus.EXPIRED if expired else token.status
+    def resolve_status(token: "ActivationToken | TokenOut") -> str:
+        # (A TokenOut nested in another schema is validated again, from itself.)
+        return token.effective_status if isinstance(token, ActivationToken) else token.status
 
     @staticmethod
     def resolve_redeemed_by_host(token: ActivationToken) -> str | None:

@@ -1,12 +1,11 @@
 """Hosts and agents, and the agents' lifecycle: the one table of how an agent's status
 may change, used by every write that changes it."""
 
-from dataclasses import dataclass
-
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
 
 from fleet.choices import AgentRole, AgentStatus
+from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
 from fleet.models.tokens import ActivationToken
 from fleet.versions import SemVerField
@@ -38,39 +37,29 @@ class Host(models.Model):
 # --- the lifecycle ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AgentTransition:
-    """A move an agent's status may make: from any of `sources` to `target`, by `by`."""
-
-    name: str
-    sources: frozenset[str]
-    target: str
-    by: str
-
-
 ONLINE, OFFLINE = AgentStatus.ONLINE, AgentStatus.OFFLINE
 UPGRADING, DECOMMISSIONED = AgentStatus.UPGRADING, AgentStatus.DECOMMISSIONED
 
-COME_BACK = AgentTransition("come_back", frozenset({OFFLINE}), ONLINE, "the agent's heartbeat")
-START_UPGRADE = AgentTransition(
+COME_BACK = Transition("come_back", frozenset({OFFLINE}), ONLINE, "the agent's heartbeat")
+START_UPGRADE = Transition(
     "start_upgrade",
     frozenset({ONLINE, OFFLINE}),
     UPGRADING,
     "a heartbeat answered with a rollout's order (the agent drains)",
 )
-FINISH_UPGRADE = AgentTransition(
+FINISH_UPGRADE = Transition(
     "finish_upgrade",
     frozenset({ONLINE, OFFLINE, UPGRADING}),
     ONLINE,
     "the agent's upgrade report (succeeded or rolled back)",
 )
-GO_SILENT = AgentTransition(
+GO_SILENT = Transition(
     "go_silent",
     frozenset({ONLINE, UPGRADING}),
     OFFLINE,
     "beat's stale sweep: no heartbeat for AGENT_ONLINE_WINDOW_SECONDS",
 )
-DECOMMISSION = AgentTransition(
+DECOMMISSION = Transition(
     "decommission",
     frozenset({ONLINE, OFFLINE, UPGRADING}),
     DECOMMISSIONED,
@@ -84,7 +73,7 @@ SEAT_HOLDING = frozenset({ONLINE, OFFLINE, UPGRADING})
 MAY_CLAIM = ONLINE
 
 
-def agent_status_after(*transitions: AgentTransition) -> Case:
+def agent_status_after(*transitions: Transition) -> Case:
     """The status an UPDATE sets: the first of `transitions` the row's current status
     allows, else the status it has (so a heartbeat's UPDATE never moves a row anywhere
     the table does not allow)."""
@@ -94,21 +83,14 @@ def agent_status_after(*transitions: AgentTransition) -> Case:
     )
 
 
-class AgentQuerySet(models.QuerySet["Agent"]):
+class AgentQuerySet(StatusQuerySet["Agent"]):
     def holding_seat(self) -> "AgentQuerySet":
         """Agents that hold a seat of the license, count in the fleet and may authenticate:
         every one not decommissioned."""
         return self.filter(status__in=SEAT_HOLDING)
 
-    def for_customer(self, customer: "Customer | int") -> "AgentQuerySet":
+    def for_customer(self, customer: Customer | int) -> "AgentQuerySet":
         return self.filter(customer=customer)
-
-    def transition(self, move: AgentTransition, **fields: object) -> int:
-        """Apply `move` to the agents whose status allows it, as one conditional UPDATE
-        (with `fields` besides); returns how many moved. Zero means none could: another
-        write got there first (a decommission, say), and the caller must not act as if
-        they had."""
-        return self.filter(status__in=move.sources).update(status=move.target, **fields)
 
 
 class Agent(models.Model):

@@ -1,8 +1,40 @@
+"""Jobs and their lifecycle: the one table of how a job's status may change."""
+
 from django.db import models
 
 from fleet.choices import AgentRole, JobStatus
 from fleet.models.agents import Agent
+from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
+
+QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+CLAIM = Transition("claim", frozenset({QUEUED}), RUNNING, "an online agent's claim, under its cap")
+SUCCEED = Transition(
+    "succeed", frozenset({RUNNING}), JobStatus.SUCCEEDED, "its agent's complete, under its lease"
+)
+FAIL = Transition(
+    "fail",
+    frozenset({RUNNING}),
+    JobStatus.FAILED,
+    "its agent's fail (not retryable, or its last attempt); beat, when a lease expires on "
+    "the last attempt",
+)
+REQUEUE = Transition(
+    "requeue",
+    frozenset({RUNNING}),
+    QUEUED,
+    "its agent's retryable fail; beat, when its lease expires; its agent's decommission",
+)
+CANCEL = Transition(
+    "cancel", frozenset({QUEUED}), JobStatus.CANCELLED, "an owner or admin, customer automation"
+)
+# Every status change there is; succeeded, failed and cancelled are final.
+JOB_TRANSITIONS = (CLAIM, SUCCEED, FAIL, REQUEUE, CANCEL)
+
+
+class JobQuerySet(StatusQuerySet["Job"]):
+    def for_customer(self, customer: Customer | int) -> "JobQuerySet":
+        return self.filter(customer=customer)
 
 
 class Job(models.Model):
@@ -31,6 +63,8 @@ class Job(models.Model):
     idempotency_key = models.CharField(
         max_length=100, blank=True, help_text="The client's key: a retried submit is one job."
     )
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,8 +1,26 @@
+"""Activation tokens and their lifecycle: outstanding until redeemed, revoked or expired,
+then final."""
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from fleet.choices import AgentRole, TokenStatus
+from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
+
+OUTSTANDING = frozenset({TokenStatus.OUTSTANDING})
+REDEEM = Transition(
+    "redeem", OUTSTANDING, TokenStatus.REDEEMED, "the first machine to activate with it"
+)
+REVOKE = Transition("revoke", OUTSTANDING, TokenStatus.REVOKED, "an owner or admin, staff")
+EXPIRE = Transition("expire", OUTSTANDING, TokenStatus.EXPIRED, "beat, once it passes expires_at")
+TOKEN_TRANSITIONS = (REDEEM, REVOKE, EXPIRE)
+
+
+class TokenQuerySet(StatusQuerySet["ActivationToken"]):
+    def for_customer(self, customer: Customer | int) -> "TokenQuerySet":
+        return self.filter(customer=customer)
 
 
 class ActivationToken(models.Model):
@@ -29,9 +47,19 @@ class ActivationToken(models.Model):
         default=0, help_text="Later redemption attempts, each refused (token sharing)."
     )
 
+    objects = TokenQuerySet.as_manager()
+
     class Meta:
         indexes = [models.Index(fields=["customer", "status"], name="token_customer_status")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.display_prefix}… ({self.status})"
+
+    @property
+    def effective_status(self) -> str:
+        """Its status as a person should read it now: an outstanding token past its expiry
+        is expired already, though beat has yet to record it."""
+        if self.status == TokenStatus.OUTSTANDING and self.expires_at <= timezone.now():
+            return TokenStatus.EXPIRED
+        return self.status

@@ -38,6 +38,7 @@ from fleet.models.agents import (
     START_UPGRADE,
     agent_status_after,
 )
+from fleet.models.tokens import REDEEM
 from fleet.secrets import (
     SecretKind,
     secret_digest,
@@ -132,7 +133,7 @@ def agent_activate(
             refusal = _refuse_second_redemption(row, holder, machine, ip_address)
         elif row.status == TokenStatus.REVOKED:
             raise TokenRevoked("This activation token was revoked. Mint a new one.")
-        elif row.status == TokenStatus.EXPIRED or row.expires_at <= now:
+        elif row.effective_status == TokenStatus.EXPIRED:
             raise TokenExpired(
                 f"This activation token expired at {row.expires_at:%Y-%m-%d %H:%M} UTC. "
                 "Mint a new one.",
@@ -257,7 +258,7 @@ def _register(
             f"state dir {machine.state_dir}. Give each agent on a host its own.",
             field="unit_name",
         ) from exc
-    ActivationToken.objects.filter(pk=row.pk).update(status=TokenStatus.REDEEMED, redeemed_at=now)
+    ActivationToken.objects.filter(pk=row.pk).transition(REDEEM, redeemed_at=now)
     audit_record(
         actor=Actor.for_agent(agent, ip),
         action=AuditAction.AGENT_ACTIVATE,

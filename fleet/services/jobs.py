@@ -8,13 +8,22 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from fleet.choices import AuditAction, JobStatus
 from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
 from fleet.models import Agent, Customer, Job
 from fleet.models.agents import MAY_CLAIM
+from fleet.models.jobs import (
+    CANCEL,
+    FAIL,
+    QUEUED,
+    REQUEUE,
+    RUNNING,
+    SUCCEED,
+    JobQuerySet,
+)
+from fleet.models.lifecycle import Transition
 from fleet.services.audit import AUDIT_INSERT, SYSTEM, Actor, audit_record
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
@@ -29,14 +38,14 @@ from fleet.services.audit import AUDIT_INSERT, SYSTEM, Actor, audit_record
 _CLAIM_STATEMENTS = [
     "SELECT status FROM fleet_agent WHERE id = %(agent)s {lock_agent}",
     """UPDATE fleet_job
-   SET status = 'running', agent_id = %(agent)s, lease_id = %(lease)s,
+   SET status = '{running}', agent_id = %(agent)s, lease_id = %(lease)s,
        lease_expires_at = %(expires)s, started_at = %(now)s, attempts = attempts + 1
  WHERE id = (
        SELECT id FROM fleet_job
-        WHERE customer_id = %(customer)s AND role = %(role)s AND status = 'queued'
+        WHERE customer_id = %(customer)s AND role = %(role)s AND status = '{queued}'
           AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = '{may_claim}'
           AND (SELECT COUNT(*) FROM fleet_job
-                WHERE agent_id = %(agent)s AND status = 'running') < %(cap)s
+                WHERE agent_id = %(agent)s AND status = '{running}') < %(cap)s
         ORDER BY priority DESC, queued_at, id
         LIMIT 1 {skip_locked})
 RETURNING *""",
@@ -46,7 +55,7 @@ SELECT %(now)s, NULL, %(actor)s, customer_id, '{claim_action}', 'fleet.job', CAS
        'job ' || id || ' (' || role || ', ' || status || ')',
        {changes}, NULL
   FROM fleet_job
- WHERE agent_id = %(agent)s AND status = 'running' AND lease_id = %(lease)s""",
+ WHERE agent_id = %(agent)s AND status = '{running}' AND lease_id = %(lease)s""",
 ]
 _CLAIM_CHANGES = """'{"status": ["queued", "running"], "attempt": [null, ' || attempts || ']}'"""
 _CLAIM_PARAMETERS = {  # name: PostgreSQL type
@@ -68,6 +77,8 @@ def _claim_statements(*, postgres: bool) -> list[str]:
             skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
             changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
             may_claim=MAY_CLAIM,
+            queued=QUEUED,
+            running=RUNNING,
             claim_action=AuditAction.JOB_CLAIM.value,
         )
         for sql in _CLAIM_STATEMENTS
@@ -138,11 +149,11 @@ def job_submit(
     return job, True
 
 
-def jobs_requeue(jobs: QuerySet[Job], *, now: datetime) -> int:
+def jobs_requeue(jobs: JobQuerySet, *, now: datetime) -> int:
     """Put running jobs back in the queue for any agent: no holder, no lease (a late
     result under the old lease then gets 409). Returns how many went back."""
-    return jobs.update(
-        status=JobStatus.QUEUED,
+    return jobs.transition(
+        REQUEUE,
         agent=None,
         lease_id=None,
         lease_expires_at=None,
@@ -186,10 +197,11 @@ def _finish(
     job_id: int,
     lease_id: uuid.UUID,
     outcome: JobStatus,
-    changes: Callable[[Job], dict[str, Any]],
+    changes: Callable[[Job], tuple[Transition, dict[str, Any]]],
 ) -> Job:
-    """Apply `changes(job)` if the agent holds the job under `lease_id`. A repeat of the
-    same call is answered with the job as it is; anything else is refused unchanged."""
+    """Make the move `changes(job)` says, with its fields, if the agent holds the job
+    under `lease_id` (the row is locked). A repeat of the same call is answered with the
+    job as it is; anything else is refused unchanged."""
     job = Job.objects.select_for_update().filter(pk=job_id, customer_id=agent.customer_id).first()
     if job is None:
         raise NotFound("No such job.")
@@ -204,10 +216,10 @@ def _finish(
         if job.status == outcome or requeued_by_fail:
             return job
         raise JobAlreadyFinished(f"The job already finished as {job.status}.", status=job.status)
-    fields = changes(job)
-    for name, value in fields.items():
+    move, fields = changes(job)
+    Job.objects.filter(pk=job.pk, lease_id=lease_id).transition(move, **fields)
+    for name, value in {**fields, "status": move.target}.items():
         setattr(job, name, value)
-    job.save(update_fields=list(fields))
     audit_record(
         actor=Actor.for_agent(agent),
         action=FINISHED_ACTIONS[outcome],
@@ -225,12 +237,10 @@ def job_complete(*, agent: Agent, job_id: int, lease_id: uuid.UUID, result: Any)
         job_id=job_id,
         lease_id=lease_id,
         outcome=JobStatus.SUCCEEDED,
-        changes=lambda job: {
-            "status": JobStatus.SUCCEEDED,
-            "result": result,
-            "finished_at": timezone.now(),
-            "lease_expires_at": None,
-        },
+        changes=lambda job: (
+            SUCCEED,
+            {"result": result, "finished_at": timezone.now(), "lease_expires_at": None},
+        ),
     )
 
 
@@ -241,23 +251,17 @@ def job_fail(
     """A failed job goes back to the queue while it is retryable and has attempts left
     (the lease stays on it so a repeated report is recognised); else it fails for good."""
 
-    def changes(job: Job) -> dict[str, Any]:
+    def changes(job: Job) -> tuple[Transition, dict[str, Any]]:
         if retryable and job.attempts < settings.JOB_MAX_ATTEMPTS:
             # Back in the queue from now; `agent` keeps the agent that failed it until the
             # next claim, so repeated failures of one agent are seen.
-            return {
-                "status": JobStatus.QUEUED,
+            return REQUEUE, {
                 "error": error,
                 "started_at": None,
                 "queued_at": timezone.now(),
                 "lease_expires_at": None,
             }
-        return {
-            "status": JobStatus.FAILED,
-            "error": error,
-            "finished_at": timezone.now(),
-            "lease_expires_at": None,
-        }
+        return FAIL, {"error": error, "finished_at": timezone.now(), "lease_expires_at": None}
 
     return _finish(
         agent=agent, job_id=job_id, lease_id=lease_id, outcome=JobStatus.FAILED, changes=changes
@@ -276,9 +280,9 @@ def job_cancel(*, customer: Customer, job_id: int, actor: Actor = SYSTEM) -> Job
         raise JobAlreadyFinished(
             f"The job is {job.status}; only a queued job can be cancelled.", status=job.status
         )
-    job.status = JobStatus.CANCELLED
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "finished_at"])
+    Job.objects.filter(pk=job.pk).transition(CANCEL, finished_at=job.finished_at)
+    job.status = CANCEL.target
     audit_record(
         actor=actor,
         action=AuditAction.JOB_CANCEL,

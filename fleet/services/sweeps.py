@@ -15,6 +15,7 @@ from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, AuditAction, JobStatus
 from fleet.models import Agent, AgentFactsChange, Job, SweepState
 from fleet.models.agents import GO_SILENT
+from fleet.models.jobs import FAIL
 from fleet.services.anomalies import (
     Finding,
     anomalies_record,
@@ -145,8 +146,8 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
             retried = set(retry)
             give_up = [row for row in expired if row[0] not in retried]
             jobs_requeue(Job.objects.filter(pk__in=retry), now=now)
-            Job.objects.filter(pk__in=[pk for pk, *_ in give_up]).update(
-                status=JobStatus.FAILED,
+            Job.objects.filter(pk__in=[pk for pk, *_ in give_up]).transition(
+                FAIL,
                 lease_id=None,
                 lease_expires_at=None,
                 finished_at=now,

@@ -7,6 +7,7 @@ from django.utils import timezone
 from fleet.choices import AuditAction, TokenStatus
 from fleet.errors import SeatLimitReached
 from fleet.models import ActivationToken, Customer
+from fleet.models.tokens import EXPIRE, REVOKE
 from fleet.secrets import SecretKind, secret_mint
 from fleet.selectors import license_seats
 from fleet.services.audit import SYSTEM, Actor, audit_record, audit_record_rows
@@ -30,7 +31,7 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
             )
             if not overdue:
                 return expired
-            ActivationToken.objects.filter(pk__in=overdue).update(status=TokenStatus.EXPIRED)
+            ActivationToken.objects.filter(pk__in=overdue).transition(EXPIRE)
             audit_record_rows(
                 actor=SYSTEM,
                 action=AuditAction.TOKEN_EXPIRE,
@@ -47,8 +48,8 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
 @transaction.atomic
 def token_revoke(*, token: ActivationToken, actor: Actor = SYSTEM) -> bool:
     """Revoke an outstanding token; a redeemed, expired or revoked one is left as it is."""
-    updated = ActivationToken.objects.filter(pk=token.pk, status=TokenStatus.OUTSTANDING).update(
-        status=TokenStatus.REVOKED, revoked_at=timezone.now()
+    updated = ActivationToken.objects.filter(pk=token.pk).transition(
+        REVOKE, revoked_at=timezone.now()
     )
     if updated:
         token.refresh_from_db()

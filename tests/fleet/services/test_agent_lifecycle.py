@@ -136,7 +136,7 @@ def test_no_write_brings_a_decommissioned_agent_back(customer, write, status_bef
 def test_a_claim_by_a_decommissioned_agent_gets_nothing(customer):
     factories.license(customer)
     agent = factories.agent(customer)
-    Job.objects.create(customer=customer, role=agent.role)
+    factories.job(customer, role=agent.role)
     stale = Agent.objects.get(pk=agent.pk)
     agent_decommission(agent=agent, actor=SYSTEM)
     assert job_claim_next(agent=stale, max_concurrent=5) is None
@@ -181,7 +181,7 @@ class Round:
         self.a = factories.agent(customer, status=status, version="1.0.0")
         factories.agent(customer)
         for _ in range(2):
-            Job.objects.create(customer=customer, role=self.a.role)
+            factories.job(customer, role=self.a.role)
         self.tokens = [token_mint(customer=customer)[1] for _ in range(2)]
         self.customer = customer
         self.secrets: list[str] = []  # what rotations handed out
