@@ -2,7 +2,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.text import slugify
 
-from fleet.choices import MemberRole
+from fleet.choices import AuditAction, MemberRole
 from fleet.models import Customer, Membership
 from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
 
@@ -16,7 +16,9 @@ def customer_create(
     customer = Customer.objects.create(
         name=name, slug=slug or slugify(name), contact_email=contact_email, notes=notes
     )
-    audit_record(actor=actor, action="customer.create", target=customer, customer=customer)
+    audit_record(
+        actor=actor, action=AuditAction.CUSTOMER_CREATE, target=customer, customer=customer
+    )
     return customer
 
 
@@ -29,7 +31,7 @@ def customer_update(*, customer: Customer, actor: Actor = SYSTEM) -> Customer:
         customer.save(update_fields=list(changes))
         audit_record(
             actor=actor,
-            action="customer.update",
+            action=AuditAction.CUSTOMER_UPDATE,
             target=customer,
             customer=customer,
             changes=changes,
@@ -51,7 +53,7 @@ def membership_set(
         membership.save(update_fields=["role"])
         audit_record(
             actor=actor,
-            action="membership.create" if created else "membership.update",
+            action=AuditAction.MEMBERSHIP_CREATE if created else AuditAction.MEMBERSHIP_UPDATE,
             target=membership,
             customer=customer,
             changes={"role": [None if created else old_role, str(role)]},
@@ -63,9 +65,22 @@ def membership_set(
 def membership_remove(*, membership: Membership, actor: Actor = SYSTEM) -> None:
     audit_record(
         actor=actor,
-        action="membership.remove",
+        action=AuditAction.MEMBERSHIP_REMOVE,
         target=membership,
         customer=membership.customer,
         changes={"user": [membership.user.get_username(), None], "role": [membership.role, None]},
     )
     membership.delete()
+
+
+@transaction.atomic
+def membership_replace(
+    *, membership: Membership, user: User, role: MemberRole, actor: Actor = SYSTEM
+) -> Membership:
+    """Point an existing membership at `user` with `role`. The same user keeps it (only the
+    role may change); another user means the old member is removed and the new one added,
+    so the audit log shows who left and who joined rather than a user silently swapped."""
+    customer = membership.customer
+    if membership.user_id != user.pk:
+        membership_remove(membership=membership, actor=actor)
+    return membership_set(customer=customer, user=user, role=role, actor=actor)
