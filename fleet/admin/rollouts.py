@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline, note_action
-from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutState, RolloutTargetState
+from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutTargetState
 from fleet.errors import FleetError
 from fleet.models import Rollout, RolloutTarget
 from fleet.selectors import rollout_batches
@@ -189,7 +189,7 @@ class RolloutAdmin(NoDeleteAdmin):
 
     @admin.display(description="step")
     def step(self, obj: Rollout) -> str:
-        if obj.state in (RolloutState.COMPLETED, RolloutState.ABORTED, RolloutState.DRAFT):
+        if obj.state not in ACTIVE_ROLLOUT_STATES:
             return "—"
         return (
             "canary"

@@ -1,8 +1,5 @@
 """Agent endpoints: activation (with a token), then everything with the agent's secret."""
 
-import random
-
-from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Status
 
@@ -35,18 +32,24 @@ from fleet.selectors import (
     customer_active_agent_count,
     license_current,
 )
+from fleet.services.activation import MachineIdentity, agent_activate
 from fleet.services.agents import (
-    MachineIdentity,
-    agent_activate,
     agent_record_heartbeat,
     agent_record_upgrade_result,
     agent_rotate_secret,
+    agent_update_available,
+    heartbeat_interval,
 )
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import Actor, client_address
 from fleet.versions import SemVer
 
 router = Router(tags=["agents"])
+
+
+def _hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
+    latest = agent_update_available(agent, version)
+    return ReleaseHintOut(version=str(latest), channel=agent.license_channel) if latest else None  # type: ignore[attr-defined]
 
 
 def _limits(license: License, seats_used: int) -> LicenseLimitsOut:
@@ -57,24 +60,6 @@ def _limits(license: License, seats_used: int) -> LicenseLimitsOut:
         max_concurrent_tasks_per_agent=license.max_concurrent_tasks_per_agent,
         channel=license.channel,
     )
-
-
-def _update_hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
-    latest = agent_latest_release(agent)
-    on_yanked = getattr(agent, "on_yanked", False) and version == agent.version
-    if latest is None or version == latest or (version > latest and not on_yanked):
-        return None
-    return ReleaseHintOut(version=str(latest), channel=agent.license_channel)  # type: ignore[attr-defined]
-
-
-def heartbeat_interval(fleet: int) -> int:
-    """Seconds to the next heartbeat: long enough that the whole fleet beats at most
-    AGENT_HEARTBEATS_PER_SECOND times a second (as Nomad sizes its heartbeat TTL), within
-    AGENT_HEARTBEAT_SECONDS..AGENT_HEARTBEAT_MAX_SECONDS, with ±20% jitter inside those
-    bounds so a restarted fleet does not beat in step."""
-    low, high = settings.AGENT_HEARTBEAT_SECONDS, settings.AGENT_HEARTBEAT_MAX_SECONDS
-    base = min(high, max(low, fleet / settings.AGENT_HEARTBEATS_PER_SECOND))
-    return round(random.uniform(max(low, base * 0.8), min(high, base * 1.2)))
 
 
 @router.post(
@@ -140,7 +125,7 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
         server_time=server_time,
         next_heartbeat_seconds=heartbeat_interval(fleet_size()),
         jobs_pending=jobs_pending(agent.customer_id, agent.role),
-        update_available=_update_hint(agent, version),
+        update_available=_hint(agent, version),
         upgrade=UpgradeOrderOut(version=str(order.version), rollout_id=order.rollout_id, drain=True)
         if order
         else None,
@@ -176,7 +161,7 @@ def me(request: HttpRequest) -> AgentMeOut:
         if license
         else None,
         latest_release=str(agent_latest_release(agent) or "") or None,
-        update_available=_update_hint(agent, agent.version),
+        update_available=_hint(agent, agent.version),
     )
 
 

@@ -21,9 +21,8 @@ from fleet.models.agents import (
     SEAT_HOLDING,
 )
 from fleet.selectors import agent_for_secret
+from fleet.services.activation import MachineIdentity, agent_activate
 from fleet.services.agents import (
-    MachineIdentity,
-    agent_activate,
     agent_decommission,
     agent_record_heartbeat,
     agent_record_upgrade_result,
