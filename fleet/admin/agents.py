@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 
 from fleet.admin.base import FleetNumbersMixin, ReadOnlyAdmin, note_action
 from fleet.choices import TokenStatus
+from fleet.http import request_actor
 from fleet.models import ActivationToken, Agent, Anomaly, CustomerApiKey, Host, Job
 from fleet.models.agents import SEAT_HOLDING
 from fleet.services.agents import agent_decommission
@@ -68,7 +69,7 @@ class ActivationTokenAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke outstanding tokens", permissions=["manage"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ActivationToken]) -> None:
-        revoked = sum(token_revoke(token=t, actor=Actor.from_request(request)) for t in queryset)
+        revoked = sum(token_revoke(token=t, actor=request_actor(request)) for t in queryset)
         self.message_user(request, f"Revoked {revoked} token(s); others were not outstanding.")
 
 
@@ -90,7 +91,7 @@ class CustomerApiKeyAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke: the keys stop working at once", permissions=["manage"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[CustomerApiKey]) -> None:
-        actor = Actor.from_request(request)
+        actor = request_actor(request)
         revoked = sum(api_key_revoke(key=key, actor=actor) for key in queryset)
         self.message_user(request, f"Revoked {revoked} key(s).")
 
@@ -139,7 +140,7 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
         permissions=["manage"],
     )
     def decommission(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        actor = Actor.from_request(request)
+        actor = request_actor(request)
         done = sum(agent_decommission(agent=agent, actor=actor) for agent in queryset)
         self.message_user(request, f"Decommissioned {done} agent(s).")
 

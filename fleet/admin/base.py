@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.selectors import fleet_metrics
-from fleet.services.audit import Actor
 
 
 class NoDeleteAdmin(admin.ModelAdmin):
@@ -78,7 +78,7 @@ def note_action(
         done = apply(
             ids=list(queryset.values_list("pk", flat=True)),
             note=form.cleaned_data["note"],
-            actor=Actor.from_request(request),
+            actor=request_actor(request),
         )
         model_admin.message_user(request, f"{verb.capitalize()}: {done} of {queryset.count()}.")
         return None

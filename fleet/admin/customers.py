@@ -16,9 +16,9 @@ from django.http import HttpRequest
 
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline
 from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
+from fleet.http import request_actor
 from fleet.models import Agent, Customer, License, Membership
 from fleet.selectors import license_current
-from fleet.services.audit import Actor
 from fleet.services.customers import (
     customer_create,
     customer_update,
@@ -146,14 +146,14 @@ class CustomerAdmin(NoDeleteAdmin):
         self, request: HttpRequest, obj: Customer, form: forms.ModelForm, change: bool
     ) -> None:
         if change:
-            customer_update(customer=obj, actor=Actor.from_request(request))
+            customer_update(customer=obj, actor=request_actor(request))
             return
         created = customer_create(
             name=obj.name,
             slug=obj.slug,
             contact_email=obj.contact_email,
             notes=obj.notes,
-            actor=Actor.from_request(request),
+            actor=request_actor(request),
         )
         # The admin goes on with `obj` (the inlines, its log entry, the redirect): give it
         # the row the service created.
@@ -166,7 +166,7 @@ class CustomerAdmin(NoDeleteAdmin):
             return super().save_formset(request, form, formset, change)
         # The admin's change message reads these; services do the writing below.
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-        actor = Actor.from_request(request)
+        actor = request_actor(request)
         for member_form in formset.forms:
             if not member_form.has_changed() or not member_form.cleaned_data:
                 continue
@@ -263,13 +263,9 @@ class LicenseAdmin(NoDeleteAdmin):
     ) -> None:
         confirm = form.cleaned_data.get("confirm_below_active", False)
         if change:
-            license_update(
-                license=obj, actor=Actor.from_request(request), confirm_below_active=confirm
-            )
+            license_update(license=obj, actor=request_actor(request), confirm_below_active=confirm)
         else:
-            license_create(
-                license=obj, actor=Actor.from_request(request), confirm_below_active=confirm
-            )
+            license_create(license=obj, actor=request_actor(request), confirm_below_active=confirm)
 
     @admin.action(description="Suspend: no new agents can activate", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
@@ -277,12 +273,12 @@ class LicenseAdmin(NoDeleteAdmin):
             license_suspend(
                 license=lic,
                 reason=f"suspended by {request.user}",
-                actor=Actor.from_request(request),
+                actor=request_actor(request),
             )
         self.message_user(request, f"Suspended {queryset.count()} license(s).")
 
     @admin.action(description="Resume suspended licenses", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[License]) -> None:
         for lic in queryset:
-            license_resume(license=lic, actor=Actor.from_request(request))
+            license_resume(license=lic, actor=request_actor(request))
         self.message_user(request, f"Resumed {queryset.count()} license(s).")

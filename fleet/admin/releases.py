@@ -12,8 +12,8 @@ from django.http import HttpRequest
 
 from fleet.admin.base import NoDeleteAdmin
 from fleet.errors import InvalidVersion
+from fleet.http import request_actor
 from fleet.models import Agent, Release
-from fleet.services.audit import Actor
 from fleet.services.releases import (
     release_publish,
     release_update,
@@ -87,13 +87,13 @@ class ReleaseAdmin(NoDeleteAdmin):
         self, request: HttpRequest, obj: Release, form: forms.ModelForm, change: bool
     ) -> None:
         if change:
-            release_update(release=obj, actor=Actor.from_request(request))
+            release_update(release=obj, actor=request_actor(request))
             return
         published = release_publish(
             version=obj.version,
             channel=obj.channel,
             notes=obj.notes,
-            actor=Actor.from_request(request),
+            actor=request_actor(request),
         )
         # The admin goes on with `obj` (its log entry, the redirect): give it the row the
         # service created.
@@ -105,6 +105,6 @@ class ReleaseAdmin(NoDeleteAdmin):
             release_yank(
                 release=release,
                 reason=f"yanked by {request.user}",
-                actor=Actor.from_request(request),
+                actor=request_actor(request),
             )
         self.message_user(request, f"Yanked {queryset.count()} release(s).")

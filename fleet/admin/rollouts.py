@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline, note_action
 from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutTargetState
 from fleet.errors import FleetError
+from fleet.http import request_actor
 from fleet.models import Rollout, RolloutTarget
 from fleet.selectors import rollout_batches
 from fleet.services.audit import SYSTEM, Actor
@@ -170,7 +171,7 @@ class RolloutAdmin(NoDeleteAdmin):
         started = rollout_start(
             customer=data["customer"],
             release=data["release"],
-            actor=Actor.from_request(request),
+            actor=request_actor(request),
             reason=data["reason"],
             canary=data.get("canary_agent"),
             batch_fraction=data["batch_fraction"],

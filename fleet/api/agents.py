@@ -24,6 +24,7 @@ from fleet.api.schemas import (
 from fleet.api.throttles import ClientAddressThrottle
 from fleet.choices import AnomalyKind
 from fleet.errors import AgentGone
+from fleet.http import client_address
 from fleet.models import Agent, License
 from fleet.models.agents import SEAT_HOLDING
 from fleet.selectors import (
@@ -41,7 +42,7 @@ from fleet.services.agents import (
     heartbeat_interval,
 )
 from fleet.services.anomalies import anomaly_open
-from fleet.services.audit import Actor, client_address
+from fleet.services.audit import Actor
 from fleet.versions import SemVer
 
 router = Router(tags=["agents"])

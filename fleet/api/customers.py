@@ -21,9 +21,10 @@ from fleet.api.schemas import (
 from fleet.api.throttles import ApiKeyThrottle
 from fleet.choices import TokenStatus
 from fleet.errors import TokenNotOutstanding
+from fleet.http import client_address
 from fleet.models import ActivationToken
 from fleet.selectors import fleet_metrics, license_seats, token_get, token_list
-from fleet.services.audit import Actor, client_address
+from fleet.services.audit import Actor
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
 router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKeyThrottle()])

@@ -8,9 +8,10 @@ from ninja import Header, Router, Status
 from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
 from fleet.api.schemas import ClaimOut, CompleteIn, FailIn, JobOut, JobSubmitIn, errors
 from fleet.api.throttles import ApiKeyThrottle
+from fleet.http import client_address
 from fleet.models import Job
 from fleet.selectors import agent_job_cap, job_get
-from fleet.services.audit import Actor, client_address
+from fleet.services.audit import Actor
 from fleet.services.jobs import job_claim_next, job_complete, job_fail, job_submit
 
 router = Router(tags=["jobs"])

@@ -1,13 +1,10 @@
-import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, models
-from django.http import HttpRequest
 from django.utils import timezone
-from ninja.throttling import BaseThrottle
 
 from fleet.choices import AuditAction
 from fleet.models import Agent, AuditEvent, Customer, CustomerApiKey
@@ -23,33 +20,12 @@ class Actor:
     ip_address: str | None = None
 
     @classmethod
-    def from_request(cls, request: HttpRequest) -> "Actor":
-        user = request.user if request.user.is_authenticated else None
-        return cls(
-            user=user,
-            label=user.get_username() if user else "anonymous",
-            ip_address=client_address(request),
-        )
-
-    @classmethod
     def for_agent(cls, agent: Agent, ip_address: str | None = None) -> "Actor":
         return cls(label=f"agent:{agent.name}"[:200], ip_address=ip_address)
 
     @classmethod
     def for_api_key(cls, key: CustomerApiKey, ip_address: str | None = None) -> "Actor":
         return cls(label=f"api-key:{key.name}"[:200], ip_address=ip_address)
-
-
-def client_address(request: HttpRequest) -> str | None:
-    """REMOTE_ADDR, or the address our NUM_PROXIES trusted proxies saw (never the whole,
-    spoofable X-Forwarded-For header); anything that is not an IP address falls back to
-    REMOTE_ADDR."""
-    for candidate in (BaseThrottle().get_ident(request), request.META.get("REMOTE_ADDR")):
-        try:
-            return str(ipaddress.ip_address((candidate or "").strip()))
-        except ValueError:
-            continue
-    return None
 
 
 SYSTEM = Actor()

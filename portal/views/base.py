@@ -18,6 +18,7 @@ from django_htmx.middleware import HtmxDetails
 from fleet import selectors
 from fleet.choices import MemberRole
 from fleet.errors import NotFound
+from fleet.http import request_actor
 from fleet.models import Customer, Membership
 from fleet.services.audit import Actor
 from portal.forms import NoteForm
@@ -118,7 +119,7 @@ def page_context(request: PortalRequest, **extra: object) -> dict[str, object]:
 
 
 def actor(request: PortalRequest) -> Actor:
-    return Actor.from_request(request)
+    return request_actor(request)
 
 
 def paginate(request: HttpRequest, rows: QuerySet[M]) -> Page[M]:
