@@ -6,16 +6,22 @@ from django import forms
 
 from fleet.choices import AgentRole
 from fleet.models import Agent, Release
+from fleet.policy import TOKEN_LIFETIME, TOKEN_LIFETIME_MAX, TOKENS_PER_MINT_MAX, WAVE
 
 ROLE_CHOICES = [("", "Any role"), *AgentRole.choices]
 
 
 class MintTokensForm(forms.Form):
     count = forms.IntegerField(
-        min_value=1, max_value=50, initial=1, help_text="One token per machine you will enroll."
+        min_value=1,
+        max_value=TOKENS_PER_MINT_MAX,
+        initial=1,
+        help_text="One token per machine you will enroll.",
     )
     role = forms.ChoiceField(choices=ROLE_CHOICES, required=False)
-    expires_in_days = forms.IntegerField(min_value=1, max_value=90, initial=7)
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=TOKEN_LIFETIME_MAX.days, initial=TOKEN_LIFETIME.days
+    )
     note = forms.CharField(max_length=200, required=False)
 
     def clean_note(self) -> str:
@@ -51,11 +57,18 @@ class StartRolloutForm(forms.Form):
     canary = forms.ModelChoiceField(
         queryset=Agent.objects.none(), required=False, empty_label="The healthiest online agent"
     )
-    canary_soak_hours = forms.IntegerField(min_value=0, max_value=24 * 14, initial=24)
-    batch_percent = forms.IntegerField(
-        min_value=1, max_value=99, initial=25, help_text="Of the remaining agents, per batch."
+    canary_soak_hours = forms.IntegerField(
+        min_value=0, max_value=24 * 14, initial=WAVE.canary_soak // timedelta(hours=1)
     )
-    batch_watch_minutes = forms.IntegerField(min_value=0, max_value=24 * 60, initial=60)
+    batch_percent = forms.IntegerField(
+        min_value=1,
+        max_value=99,
+        initial=int(WAVE.batch_fraction * 100),
+        help_text="Of the remaining agents, per batch.",
+    )
+    batch_watch_minutes = forms.IntegerField(
+        min_value=0, max_value=24 * 60, initial=WAVE.batch_watch // timedelta(minutes=1)
+    )
     reason = forms.CharField(max_length=500)
 
     def __init__(self, *args: object, releases: object, agents: object, **kwargs: object) -> None:

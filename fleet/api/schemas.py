@@ -9,6 +9,7 @@ from django.utils import timezone
 from ninja import Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StringConstraints
 
+from fleet import policy
 from fleet.choices import AgentRole, AnomalySeverity, TokenStatus, UpgradeOutcome
 from fleet.models import ActivationToken
 from fleet.versions import SemVer
@@ -237,9 +238,13 @@ class FailIn(In):
 
 
 class TokensMintIn(In):
-    count: int = Field(1, ge=1, le=100)
+    count: int = Field(1, ge=1, le=policy.TOKENS_PER_MINT_MAX)
     role: AgentRole | None = None
-    expires_in_hours: int = Field(168, ge=1, le=24 * 90)
+    expires_in_hours: int = Field(
+        policy.TOKEN_LIFETIME // timedelta(hours=1),
+        ge=1,
+        le=policy.TOKEN_LIFETIME_MAX // timedelta(hours=1),
+    )
     note: Str = Field("", max_length=200)
 
 

@@ -1,6 +1,3 @@
-from datetime import timedelta
-from decimal import Decimal
-
 from django.conf import settings
 from django.db import models
 
@@ -8,6 +5,7 @@ from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutAction, RolloutState, Ro
 from fleet.models.agents import Agent
 from fleet.models.releases import Release
 from fleet.models.tenancy import Customer
+from fleet.policy import WAVE
 from fleet.versions import SemVerField
 
 
@@ -41,17 +39,19 @@ class Rollout(models.Model):
     state = models.CharField(
         max_length=16, choices=RolloutState.choices, default=RolloutState.DRAFT
     )
-    canary_soak = models.DurationField(default=timedelta(hours=24))
-    batch_fraction = models.DecimalField(max_digits=3, decimal_places=2, default=Decimal("0.25"))
-    batch_watch = models.DurationField(default=timedelta(hours=1))
+    canary_soak = models.DurationField(default=WAVE.canary_soak)
+    batch_fraction = models.DecimalField(
+        max_digits=3, decimal_places=2, default=WAVE.batch_fraction
+    )
+    batch_watch = models.DurationField(default=WAVE.batch_watch)
     throughput_drop_tolerance = models.DecimalField(
-        max_digits=3, decimal_places=2, default=Decimal("0.20")
+        max_digits=3, decimal_places=2, default=WAVE.throughput_drop_tolerance
     )
     online_ratio_floor = models.DecimalField(
-        max_digits=3, decimal_places=2, default=Decimal("0.95")
+        max_digits=3, decimal_places=2, default=WAVE.online_ratio_floor
     )
     agent_deadline = models.DurationField(
-        default=timedelta(minutes=30),
+        default=WAVE.agent_deadline,
         help_text="How long an agent told to upgrade may take to report; silence is failure.",
     )
     canary_agent = models.ForeignKey(

@@ -2,12 +2,13 @@
 recovered only by the caller that sent the request (its install key proves it)."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import (
     AgentStatus,
     AnomalyKind,
@@ -45,11 +46,6 @@ from fleet.services.anomalies import (
 from fleet.services.audit import Actor, audit_record
 from fleet.services.licenses import license_require_admitting
 from fleet.versions import SemVer
-
-# A lost activation answer can be recovered by the caller that sent it (its install key
-# proves it) this long after the first redemption; later, a redeemed token is no
-# credential at all.
-RETRY_WINDOW = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ def agent_activate(
                 and holder.status in SEAT_HOLDING
                 and _proves_first_caller(holder, machine, install_key)
                 and row.redeemed_at is not None
-                and now - row.redeemed_at <= RETRY_WINDOW
+                and now - row.redeemed_at <= policy.ACTIVATION_RETRY_WINDOW
             ):
                 return _reactivate(holder, ip_address=ip_address)
             refusal = _refuse_second_redemption(row, holder, machine, ip_address)

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AgentStatus,
@@ -151,7 +152,7 @@ def agent_record_heartbeat(
 
 
 def _is_skewed(offset: int | None) -> bool:
-    limit = settings.AGENT_CLOCK_SKEW_TOLERANCE.total_seconds()
+    limit = policy.AGENT_CLOCK_SKEW_TOLERANCE.total_seconds()
     return offset is not None and abs(offset) > limit
 
 

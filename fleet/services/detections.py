@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import AgentRole, AnomalyKind, AnomalySeverity, JobStatus
 from fleet.models import FleetSnapshot, Host, Job
 from fleet.models.agents import SEAT_HOLDING
@@ -21,13 +22,11 @@ DETECTED_KINDS = [
     AnomalyKind.VERSION_SKEW,
     AnomalyKind.ANTI_PATTERN,
 ]
-IDLE_AGENT_MB = 200
-TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
 
 
 def host_memory_budget_mb(agents: int, testers: int) -> int:
     """The memory a host's agents want: the rule the host anti-pattern and the portal share."""
-    return agents * IDLE_AGENT_MB + testers * TESTER_WORKLOAD_MB
+    return agents * policy.IDLE_AGENT_MB + testers * policy.TESTER_WORKLOAD_MB
 
 
 def _pct(value: float) -> str:
@@ -46,7 +45,7 @@ def fleet_detect(snapshots: list[FleetSnapshot], *, now: datetime | None = None)
     )
     for snap in snapshots:
         c = snap.customer_id
-        if snap.online_ratio is not None and snap.online_ratio < settings.ONLINE_RATIO_TARGET:
+        if snap.online_ratio is not None and snap.online_ratio < policy.ONLINE_RATIO_TARGET:
             findings.append(
                 Finding(
                     c,
@@ -54,14 +53,14 @@ def fleet_detect(snapshots: list[FleetSnapshot], *, now: datetime | None = None)
                     f"low_online_ratio:c{c}",
                     f"Only {snap.agents_online} of {snap.agents_total} agents are online "
                     f"({_pct(snap.online_ratio)}; the target is above "
-                    f"{_pct(settings.ONLINE_RATIO_TARGET)}).",
+                    f"{_pct(policy.ONLINE_RATIO_TARGET)}).",
                 )
             )
         baseline = baselines.get(c)
         steady = snap.queue_depth > 0 and hour_ago.get(c, 0) > 0
         if (
             baseline is not None
-            and baseline >= settings.THROUGHPUT_BASELINE_MIN
+            and baseline >= policy.THROUGHPUT_BASELINE_MIN
             and steady
             and snap.jobs_completed_last_hour < baseline * (1 - settings.THROUGHPUT_DROP_FRACTION)
         ):
@@ -118,7 +117,7 @@ def _failing_agents(now: datetime) -> list[Finding]:
         Job.objects.filter(failed | retried, agent_id__isnull=False)
         .values("agent_id", "customer_id", "agent__name")
         .annotate(n=Count("pk"))
-        .filter(n__gte=settings.JOB_FAILURES_PER_HOUR)
+        .filter(n__gte=policy.JOB_FAILURES_PER_HOUR)
         .order_by()
     )
     return [

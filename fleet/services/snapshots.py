@@ -12,13 +12,13 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.selectors import minor_floor, release_latest
 from fleet.services.presence import presence_flush
 
 HOUR = timedelta(hours=1)
-WAIT_WINDOW = timedelta(minutes=5)  # waits of jobs started in the last five minutes
 
 # Waits: jobs started in the window (queued -> started), and jobs still queued (queued ->
 # now), so a stalled queue shows long waits instead of no number at all.
@@ -118,7 +118,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         )
         .order_by()
     }
-    waits = _wait_percentiles(now - WAIT_WINDOW, now)
+    waits = _wait_percentiles(now - policy.WAIT_WINDOW, now)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")

@@ -1,9 +1,9 @@
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import AuditAction, TokenStatus
 from fleet.errors import SeatLimitReached
 from fleet.models import ActivationToken, Customer
@@ -80,7 +80,7 @@ def token_mint(
         digest=minted.digest,
         role=role,
         note=note,
-        expires_at=timezone.now() + (expires_in or settings.ACTIVATION_TOKEN_DEFAULT_TTL),
+        expires_at=timezone.now() + (expires_in or policy.TOKEN_LIFETIME),
         created_by=actor.user,
     )
     audit_record(

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import render
 
-from fleet import selectors
+from fleet import policy, selectors
 from fleet.choices import AnomalyKind
 from fleet.models import Customer
 from portal.charts import Sparkline, downsample, sparkline
@@ -40,7 +40,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
-        target=settings.ONLINE_RATIO_TARGET,
+        target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer),
         advice=selectors.fleet_advice(customer),
         poll_seconds=settings.PORTAL_POLL_SECONDS,

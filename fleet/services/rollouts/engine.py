@@ -4,7 +4,7 @@ each step waits for its agents' reports, soaks or is watched, then passes its ga
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AnomalyKind,
@@ -24,11 +25,6 @@ from fleet.choices import (
 from fleet.models import Agent, Job, Rollout, RolloutTarget
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import SYSTEM, Actor, audit_record
-
-BASELINE_WINDOW = timedelta(hours=24)
-
-
-MIN_BASELINE_JOBS = 3  # fewer jobs than this before the upgrade: too little to compare
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,11 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
         or Job.objects.filter(customer=rollout.customer_id, status=JobStatus.QUEUED).exists()
     )
     numbers["work_available"] = work_available
-    if work_available and work["before_jobs"] >= MIN_BASELINE_JOBS and work["before_rate"] > 0:
+    if (
+        work_available
+        and work["before_jobs"] >= policy.WAVE_MIN_BASELINE_JOBS
+        and work["before_rate"] > 0
+    ):
         drop = 1 - work["after_rate"] / work["before_rate"]
         numbers["throughput_drop"] = round(drop, 3)
         if drop > tolerance:
@@ -102,10 +102,12 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
         offered = t.offered_at or now
         reported = t.reported_at or now
         before |= Q(
-            agent_id=t.agent_id, finished_at__gte=offered - BASELINE_WINDOW, finished_at__lt=offered
+            agent_id=t.agent_id,
+            finished_at__gte=offered - policy.WAVE_BASELINE_WINDOW,
+            finished_at__lt=offered,
         )
         after |= Q(agent_id=t.agent_id, finished_at__gte=reported, finished_at__lte=now)
-        before_hours += BASELINE_WINDOW.total_seconds() / 3600
+        before_hours += policy.WAVE_BASELINE_WINDOW.total_seconds() / 3600
         after_hours += max((now - reported).total_seconds(), 60) / 3600
     if not upgraded:
         return {

@@ -22,6 +22,7 @@ from fleet.choices import (
 )
 from fleet.errors import NotAllowed, RolloutRefused
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
+from fleet.policy import WAVE
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
@@ -109,7 +110,7 @@ def rollout_plan(
     actor: Actor = SYSTEM,
     scope: dict[str, list[Any]] | None = None,
     canary: Agent | None = None,
-    batch_fraction: Decimal = Decimal("0.25"),
+    batch_fraction: Decimal = WAVE.batch_fraction,
     all_at_once: bool = False,
 ) -> WavePlan:
     """Check a wave may start and plan it, writing nothing (forms call it to explain a
@@ -167,11 +168,11 @@ def rollout_start(
     reason: str = "",
     scope: dict[str, list[Any]] | None = None,
     canary: Agent | None = None,
-    batch_fraction: Decimal = Decimal("0.25"),
-    canary_soak: timedelta = timedelta(hours=24),
-    batch_watch: timedelta = timedelta(hours=1),
-    throughput_drop_tolerance: Decimal = Decimal("0.20"),
-    online_ratio_floor: Decimal = Decimal("0.95"),
+    batch_fraction: Decimal = WAVE.batch_fraction,
+    canary_soak: timedelta = WAVE.canary_soak,
+    batch_watch: timedelta = WAVE.batch_watch,
+    throughput_drop_tolerance: Decimal = WAVE.throughput_drop_tolerance,
+    online_ratio_floor: Decimal = WAVE.online_ratio_floor,
     all_at_once: bool = False,
 ) -> Rollout:
     """Freeze the wave's membership (active agents in scope behind the release; agents

@@ -1,0 +1,52 @@
+"""Every product threshold, in one place.
+
+These are product rules, fixed in code and tested as such. What an operator may tune
+(the online window, the job lease, attempts, heartbeat pacing, the throughput-drop
+finding...) is a setting read from the environment in config/settings.py and listed in
+the README; code reads those from `settings` when it runs."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+# --- activation tokens and agents ---------------------------------------------------------
+
+TOKEN_LIFETIME = timedelta(days=7)  # a minted token's default
+TOKEN_LIFETIME_MAX = timedelta(days=90)
+TOKENS_PER_MINT_MAX = 100  # tokens one request may mint (portal and API alike)
+# A lost activation answer can be recovered by the caller that sent it (its install key
+# proves it) this long after the first redemption; later, a redeemed token is no
+# credential at all.
+ACTIVATION_RETRY_WINDOW = timedelta(minutes=15)
+AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)  # more: a finding, never a refusal
+
+
+# --- upgrade waves ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaveDefaults:
+    """What a wave uses unless its owner says otherwise (model, service and forms)."""
+
+    canary_soak: timedelta = timedelta(hours=24)
+    batch_fraction: Decimal = Decimal("0.25")
+    batch_watch: timedelta = timedelta(hours=1)
+    throughput_drop_tolerance: Decimal = Decimal("0.20")
+    online_ratio_floor: Decimal = Decimal("0.95")
+    agent_deadline: timedelta = timedelta(minutes=30)  # an agent told to upgrade; then failed
+
+
+WAVE = WaveDefaults()
+WAVE_BASELINE_WINDOW = timedelta(hours=24)  # the upgraded agents' work before, to compare
+WAVE_MIN_BASELINE_JOBS = 3  # fewer jobs than this before the upgrade: too little to compare
+
+
+# --- health, findings and advice ------------------------------------------------------------
+
+ONLINE_RATIO_TARGET = 0.95  # healthy above this
+THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
+JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
+IDLE_TARGET = 0.25  # idle above this: add work, not agents
+IDLE_AGENT_MB = 200  # memory an agent holds between jobs
+TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
+WAIT_WINDOW = timedelta(minutes=5)  # queue waits measured over jobs started this recently
