@@ -1,0 +1,105 @@
+"""Every shared read. Portal and API reads take the customer, so tenancy is in the query.
+
+One module per topic; every selector is re-exported here, so callers import from
+`fleet.selectors` and need not know which module holds it.
+"""
+
+from fleet.selectors.access import (
+    api_key_for_secret,
+    api_key_get,
+    api_key_list,
+    audit_list,
+    membership_list,
+)
+from fleet.selectors.advice import (
+    ADVICE_WINDOW,
+    SIZING,
+    Advice,
+    SizingRow,
+    fleet_advice,
+    fleet_sizing,
+)
+from fleet.selectors.agents import (
+    UpgradeOrder,
+    agent_filter_choices,
+    agent_for_secret,
+    agent_get,
+    agent_job_cap,
+    agent_latest_release,
+    agent_search,
+    agent_upgrade_order,
+    agents_with_facts,
+    host_list,
+)
+from fleet.selectors.anomalies import anomaly_get, anomaly_list
+from fleet.selectors.jobs import job_counts, job_get, job_list
+from fleet.selectors.licenses import (
+    Seats,
+    customer_active_agent_count,
+    license_current,
+    license_seats,
+)
+from fleet.selectors.metrics import (
+    BASELINE_DAYS,
+    FleetMetrics,
+    fleet_metrics,
+    minor_floor,
+    snapshot_series,
+    throughput_baselines,
+)
+from fleet.selectors.releases import release_latest
+from fleet.selectors.rollouts import (
+    BatchProgress,
+    rollout_batches,
+    rollout_get,
+    rollout_list,
+    upgrade_history,
+)
+from fleet.selectors.tokens import token_get, token_list
+
+__all__ = [
+    "ADVICE_WINDOW",
+    "BASELINE_DAYS",
+    "SIZING",
+    "Advice",
+    "BatchProgress",
+    "FleetMetrics",
+    "Seats",
+    "SizingRow",
+    "UpgradeOrder",
+    "agent_filter_choices",
+    "agent_for_secret",
+    "agent_get",
+    "agent_job_cap",
+    "agent_latest_release",
+    "agent_search",
+    "agent_upgrade_order",
+    "agents_with_facts",
+    "anomaly_get",
+    "anomaly_list",
+    "api_key_for_secret",
+    "api_key_get",
+    "api_key_list",
+    "audit_list",
+    "customer_active_agent_count",
+    "fleet_advice",
+    "fleet_metrics",
+    "fleet_sizing",
+    "host_list",
+    "job_counts",
+    "job_get",
+    "job_list",
+    "license_current",
+    "license_seats",
+    "membership_list",
+    "minor_floor",
+    "release_latest",
+    "rollout_batches",
+    "rollout_get",
+    "rollout_list",
+    "snapshot_series",
+    "throughput_baselines",
+    "token_get",
+    "token_list",
+    "upgrade_history",
+]

@@ -1,0 +1,132 @@
+"""Agents and hosts: the facts an agent's hot paths need, and the portal's agent pages."""
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+
+from fleet.choices import AgentStatus, Channel, RolloutState, RolloutTargetState
+from fleet.errors import NotFound
+from fleet.models import Agent, Customer, Host, License, Release, RolloutTarget
+from fleet.models.agents import SEAT_HOLDING
+from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
+from fleet.selectors.releases import _latest_releases
+from fleet.versions import SemVer
+
+
+def agents_with_facts() -> QuerySet[Agent]:
+    """Agents that may authenticate, each with what its hot paths need: its license
+    channel and job cap, the latest release of each channel, and the upgrade a rollout
+    has told it to apply now (if any)."""
+    current = License.objects.filter(customer=OuterRef("customer_id"), is_current=True)
+    order = RolloutTarget.objects.filter(
+        agent=OuterRef("pk"),
+        state=RolloutTargetState.OFFERED,
+        rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
+    )
+    return Agent.objects.holding_seat().annotate(
+        license_channel=Subquery(current.values("channel")[:1]),
+        license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
+        latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
+        latest_any=Subquery(_latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]),
+        upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
+        upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
+        on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
+    )
+
+
+def agent_for_secret(secret: str) -> Agent | None:
+    """The agent a secret belongs to, with its facts (`agents_with_facts`), in one SELECT."""
+    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
+        return None
+    agent = agents_with_facts().filter(secret_digest=secret_digest(secret)).first()
+    # The lookup is by digest; the comparison itself is constant-time.
+    return agent if agent and secret_matches(secret, agent.secret_digest) else None
+
+
+def agent_latest_release(agent: Agent) -> SemVer | None:
+    """The release the agent should be on, from the annotations of `agent_for_secret`.
+    (An agent on a yanked release newer than this one is told to move to it too.)"""
+    beta = getattr(agent, "license_channel", None) == Channel.BETA
+    return getattr(agent, "latest_any" if beta else "latest_stable", None)
+
+
+@dataclass(frozen=True)
+class UpgradeOrder:
+    version: SemVer
+    rollout_id: int
+
+
+def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
+    """The version a rollout tells the agent to apply now, from `agent_for_secret`."""
+    version = getattr(agent, "upgrade_version", None)
+    if version is None:
+        return None
+    return UpgradeOrder(version=version, rollout_id=agent.upgrade_rollout_id)  # type: ignore[attr-defined]
+
+
+def agent_job_cap(agent: Agent) -> int:
+    """max_concurrent_tasks_per_agent of the agent's license (0 without one), from the
+    annotations of `agent_for_secret`."""
+    return getattr(agent, "license_max_concurrent", None) or 0
+
+
+# --- the portal's agent pages (scoped by customer) -------------------------------------
+
+
+def agent_get(customer: Customer | int, agent_id: int) -> Agent:
+    agent = Agent.objects.select_related("host").filter(customer=customer, pk=agent_id).first()
+    if agent is None:
+        raise NotFound("No such agent.")
+    return agent
+
+
+def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[Agent]:
+    """The portal's agent list: filter by status, role, version, host and zone, search by
+    name, unit, hostname or machine id."""
+    agents = Agent.objects.for_customer(customer).select_related("host")
+    if filters.get("status"):
+        agents = agents.filter(status=filters["status"])
+    else:
+        agents = agents.holding_seat()
+    for key, lookup in (("role", "role"), ("host", "host__hostname"), ("zone", "host__zone")):
+        if filters.get(key):
+            agents = agents.filter(**{lookup: filters[key]})
+    if filters.get("version"):
+        try:
+            agents = agents.filter(version=SemVer(filters["version"]))
+        except ValueError:
+            agents = agents.none()
+    if filters.get("q"):
+        q = filters["q"]
+        agents = agents.filter(
+            Q(name__icontains=q)
+            | Q(unit_name__icontains=q)
+            | Q(host__hostname__icontains=q)
+            | Q(host__machine_id__icontains=q)
+        )
+    return agents.order_by("status", "name")
+
+
+def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
+    """Distinct versions, hosts and zones for the filter menus (three small queries)."""
+    active = Agent.objects.for_customer(customer).holding_seat()
+    versions = sorted({SemVer(str(v)) for v in active.values_list("version", flat=True)})
+    return {
+        "versions": [str(v) for v in versions],
+        "hosts": sorted(set(active.values_list("host__hostname", flat=True))),
+        "zones": sorted(set(active.values_list("host__zone", flat=True)) - {""}),
+    }
+
+
+def host_list(customer: Customer | int) -> QuerySet[Host]:
+    """Hosts with their agents counted by role, for the zone mix and memory budget."""
+    active = Q(agents__status__in=SEAT_HOLDING)
+    return (
+        Host.objects.filter(customer=customer)
+        .annotate(
+            n_agents=Count("agents", filter=active),
+            n_testers=Count("agents", filter=active & Q(agents__role="tester")),
+            n_online=Count("agents", filter=active & Q(agents__status=AgentStatus.ONLINE)),
+        )
+        .order_by("zone", "hostname")
+    )

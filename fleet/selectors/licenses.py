@@ -1,0 +1,50 @@
+"""Seats: the current license, and the agents and tokens that use it."""
+
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from fleet.choices import TokenStatus
+from fleet.models import ActivationToken, Agent, Customer, License
+
+
+def customer_active_agent_count(customer: Customer | int) -> int:
+    """Agents holding a seat: every agent not decommissioned."""
+    return Agent.objects.for_customer(customer).holding_seat().count()
+
+
+def license_current(customer: Customer | int) -> License | None:
+    return License.objects.filter(customer=customer, is_current=True).first()
+
+
+@dataclass(frozen=True)
+class Seats:
+    license: License | None
+    max_agents: int
+    used: int
+    outstanding_tokens: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_agents - self.used)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "max_agents": self.max_agents,
+            "used": self.used,
+            "free": self.free,
+            "outstanding_tokens": self.outstanding_tokens,
+        }
+
+
+def license_seats(customer: Customer | int) -> Seats:
+    license = license_current(customer)
+    outstanding = ActivationToken.objects.filter(
+        customer=customer, status=TokenStatus.OUTSTANDING, expires_at__gt=timezone.now()
+    ).count()
+    return Seats(
+        license=license,
+        max_agents=license.max_agents if license else 0,
+        used=customer_active_agent_count(customer),
+        outstanding_tokens=outstanding,
+    )

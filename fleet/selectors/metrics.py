@@ -1,0 +1,154 @@
+"""The fleet's numbers: live counts, snapshot rates and throughput baselines."""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Avg, Count, Q
+from django.utils import timezone
+
+from fleet.choices import Channel, JobStatus
+from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job
+from fleet.selectors.licenses import license_current
+from fleet.selectors.releases import release_latest
+from fleet.versions import SemVer
+
+BASELINE_DAYS = 7
+
+
+def throughput_baselines(now: datetime, customer: Customer | int | None = None) -> dict[int, float]:
+    """By customer: the average of jobs completed in the hour up to this time of day on
+    the previous days (from the minute snapshots)."""
+    windows = Q()
+    for day in range(1, BASELINE_DAYS + 1):
+        at = now - timedelta(days=day)
+        windows |= Q(
+            taken_at__gte=at - timedelta(minutes=2), taken_at__lte=at + timedelta(minutes=2)
+        )
+    snapshots = FleetSnapshot.objects.filter(windows)
+    if customer is not None:
+        snapshots = snapshots.filter(customer=customer)
+    return dict(
+        snapshots.values("customer_id")
+        .annotate(avg=Avg("jobs_completed_last_hour"))
+        .order_by()
+        .values_list("customer_id", "avg")
+    )
+
+
+@dataclass(frozen=True)
+class FleetMetrics:
+    """The four numbers operators watch: counts live, rates from the latest snapshot."""
+
+    at: datetime
+    agents_active: int
+    agents_online: int
+    online_ratio: float | None
+    jobs_completed_last_hour: int
+    jobs_completed_previous_hour: int
+    queue_depth: int
+    jobs_running: int
+    anomalies_unresolved: int
+    latest_version: str | None
+    agents_not_on_latest: int
+    agents_minor_behind: int
+    throughput_baseline: float | None = None  # same hour on the previous days
+    idle_ratio: float | None = None
+    wait_p50_seconds: float | None = None
+    wait_p95_seconds: float | None = None
+    snapshot_at: datetime | None = None
+
+    @property
+    def throughput_trend(self) -> float | None:
+        """Last hour's completions against the baseline (the same hour on previous days),
+        or against the hour before when there is no baseline yet; 1.0 is steady."""
+        reference = self.throughput_baseline or self.jobs_completed_previous_hour
+        return self.jobs_completed_last_hour / reference if reference else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "throughput_trend": self.throughput_trend}
+
+
+def minor_floor(latest: SemVer) -> SemVer:
+    """The lowest version that is at most one minor behind `latest`."""
+    return SemVer(f"{latest.major}.{max(latest.minor - 1, 0)}.0-0")
+
+
+def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = None) -> FleetMetrics:
+    """Seven queries whatever the fleet's size. `customer=None` is every fleet together
+    (staff's view), measured against the stable channel, without snapshot rates."""
+    now = now or timezone.now()
+    scope = Q(customer=customer) if customer is not None else Q()
+    license = license_current(customer) if customer is not None else None
+    latest = release_latest(license.channel if license else Channel.STABLE)
+    latest_version = latest.version if latest else None
+    version_counts: dict[str, Any] = {}
+    if latest_version is not None:
+        version_counts = {
+            "behind": Count("pk", filter=~Q(version=latest_version)),
+            "minor_behind": Count("pk", filter=Q(version__lt=minor_floor(latest_version))),
+        }
+    agents = (
+        Agent.objects.filter(scope)
+        .holding_seat()
+        .aggregate(
+            active=Count("pk"),
+            online=Count("pk", filter=Q(last_heartbeat_at__gte=now - settings.AGENT_ONLINE_WINDOW)),
+            **version_counts,
+        )
+    )
+    hour = timedelta(hours=1)
+    jobs = Job.objects.filter(scope).aggregate(
+        last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
+        previous_hour=Count(
+            "pk",
+            filter=Q(
+                status=JobStatus.SUCCEEDED,
+                finished_at__gt=now - 2 * hour,
+                finished_at__lte=now - hour,
+            ),
+        ),
+        queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
+        running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+    )
+    anomalies = Anomaly.objects.filter(scope, resolved_at__isnull=True).count()
+    snapshot = (
+        FleetSnapshot.objects.filter(customer=customer).order_by("-taken_at").first()
+        if customer is not None
+        else None
+    )
+    baseline = (
+        throughput_baselines(now, customer).get(
+            customer if isinstance(customer, int) else customer.pk
+        )
+        if customer is not None
+        else None
+    )
+    return FleetMetrics(
+        at=now,
+        agents_active=agents["active"],
+        agents_online=agents["online"],
+        online_ratio=agents["online"] / agents["active"] if agents["active"] else None,
+        jobs_completed_last_hour=jobs["last_hour"],
+        jobs_completed_previous_hour=jobs["previous_hour"],
+        queue_depth=jobs["queued"],
+        jobs_running=jobs["running"],
+        anomalies_unresolved=anomalies,
+        latest_version=str(latest_version) if latest_version else None,
+        agents_not_on_latest=agents.get("behind", 0),
+        agents_minor_behind=agents.get("minor_behind", 0),
+        throughput_baseline=baseline,
+        idle_ratio=snapshot.idle_ratio if snapshot else None,
+        wait_p50_seconds=snapshot.wait_p50_seconds if snapshot else None,
+        wait_p95_seconds=snapshot.wait_p95_seconds if snapshot else None,
+        snapshot_at=snapshot.taken_at if snapshot else None,
+    )
+
+
+def snapshot_series(customer: Customer | int, *, hours: int = 24) -> list[FleetSnapshot]:
+    """The customer's snapshots of the last `hours`, oldest first (for charts)."""
+    since = timezone.now() - timedelta(hours=hours)
+    return list(
+        FleetSnapshot.objects.filter(customer=customer, taken_at__gte=since).order_by("taken_at")
+    )

@@ -1,0 +1,16 @@
+"""Releases: the latest one each channel sees."""
+
+from django.db.models import QuerySet
+
+from fleet.choices import Channel
+from fleet.models import Release
+
+
+def _latest_releases(channels: list[Channel]) -> QuerySet[Release]:
+    return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version")
+
+
+def release_latest(channel: str = Channel.STABLE) -> Release | None:
+    """The newest non-yanked release a channel sees; beta also sees stable releases."""
+    channels = [Channel.STABLE, Channel.BETA] if channel == Channel.BETA else [Channel.STABLE]
+    return _latest_releases(channels).first()

@@ -1,0 +1,67 @@
+"""Rollouts, their batches' progress, and an agent's upgrade history."""
+
+from dataclasses import dataclass
+
+from django.db.models import Count, F, Q, QuerySet
+
+from fleet.choices import RolloutTargetState
+from fleet.errors import NotFound
+from fleet.models import Agent, Customer, Rollout, RolloutTarget
+
+
+def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
+    return (
+        Rollout.objects.filter(customer=customer)
+        .select_related("release", "canary_agent")
+        .annotate(
+            n_targets=Count("targets", filter=~Q(targets__state=RolloutTargetState.EXCLUDED)),
+            n_done=Count("targets", filter=Q(targets__state=RolloutTargetState.SUCCEEDED)),
+        )
+        .order_by("-created_at")
+    )
+
+
+def rollout_get(customer: Customer | int, rollout_id: int) -> Rollout:
+    rollout = rollout_list(customer).filter(pk=rollout_id).first()
+    if rollout is None:
+        raise NotFound("No such rollout.")
+    return rollout
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    number: int | None  # None: excluded; 0: the canary
+    total: int
+    counts: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        if self.number is None:
+            return "Excluded"
+        return "Canary" if self.number == 0 else f"Batch {self.number}"
+
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get(RolloutTargetState.SUCCEEDED, 0)
+
+
+def rollout_batches(rollout: Rollout) -> list[BatchProgress]:
+    """Per batch: how many agents, and how many in each state (one query)."""
+    rows = (
+        RolloutTarget.objects.filter(rollout=rollout)
+        .values("batch", "state")
+        .annotate(n=Count("pk"))
+        .order_by(F("batch").asc(nulls_last=True))
+    )
+    batches: dict[int | None, dict[str, int]] = {}
+    for row in rows:
+        batches.setdefault(row["batch"], {})[row["state"]] = row["n"]
+    return [BatchProgress(n, sum(c.values()), c) for n, c in batches.items()]
+
+
+def upgrade_history(agent: Agent) -> QuerySet[RolloutTarget]:
+    return (
+        RolloutTarget.objects.filter(agent=agent)
+        .select_related("rollout__release")
+        .order_by("-rollout__created_at")
+    )

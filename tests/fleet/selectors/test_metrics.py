@@ -1,0 +1,193 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, AnomalyKind, Channel, JobStatus
+from fleet.models import Anomaly, FleetSnapshot, Job
+from fleet.selectors import fleet_metrics, minor_floor, snapshot_series, throughput_baselines
+from fleet.versions import SemVer
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+HOUR = timedelta(hours=1)
+
+
+def finished(customer, agent, status, ago, now):
+    return Job.objects.create(
+        customer=customer, role="coder", agent=agent, status=status, finished_at=now - ago
+    )
+
+
+def snapshot(customer, taken_at, **fields):
+    return FleetSnapshot.objects.create(customer=customer, taken_at=taken_at, **fields)
+
+
+def anomaly(customer, n, *, resolved=False):
+    return Anomaly.objects.create(
+        customer=customer,
+        kind=AnomalyKind.AGENT_REPORTED,
+        fingerprint=f"fp-{n}",
+        message="disk full",
+        resolved_at=timezone.now() if resolved else None,
+    )
+
+
+@pytest.fixture
+def now():
+    return timezone.now()
+
+
+@pytest.fixture
+def small_fleet(customer, other_customer, now):
+    """Four agents holding a seat (three online) on 1.10.0, 1.10.0, 1.9.2 and 1.8.0
+    against latest stable 1.10.0; jobs, anomalies and snapshots with known numbers; and
+    another customer whose fleet must not count."""
+    factories.license(customer, channel=Channel.STABLE)
+    factories.release("1.10.0")
+    factories.release("1.11.0-beta.1", channel=Channel.BETA)
+    a = factories.agent(customer, version="1.10.0")
+    factories.agent(customer, version="1.10.0")
+    factories.agent(customer, version="1.9.2")
+    factories.agent(
+        customer, version="1.8.0", status=AgentStatus.OFFLINE, last_heartbeat_at=now - HOUR
+    )
+    factories.agent(customer, version="0.1.0", status=AgentStatus.DECOMMISSIONED)
+    for ago in (timedelta(minutes=10), timedelta(minutes=50)):
+        finished(customer, a, JobStatus.SUCCEEDED, ago, now)
+    finished(customer, a, JobStatus.SUCCEEDED, timedelta(minutes=90), now)  # previous hour
+    finished(customer, a, JobStatus.SUCCEEDED, 3 * HOUR, now)  # counts in neither
+    finished(customer, a, JobStatus.FAILED, timedelta(minutes=5), now)
+    Job.objects.create(customer=customer, role="coder")
+    Job.objects.create(customer=customer, role="tester")
+    Job.objects.create(customer=customer, role="coder", agent=a, status=JobStatus.RUNNING)
+    anomaly(customer, 1)
+    anomaly(customer, 2, resolved=True)
+    # The same minute on two previous days: a baseline of (6 + 3) / 2 completions.
+    snapshot(customer, now - timedelta(days=1), jobs_completed_last_hour=6)
+    snapshot(customer, now - timedelta(days=2, minutes=1), jobs_completed_last_hour=3)
+    snapshot(customer, now - timedelta(minutes=2), idle_ratio=0.5, wait_p50_seconds=1.0)
+    latest = snapshot(
+        customer,
+        now - timedelta(minutes=1),
+        idle_ratio=0.1,
+        wait_p50_seconds=4.0,
+        wait_p95_seconds=30.0,
+    )
+
+    other = factories.agent(other_customer, version="1.0.0", last_heartbeat_at=now - HOUR)
+    finished(other_customer, other, JobStatus.SUCCEEDED, timedelta(minutes=10), now)
+    Job.objects.create(customer=other_customer, role="coder")
+    anomaly(other_customer, 1)
+    snapshot(other_customer, now, idle_ratio=0.9)
+    return latest
+
+
+def test_a_customers_numbers_on_a_small_known_fleet_in_seven_queries(
+    customer, small_fleet, now, django_assert_num_queries
+):
+    with django_assert_num_queries(7):
+        metrics = fleet_metrics(customer, now=now)
+
+    assert metrics.as_dict() == {
+        "at": now,
+        "agents_active": 4,
+        "agents_online": 3,
+        "online_ratio": 0.75,
+        "jobs_completed_last_hour": 2,
+        "jobs_completed_previous_hour": 1,
+        "queue_depth": 2,
+        "jobs_running": 1,
+        "anomalies_unresolved": 1,
+        "latest_version": "1.10.0",
+        "agents_not_on_latest": 2,
+        "agents_minor_behind": 1,  # 1.8.0; 1.9.2 is only one minor behind
+        "throughput_baseline": 4.5,
+        "idle_ratio": 0.1,
+        "wait_p50_seconds": 4.0,
+        "wait_p95_seconds": 30.0,
+        "snapshot_at": small_fleet.taken_at,
+        "throughput_trend": 2 / 4.5,
+    }
+
+
+def test_staff_see_every_fleet_together_against_stable_without_snapshot_rates(
+    customer, small_fleet, now
+):
+    metrics = fleet_metrics(None, now=now)
+    assert (metrics.agents_active, metrics.agents_online) == (5, 3)
+    assert (metrics.jobs_completed_last_hour, metrics.queue_depth) == (3, 3)
+    assert metrics.anomalies_unresolved == 2
+    assert (metrics.latest_version, metrics.agents_not_on_latest) == ("1.10.0", 3)
+    assert (metrics.idle_ratio, metrics.snapshot_at, metrics.throughput_baseline) == (
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_beta_customer_is_measured_against_the_newest_beta(customer, now):
+    factories.license(customer, channel=Channel.BETA)
+    factories.release("1.10.0")
+    factories.release("1.11.0-beta.1", channel=Channel.BETA)
+    factories.agent(customer, version="1.10.0")
+    metrics = fleet_metrics(customer.pk, now=now)
+    assert (metrics.latest_version, metrics.agents_not_on_latest) == ("1.11.0-beta.1", 1)
+
+
+def test_an_empty_fleet_has_no_ratio_no_latest_and_no_trend(customer):
+    metrics = fleet_metrics(customer)
+    assert metrics.agents_active == 0
+    assert metrics.online_ratio is None
+    assert (metrics.latest_version, metrics.agents_not_on_latest) == (None, 0)
+    assert metrics.throughput_trend is None
+
+
+def test_without_a_baseline_the_trend_compares_with_the_hour_before(customer, now):
+    agent = factories.agent(customer)
+    for ago in (timedelta(minutes=10), timedelta(minutes=20), timedelta(minutes=30)):
+        finished(customer, agent, JobStatus.SUCCEEDED, ago, now)
+    for ago in (timedelta(minutes=70), timedelta(minutes=80)):
+        finished(customer, agent, JobStatus.SUCCEEDED, ago, now)
+    metrics = fleet_metrics(customer, now=now)
+    assert metrics.throughput_baseline is None
+    assert metrics.throughput_trend == 1.5
+
+
+def test_baselines_average_this_time_of_day_over_the_previous_week_per_customer(
+    customer, other_customer, now
+):
+    snapshot(customer, now - timedelta(days=1, minutes=2), jobs_completed_last_hour=10)
+    snapshot(customer, now - timedelta(days=7) + timedelta(minutes=2), jobs_completed_last_hour=20)
+    snapshot(customer, now - timedelta(days=3, minutes=5), jobs_completed_last_hour=1000)
+    snapshot(customer, now - timedelta(days=8), jobs_completed_last_hour=1000)
+    snapshot(customer, now - timedelta(hours=1), jobs_completed_last_hour=1000)
+    snapshot(other_customer, now - timedelta(days=1), jobs_completed_last_hour=7)
+
+    assert throughput_baselines(now) == {customer.pk: 15.0, other_customer.pk: 7.0}
+    assert throughput_baselines(now, customer) == {customer.pk: 15.0}
+
+
+@pytest.mark.parametrize(
+    ("latest", "within", "behind"),
+    [
+        ("1.10.3", "1.9.0", "1.8.99"),
+        ("2.0.0", "2.0.0-alpha", "1.99.0"),
+        ("1.1.0", "1.0.0", "0.9.0"),
+    ],
+)
+def test_the_minor_floor_admits_one_minor_behind_and_no_further(latest, within, behind):
+    floor = minor_floor(SemVer(latest))
+    assert SemVer(within) >= floor
+    assert SemVer(behind) < floor
+
+
+def test_the_series_is_the_customers_recent_snapshots_oldest_first(customer, other_customer):
+    now = timezone.now()
+    old = snapshot(customer, now - timedelta(hours=25))
+    earlier = snapshot(customer, now - timedelta(hours=23))
+    later = snapshot(customer, now - timedelta(minutes=1))
+    snapshot(other_customer, now - timedelta(minutes=1))
+
+    assert snapshot_series(customer) == [earlier, later]
+    assert snapshot_series(customer, hours=48) == [old, earlier, later]
