@@ -261,9 +261,5 @@ PRESENCE_BUFFER_URL = env.str("PRESENCE_BUFFER_URL", default="")
 PRESENCE_BATCH_SECONDS = env.float("PRESENCE_BATCH_SECONDS", default=0.5)
 JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
-ONLINE_RATIO_TARGET = 0.95  # healthy above this
 THROUGHPUT_DROP_FRACTION = env.float("THROUGHPUT_DROP_FRACTION", default=0.3)
-THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
-JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
-IDLE_TARGET = 0.25  # idle above this: add work, not agents
 PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=15)  # live numbers refresh

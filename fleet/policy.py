@@ -47,6 +47,8 @@ ONLINE_RATIO_TARGET = 0.95  # healthy above this
 THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
 JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
 IDLE_TARGET = 0.25  # idle above this: add work, not agents
+ADVICE_WINDOW = timedelta(minutes=15)  # the advice reads the snapshots of this long
+THROUGHPUT_BASELINE_DAYS = 7  # the same hour on each of these days is the baseline
 IDLE_AGENT_MB = 200  # memory an agent holds between jobs
 TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
 WAIT_WINDOW = timedelta(minutes=5)  # queue waits measured over jobs started this recently

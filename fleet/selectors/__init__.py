@@ -12,7 +12,6 @@ from fleet.selectors.access import (
     membership_list,
 )
 from fleet.selectors.advice import (
-    ADVICE_WINDOW,
     SIZING,
     Advice,
     SizingRow,
@@ -40,14 +39,13 @@ from fleet.selectors.licenses import (
     license_seats,
 )
 from fleet.selectors.metrics import (
-    BASELINE_DAYS,
     FleetMetrics,
     fleet_metrics,
     minor_floor,
     snapshot_series,
     throughput_baselines,
 )
-from fleet.selectors.releases import release_latest
+from fleet.selectors.releases import release_latest, release_list_for
 from fleet.selectors.rollouts import (
     BatchProgress,
     rollout_batches,
@@ -58,8 +56,6 @@ from fleet.selectors.rollouts import (
 from fleet.selectors.tokens import token_get, token_list
 
 __all__ = [
-    "ADVICE_WINDOW",
-    "BASELINE_DAYS",
     "SIZING",
     "Advice",
     "BatchProgress",
@@ -94,6 +90,7 @@ __all__ = [
     "membership_list",
     "minor_floor",
     "release_latest",
+    "release_list_for",
     "rollout_batches",
     "rollout_get",
     "rollout_list",

@@ -1,12 +1,12 @@
 """Advice on the fleet's size: from recent snapshots, and from the sizing table."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import JobStatus
 from fleet.models import Agent, Customer, FleetSnapshot, Job
 from fleet.selectors.licenses import license_current
@@ -19,9 +19,6 @@ class Advice:
     reasons: list[str]
 
 
-ADVICE_WINDOW = timedelta(minutes=15)
-
-
 def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Advice:
     """When to add the next agent and when not to, from the last 15 minutes of snapshots:
     add one when the queue holds steady, idle is under the target and every online agent
@@ -29,14 +26,14 @@ def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Ad
     idle is over the target. Three queries."""
     now = now or timezone.now()
     recent = list(
-        FleetSnapshot.objects.filter(customer=customer, taken_at__gt=now - ADVICE_WINDOW).order_by(
-            "taken_at"
-        )
+        FleetSnapshot.objects.filter(
+            customer=customer, taken_at__gt=now - policy.ADVICE_WINDOW
+        ).order_by("taken_at")
     )
     if not recent:
         return Advice("no_data", "Advice appears once beat has taken a few snapshots.", [])
     last = recent[-1]
-    target = settings.IDLE_TARGET
+    target = policy.IDLE_TARGET
     if last.idle_ratio is not None and last.idle_ratio > target:
         return Advice(
             "add_work",

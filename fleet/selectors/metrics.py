@@ -8,20 +8,19 @@ from django.conf import settings
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job
 from fleet.selectors.licenses import license_current
 from fleet.selectors.releases import release_latest
 from fleet.versions import SemVer
 
-BASELINE_DAYS = 7
-
 
 def throughput_baselines(now: datetime, customer: Customer | int | None = None) -> dict[int, float]:
     """By customer: the average of jobs completed in the hour up to this time of day on
     the previous days (from the minute snapshots)."""
     windows = Q()
-    for day in range(1, BASELINE_DAYS + 1):
+    for day in range(1, policy.THROUGHPUT_BASELINE_DAYS + 1):
         at = now - timedelta(days=day)
         windows |= Q(
             taken_at__gte=at - timedelta(minutes=2), taken_at__lte=at + timedelta(minutes=2)

@@ -10,7 +10,12 @@ def _latest_releases(channels: list[Channel]) -> QuerySet[Release]:
     return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version")
 
 
-def release_latest(channel: str = Channel.STABLE) -> Release | None:
-    """The newest non-yanked release a channel sees; beta also sees stable releases."""
+def release_list_for(channel: str = Channel.STABLE) -> QuerySet[Release]:
+    """The non-yanked releases a channel sees, newest first; beta also sees stable ones."""
     channels = [Channel.STABLE, Channel.BETA] if channel == Channel.BETA else [Channel.STABLE]
-    return _latest_releases(channels).first()
+    return _latest_releases(channels)
+
+
+def release_latest(channel: str = Channel.STABLE) -> Release | None:
+    """The newest non-yanked release a channel sees."""
+    return release_list_for(channel).first()

@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
-from fleet.choices import AgentStatus, RolloutAction
+from fleet.choices import AgentStatus, Channel, RolloutAction
 from fleet.errors import FleetError
-from fleet.models import Customer, Release, Rollout
+from fleet.models import Customer, Rollout
 from fleet.services.audit import Actor
 from fleet.services.rollouts import (
     rollout_abort,
@@ -32,11 +32,8 @@ from portal.views.base import (
 
 
 def _start_form(customer: Customer, data: QueryDict | None = None) -> StartRolloutForm:
-    latest = selectors.license_current(customer)
-    channel = latest.channel if latest else "stable"
-    releases = Release.objects.filter(yanked=False, channel__in=["stable", channel]).order_by(
-        "-version"
-    )
+    license = selectors.license_current(customer)
+    releases = selectors.release_list_for(license.channel if license else Channel.STABLE)
     online = selectors.agent_search(customer, {"status": AgentStatus.ONLINE})
     form = StartRolloutForm(data, releases=releases, agents=online)
     form.fields["release"].initial = releases.first()  # the newest release the fleet sees

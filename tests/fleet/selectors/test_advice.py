@@ -4,9 +4,9 @@ its tenancy and its query count."""
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import AgentStatus
 from fleet.models import FleetSnapshot, Job
 from fleet.selectors import fleet_advice, fleet_sizing
@@ -45,7 +45,7 @@ def test_another_customers_snapshots_give_no_advice(customer, other_customer):
 
 
 def test_idle_exactly_at_the_target_is_not_a_call_for_work(customer):
-    history(customer, idle_ratio=settings.IDLE_TARGET, queue_depth=0, agents_online=3)
+    history(customer, idle_ratio=policy.IDLE_TARGET, queue_depth=0, agents_online=3)
     assert fleet_advice(customer).verdict == "sized_right"
 
 
