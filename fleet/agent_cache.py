@@ -95,13 +95,13 @@ def agent_cached_for_secret(secret: str) -> Agent | None:
 def agent_cache_warm() -> int:
     """Load every agent that may authenticate, in one query, so a process that has just
     started (after a deploy, say) does not meet the whole fleet with a SELECT each."""
-    from fleet.selectors import agents_with_facts
+    from fleet.selectors import agent_with_facts, agents_with_facts
 
     now = time.monotonic()
     _poll_if_due()
     loaded = 0
     for agent in agents_with_facts().order_by().iterator(chunk_size=5000):
-        _remember(agent.secret_digest, agent, now)
+        _remember(agent.secret_digest, agent_with_facts(agent), now)
         loaded += 1
     return loaded
 

@@ -22,7 +22,7 @@ from fleet.api.schemas import (
     errors,
 )
 from fleet.api.throttles import ClientAddressThrottle
-from fleet.choices import AnomalyKind
+from fleet.choices import AnomalyKind, Channel
 from fleet.errors import AgentGone
 from fleet.http import client_address
 from fleet.models import Agent, License
@@ -50,7 +50,9 @@ router = Router(tags=["agents"])
 
 def _hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
     latest = agent_update_available(agent, version)
-    return ReleaseHintOut(version=str(latest), channel=agent.license_channel) if latest else None  # type: ignore[attr-defined]
+    if latest is None or agent.facts is None:
+        return None
+    return ReleaseHintOut(version=str(latest), channel=agent.facts.channel or Channel.STABLE)
 
 
 def _limits(license: License, seats_used: int) -> LicenseLimitsOut:

@@ -1,6 +1,8 @@
 """Hosts and agents, and the agents' lifecycle: the one table of how an agent's status
 may change, used by every write that changes it."""
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
 
@@ -9,6 +11,9 @@ from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
 from fleet.models.tokens import ActivationToken
 from fleet.versions import SemVerField
+
+if TYPE_CHECKING:
+    from fleet.selectors.agents import AgentFacts
 
 
 class Host(models.Model):
@@ -133,6 +138,9 @@ class Agent(models.Model):
     )
 
     objects = AgentQuerySet.as_manager()
+    # What the hot paths know besides the row (fleet.selectors.AgentFacts), when an agent
+    # was loaded by its secret; not a column.
+    facts: "AgentFacts | None" = None
 
     class Meta:
         constraints = [

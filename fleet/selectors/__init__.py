@@ -19,6 +19,7 @@ from fleet.selectors.advice import (
     fleet_sizing,
 )
 from fleet.selectors.agents import (
+    AgentFacts,
     UpgradeOrder,
     agent_filter_choices,
     agent_for_secret,
@@ -27,6 +28,7 @@ from fleet.selectors.agents import (
     agent_latest_release,
     agent_search,
     agent_upgrade_order,
+    agent_with_facts,
     agents_with_facts,
     host_list,
 )
@@ -58,6 +60,7 @@ from fleet.selectors.tokens import token_get, token_list
 __all__ = [
     "SIZING",
     "Advice",
+    "AgentFacts",
     "BatchProgress",
     "FleetMetrics",
     "Seats",
@@ -70,6 +73,7 @@ __all__ = [
     "agent_latest_release",
     "agent_search",
     "agent_upgrade_order",
+    "agent_with_facts",
     "agents_with_facts",
     "anomaly_get",
     "anomaly_list",

@@ -34,40 +34,70 @@ def agents_with_facts() -> QuerySet[Agent]:
     )
 
 
-def agent_for_secret(secret: str) -> Agent | None:
-    """The agent a secret belongs to, with its facts (`agents_with_facts`), in one SELECT."""
-    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
-        return None
-    agent = agents_with_facts().filter(secret_digest=secret_digest(secret)).first()
-    # The lookup is by digest; the comparison itself is constant-time.
-    return agent if agent and secret_matches(secret, agent.secret_digest) else None
-
-
-def agent_latest_release(agent: Agent) -> SemVer | None:
-    """The release the agent should be on, from the annotations of `agent_for_secret`.
-    (An agent on a yanked release newer than this one is told to move to it too.)"""
-    beta = getattr(agent, "license_channel", None) == Channel.BETA
-    return getattr(agent, "latest_any" if beta else "latest_stable", None)
-
-
 @dataclass(frozen=True)
 class UpgradeOrder:
     version: SemVer
     rollout_id: int
 
 
-def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
-    """The version a rollout tells the agent to apply now, from `agent_for_secret`."""
-    version = getattr(agent, "upgrade_version", None)
-    if version is None:
+@dataclass(frozen=True)
+class AgentFacts:
+    """What an agent's hot paths need besides its own row, loaded with it in one SELECT
+    (`agents_with_facts`) and kept with it by every web process."""
+
+    channel: str | None  # its license's; None without a license
+    job_cap: int  # its license's max_concurrent_tasks_per_agent; 0 without a license
+    latest_stable: SemVer | None
+    latest_any: SemVer | None  # stable or beta
+    upgrade: UpgradeOrder | None  # what a rollout tells it to apply now
+    on_yanked: bool  # its version was yanked
+
+    @property
+    def latest_release(self) -> SemVer | None:
+        """The release the agent should be on (an agent on a yanked release newer than
+        this one is told to move to it too)."""
+        return self.latest_any if self.channel == Channel.BETA else self.latest_stable
+
+
+def agent_with_facts(agent: Agent) -> Agent:
+    """The agent, its `facts` read from the annotations `agents_with_facts` made."""
+    row = vars(agent)
+    version = row["upgrade_version"]
+    agent.facts = AgentFacts(
+        channel=row["license_channel"],
+        job_cap=row["license_max_concurrent"] or 0,
+        latest_stable=row["latest_stable"],
+        latest_any=row["latest_any"],
+        upgrade=UpgradeOrder(version, row["upgrade_rollout_id"]) if version else None,
+        on_yanked=row["on_yanked"],
+    )
+    return agent
+
+
+def agent_for_secret(secret: str) -> Agent | None:
+    """The agent a secret belongs to, with its facts (`agents_with_facts`), in one SELECT."""
+    if not secret_is_well_formed(secret, SecretKind.AGENT_SECRET):
         return None
-    return UpgradeOrder(version=version, rollout_id=agent.upgrade_rollout_id)  # type: ignore[attr-defined]
+    agent = agents_with_facts().filter(secret_digest=secret_digest(secret)).first()
+    # The lookup is by digest; the comparison itself is constant-time.
+    if agent is None or not secret_matches(secret, agent.secret_digest):
+        return None
+    return agent_with_facts(agent)
+
+
+def agent_latest_release(agent: Agent) -> SemVer | None:
+    """The release the agent should be on, as its facts say (None without facts)."""
+    return agent.facts.latest_release if agent.facts else None
+
+
+def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
+    """The version a rollout tells the agent to apply now, as its facts say."""
+    return agent.facts.upgrade if agent.facts else None
 
 
 def agent_job_cap(agent: Agent) -> int:
-    """max_concurrent_tasks_per_agent of the agent's license (0 without one), from the
-    annotations of `agent_for_secret`."""
-    return getattr(agent, "license_max_concurrent", None) or 0
+    """max_concurrent_tasks_per_agent of the agent's license (0 without one or facts)."""
+    return agent.facts.job_cap if agent.facts else 0
 
 
 # --- the portal's agent pages (scoped by customer) -------------------------------------

@@ -252,7 +252,7 @@ def agent_update_available(agent: Agent, version: SemVer) -> SemVer | None:
     license's channel when it is behind (or on a yanked release newer than it); a hint,
     never an order."""
     latest = agent_latest_release(agent)
-    on_yanked = getattr(agent, "on_yanked", False) and version == agent.version
+    on_yanked = agent.facts is not None and agent.facts.on_yanked and version == agent.version
     if latest is None or version == latest or (version > latest and not on_yanked):
         return None
     return latest
