@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -22,18 +23,65 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> bool:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.1) -> bool:
+    """Poll until `predicate` holds (True) or `timeout` seconds pass (False). The timeout is
+    a deadline for a broken run, not a wait: a healthy one returns within an interval of
+    the condition coming true, so make it generous."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if predicate():
             return True
-        time.sleep(0.5)
-    return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (a worker finishes its task first), then reap."""
+    if proc.poll() is None:
+        proc.terminate()
+    reap(proc)
+
+
+def reap(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait for a process told to stop; SIGKILL it if it hangs. Reaped either way, so no
+    child outlives the test holding a database connection."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class CeleryProcesses:
+    """A running worker and beat, and the log they share."""
+
+    log: Path
+    procs: list[subprocess.Popen]
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
+        """Wait until `predicate` holds; fail at once, with the log, if the worker or beat
+        has exited (nothing would ever make it true), or at the deadline."""
+
+        def holds() -> bool:
+            exited = [p.args[3] for p in self.procs if p.poll() is not None]
+            if exited:
+                raise AssertionError(
+                    f"celery {' and '.join(exited)} exited while waiting for {what}:\n{self.tail()}"
+                )
+            return predicate()
+
+        assert wait_for(holds, timeout), f"no {what} within {timeout} s:\n{self.tail()}"
 
 
 @contextmanager
-def celery_worker_and_beat(tmp_path: Path, **env: str) -> Iterator[Path]:
-    """A worker (solo pool) and beat on the test database; yields their log file."""
+def celery_processes(tmp_path: Path, **env: str) -> Iterator[CeleryProcesses]:
+    """A worker (solo pool) and beat on the test database, started together as `make run`
+    starts them."""
     full_env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -56,16 +104,21 @@ def celery_worker_and_beat(tmp_path: Path, **env: str) -> Iterator[Path]:
         )
     ]
     try:
-        yield log_path
+        yield CeleryProcesses(log_path, procs)
     finally:
+        for proc in procs:  # both told at once (once: a second signal may escalate)
+            if proc.poll() is None:
+                proc.terminate()
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            reap(proc)
         log.close()
+
+
+@contextmanager
+def celery_worker_and_beat(tmp_path: Path, **env: str) -> Iterator[Path]:
+    """A worker (solo pool) and beat on the test database; yields their log file."""
+    with celery_processes(tmp_path, **env) as celery:
+        yield celery.log
 
 
 def free_port() -> int:
@@ -110,8 +163,7 @@ def web_process(tmp_path: Path, **env: str) -> Iterator[str]:
         assert wait_for(lambda: answers(f"{base}/api/v1/health"), timeout=60), "gunicorn is down"
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
         log.close()
 
 
@@ -136,7 +188,7 @@ def redis_server(port: int) -> Iterator[subprocess.Popen]:
 
     client = redis.Redis(port=port)
     try:
-        assert wait_for(lambda: _pings(client), timeout=10), "redis-server did not start"
+        assert wait_for(lambda: _pings(client), timeout=60), "redis-server did not start"
         yield proc
     finally:
         proc.kill()

@@ -11,7 +11,7 @@ from agentina import cli
 from agentina.client import Client
 from agentina.simulate import Fleet
 from fleet.choices import AnomalyKind, JobStatus
-from fleet.models import Agent, Anomaly, Job, Release, Rollout, SweepState
+from fleet.models import Agent, Anomaly, Job, Release, Rollout
 from fleet.services.api_keys import api_key_mint
 from fleet.services.rollouts import rollout_start
 from fleet.services.sweeps import STALE_SWEEP
@@ -29,7 +29,7 @@ def test_a_fleet_works_goes_offline_and_upgrades_until_a_smoke_check_fails(
     factories.license(customer, max_agents=20, max_concurrent_tasks_per_agent=2)
     factories.release("1.9.3")
     target = factories.release("1.10.0")
-    SweepState.objects.create(name=STALE_SWEEP, last_run_at=timezone.now())
+    factories.sweep_state(STALE_SWEEP, last_run_at=timezone.now())
     _, key = api_key_mint(customer=customer, name="e2e")
     fleet = Fleet(
         server=live_server.url,

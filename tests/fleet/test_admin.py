@@ -4,7 +4,6 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from model_bakery import baker
 
 from fleet.choices import AgentStatus, JobStatus, RolloutState
 from fleet.models import (
@@ -12,13 +11,10 @@ from fleet.models import (
     Anomaly,
     AuditEvent,
     Customer,
-    FleetSnapshot,
-    Job,
     License,
     Membership,
     Release,
     Rollout,
-    RolloutTarget,
 )
 from fleet.services.audit import SYSTEM, audit_record
 from tests import factories
@@ -47,30 +43,22 @@ def _fleet_rows(n: int) -> None:
     for i in range(n):
         customer = factories.customer()
         factories.license(customer)
-        token = ActivationToken.objects.create(
-            customer=customer,
-            display_prefix=f"agtn_act_{i}",
-            digest=f"{start + i:064d}",
-            expires_at=now,
-            status="redeemed",
+        token = factories.token(
+            customer, display_prefix=f"agtn_act_{i}", expires_at=now, status="redeemed"
         )
         agent = factories.agent(customer, activation_token=token, version=f"1.{start + i}.0")
         factories.release(f"2.{start + i}.0")
-        Job.objects.create(
-            customer=customer, role=agent.role, status=JobStatus.RUNNING, agent=agent
-        )
-        Anomaly.objects.create(
-            customer=customer,
+        factories.job(customer, role=agent.role, status=JobStatus.RUNNING, agent=agent)
+        factories.anomaly(
+            customer,
             agent=agent,
             kind="agent_offline",
             fingerprint=f"f{i}",
             message="silent",
         )
-        rollout = Rollout.objects.create(
-            customer=customer, release=Release.objects.last(), state=RolloutState.ROLLING
-        )
-        RolloutTarget.objects.create(rollout=rollout, agent=agent, from_version=agent.version)
-        FleetSnapshot.objects.create(customer=customer, taken_at=now, agents_total=1)
+        rollout = factories.rollout(customer, Release.objects.last(), state=RolloutState.ROLLING)
+        factories.rollout_target(rollout, agent)
+        factories.snapshot(customer, taken_at=now, agents_total=1)
         audit_record(actor=SYSTEM, action="test.row", target=agent, customer=customer)
 
 
@@ -259,16 +247,8 @@ def test_release_published_and_yanked_from_admin(staff_client):
 
 
 def test_staff_revoke_tokens_from_admin(staff_client, customer):
-    outstanding = baker.make(
-        ActivationToken, customer=customer, digest="a" * 64, expires_at=timezone.now()
-    )
-    redeemed = baker.make(
-        ActivationToken,
-        customer=customer,
-        digest="b" * 64,
-        expires_at=timezone.now(),
-        status="redeemed",
-    )
+    outstanding = factories.token(customer, expires_at=timezone.now())
+    redeemed = factories.token(customer, expires_at=timezone.now(), status="redeemed")
     staff_client.post(
         reverse("admin:fleet_activationtoken_changelist"),
         {
@@ -308,9 +288,7 @@ def test_staff_without_permissions_cannot_act(client, django_user_model, custome
     viewer = django_user_model.objects.create_user("viewer", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
     client.force_login(viewer)
-    token = baker.make(
-        ActivationToken, customer=customer, digest="c" * 64, expires_at=timezone.now()
-    )
+    token = factories.token(customer, expires_at=timezone.now())
     url = reverse("admin:fleet_activationtoken_changelist")
     page = client.get(url)
     assert page.status_code == 200

@@ -3,7 +3,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fleet.models import FleetSnapshot, Job
 from fleet.selectors import fleet_advice, fleet_sizing
 from tests import factories
 
@@ -13,9 +12,7 @@ pytestmark = pytest.mark.django_db
 def history(customer, minutes=10, **fields):
     now = timezone.now().replace(second=0, microsecond=0)
     for m in range(minutes):
-        FleetSnapshot.objects.create(
-            customer=customer, taken_at=now - timedelta(minutes=m), **fields
-        )
+        factories.snapshot(customer, taken_at=now - timedelta(minutes=m), **fields)
 
 
 def test_no_snapshots_no_advice(customer):
@@ -40,8 +37,8 @@ def test_a_steady_queue_with_every_agent_at_its_cap_says_add_an_agent(customer):
         wait_p95_seconds=420,
     )
     for _ in range(5):
-        Job.objects.create(customer=customer, role="tester")
-    Job.objects.create(customer=customer, role="coder")
+        factories.job(customer, role="tester")
+    factories.job(customer, role="coder")
     advice = fleet_advice(customer)
     assert advice.verdict == "add_agent"
     assert advice.headline == "Add an agent: a tester."

@@ -7,23 +7,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, RolloutState
-from fleet.models import ActivationToken, Anomaly, License, Rollout
+from fleet.models import Anomaly
 from tests import factories
 
 pytestmark = pytest.mark.django_db
 
 
-def _token(customer):
-    return ActivationToken.objects.create(
-        customer=customer,
-        display_prefix="agtn_act_abc",
-        digest="d" * 64,
-        expires_at=timezone.now() + timedelta(days=7),
-    )
-
-
 def test_a_second_agent_for_one_token_is_refused_by_the_database(customer):
-    token = _token(customer)
+    token = factories.token(customer)
     factories.agent(customer, activation_token=token)
     with pytest.raises(IntegrityError), transaction.atomic():
         factories.agent(customer, activation_token=token)
@@ -50,26 +41,26 @@ def test_a_decommissioned_agent_frees_its_unit_for_a_successor(customer):
 
 def test_one_active_rollout_per_customer(customer, other_customer):
     release = factories.release("2.0.0")
-    Rollout.objects.create(customer=customer, release=release, state=RolloutState.CANARY)
-    Rollout.objects.create(customer=customer, release=release, state=RolloutState.DRAFT)
-    Rollout.objects.create(customer=customer, release=release, state=RolloutState.COMPLETED)
+    factories.rollout(customer, release, state=RolloutState.CANARY)
+    factories.rollout(customer, release, state=RolloutState.DRAFT)
+    factories.rollout(customer, release, state=RolloutState.COMPLETED)
     for state in (RolloutState.ROLLING, RolloutState.PAUSED, RolloutState.CANARY):
         with pytest.raises(IntegrityError), transaction.atomic():
-            Rollout.objects.create(customer=customer, release=release, state=state)
-    Rollout.objects.create(customer=other_customer, release=release, state=RolloutState.ROLLING)
+            factories.rollout(customer, release, state=state)
+    factories.rollout(other_customer, release, state=RolloutState.ROLLING)
 
 
 def test_rollout_refuses_whole_fleet_batches(customer):
     release = factories.release("2.0.0")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Rollout.objects.create(customer=customer, release=release, batch_fraction=1)
+        factories.rollout(customer, release, batch_fraction=1)
 
 
 def test_one_current_license_per_customer(customer):
     factories.license(customer)
-    License.objects.create(customer=customer, max_agents=3, is_current=False)
+    factories.license(customer, max_agents=3, is_current=False)
     with pytest.raises(IntegrityError), transaction.atomic():
-        License.objects.create(customer=customer, max_agents=3, is_current=True)
+        factories.license(customer, max_agents=3, is_current=True)
 
 
 @pytest.mark.parametrize(
@@ -82,14 +73,12 @@ def test_one_current_license_per_customer(customer):
 )
 def test_license_values_are_checked_by_the_database(customer, fields):
     with pytest.raises(IntegrityError), transaction.atomic():
-        License.objects.create(customer=customer, **fields)
+        factories.license(customer, **fields)
 
 
 def test_one_open_anomaly_per_fingerprint(customer):
-    Anomaly.objects.create(customer=customer, kind="agent_offline", fingerprint="f", message="m")
+    factories.anomaly(customer, kind="agent_offline", fingerprint="f", message="m")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Anomaly.objects.create(
-            customer=customer, kind="agent_offline", fingerprint="f", message="m"
-        )
+        factories.anomaly(customer, kind="agent_offline", fingerprint="f", message="m")
     Anomaly.objects.filter(fingerprint="f").update(resolved_at=timezone.now())
-    Anomaly.objects.create(customer=customer, kind="agent_offline", fingerprint="f", message="m")
+    factories.anomaly(customer, kind="agent_offline", fingerprint="f", message="m")

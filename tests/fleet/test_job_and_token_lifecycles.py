@@ -34,7 +34,7 @@ def test_the_tables_read_as_the_product_behaves():
 
 def _job(customer, status: str) -> Job:
     agent = factories.agent(customer) if status == JobStatus.RUNNING else None
-    return Job.objects.create(customer=customer, role="coder", status=status, agent=agent)
+    return factories.job(customer, role="coder", status=status, agent=agent)
 
 
 @pytest.mark.parametrize(("source", "target"), list(product(JobStatus.values, repeat=2)))

@@ -2,7 +2,6 @@ import pytest
 from django.test import Client
 
 from fleet.choices import MemberRole
-from fleet.models import Job
 from fleet.services.anomalies import anomaly_open
 from fleet.services.api_keys import api_key_mint
 from fleet.services.customers import membership_set
@@ -40,7 +39,7 @@ def stocked(customer):
     factories.agent(customer, version="1.9.3", role="reviewer")
     token, _ = token_mint(customer=customer)
     key, _ = api_key_mint(customer=customer, name="ci")
-    job = Job.objects.create(customer=customer, role="coder", payload={"repo": "a/b", "task": "t"})
+    job = factories.job(customer, role="coder", payload={"repo": "a/b", "task": "t"})
     anomaly = anomaly_open(customer=customer, kind="agent_reported", fingerprint="f", message="m")
     rollout = rollout_start(customer=customer, release=release)
     return {

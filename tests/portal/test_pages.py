@@ -140,7 +140,7 @@ def test_lists_issue_the_same_queries_for_few_and_many_rows(owner, customer, sto
         token, _ = token_mint(customer=customer)
         ActivationToken.objects.filter(pk=token.pk).update(status="redeemed")
         Agent.objects.filter(pk=agent.pk).update(activation_token=token)
-        Job.objects.create(customer=customer, role="coder", agent=agent)
+        factories.job(customer, role="coder", agent=agent)
         api_key_mint(customer=customer, name=f"k{i}")
         from fleet.services.anomalies import anomaly_open
 

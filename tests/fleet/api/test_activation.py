@@ -4,10 +4,11 @@ import secrets
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, TokenStatus
-from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Host, License
+from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Host
 from fleet.secrets import SecretKind, secret_mint
 from fleet.services.agents import agent_decommission
 from fleet.services.audit import SYSTEM
@@ -110,6 +111,16 @@ def test_without_an_install_key_a_lost_answer_cannot_be_recovered(anon, licensed
     assert anon.post("/agents/activate", body).status_code == 201
     assert anon.post("/agents/activate", body).status_code == 409
     assert Agent.objects.get().install_key_digest == ""
+
+
+def test_a_redeemed_token_only_recovers_a_lost_answer_for_15_minutes(anon, licensed):
+    _, token = token_mint(customer=licensed)
+    body = activation_body(token)
+    first = anon.post("/agents/activate", body).json()
+    with time_machine.travel(timezone.now() + timedelta(minutes=16), tick=False):
+        late = anon.post("/agents/activate", body)
+    assert (late.status_code, late.json()["code"]) == (409, "token_already_redeemed")
+    assert anon.get("/agents/me", secret=first["agent_secret"]).status_code == 200
 
 
 @pytest.mark.parametrize("key", ["short", "x" * 129, "has spaces in it" * 3, "ключ" * 10])
@@ -250,6 +261,42 @@ def test_bad_activation_input_is_422_naming_the_field(anon, licensed, overrides)
     assert ActivationToken.objects.get().status == TokenStatus.OUTSTANDING
 
 
+@pytest.mark.parametrize(
+    "version", ["0.0.0-" + ".".join(["0"] * 29), "1.0.0-" + "1." * 28 + "1", "1.0.0-" + "z" * 58]
+)
+def test_versions_with_the_longest_prerelease_keys_are_stored(anon, licensed, version):
+    _, token = token_mint(customer=licensed)
+    response = anon.post("/agents/activate", activation_body(token, version=version))
+    assert response.status_code == 201
+    assert Agent.objects.get().version == version
+
+
+def test_long_unit_and_hostname_make_a_name_that_fits(anon, licensed):
+    _, token = token_mint(customer=licensed)
+    response = anon.post(
+        "/agents/activate", activation_body(token, unit_name="u" * 128, hostname="h" * 255)
+    )
+    assert response.status_code == 201
+    assert len(Agent.objects.get().name) == 128
+
+
+def test_a_second_agent_on_a_host_keeps_the_hosts_zone_and_memory(anon, licensed):
+    activate(licensed, machine_id="m1", zone="eu-1a", memory_mb=16384)
+    activate(licensed, machine_id="m1", zone="", unit_name="agentina@b", state_dir="/b")
+    host = Host.objects.get()
+    assert (host.zone, host.memory_mb) == ("eu-1a", 16384)
+
+
+def test_a_bad_forwarded_for_header_falls_back_to_the_peer(anon, licensed, settings):
+    settings.NINJA_NUM_PROXIES = 1
+    _, token = token_mint(customer=licensed)
+    response = anon.post(
+        "/agents/activate", activation_body(token), HTTP_X_FORWARDED_FOR="not-an-ip"
+    )
+    assert response.status_code == 201
+    assert AuditEvent.objects.get(action="agent.activate").ip_address == "127.0.0.1"
+
+
 def test_secrets_never_reach_the_logs(anon, licensed, caplog):
     caplog.set_level(logging.DEBUG)
     _, secret = token_mint(customer=licensed)
@@ -270,7 +317,7 @@ def test_secrets_never_reach_the_logs(anon, licensed, caplog):
 
 
 def test_license_model_default_channel_reaches_the_agent(anon, customer):
-    License.objects.create(customer=customer, max_agents=2, channel="beta")
+    factories.license(customer, max_agents=2, channel="beta")
     _, secret = token_mint(customer=customer)
     assert (
         anon.post("/agents/activate", activation_body(secret)).json()["license"]["channel"]

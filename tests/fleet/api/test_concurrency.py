@@ -92,7 +92,7 @@ def test_forty_agents_claiming_ten_jobs_hold_each_job_once(customer):
     factories.license(customer, max_agents=40, max_concurrent_tasks_per_agent=1)
     agents = [activate(customer) for _ in range(40)]
     for _ in range(10):
-        Job.objects.create(customer=customer, role="coder")
+        factories.job(customer, role="coder")
     results = run_together([lambda a=a: post("/jobs/claim", secret=a.secret) for a in agents])
     statuses = Counter(status for status, _ in results)
     assert statuses == {200: 10, 204: 30}
@@ -108,7 +108,7 @@ def test_one_agent_sending_many_claims_at_once_stays_under_its_cap(customer):
     factories.license(customer, max_agents=50, max_concurrent_tasks_per_agent=4)
     agents = [activate(customer) for _ in range(50)]
     for _ in range(300):
-        Job.objects.create(customer=customer, role="coder")
+        factories.job(customer, role="coder")
     # 16 concurrent clients, each working through the fleet, several claims per agent.
     calls = [
         (
@@ -129,7 +129,7 @@ def test_one_agent_sixteen_claims_at_once_gets_exactly_its_cap(customer):
     factories.license(customer, max_agents=5, max_concurrent_tasks_per_agent=4)
     agent = activate(customer)
     for _ in range(50):
-        Job.objects.create(customer=customer, role="coder")
+        factories.job(customer, role="coder")
     results = run_together([lambda: post("/jobs/claim", secret=agent.secret) for _ in range(16)])
     assert Counter(status for status, _ in results) == {200: 4, 204: 12}
     assert Job.objects.filter(agent_id=agent.agent.pk, status=JobStatus.RUNNING).count() == 4

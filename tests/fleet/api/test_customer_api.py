@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from fleet.choices import TokenStatus
-from fleet.models import ActivationToken, AuditEvent, CustomerApiKey, Job
+from fleet.models import ActivationToken, AuditEvent, CustomerApiKey
 from fleet.services.api_keys import api_key_revoke
 from fleet.services.tokens import token_mint
 from tests import factories
@@ -88,6 +88,13 @@ def test_list_tokens_filters_and_pages_with_bounds(
         assert key_api.get("/tokens?limit=50").status_code == 200
 
 
+def test_expired_tokens_are_listed_as_expired_before_the_daily_job(key_api, licensed):
+    token, _ = token_mint(customer=licensed, expires_in=timedelta(seconds=-1))
+    assert key_api.get("/tokens?status=outstanding").json()["items"] == []
+    [listed] = key_api.get("/tokens?status=expired").json()["items"]
+    assert (listed["id"], listed["status"]) == (token.pk, "expired")
+
+
 def test_revoke_is_idempotent_and_refuses_redeemed_tokens(key_api, licensed):
     token, _ = token_mint(customer=licensed)
     first = key_api.delete(f"/tokens/{token.pk}")
@@ -122,14 +129,14 @@ def test_fleet_metrics_are_the_four_numbers(key_api, licensed, django_assert_max
     )
     now = timezone.now()
     for minutes in (5, 10, 70):
-        Job.objects.create(
-            customer=licensed,
+        factories.job(
+            licensed,
             role="coder",
             status="succeeded",
             agent=fresh.agent,
             finished_at=now - timedelta(minutes=minutes),
         )
-    Job.objects.create(customer=licensed, role="coder")
+    factories.job(licensed, role="coder")
     with django_assert_max_num_queries(9):  # key lookup and touch, seven for the numbers
         body = key_api.get("/fleet/metrics").json()
     assert body["agents_active"] == 3

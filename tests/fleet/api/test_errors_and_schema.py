@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from config.wsgi import application
-from fleet.models import Job
+from tests import factories
 from tests.fleet.api.conftest import activate, bearer
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +79,7 @@ def credentials(licensed, key_api):
     close the test's connection (Django's test client reconnects them after each of its
     requests, so set up first, then disconnect)."""
     agent = activate(licensed)
-    Job.objects.create(customer=licensed, role="coder")
+    factories.job(licensed, role="coder")
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     yield {"agent": agent.secret, "key": key_api.secret}

@@ -8,6 +8,7 @@ from fleet.choices import AgentStatus, AnomalyKind, JobStatus
 from fleet.models import Anomaly, AuditEvent, Job, Release
 from fleet.services.agents import agent_decommission
 from fleet.services.releases import release_yank
+from tests import factories
 from tests.beat import sweep_until
 from tests.fleet.api.conftest import beat
 
@@ -51,6 +52,15 @@ def test_update_available_is_a_hint_for_agents_behind_latest(agent):
     assert beat(agent, version="1.9.3").json()["update_available"] is None
 
 
+def test_an_agent_on_a_yanked_newer_release_is_told_to_move_and_counted(agent, licensed, key_api):
+    newer = factories.release("1.11.0")
+    agent.api.post("/agents/heartbeat", {"version": "1.11.0"})
+    release_yank(release=newer, reason="crashes")
+    hint = agent.api.post("/agents/heartbeat", {"version": "1.11.0"}).json()["update_available"]
+    assert hint == {"version": "1.10.0", "channel": "stable"}
+    assert key_api.get("/fleet/metrics").json()["agents_not_on_latest"] == 1
+
+
 def test_an_offline_agent_comes_back_and_its_anomaly_closes(agent):
     later = timezone.now() + timedelta(minutes=5)
     sweep_until(later)
@@ -64,7 +74,7 @@ def test_an_offline_agent_comes_back_and_its_anomaly_closes(agent):
 
 
 def test_leases_are_extended_only_when_half_a_lease_has_passed(agent, django_assert_num_queries):
-    Job.objects.create(customer_id=agent.agent.customer_id, role="coder")
+    factories.job(agent.agent.customer_id, role="coder")
     job = agent.api.post("/jobs/claim").json()
     first_expiry = Job.objects.get().lease_expires_at
     # agent update, lease update, and the change every web process re-reads the agent on
@@ -86,7 +96,7 @@ def test_heartbeat_never_extends_another_agents_job(agent, licensed):
     from tests.fleet.api.conftest import activate
 
     other = activate(licensed)
-    Job.objects.create(customer_id=licensed.pk, role="coder")
+    factories.job(licensed, role="coder")
     job = other.api.post("/jobs/claim").json()
     before = Job.objects.get().lease_expires_at
     with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False):
@@ -151,6 +161,15 @@ def test_bad_heartbeats_are_422_and_change_nothing(agent, body):
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_input"
     assert agent.refresh().last_heartbeat_at == before
+
+
+@pytest.mark.parametrize(
+    "sent_at", ["2024-01-01T00:00:00", "9999-12-31T00:00:00Z", "0001-01-01T00:00:00+00:00"]
+)
+def test_naive_or_far_off_agent_clocks_are_422(agent, sent_at):
+    response = agent.api.post("/agents/heartbeat", {"version": "1.9.3", "sent_at": sent_at})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "sent_at"
 
 
 def test_me_shows_what_agentina_status_prints(agent, licensed):

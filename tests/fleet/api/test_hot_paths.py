@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from fleet.api.agents import heartbeat_interval
 from fleet.choices import AgentStatus, Channel
-from fleet.models import Agent, AgentFactsChange, Job, SweepState
+from fleet.models import Agent
 from fleet.services.agents import agent_decommission
 from fleet.services.licenses import license_update
 from fleet.services.presence import presence_flush, presence_send
@@ -52,12 +52,12 @@ def buffer(settings):
 
 def test_a_process_keeps_the_agent_and_learns_of_changes_from_the_poll(agent, settings):
     beat(agent)
-    Job.objects.create(customer=agent.agent.customer, role="coder")
+    factories.job(agent.agent.customer, role="coder")
     # Another process retires the agent: the row and its change record, nothing here.
     Agent.objects.filter(pk=agent.agent.pk).update(
         status=AgentStatus.DECOMMISSIONED, decommissioned_at=timezone.now()
     )
-    AgentFactsChange.objects.create(changed_at=timezone.now(), agent_id=agent.agent.pk)
+    factories.agent_facts_change(changed_at=timezone.now(), agent_id=agent.agent.pk)
     # Still kept here (the poll has not run), yet nothing it asks for is granted: its
     # writes are conditional on a status that holds a seat, a claim on an online one.
     assert agent.api.post("/jobs/claim").status_code == 204
@@ -94,8 +94,8 @@ def test_a_license_change_reaches_the_kept_agent(agent):
 def test_heartbeat_says_how_many_jobs_wait_for_the_agents_role(agent, polls_every_request):
     customer = agent.agent.customer
     for role in ["coder", "coder", "coder", "reviewer"]:
-        Job.objects.create(customer=customer, role=role)
-    Job.objects.create(customer=factories.customer(), role="coder")  # someone else's
+        factories.job(customer, role=role)
+    factories.job(factories.customer(), role="coder")  # someone else's
     assert beat(agent).json()["jobs_pending"] == 3
     agent.api.post("/jobs/claim")
     assert beat(agent).json()["jobs_pending"] == 2
@@ -148,7 +148,7 @@ def test_a_decommissioned_agents_buffered_beats_leave_it_retired_and_refused(
         Agent.objects.filter(pk=agent.agent.pk).update(
             status=AgentStatus.DECOMMISSIONED, decommissioned_at=later
         )
-        AgentFactsChange.objects.create(changed_at=later, agent_id=agent.agent.pk)
+        factories.agent_facts_change(changed_at=later, agent_id=agent.agent.pk)
         assert beat(agent, load=0.9).status_code == 200  # kept: within the 2 s promise
     presence_send()
     assert presence_flush().written == 0
@@ -165,7 +165,7 @@ def test_a_decommissioned_agents_buffered_beats_leave_it_retired_and_refused(
 @pytest.mark.redis
 def test_a_silent_agent_is_offline_within_the_window_though_its_beats_were_buffered(agent, buffer):
     t0 = timezone.now()
-    SweepState.objects.create(name=STALE_SWEEP, last_run_at=t0, grace_until=None)
+    factories.sweep_state(STALE_SWEEP, last_run_at=t0, grace_until=None)
     beat(agent)
     with time_machine.travel(t0 + timedelta(seconds=100), tick=False):
         beat(agent)  # its last heartbeat: buffered, not written
@@ -185,7 +185,7 @@ def test_a_redis_outage_during_heartbeats_loses_no_agents_presence(licensed, set
     fleet = [activate(licensed) for _ in range(3)]
     settings.PRESENCE_BATCH_SECONDS = 3600
     t0 = timezone.now()
-    SweepState.objects.create(name=STALE_SWEEP, last_run_at=t0, grace_until=None)
+    factories.sweep_state(STALE_SWEEP, last_run_at=t0, grace_until=None)
     with redis_server(port) as server:
         settings.PRESENCE_BUFFER_URL = f"redis://127.0.0.1:{port}/0"
         assert not presence_flush().complete  # a new Redis: nothing says no beat was lost

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def queue(customer, n=1, role="coder", **fields):
-    return [Job.objects.create(customer=customer, role=role, **fields) for _ in range(n)]
+    return [factories.job(customer, role=role, **fields) for _ in range(n)]
 
 
 def test_claim_takes_the_highest_priority_then_oldest_job_of_the_agents_role(agent, licensed):
@@ -80,6 +80,17 @@ def test_complete_is_idempotent_and_needs_the_lease(agent, licensed):
     assert AuditEvent.objects.filter(action="job.succeeded").count() == 1
     failed_late = agent.api.post(f"/jobs/{job_id}/fail", {"lease_id": lease})
     assert (failed_late.status_code, failed_late.json()["code"]) == (409, "job_already_finished")
+
+
+def test_nul_anywhere_in_a_job_result_is_422(agent, licensed):
+    factories.job(licensed, role="coder")
+    job = agent.api.post("/jobs/claim").json()
+    for result in ({"a": "x\u0000y"}, ["ok", {"k\u0000": 1}], "bad\u0000"):
+        response = agent.api.post(
+            f"/jobs/{job['id']}/complete", {"lease_id": job["lease_id"], "result": result}
+        )
+        assert response.status_code == 422
+    assert Job.objects.get().status == "running"
 
 
 def test_a_requeued_job_refuses_the_old_holders_late_result(agent, licensed):
@@ -149,6 +160,18 @@ def test_customer_automation_submits_and_reads_jobs(key_api, licensed):
     )
     assert key_api.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
     assert AuditEvent.objects.get(action="job.submit").actor_label == "api-key:ci"
+
+
+def test_a_retried_submit_with_an_idempotency_key_is_one_job(key_api, licensed):
+    body = {"role": "coder", "payload": {"repo": "a/b", "task": "t"}}
+    first = key_api.post("/jobs", body, HTTP_IDEMPOTENCY_KEY="build-42")
+    again = key_api.post("/jobs", body, HTTP_IDEMPOTENCY_KEY="build-42")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    other = key_api.post("/jobs", {**body, "priority": 5}, HTTP_IDEMPOTENCY_KEY="build-42")
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+    assert key_api.post("/jobs", body).status_code == 201  # no key: a new job each time
+    assert Job.objects.count() == 2
 
 
 def test_another_customers_key_gets_404_for_our_jobs(key_api, licensed):

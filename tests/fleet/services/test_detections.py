@@ -5,7 +5,7 @@ import time_machine
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus
-from fleet.models import Agent, Anomaly, FleetSnapshot, Job
+from fleet.models import Agent, Anomaly, Job
 from fleet.services.detections import fleet_detect
 from fleet.services.snapshots import fleet_snapshots_take
 from tests import factories
@@ -92,8 +92,8 @@ def test_anti_patterns(healthy):
 def test_repeated_failures_of_one_agent(healthy):
     coder = Agent.objects.get(role="coder")
     for _ in range(3):
-        Job.objects.create(
-            customer=healthy,
+        factories.job(
+            healthy,
             role="coder",
             status=JobStatus.FAILED,
             agent=coder,
@@ -107,18 +107,18 @@ def test_repeated_failures_of_one_agent(healthy):
 def test_throughput_drop_against_the_same_hour_with_a_steady_queue(healthy):
     now = timezone.now().replace(second=0, microsecond=0)
     for day in range(1, 8):
-        FleetSnapshot.objects.create(
-            customer=healthy,
+        factories.snapshot(
+            healthy,
             taken_at=now - timedelta(days=day),
             jobs_completed_last_hour=100,
             queue_depth=5,
         )
-    FleetSnapshot.objects.create(customer=healthy, taken_at=now - timedelta(hours=1), queue_depth=6)
+    factories.snapshot(healthy, taken_at=now - timedelta(hours=1), queue_depth=6)
     for _ in range(5):
-        Job.objects.create(customer=healthy, role="coder")  # the queue still holds work
+        factories.job(healthy, role="coder")  # the queue still holds work
     for _ in range(40):
-        Job.objects.create(
-            customer=healthy,
+        factories.job(
+            healthy,
             role="coder",
             status=JobStatus.SUCCEEDED,
             finished_at=now - timedelta(minutes=10),
@@ -145,7 +145,7 @@ def test_retryable_failures_count_towards_repeated_failures(healthy):
 
     agent = activate(healthy, version="1.10.0")
     for priority in (3, 2, 1):
-        Job.objects.create(customer=healthy, role="coder", priority=priority)
+        factories.job(healthy, role="coder", priority=priority)
     for _ in range(3):
         job = agent.api.post("/jobs/claim").json()
         agent.api.post(

@@ -56,8 +56,8 @@ class Fleet:
                     )
                     self.agents[a.agent.pk] = a
         Job.objects.bulk_create(  # a day of work before the wave: the baseline
-            Job(
-                customer=customer,
+            factories.job_row(
+                customer,
                 role="coder",
                 status=JobStatus.SUCCEEDED,
                 agent_id=pk,
@@ -74,8 +74,8 @@ class Fleet:
             upgraded = set(Agent.objects.filter(version="1.10.0").values_list("pk", flat=True))
             Agent.objects.filter(pk__in=self.agents).update(last_heartbeat_at=self.now)
             Job.objects.bulk_create(
-                Job(
-                    customer=self.customer,
+                factories.job_row(
+                    self.customer,
                     role="coder",
                     status=JobStatus.SUCCEEDED,
                     agent_id=pk,
@@ -253,9 +253,7 @@ def test_operators_skip_the_soak_and_retry_failed_agents(fleet, admin_user):
     assert set(reasons) == {"rollout.retry_failed", "rollout.resume", "rollout.skip_soak"}
 
 
-def test_whole_fleet_downgrades_and_non_owners_are_refused(customer, django_user_model):
-    from fleet.services.customers import membership_set
-
+def test_whole_fleet_downgrades_and_non_owners_are_refused(customer):
     factories.license(customer)
     release = factories.release("1.10.0")
     activate(customer, version="1.9.3")
@@ -266,8 +264,7 @@ def test_whole_fleet_downgrades_and_non_owners_are_refused(customer, django_user
     older = factories.release("1.9.0")
     with pytest.raises(RolloutRefused, match="never downgrades"):
         rollout_start(customer=customer, release=older)
-    viewer = django_user_model.objects.create_user("v")
-    membership_set(customer=customer, user=viewer, role="admin")
+    viewer = factories.membership(customer, role="admin").user
     with pytest.raises(NotAllowed):
         rollout_start(customer=customer, release=release, actor=Actor(user=viewer, label="v"))
     rollout_start(customer=customer, release=release)

@@ -29,12 +29,10 @@ def fleet(customer):
         customer, version="1.8.0", role="tester", last_heartbeat_at=now - timedelta(minutes=10)
     )
     factories.agent(customer, status=AgentStatus.DECOMMISSIONED, version="1.0.0")
-    Job.objects.create(
-        customer=customer, role="coder", status=JobStatus.RUNNING, agent=busy, started_at=now
-    )
+    factories.job(customer, role="coder", status=JobStatus.RUNNING, agent=busy, started_at=now)
     for minutes, wait in ((1, 10), (2, 30), (3, 120), (90, 5)):
-        job = Job.objects.create(
-            customer=customer,
+        job = factories.job(
+            customer,
             role="coder",
             status=JobStatus.SUCCEEDED,
             agent=busy,
@@ -42,14 +40,14 @@ def fleet(customer):
             started_at=now - timedelta(minutes=minutes + 1),
         )
         Job.objects.filter(pk=job.pk).update(queued_at=job.started_at - timedelta(seconds=wait))
-    Job.objects.create(
-        customer=customer,
+    factories.job(
+        customer,
         role="coder",
         status=JobStatus.FAILED,
         agent=busy,
         finished_at=now - timedelta(minutes=3),
     )
-    Job.objects.create(customer=customer, role="tester")
+    factories.job(customer, role="tester")
     return customer
 
 
@@ -140,7 +138,7 @@ def test_two_snapshots_at_once_write_one_row_and_one_finding_each(fleet):
 
 def test_a_stalled_queue_shows_long_waits_not_no_number(customer):
     for _ in range(5):
-        job = Job.objects.create(customer=customer, role="coder")
+        job = factories.job(customer, role="coder")
         Job.objects.filter(pk=job.pk).update(queued_at=timezone.now() - timedelta(hours=2))
     [snap] = fleet_snapshots_take()
     assert snap.wait_p50_seconds == pytest.approx(7200, abs=5)

@@ -111,24 +111,24 @@ def test_expired_leases_requeue_then_fail_for_good_with_a_finding(customer, sett
     settings.JOB_MAX_ATTEMPTS = 2
     agent = factories.agent(customer)
     now = timezone.now()
-    retry = Job.objects.create(
-        customer=customer,
+    retry = factories.job(
+        customer,
         role="coder",
         status=JobStatus.RUNNING,
         agent=agent,
         attempts=1,
         lease_expires_at=now - timedelta(seconds=1),
     )
-    last = Job.objects.create(
-        customer=customer,
+    last = factories.job(
+        customer,
         role="coder",
         status=JobStatus.RUNNING,
         agent=agent,
         attempts=2,
         lease_expires_at=now - timedelta(seconds=1),
     )
-    live = Job.objects.create(
-        customer=customer,
+    live = factories.job(
+        customer,
         role="coder",
         status=JobStatus.RUNNING,
         agent=agent,
@@ -167,8 +167,8 @@ def test_two_sweeps_at_once_end_like_one(customer):
         factories.agent(customer, last_heartbeat_at=now - timedelta(minutes=5))
     agent = factories.agent(customer)
     for _ in range(10):
-        Job.objects.create(
-            customer=customer,
+        factories.job(
+            customer,
             role="coder",
             status=JobStatus.RUNNING,
             agent=agent,

@@ -1,0 +1,169 @@
+"""The presence buffer on its own: steady heartbeats collected in this process, sent to
+one Redis hash, and written to the database by the flush, only ever forward in time;
+with Redis gone, the batch goes to the database and the flush says it may have lost
+beats."""
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from django.utils import timezone
+
+from fleet.models import Agent
+from fleet.services.presence import (
+    FLUSHING,
+    MARKER,
+    PENDING,
+    PresenceFlush,
+    presence_buffer,
+    presence_flush,
+    presence_send,
+)
+from tests import factories
+from tests.runtime import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def buffer(settings) -> redis.Redis:
+    """The presence buffer on Redis database 13 (other tests use 15), emptied; batches
+    are sent by the test (the sending thread waits an hour). For tests marked redis."""
+    host = urlsplit(settings.CELERY_BROKER_URL)  # the redis marker checked it answers
+    url = f"redis://{host.hostname}:{host.port or 6379}/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    settings.PRESENCE_BUFFER_URL = url
+    settings.PRESENCE_BATCH_SECONDS = 3600
+    presence_flush()  # the buffer is known intact from here on
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def agents(customer):
+    seen = timezone.now() - timedelta(minutes=1)
+    return [factories.agent(customer, last_heartbeat_at=seen) for _ in range(3)]
+
+
+def seen(agent) -> tuple:
+    row = Agent.objects.get(pk=agent.pk)
+    return row.last_heartbeat_at, row.load, row.clock_offset_seconds
+
+
+def test_without_a_buffer_heartbeats_are_not_taken_and_a_flush_is_complete(settings, agents):
+    settings.PRESENCE_BUFFER_URL = ""
+    assert presence_buffer(agent_id=agents[0].pk, at=timezone.now(), load=0.5, offset=0) is False
+    assert presence_send() == 0
+    assert presence_flush() == PresenceFlush(0, complete=True)
+
+
+@pytest.mark.redis
+def test_beats_stay_in_the_process_until_sent_and_the_latest_per_agent_wins(buffer, agents):
+    now = timezone.now()
+    earlier = now - timedelta(seconds=30)
+    for agent in agents[:2]:
+        assert presence_buffer(agent_id=agent.pk, at=earlier, load=0.1, offset=1)
+    assert presence_buffer(agent_id=agents[0].pk, at=now, load=0.9, offset=-2)
+    assert buffer.hlen(PENDING) == 0  # nothing sent yet
+    assert presence_send() == 2
+    assert buffer.hlen(PENDING) == 2
+    assert presence_send() == 0  # sent once: nothing left to send
+    presence_flush()
+    assert seen(agents[0]) == (now, 0.9, -2)
+    assert seen(agents[1]) == (earlier, 0.1, 1)
+
+
+@pytest.mark.redis
+def test_the_flush_writes_what_was_sent_once_and_empties_the_buffer(buffer, agents):
+    before = seen(agents[2])
+    now = timezone.now()
+    for agent in agents[:2]:
+        presence_buffer(agent_id=agent.pk, at=now, load=None, offset=None)
+    presence_send()
+    assert seen(agents[0]) != (now, None, None)  # sent, not written yet
+    assert presence_flush() == PresenceFlush(2, complete=True)
+    assert [seen(a) for a in agents] == [(now, None, None), (now, None, None), before]
+    assert not buffer.exists(PENDING) and not buffer.exists(FLUSHING)
+    assert presence_flush() == PresenceFlush(0, complete=True)  # twice: nothing more
+    assert seen(agents[0]) == (now, None, None)
+
+
+@pytest.mark.redis
+def test_the_flush_sends_this_processs_own_batch_first(buffer, agents):
+    now = timezone.now()
+    presence_buffer(agent_id=agents[0].pk, at=now, load=0.3, offset=0)
+    assert presence_flush().written == 1
+    assert seen(agents[0]) == (now, 0.3, 0)
+
+
+@pytest.mark.redis
+def test_a_beat_older_than_the_database_row_moves_nothing(buffer, agents):
+    """Two flushes at once, or a heartbeat that wrote the database while Redis was away,
+    must never move an agent's last-seen back."""
+    newer = timezone.now()
+    Agent.objects.filter(pk=agents[0].pk).update(last_heartbeat_at=newer, load=0.5)
+    presence_buffer(agent_id=agents[0].pk, at=newer - timedelta(seconds=20), load=0.1, offset=3)
+    presence_buffer(agent_id=agents[1].pk, at=newer, load=0.2, offset=None)
+    assert presence_flush() == PresenceFlush(1, complete=True)
+    assert seen(agents[0]) == (newer, 0.5, None)
+    assert seen(agents[1]) == (newer, 0.2, None)
+
+
+@pytest.mark.redis
+def test_a_batch_whose_flush_died_is_written_by_the_next_before_newer_beats(buffer, agents):
+    """A flush renames the pending hash to FLUSHING and deletes it once written; one that
+    died between the two leaves it for the next flush."""
+    earlier, later = timezone.now() - timedelta(seconds=10), timezone.now()
+    presence_buffer(agent_id=agents[0].pk, at=earlier, load=None, offset=None)
+    presence_send()
+    buffer.rename(PENDING, FLUSHING)  # the flush that died had got this far
+    presence_buffer(agent_id=agents[1].pk, at=later, load=None, offset=None)
+    presence_send()
+    assert presence_flush() == PresenceFlush(1, complete=True)
+    assert seen(agents[0])[0] == earlier
+    assert buffer.hlen(PENDING) == 1  # the newer beats wait for the next flush
+    assert presence_flush() == PresenceFlush(1, complete=True)
+    assert seen(agents[1])[0] == later
+
+
+@pytest.mark.redis
+def test_a_decommissioned_agents_buffered_beat_is_not_written(buffer, agents):
+    Agent.objects.filter(pk=agents[0].pk).update(
+        status="decommissioned", decommissioned_at=timezone.now()
+    )
+    before = seen(agents[0])
+    presence_buffer(agent_id=agents[0].pk, at=timezone.now(), load=0.4, offset=None)
+    assert presence_flush().written == 0
+    assert seen(agents[0]) == before
+
+
+@pytest.mark.redis
+def test_a_flush_that_finds_the_marker_gone_says_beats_may_be_lost_once(buffer, agents):
+    """Redis restarted without its data: the beats sent before are gone, and only the
+    flush can tell (the stale sweep then waits a window)."""
+    buffer.delete(MARKER)
+    now = timezone.now()
+    presence_buffer(agent_id=agents[0].pk, at=now, load=None, offset=None)
+    assert presence_flush() == PresenceFlush(1, complete=False)
+    assert seen(agents[0])[0] == now
+    assert presence_flush() == PresenceFlush(0, complete=True)
+
+
+def test_with_redis_unreachable_the_batch_goes_to_the_database(settings, agents):
+    settings.PRESENCE_BUFFER_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens
+    settings.PRESENCE_BATCH_SECONDS = 3600
+    now = timezone.now()
+    assert presence_buffer(agent_id=agents[0].pk, at=now, load=0.7, offset=4)
+    assert presence_buffer(
+        agent_id=agents[1].pk, at=now - timedelta(minutes=5), load=0.7, offset=4
+    )  # older than its row: the database keeps the newer time
+    before = seen(agents[1])
+    assert presence_send() == 2  # Redis refuses: written to the database instead
+    assert seen(agents[0]) == (now, 0.7, 4)
+    assert seen(agents[1]) == before
+    # Known unreachable now: heartbeats are refused by the buffer (the caller writes the
+    # database) and the flush says beats may have been lost.
+    assert presence_buffer(agent_id=agents[2].pk, at=now, load=None, offset=None) is False
+    assert presence_flush() == PresenceFlush(0, complete=False)
