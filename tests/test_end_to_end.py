@@ -13,6 +13,7 @@ from agentina.simulate import Fleet
 from fleet.choices import AnomalyKind, JobStatus
 from fleet.models import Agent, Anomaly, Job, Release, Rollout
 from fleet.services.api_keys import api_key_mint
+from fleet.services.audit import SYSTEM
 from fleet.services.rollouts import rollout_start
 from fleet.services.sweeps import STALE_SWEEP
 from tests import factories
@@ -30,7 +31,7 @@ def test_a_fleet_works_goes_offline_and_upgrades_until_a_smoke_check_fails(
     factories.release("1.9.3")
     target = factories.release("1.10.0")
     factories.sweep_state(STALE_SWEEP, last_run_at=timezone.now())
-    _, key = api_key_mint(customer=customer, name="e2e")
+    _, key = api_key_mint(customer=customer, name="e2e", actor=SYSTEM)
     fleet = Fleet(
         server=live_server.url,
         api_key=key,
@@ -76,6 +77,7 @@ def test_a_fleet_works_goes_offline_and_upgrades_until_a_smoke_check_fails(
                 batch_watch=timedelta(0),
                 throughput_drop_tolerance=Decimal("0.99"),
                 online_ratio_floor=Decimal("0.5"),
+                actor=SYSTEM,
             )
             assert wait_for(
                 lambda: Rollout.objects.get(pk=rollout.pk).state == "paused", timeout=90

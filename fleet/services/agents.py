@@ -41,7 +41,7 @@ from fleet.services.anomalies import (
     anomaly_open,
     anomaly_resolve_fingerprint,
 )
-from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.audit import Actor, audit_record
 from fleet.services.jobs import jobs_requeue
 from fleet.services.presence import presence_buffer
 from fleet.services.rollouts import rollout_record_result, rollout_targets_drop
@@ -139,6 +139,7 @@ def agent_record_heartbeat(
         _record_state_change(agent, version, came_back, ip_address)
     if skew_appeared:
         anomaly_open(
+            actor=Actor.for_agent(agent, ip_address),
             customer=agent.customer_id,
             kind=AnomalyKind.CLOCK_SKEW,
             fingerprint=f"clock_skew:{agent.pk}",
@@ -166,6 +167,7 @@ def _record_state_change(
             customer=agent.customer_id,
             fingerprint=agent_offline_fingerprint(agent.pk),
             note="The agent's heartbeat arrived again.",
+            actor=Actor.for_agent(agent, ip_address),
         )
     if version != agent.version:
         changes["version"] = [str(agent.version), str(version)]
@@ -196,10 +198,17 @@ def agent_record_upgrade_result(
         FINISH_UPGRADE, version=to_version if succeeded else from_version
     ):
         raise AgentGone()
-    rollout_record_result(agent=agent, outcome=outcome, to_version=to_version, detail=detail)
+    rollout_record_result(
+        agent=agent,
+        outcome=outcome,
+        to_version=to_version,
+        detail=detail,
+        actor=Actor.for_agent(agent, ip_address),
+    )
     agent_facts_changed(agent_ids=[agent.pk])
     if not succeeded:
         anomaly_open(
+            actor=Actor.for_agent(agent, ip_address),
             customer=agent.customer_id,
             kind=AnomalyKind.ROLLBACK,
             fingerprint=f"rollback:{agent.pk}:{to_version}",
@@ -218,7 +227,7 @@ def agent_record_upgrade_result(
 
 
 @transaction.atomic
-def agent_decommission(*, agent: Agent, actor: Actor = SYSTEM) -> bool:
+def agent_decommission(*, agent: Agent, actor: Actor) -> bool:
     """Retire an agent: its secret stops working, its seat frees, its jobs go back to the
     queue for another agent."""
     now = timezone.now()

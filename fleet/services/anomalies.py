@@ -66,7 +66,7 @@ def _upsert(source: str, params: list[Any], actor: Actor) -> list[tuple[int, int
 
 @transaction.atomic
 def anomalies_record(
-    findings: Sequence[Finding], *, now: datetime | None = None, actor: Actor = SYSTEM
+    findings: Sequence[Finding], *, now: datetime | None = None, actor: Actor
 ) -> list[int]:
     """Open each finding, or fold it into the open row with its fingerprint (the partial
     unique index decides, so concurrent callers never make two open rows). Two statements
@@ -134,7 +134,7 @@ def anomaly_open(
     severity: str = AnomalySeverity.WARNING,
     agent_id: int | None = None,
     job_id: int | None = None,
-    actor: Actor = SYSTEM,
+    actor: Actor,
 ) -> Anomaly:
     """Open one finding (or fold a repeat into it) and return its row."""
     customer_id = customer if isinstance(customer, int) else customer.pk
@@ -148,9 +148,7 @@ def anomaly_open(
 RESOLVE_CHUNK = 5000
 
 
-def anomalies_resolve(
-    *, where: Q, note: str, now: datetime | None = None, actor: Actor = SYSTEM
-) -> int:
+def anomalies_resolve(*, where: Q, note: str, now: datetime | None = None, actor: Actor) -> int:
     """Close the open findings matching `where` (their condition cleared, or a person
     resolved them), with an audit row each: three statements per 5,000 findings."""
     resolved = 0
@@ -181,7 +179,7 @@ def anomalies_resolve(
 
 
 def anomaly_resolve_fingerprint(
-    *, customer: Customer | int, fingerprint: str, note: str, actor: Actor = SYSTEM
+    *, customer: Customer | int, fingerprint: str, note: str, actor: Actor
 ) -> int:
     """Close the open finding with this fingerprint because its condition cleared."""
     customer_id = customer if isinstance(customer, int) else customer.pk
@@ -191,7 +189,7 @@ def anomaly_resolve_fingerprint(
 
 
 @transaction.atomic
-def anomalies_reopen(*, ids: list[int], note: str, actor: Actor = SYSTEM) -> int:
+def anomalies_reopen(*, ids: list[int], note: str, actor: Actor) -> int:
     """Reopen resolved findings (a person judged them not fixed). One whose fingerprint
     already has an open row stays resolved: that open row is where it folds now."""
     candidates = list(

@@ -4,13 +4,11 @@ from django.utils import timezone
 from fleet.choices import AuditAction
 from fleet.models import Customer, CustomerApiKey
 from fleet.secrets import SecretKind, secret_mint
-from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.audit import Actor, audit_record
 
 
 @transaction.atomic
-def api_key_mint(
-    *, customer: Customer, name: str, actor: Actor = SYSTEM
-) -> tuple[CustomerApiKey, str]:
+def api_key_mint(*, customer: Customer, name: str, actor: Actor) -> tuple[CustomerApiKey, str]:
     """A key for the customer's automation; the plaintext is returned once."""
     minted = secret_mint(SecretKind.API_KEY)
     key = CustomerApiKey.objects.create(
@@ -31,7 +29,7 @@ def api_key_mint(
 
 
 @transaction.atomic
-def api_key_revoke(*, key: CustomerApiKey, actor: Actor = SYSTEM) -> bool:
+def api_key_revoke(*, key: CustomerApiKey, actor: Actor) -> bool:
     updated = CustomerApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )

@@ -4,14 +4,14 @@ from django.utils.text import slugify
 
 from fleet.choices import AuditAction, MemberRole
 from fleet.models import Customer, Membership
-from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
+from fleet.services.audit import Actor, audit_record, model_changes
 
 CUSTOMER_EDITABLE = ["name", "slug", "contact_email", "notes"]
 
 
 @transaction.atomic
 def customer_create(
-    *, name: str, slug: str = "", contact_email: str = "", notes: str = "", actor: Actor = SYSTEM
+    *, name: str, slug: str = "", contact_email: str = "", notes: str = "", actor: Actor
 ) -> Customer:
     customer = Customer.objects.create(
         name=name, slug=slug or slugify(name), contact_email=contact_email, notes=notes
@@ -23,7 +23,7 @@ def customer_create(
 
 
 @transaction.atomic
-def customer_update(*, customer: Customer, actor: Actor = SYSTEM) -> Customer:
+def customer_update(*, customer: Customer, actor: Actor) -> Customer:
     """Save edits already set on `customer` (by a form), recording what changed."""
     before = Customer.objects.select_for_update().get(pk=customer.pk)
     changes = model_changes(before, customer, CUSTOMER_EDITABLE)
@@ -40,9 +40,7 @@ def customer_update(*, customer: Customer, actor: Actor = SYSTEM) -> Customer:
 
 
 @transaction.atomic
-def membership_set(
-    *, customer: Customer, user: User, role: MemberRole, actor: Actor = SYSTEM
-) -> Membership:
+def membership_set(*, customer: Customer, user: User, role: MemberRole, actor: Actor) -> Membership:
     """Add `user` to `customer` with `role`, or change the role they have."""
     membership, created = Membership.objects.select_for_update().get_or_create(
         customer=customer, user=user, defaults={"role": role}
@@ -62,7 +60,7 @@ def membership_set(
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor: Actor = SYSTEM) -> None:
+def membership_remove(*, membership: Membership, actor: Actor) -> None:
     audit_record(
         actor=actor,
         action=AuditAction.MEMBERSHIP_REMOVE,
@@ -75,7 +73,7 @@ def membership_remove(*, membership: Membership, actor: Actor = SYSTEM) -> None:
 
 @transaction.atomic
 def membership_replace(
-    *, membership: Membership, user: User, role: MemberRole, actor: Actor = SYSTEM
+    *, membership: Membership, user: User, role: MemberRole, actor: Actor
 ) -> Membership:
     """Point an existing membership at `user` with `role`. The same user keeps it (only the
     role may change); another user means the old member is removed and the new one added,

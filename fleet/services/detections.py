@@ -14,6 +14,7 @@ from fleet.models import FleetSnapshot, Host, Job
 from fleet.models.agents import SEAT_HOLDING
 from fleet.selectors import throughput_baselines
 from fleet.services.anomalies import Finding, anomalies_record, anomalies_resolve
+from fleet.services.audit import SYSTEM
 
 DETECTED_KINDS = [
     AnomalyKind.LOW_ONLINE_RATIO,
@@ -99,11 +100,12 @@ def fleet_detect(snapshots: list[FleetSnapshot], *, now: datetime | None = None)
                 )
             )
     findings += _failing_agents(now) + _one_zone_fleets() + _overcommitted_hosts()
-    anomalies_record(findings, now=now)
+    anomalies_record(findings, now=now, actor=SYSTEM)
     anomalies_resolve(
         where=Q(kind__in=DETECTED_KINDS) & ~Q(fingerprint__in=[f.fingerprint for f in findings]),
         note="The condition cleared.",
         now=now,
+        actor=SYSTEM,
     )
     return findings
 

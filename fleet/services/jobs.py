@@ -24,7 +24,7 @@ from fleet.models.jobs import (
     JobQuerySet,
 )
 from fleet.models.lifecycle import Transition
-from fleet.services.audit import AUDIT_INSERT, SYSTEM, Actor, audit_record
+from fleet.services.audit import AUDIT_INSERT, Actor, audit_record
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
 # claim the next job, counting the agent's running jobs in a snapshot taken after that
@@ -119,7 +119,7 @@ def job_submit(
     payload: dict[str, Any],
     priority: int = 0,
     idempotency_key: str = "",
-    actor: Actor = SYSTEM,
+    actor: Actor,
 ) -> tuple[Job, bool]:
     """Queue a job. With an idempotency key, a retried submit returns the first job
     (created False); the same key with a different job is refused."""
@@ -269,7 +269,7 @@ def job_fail(
 
 
 @transaction.atomic
-def job_cancel(*, customer: Customer, job_id: int, actor: Actor = SYSTEM) -> Job:
+def job_cancel(*, customer: Customer, job_id: int, actor: Actor) -> Job:
     """Cancel a queued job. A running one belongs to its agent until it finishes."""
     job = Job.objects.select_for_update().filter(pk=job_id, customer=customer).first()
     if job is None:

@@ -13,7 +13,7 @@ from fleet.errors import (
 )
 from fleet.models import Customer, License
 from fleet.selectors import customer_active_agent_count, license_current
-from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
+from fleet.services.audit import Actor, audit_record, model_changes
 
 LICENSE_EDITABLE = [
     "plan",
@@ -64,7 +64,7 @@ def _whole_seconds(license: License) -> None:
 
 @transaction.atomic
 def license_create(
-    *, license: License, actor: Actor = SYSTEM, confirm_below_active: bool = False
+    *, license: License, actor: Actor, confirm_below_active: bool = False
 ) -> License:
     """Make `license` (unsaved) the customer's current one; the previous one becomes history."""
     Customer.objects.select_for_update().get(pk=license.customer_id)
@@ -93,7 +93,7 @@ def license_create(
 
 @transaction.atomic
 def license_update(
-    *, license: License, actor: Actor = SYSTEM, confirm_below_active: bool = False
+    *, license: License, actor: Actor, confirm_below_active: bool = False
 ) -> License:
     """Save edits already set on `license`, validating them against the customer's fleet."""
     before = License.objects.select_for_update().get(pk=license.pk)
@@ -119,7 +119,7 @@ def license_update(
 
 
 @transaction.atomic
-def license_suspend(*, license: License, reason: str, actor: Actor = SYSTEM) -> License:
+def license_suspend(*, license: License, reason: str, actor: Actor) -> License:
     """Suspended: running agents keep working, but no new agent can activate."""
     updated = License.objects.filter(pk=license.pk, suspended=False).update(
         suspended=True, suspended_reason=reason[:500]
@@ -137,7 +137,7 @@ def license_suspend(*, license: License, reason: str, actor: Actor = SYSTEM) -> 
 
 
 @transaction.atomic
-def license_resume(*, license: License, actor: Actor = SYSTEM) -> License:
+def license_resume(*, license: License, actor: Actor) -> License:
     updated = License.objects.filter(pk=license.pk, suspended=True).update(
         suspended=False, suspended_reason=""
     )

@@ -5,7 +5,7 @@ from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AuditAction, Channel
 from fleet.errors import InvalidVersion, ReleaseAlreadyPublished
 from fleet.models import Release
-from fleet.services.audit import SYSTEM, Actor, audit_record, model_changes
+from fleet.services.audit import Actor, audit_record, model_changes
 from fleet.versions import SemVer
 
 
@@ -24,7 +24,7 @@ def release_version_parse(version: str) -> SemVer:
 
 @transaction.atomic
 def release_publish(
-    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor = SYSTEM
+    *, version: str, channel: str = Channel.STABLE, notes: str = "", actor: Actor
 ) -> Release:
     parsed = release_version_parse(version)
     if channel not in Channel.values:
@@ -48,7 +48,7 @@ def release_publish(
 
 
 @transaction.atomic
-def release_yank(*, release: Release, reason: str, actor: Actor = SYSTEM) -> Release:
+def release_yank(*, release: Release, reason: str, actor: Actor) -> Release:
     """A yanked release is never 'latest' again; agents already on it keep running."""
     updated = Release.objects.filter(pk=release.pk, yanked=False).update(
         yanked=True, yanked_at=timezone.now(), yanked_reason=reason[:500]
@@ -67,7 +67,7 @@ def release_yank(*, release: Release, reason: str, actor: Actor = SYSTEM) -> Rel
 
 
 @transaction.atomic
-def release_update(*, release: Release, actor: Actor = SYSTEM) -> Release:
+def release_update(*, release: Release, actor: Actor) -> Release:
     """Only the notes of a published release change; its version and channel are history."""
     before = Release.objects.select_for_update().get(pk=release.pk)
     changes = model_changes(before, release, ["notes"])

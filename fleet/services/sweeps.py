@@ -79,6 +79,7 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
         where=Q(kind=AnomalyKind.AGENT_OFFLINE, agent__status=AgentStatus.ONLINE),
         note="The agent's heartbeat arrived again.",
         now=now,
+        actor=SYSTEM,
     )
     requeued, abandoned = jobs_requeue_expired(now=now)
     AgentFactsChange.objects.filter(changed_at__lt=now - FACTS_CHANGES_KEPT).delete()
@@ -168,6 +169,7 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
                     for pk, customer_id, attempts, agent_id in give_up
                 ],
                 now=now,
+                actor=SYSTEM,
             )
             audit_record_rows(
                 actor=SYSTEM,

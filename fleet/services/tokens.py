@@ -46,7 +46,7 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
 
 
 @transaction.atomic
-def token_revoke(*, token: ActivationToken, actor: Actor = SYSTEM) -> bool:
+def token_revoke(*, token: ActivationToken, actor: Actor) -> bool:
     """Revoke an outstanding token; a redeemed, expired or revoked one is left as it is."""
     updated = ActivationToken.objects.filter(pk=token.pk).transition(
         REVOKE, revoked_at=timezone.now()
@@ -70,7 +70,7 @@ def token_mint(
     role: str = "",
     expires_in: timedelta | None = None,
     note: str = "",
-    actor: Actor = SYSTEM,
+    actor: Actor,
 ) -> tuple[ActivationToken, str]:
     """A new single-use token; the plaintext is returned once and never stored."""
     minted = secret_mint(SecretKind.ACTIVATION_TOKEN)
@@ -101,7 +101,7 @@ def tokens_mint_for_seats(
     role: str = "",
     expires_in: timedelta | None = None,
     note: str = "",
-    actor: Actor = SYSTEM,
+    actor: Actor,
 ) -> list[tuple[ActivationToken, str]]:
     """Mint `count` tokens, one per intended agent, while the license has that many free
     seats. Outstanding tokens reserve nothing: the seat is taken at activation."""

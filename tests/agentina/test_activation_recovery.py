@@ -12,6 +12,7 @@ from agentina import cli
 from agentina.client import ApiError, Client, Unreachable
 from agentina.state import INSTALL_KEY_FILE, AgentState
 from fleet.models import Agent
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 
@@ -65,7 +66,7 @@ def activate(tmp_path: Path, token: str, transport: ServerTransport, **flags: st
 @pytest.fixture
 def token(customer) -> str:
     factories.license(customer, max_agents=5)
-    return token_mint(customer=customer)[1]
+    return token_mint(customer=customer, actor=SYSTEM)[1]
 
 
 def me(secret: str) -> int:

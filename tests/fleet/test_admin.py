@@ -341,7 +341,7 @@ def test_a_license_already_below_its_fleet_can_be_raised_without_confirmation(cu
     for _ in range(3):
         factories.agent(customer)
     lic.max_agents = 2  # still below the 3 active agents, but going up
-    license_update(license=lic)
+    license_update(license=lic, actor=SYSTEM)
     assert License.objects.get(pk=lic.pk).max_agents == 2
 
 
@@ -357,6 +357,7 @@ def test_customer_page_queries_do_not_grow_with_members(staff_client, customer, 
                 customer=customer,
                 user=django_user_model.objects.create_user(f"m{i}"),
                 role="viewer",
+                actor=SYSTEM,
             )
 
     add_members(2)
@@ -412,7 +413,7 @@ def test_staff_resolve_and_reopen_anomalies_with_a_note(staff_client, customer):
     from fleet.services.anomalies import anomaly_open
 
     anomaly = anomaly_open(
-        customer=customer, kind="agent_reported", fingerprint="f", message="disk full"
+        customer=customer, kind="agent_reported", fingerprint="f", message="disk full", actor=SYSTEM
     )
     url = reverse("admin:fleet_anomaly_changelist")
     ask = staff_client.post(url, {"action": "resolve", "_selected_action": [anomaly.pk]})
@@ -454,11 +455,15 @@ def test_staff_resolve_and_reopen_anomalies_with_a_note(staff_client, customer):
 def test_reopening_never_makes_two_open_rows_of_one_fingerprint(customer):
     from fleet.services.anomalies import anomalies_reopen, anomalies_resolve, anomaly_open
 
-    first = anomaly_open(customer=customer, kind="agent_reported", fingerprint="f", message="m")
-    anomalies_resolve(where=Q(pk=first.pk), note="fixed")
-    second = anomaly_open(customer=customer, kind="agent_reported", fingerprint="f", message="m")
+    first = anomaly_open(
+        customer=customer, kind="agent_reported", fingerprint="f", message="m", actor=SYSTEM
+    )
+    anomalies_resolve(where=Q(pk=first.pk), note="fixed", actor=SYSTEM)
+    second = anomaly_open(
+        customer=customer, kind="agent_reported", fingerprint="f", message="m", actor=SYSTEM
+    )
     assert second.pk != first.pk
-    assert anomalies_reopen(ids=[first.pk], note="no") == 0
+    assert anomalies_reopen(ids=[first.pk], note="no", actor=SYSTEM) == 0
     assert Anomaly.objects.filter(resolved_at__isnull=True).count() == 1
 
 

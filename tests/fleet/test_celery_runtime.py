@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from fleet.choices import AgentStatus, TokenStatus
 from fleet.models import ActivationToken, Agent, FleetSnapshot
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 from tests.runtime import CELERY, celery_processes, database_url, free_port, redis_server
@@ -38,7 +39,7 @@ def broker_env(request, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_beat_and_a_sent_task_reach_a_real_worker(broker_env, tmp_path, customer):
-    overdue, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-5))
+    overdue, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-5), actor=SYSTEM)
     silent = factories.agent(customer, last_heartbeat_at=timezone.now() - timedelta(hours=2))
     factories.sweep_state()  # swept just now: no gap, so no grace
     schedule = {

@@ -11,6 +11,7 @@ from fleet.models import ActivationToken, Job
 from fleet.models.jobs import JOB_TRANSITIONS
 from fleet.models.lifecycle import allowed_pairs
 from fleet.models.tokens import TOKEN_TRANSITIONS
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 
@@ -52,7 +53,7 @@ def test_every_job_move_against_the_database(customer, source, target):
 
 @pytest.mark.parametrize(("source", "target"), list(product(TokenStatus.values, repeat=2)))
 def test_every_token_move_against_the_database(customer, source, target):
-    token, _ = token_mint(customer=customer)
+    token, _ = token_mint(customer=customer, actor=SYSTEM)
     ActivationToken.objects.filter(pk=token.pk).update(status=source)
     allowed = (source, target) in allowed_pairs(TOKEN_TRANSITIONS)
     for move in (t for t in TOKEN_TRANSITIONS if t.target == target):
@@ -63,5 +64,5 @@ def test_every_token_move_against_the_database(customer, source, target):
 
 
 def test_an_outstanding_token_past_its_expiry_reads_expired_before_beat_records_it(customer):
-    token, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1))
+    token, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1), actor=SYSTEM)
     assert (token.status, token.effective_status) == ("outstanding", "expired")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from fleet.choices import MemberRole
 from fleet.models import ActivationToken, Agent, Anomaly, Rollout
 from fleet.services.anomalies import anomaly_open
+from fleet.services.audit import SYSTEM
 from fleet.services.customers import membership_set
 from tests import factories
 from tests.fleet.api.conftest import activate
@@ -55,7 +56,7 @@ def fleet(customer, django_user_model, settings):
     factories.release("1.9.3")
     factories.release("1.10.0")
     user = django_user_model.objects.create_user("olga", password="a-long-portal-password")
-    membership_set(customer=customer, user=user, role=MemberRole.OWNER)
+    membership_set(customer=customer, user=user, role=MemberRole.OWNER, actor=SYSTEM)
     agents = [activate(customer, role=role) for role in ("coder", "coder", "reviewer", "indexer")]
     anomaly_open(
         customer=customer,
@@ -63,6 +64,7 @@ def fleet(customer, django_user_model, settings):
         fingerprint="disk",
         message="Disk 91% full on the build host",
         agent_id=agents[0].agent.pk,
+        actor=SYSTEM,
     )
     return agents
 

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from fleet.choices import MemberRole
 from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, CustomerApiKey, Job, Rollout
+from fleet.services.audit import SYSTEM
 from fleet.services.customers import membership_set
 from tests import factories
 from tests.portal.conftest import member_client
@@ -137,11 +138,11 @@ def test_lists_issue_the_same_queries_for_few_and_many_rows(owner, customer, sto
 
     for i in range(15):
         agent = factories.agent(customer, factories.host(customer))
-        token, _ = token_mint(customer=customer)
+        token, _ = token_mint(customer=customer, actor=SYSTEM)
         ActivationToken.objects.filter(pk=token.pk).update(status="redeemed")
         Agent.objects.filter(pk=agent.pk).update(activation_token=token)
         factories.job(customer, role="coder", agent=agent)
-        api_key_mint(customer=customer, name=f"k{i}")
+        api_key_mint(customer=customer, name=f"k{i}", actor=SYSTEM)
         from fleet.services.anomalies import anomaly_open
 
         anomaly_open(
@@ -150,6 +151,7 @@ def test_lists_issue_the_same_queries_for_few_and_many_rows(owner, customer, sto
             fingerprint=f"f{i}",
             message="m",
             agent_id=agent.pk,
+            actor=SYSTEM,
         )
     assert counts() == few
 
@@ -158,7 +160,7 @@ def test_csrf_holds_for_htmx_posts(customer, stocked, django_user_model):
     from django.test import Client
 
     user = django_user_model.objects.create_user("csrf-owner")
-    membership_set(customer=customer, user=user, role=MemberRole.OWNER)
+    membership_set(customer=customer, user=user, role=MemberRole.OWNER, actor=SYSTEM)
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     url = reverse("portal:token_revoke", args=[stocked["token"].pk])
@@ -230,7 +232,7 @@ def test_login_rotates_the_session(client, customer, django_user_model):
 
 
 def test_users_in_two_customers_switch(owner, customer, other_customer):
-    membership_set(customer=other_customer, user=owner.user, role=MemberRole.VIEWER)
+    membership_set(customer=other_customer, user=owner.user, role=MemberRole.VIEWER, actor=SYSTEM)
     factories.license(other_customer)
     owner.post(reverse("portal:switch"), {"customer": other_customer.slug})
     assert other_customer.name.encode() in owner.get(reverse("portal:dashboard")).content

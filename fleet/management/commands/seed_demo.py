@@ -24,12 +24,15 @@ from fleet.choices import (
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Host, Job, License, Release
 from fleet.secrets import SecretKind, secret_mint
 from fleet.services.anomalies import agent_offline_fingerprint, anomaly_open
+from fleet.services.audit import Actor
 from fleet.services.customers import customer_create, membership_set
 from fleet.services.detections import fleet_detect
 from fleet.services.licenses import license_create
 from fleet.services.releases import release_publish
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.tokens import token_mint
+
+SEED = Actor(label="seed_demo")  # who the audit log says made the demo
 
 DEMO_PASSWORD = "agentina-demo"  # noqa: S105 - printed for the demo on purpose
 
@@ -116,7 +119,7 @@ class Command(BaseCommand):
             staff = self._user("staff", is_staff=True)
             for version, channel, age in RELEASES:
                 if not Release.objects.filter(version=version).exists():
-                    release = release_publish(version=version, channel=channel)
+                    release = release_publish(actor=SEED, version=version, channel=channel)
                     Release.objects.filter(pk=release.pk).update(
                         published_at=timezone.now() - timedelta(days=age)
                     )
@@ -142,12 +145,15 @@ class Command(BaseCommand):
     def _customer(self, spec: dict[str, Any]) -> None:
         now = timezone.now()
         customer = Customer.objects.filter(slug=spec["slug"]).first() or customer_create(
-            name=spec["name"], slug=spec["slug"], contact_email=f"ops@{spec['slug']}.example"
+            actor=SEED,
+            name=spec["name"],
+            slug=spec["slug"],
+            contact_email=f"ops@{spec['slug']}.example",
         )
         if not License.objects.filter(customer=customer, is_current=True).exists():
-            license_create(license=License(customer=customer, **spec["license"]))
+            license_create(actor=SEED, license=License(customer=customer, **spec["license"]))
         for username, role in spec["members"]:
-            membership_set(customer=customer, user=self._user(username), role=role)
+            membership_set(actor=SEED, customer=customer, user=self._user(username), role=role)
 
         hosts = [
             Host.objects.update_or_create(
@@ -163,7 +169,7 @@ class Command(BaseCommand):
                 host=hosts[host_index], unit_name=f"agentina@{name}"
             ).first()
             if agent is None:
-                token, _ = token_mint(customer=customer, role=role, note=f"for {name}")
+                token, _ = token_mint(actor=SEED, customer=customer, role=role, note=f"for {name}")
                 minted = secret_mint(SecretKind.AGENT_SECRET)
                 agent = Agent.objects.create(
                     customer=customer,
@@ -187,8 +193,10 @@ class Command(BaseCommand):
             agents.append(agent)
 
         if not customer.activation_tokens.filter(status=TokenStatus.OUTSTANDING).exists():
-            token_mint(customer=customer, role=AgentRole.CODER, note="for the next coder host")
-            token_mint(customer=customer, note="any role")
+            token_mint(
+                actor=SEED, customer=customer, role=AgentRole.CODER, note="for the next coder host"
+            )
+            token_mint(actor=SEED, customer=customer, note="any role")
         if not Job.objects.filter(customer=customer).exists():
             self._jobs(customer, agents, spec["jobs"])
         if not Anomaly.objects.filter(customer=customer).exists():
@@ -263,6 +271,7 @@ class Command(BaseCommand):
         for agent in agents:
             if agent.status == AgentStatus.OFFLINE:
                 anomaly_open(
+                    actor=SEED,
                     customer=customer,
                     kind=AnomalyKind.AGENT_OFFLINE,
                     fingerprint=agent_offline_fingerprint(agent.pk),
@@ -271,6 +280,7 @@ class Command(BaseCommand):
                 )
         reporter = agents[0]
         anomaly_open(
+            actor=SEED,
             customer=customer,
             kind=AnomalyKind.AGENT_REPORTED,
             fingerprint=f"agent:{reporter.pk}:git-fetch",

@@ -135,9 +135,7 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
     }
 
 
-def pause_wave(
-    rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor = SYSTEM
-) -> None:
+def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor) -> None:
     rollout.paused_from = rollout.state
     rollout.state = RolloutState.PAUSED
     rollout.paused_reason = reason
@@ -145,6 +143,7 @@ def pause_wave(
     rollout.save(update_fields=["paused_from", "state", "paused_reason", "last_gate"])
     agent_facts_changed(customer_id=rollout.customer_id)
     anomaly_open(
+        actor=actor,
         customer=rollout.customer_id,
         kind=AnomalyKind.ROLLOUT_GATE,
         fingerprint=f"rollout:{rollout.pk}",
@@ -198,6 +197,7 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
                 rollout,
                 f"{', '.join(late_names)} did not report within {rollout.agent_deadline}.",
                 {"silent": late_names},
+                SYSTEM,
             )
             return "paused: silent agents"
         states = Counter(step.values_list("state", flat=True))
@@ -213,7 +213,7 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         gate = _gate(rollout, now)
         rollout.last_gate = gate.numbers
         if not gate.passed:
-            pause_wave(rollout, f"the {gate.failed} gate failed.", gate.numbers)
+            pause_wave(rollout, f"the {gate.failed} gate failed.", gate.numbers, SYSTEM)
             return f"paused: {gate.failed}"
         return _next_step(rollout, now)
 

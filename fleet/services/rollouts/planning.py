@@ -23,7 +23,7 @@ from fleet.choices import (
 from fleet.errors import NotAllowed, RolloutRefused
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
 from fleet.policy import WAVE
-from fleet.services.audit import SYSTEM, Actor, audit_record
+from fleet.services.audit import Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
     "Upgrading the whole fleet at once is refused: one bad release would stop every agent "
@@ -107,7 +107,7 @@ def rollout_plan(
     *,
     customer: Customer,
     release: Release,
-    actor: Actor = SYSTEM,
+    actor: Actor,
     scope: dict[str, list[Any]] | None = None,
     canary: Agent | None = None,
     batch_fraction: Decimal = WAVE.batch_fraction,
@@ -164,7 +164,7 @@ def rollout_start(
     *,
     customer: Customer,
     release: Release,
-    actor: Actor = SYSTEM,
+    actor: Actor,
     reason: str = "",
     scope: dict[str, list[Any]] | None = None,
     canary: Agent | None = None,

@@ -10,11 +10,14 @@ from fleet.choices import (
     UpgradeOutcome,
 )
 from fleet.models import Agent, RolloutTarget
+from fleet.services.audit import Actor
 from fleet.services.rollouts.engine import pause_wave
 from fleet.versions import SemVer
 
 
-def rollout_record_result(*, agent: Agent, outcome: str, to_version: SemVer, detail: str) -> None:
+def rollout_record_result(
+    *, agent: Agent, outcome: str, to_version: SemVer, detail: str, actor: Actor
+) -> None:
     """An agent's upgrade report moves its target on; a rollback pauses the wave."""
     target = (
         RolloutTarget.objects.select_for_update()
@@ -40,6 +43,7 @@ def rollout_record_result(*, agent: Agent, outcome: str, to_version: SemVer, det
                 f"{agent.name} reported {outcome} and rolled back to "
                 f"{agent.version}. No other agent is offered {to_version}.",
                 {"agent": agent.name, "outcome": outcome, "detail": detail},
+                actor,
             )
 
 

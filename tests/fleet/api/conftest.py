@@ -8,6 +8,7 @@ from django.test import Client
 
 from fleet.models import Agent, Customer, CustomerApiKey
 from fleet.services.api_keys import api_key_mint
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 
@@ -93,7 +94,7 @@ def anon(client: Client) -> ApiClient:
 
 @pytest.fixture
 def key_api(licensed: Customer) -> ApiClient:
-    _, secret = api_key_mint(customer=licensed, name="ci")
+    _, secret = api_key_mint(customer=licensed, name="ci", actor=SYSTEM)
     return ApiClient(Client(), secret)
 
 
@@ -104,7 +105,7 @@ def api_key(key_api: ApiClient) -> CustomerApiKey:
 
 def activate(customer: Customer, **overrides: Any) -> ActivatedAgent:
     """An agent activated through the API, as a real one would be."""
-    _, token = token_mint(customer=customer)
+    _, token = token_mint(customer=customer, actor=SYSTEM)
     api = ApiClient(Client())
     response = api.post("/agents/activate", activation_body(token, **overrides))
     assert response.status_code == 201, response.content

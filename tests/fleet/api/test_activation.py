@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_first_machine_gets_an_agent_and_its_secret(anon, licensed):
-    token, secret = token_mint(customer=licensed)
+    token, secret = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post(
         "/agents/activate", activation_body(secret, hostname="build-7", memory_mb=8192)
     )
@@ -47,7 +47,7 @@ def test_first_machine_gets_an_agent_and_its_secret(anon, licensed):
 
 
 def test_a_second_machine_is_refused_and_the_sharing_is_recorded(anon, licensed):
-    _, secret = token_mint(customer=licensed)
+    _, secret = token_mint(customer=licensed, actor=SYSTEM)
     first = anon.post("/agents/activate", activation_body(secret, hostname="build-1"))
     assert first.status_code == 201
     for _attempt in (1, 2):
@@ -66,7 +66,7 @@ def test_a_second_machine_is_refused_and_the_sharing_is_recorded(anon, licensed)
 
 
 def test_the_same_machine_retrying_gets_its_agent_back_with_a_new_secret(anon, licensed):
-    _, secret = token_mint(customer=licensed)
+    _, secret = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(secret)
     first = anon.post("/agents/activate", body).json()
     again = anon.post("/agents/activate", body)
@@ -90,7 +90,7 @@ def test_a_leaked_token_with_the_holders_identity_but_not_its_install_key_gets_n
     """Whoever holds a redeemed token can learn the holder's machine id and unit (the 409
     even names the host); only the install key, which never left the host but in the
     first request, proves the caller is the one whose answer was lost."""
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(token)
     first = anon.post("/agents/activate", body).json()
     for forged in ({"install_key": ""}, {"install_key": secrets.token_urlsafe(32)}):
@@ -106,7 +106,7 @@ def test_a_leaked_token_with_the_holders_identity_but_not_its_install_key_gets_n
 
 
 def test_without_an_install_key_a_lost_answer_cannot_be_recovered(anon, licensed):
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(token, install_key="")
     assert anon.post("/agents/activate", body).status_code == 201
     assert anon.post("/agents/activate", body).status_code == 409
@@ -114,7 +114,7 @@ def test_without_an_install_key_a_lost_answer_cannot_be_recovered(anon, licensed
 
 
 def test_a_redeemed_token_only_recovers_a_lost_answer_for_15_minutes(anon, licensed):
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(token)
     first = anon.post("/agents/activate", body).json()
     with time_machine.travel(timezone.now() + timedelta(minutes=16), tick=False):
@@ -125,7 +125,7 @@ def test_a_redeemed_token_only_recovers_a_lost_answer_for_15_minutes(anon, licen
 
 @pytest.mark.parametrize("key", ["short", "x" * 129, "has spaces in it" * 3, "ключ" * 10])
 def test_a_malformed_install_key_is_422_and_the_token_stays_usable(anon, licensed, key):
-    token, secret = token_mint(customer=licensed)
+    token, secret = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(secret, install_key=key))
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_input"
@@ -134,7 +134,7 @@ def test_a_malformed_install_key_is_422_and_the_token_stays_usable(anon, license
 
 
 def test_a_decommissioned_holder_cannot_be_recovered_even_with_its_key(anon, licensed):
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(token)
     anon.post("/agents/activate", body)
     agent_decommission(agent=Agent.objects.get(), actor=SYSTEM)
@@ -159,11 +159,11 @@ def test_malformed_and_unknown_tokens_are_401_and_the_malformed_never_reach_the_
 
 
 def test_expired_and_revoked_tokens_are_410(anon, licensed):
-    _, expired = token_mint(customer=licensed, expires_in=timedelta(seconds=-1))
+    _, expired = token_mint(customer=licensed, expires_in=timedelta(seconds=-1), actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(expired))
     assert (response.status_code, response.json()["code"]) == (410, "token_expired")
-    token, revoked = token_mint(customer=licensed)
-    token_revoke(token=token)
+    token, revoked = token_mint(customer=licensed, actor=SYSTEM)
+    token_revoke(token=token, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(revoked))
     assert (response.status_code, response.json()["code"]) == (410, "token_revoked")
     assert not Agent.objects.exists()
@@ -172,7 +172,7 @@ def test_expired_and_revoked_tokens_are_410(anon, licensed):
 def test_a_full_license_refuses_and_the_token_stays_redeemable(anon, customer):
     factories.license(customer, max_agents=1)
     activate(customer)
-    token, secret = token_mint(customer=customer)
+    token, secret = token_mint(customer=customer, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(secret))
     assert response.status_code == 403
     assert response.json() | {"detail": ""} == {
@@ -204,7 +204,7 @@ def test_suspended_or_expired_license_is_403_and_burns_nothing(
     anon, customer, license_fields, code
 ):
     factories.license(customer, **license_fields)
-    token, secret = token_mint(customer=customer)
+    token, secret = token_mint(customer=customer, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(secret))
     assert (response.status_code, response.json()["code"]) == (403, code)
     token.refresh_from_db()
@@ -213,14 +213,14 @@ def test_suspended_or_expired_license_is_403_and_burns_nothing(
 
 
 def test_no_license_is_403(anon, customer):
-    _, secret = token_mint(customer=customer)
+    _, secret = token_mint(customer=customer, actor=SYSTEM)
     assert (
         anon.post("/agents/activate", activation_body(secret)).json()["code"] == "license_missing"
     )
 
 
 def test_a_token_minted_for_a_role_refuses_another_role(anon, licensed):
-    _, secret = token_mint(customer=licensed, role="tester")
+    _, secret = token_mint(customer=licensed, role="tester", actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(secret, role="coder"))
     assert (response.status_code, response.json()["code"]) == (422, "role_mismatch")
     assert anon.post("/agents/activate", activation_body(secret, role="tester")).status_code == 201
@@ -228,7 +228,7 @@ def test_a_token_minted_for_a_role_refuses_another_role(anon, licensed):
 
 def test_one_unit_per_host(anon, licensed):
     activate(licensed, machine_id="m-shared", unit_name="agentina@a", state_dir="/a")
-    _, secret = token_mint(customer=licensed)
+    _, secret = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post(
         "/agents/activate",
         activation_body(secret, machine_id="m-shared", unit_name="agentina@a", state_dir="/other"),
@@ -252,7 +252,7 @@ def test_one_unit_per_host(anon, licensed):
     ],
 )
 def test_bad_activation_input_is_422_naming_the_field(anon, licensed, overrides):
-    _, secret = token_mint(customer=licensed)
+    _, secret = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(secret, **overrides))
     assert response.status_code == 422
     body = response.json()
@@ -265,14 +265,14 @@ def test_bad_activation_input_is_422_naming_the_field(anon, licensed, overrides)
     "version", ["0.0.0-" + ".".join(["0"] * 29), "1.0.0-" + "1." * 28 + "1", "1.0.0-" + "z" * 58]
 )
 def test_versions_with_the_longest_prerelease_keys_are_stored(anon, licensed, version):
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post("/agents/activate", activation_body(token, version=version))
     assert response.status_code == 201
     assert Agent.objects.get().version == version
 
 
 def test_long_unit_and_hostname_make_a_name_that_fits(anon, licensed):
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post(
         "/agents/activate", activation_body(token, unit_name="u" * 128, hostname="h" * 255)
     )
@@ -289,7 +289,7 @@ def test_a_second_agent_on_a_host_keeps_the_hosts_zone_and_memory(anon, licensed
 
 def test_a_bad_forwarded_for_header_falls_back_to_the_peer(anon, licensed, settings):
     settings.NINJA_NUM_PROXIES = 1
-    _, token = token_mint(customer=licensed)
+    _, token = token_mint(customer=licensed, actor=SYSTEM)
     response = anon.post(
         "/agents/activate", activation_body(token), HTTP_X_FORWARDED_FOR="not-an-ip"
     )
@@ -299,7 +299,7 @@ def test_a_bad_forwarded_for_header_falls_back_to_the_peer(anon, licensed, setti
 
 def test_secrets_never_reach_the_logs(anon, licensed, caplog):
     caplog.set_level(logging.DEBUG)
-    _, secret = token_mint(customer=licensed)
+    _, secret = token_mint(customer=licensed, actor=SYSTEM)
     body = activation_body(secret)
     agent_secret = anon.post("/agents/activate", body).json()["agent_secret"]
     anon.post("/agents/activate", {**body, "machine_id": "another"})
@@ -318,7 +318,7 @@ def test_secrets_never_reach_the_logs(anon, licensed, caplog):
 
 def test_license_model_default_channel_reaches_the_agent(anon, customer):
     factories.license(customer, max_agents=2, channel="beta")
-    _, secret = token_mint(customer=customer)
+    _, secret = token_mint(customer=customer, actor=SYSTEM)
     assert (
         anon.post("/agents/activate", activation_body(secret)).json()["license"]["channel"]
         == "beta"

@@ -13,6 +13,7 @@ from django.test import Client
 from fleet.choices import JobStatus, TokenStatus
 from fleet.models import ActivationToken, Agent, Job
 from fleet.services.agents import agent_decommission
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 from tests.fleet.api.conftest import activate, activation_body, bearer
@@ -55,7 +56,7 @@ def post(path: str, body: dict | None = None, secret: str = "") -> tuple[int, di
 
 def test_fifty_machines_racing_for_one_token_make_exactly_one_agent(customer):
     factories.license(customer, max_agents=100)
-    _, token = token_mint(customer=customer)
+    _, token = token_mint(customer=customer, actor=SYSTEM)
     results = run_together(
         [
             lambda n=n: post("/agents/activate", activation_body(token, machine_id=f"racer-{n}"))
@@ -73,7 +74,7 @@ def test_three_free_seats_and_ten_tokens_make_exactly_three_agents(customer):
     factories.license(customer, max_agents=5)
     for _ in range(2):
         activate(customer)
-    tokens = [token_mint(customer=customer)[1] for _ in range(10)]
+    tokens = [token_mint(customer=customer, actor=SYSTEM)[1] for _ in range(10)]
     results = run_together(
         [lambda t=t: post("/agents/activate", activation_body(t)) for t in tokens]
     )
@@ -83,7 +84,7 @@ def test_three_free_seats_and_ten_tokens_make_exactly_three_agents(customer):
     assert Agent.objects.count() == 5
     # The seven refused tokens are untouched and work once a seat frees.
     assert ActivationToken.objects.filter(status=TokenStatus.OUTSTANDING).count() == 7
-    agent_decommission(agent=Agent.objects.first())
+    agent_decommission(agent=Agent.objects.first(), actor=SYSTEM)
     refused = [t for t, (status, _) in zip(tokens, results, strict=True) if status == 403]
     assert post("/agents/activate", activation_body(refused[0]))[0] == 201
 

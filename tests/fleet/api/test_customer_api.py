@@ -7,6 +7,7 @@ from django.utils import timezone
 from fleet.choices import TokenStatus
 from fleet.models import ActivationToken, AuditEvent, CustomerApiKey
 from fleet.services.api_keys import api_key_revoke
+from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 from tests.fleet.api.conftest import activate, activation_body
@@ -52,7 +53,7 @@ def key_api_for(customer):
     from fleet.services.api_keys import api_key_mint
     from tests.fleet.api.conftest import ApiClient
 
-    return ApiClient(Client(), api_key_mint(customer=customer, name="k")[1])
+    return ApiClient(Client(), api_key_mint(customer=customer, name="k", actor=SYSTEM)[1])
 
 
 def test_suspended_license_mints_nothing(key_api, licensed):
@@ -65,7 +66,7 @@ def test_list_tokens_filters_and_pages_with_bounds(
     key_api, licensed, django_assert_max_num_queries
 ):
     for _ in range(5):
-        token_mint(customer=licensed)
+        token_mint(customer=licensed, actor=SYSTEM)
     redeemed = activate(licensed)
     page = key_api.get("/tokens?limit=2&offset=1").json()
     assert page["count"] == 6
@@ -89,14 +90,14 @@ def test_list_tokens_filters_and_pages_with_bounds(
 
 
 def test_expired_tokens_are_listed_as_expired_before_the_daily_job(key_api, licensed):
-    token, _ = token_mint(customer=licensed, expires_in=timedelta(seconds=-1))
+    token, _ = token_mint(customer=licensed, expires_in=timedelta(seconds=-1), actor=SYSTEM)
     assert key_api.get("/tokens?status=outstanding").json()["items"] == []
     [listed] = key_api.get("/tokens?status=expired").json()["items"]
     assert (listed["id"], listed["status"]) == (token.pk, "expired")
 
 
 def test_revoke_is_idempotent_and_refuses_redeemed_tokens(key_api, licensed):
-    token, _ = token_mint(customer=licensed)
+    token, _ = token_mint(customer=licensed, actor=SYSTEM)
     first = key_api.delete(f"/tokens/{token.pk}")
     again = key_api.delete(f"/tokens/{token.pk}")
     assert first.status_code == again.status_code == 200
@@ -109,7 +110,7 @@ def test_revoke_is_idempotent_and_refuses_redeemed_tokens(key_api, licensed):
 
 def test_another_customers_token_is_404_like_a_missing_one(key_api, licensed):
     other = factories.customer()
-    theirs, _ = token_mint(customer=other)
+    theirs, _ = token_mint(customer=other, actor=SYSTEM)
     mine_missing = key_api.delete("/tokens/999999")
     not_mine = key_api.delete(f"/tokens/{theirs.pk}")
     assert not_mine.status_code == mine_missing.status_code == 404
@@ -152,7 +153,7 @@ def test_fleet_metrics_are_the_four_numbers(key_api, licensed, django_assert_max
 
 def test_revoked_or_unknown_keys_are_401(key_api, licensed):
     assert key_api.get("/fleet/metrics").status_code == 200
-    api_key_revoke(key=CustomerApiKey.objects.get())
+    api_key_revoke(key=CustomerApiKey.objects.get(), actor=SYSTEM)
     response = key_api.get("/fleet/metrics")
     assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
 

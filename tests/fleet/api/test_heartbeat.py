@@ -7,6 +7,7 @@ from django.utils import timezone
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus
 from fleet.models import Anomaly, AuditEvent, Job, Release
 from fleet.services.agents import agent_decommission
+from fleet.services.audit import SYSTEM
 from fleet.services.releases import release_yank
 from tests import factories
 from tests.beat import sweep_until
@@ -48,14 +49,14 @@ def test_update_available_is_a_hint_for_agents_behind_latest(agent):
     agent.refresh()
     assert agent.agent.version == "1.10.0"
     assert AuditEvent.objects.filter(action="agent.heartbeat_state").count() == 1
-    release_yank(release=Release.objects.get(version="1.10.0"), reason="bad")
+    release_yank(release=Release.objects.get(version="1.10.0"), reason="bad", actor=SYSTEM)
     assert beat(agent, version="1.9.3").json()["update_available"] is None
 
 
 def test_an_agent_on_a_yanked_newer_release_is_told_to_move_and_counted(agent, licensed, key_api):
     newer = factories.release("1.11.0")
     agent.api.post("/agents/heartbeat", {"version": "1.11.0"})
-    release_yank(release=newer, reason="crashes")
+    release_yank(release=newer, reason="crashes", actor=SYSTEM)
     hint = agent.api.post("/agents/heartbeat", {"version": "1.11.0"}).json()["update_available"]
     assert hint == {"version": "1.10.0", "channel": "stable"}
     assert key_api.get("/fleet/metrics").json()["agents_not_on_latest"] == 1
@@ -107,7 +108,7 @@ def test_heartbeat_never_extends_another_agents_job(agent, licensed):
 
 def test_a_decommissioned_agent_is_refused_on_its_next_call(agent):
     assert beat(agent).status_code == 200
-    agent_decommission(agent=agent.agent)
+    agent_decommission(agent=agent.agent, actor=SYSTEM)
     response = beat(agent)
     assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
 

@@ -16,6 +16,7 @@ from fleet.api.agents import heartbeat_interval
 from fleet.choices import AgentStatus, Channel
 from fleet.models import Agent
 from fleet.services.agents import agent_decommission
+from fleet.services.audit import SYSTEM
 from fleet.services.licenses import license_update
 from fleet.services.presence import presence_flush, presence_send
 from fleet.services.sweeps import STALE_SWEEP, agents_mark_stale
@@ -84,7 +85,7 @@ def test_a_license_change_reaches_the_kept_agent(agent):
     assert beat(agent).json()["update_available"]["version"] == "1.10.0"
     license = agent.agent.customer.licenses.get(is_current=True)
     license.channel = Channel.BETA
-    license_update(license=license)
+    license_update(license=license, actor=SYSTEM)
     assert beat(agent).json()["update_available"] == {
         "version": "2.0.0-beta.1",
         "channel": "beta",
@@ -234,7 +235,7 @@ def test_a_revoked_agent_is_refused_by_every_web_process_within_5_seconds(licens
         for base in (first, second):  # each process now keeps the agent
             response = httpx.post(f"{base}/api/v1/agents/heartbeat", json=body, headers=headers)
             assert response.status_code == 200, response.text
-        agent_decommission(agent=agent.agent)
+        agent_decommission(agent=agent.agent, actor=SYSTEM)
         revoked_at = time.monotonic()
         refused_after = {}
         for base in (first, second):

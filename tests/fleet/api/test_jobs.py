@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from fleet.choices import JobStatus
 from fleet.models import AuditEvent, Job
+from fleet.services.audit import SYSTEM
 from tests import factories
 from tests.fleet.api.conftest import activate
 
@@ -179,7 +180,7 @@ def test_another_customers_key_gets_404_for_our_jobs(key_api, licensed):
 
     job = queue(licensed)[0]
     other = factories.customer()
-    _, other_key = api_key_mint(customer=other, name="theirs")
+    _, other_key = api_key_mint(customer=other, name="theirs", actor=SYSTEM)
     theirs = key_api.get(f"/jobs/{job.pk}", secret=other_key)
     missing = key_api.get("/jobs/987654", secret=other_key)
     assert theirs.status_code == missing.status_code == 404

@@ -181,7 +181,7 @@ class Round:
         factories.agent(customer)
         for _ in range(2):
             factories.job(customer, role=self.a.role)
-        self.tokens = [token_mint(customer=customer)[1] for _ in range(2)]
+        self.tokens = [token_mint(customer=customer, actor=SYSTEM)[1] for _ in range(2)]
         self.customer = customer
         self.secrets: list[str] = []  # what rotations handed out
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from fleet.choices import AgentStatus
 from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
 from fleet.models import AuditEvent, License
-from fleet.services.audit import Actor
+from fleet.services.audit import SYSTEM, Actor
 from fleet.services.licenses import (
     license_create,
     license_resume,
@@ -44,13 +44,13 @@ def test_lowering_max_agents_below_active_agents_needs_confirmation(customer):
     factories.agent(customer, status=AgentStatus.DECOMMISSIONED)  # holds no seat
     lic.max_agents = 2
     with pytest.raises(LicenseBelowActiveAgents) as exc:
-        license_update(license=lic)
+        license_update(license=lic, actor=SYSTEM)
     assert exc.value.extra == {"active_agents": 3, "max_agents": 2}
     assert License.objects.get(pk=lic.pk).max_agents == 5  # nothing written
     lic.max_agents = 3  # exactly the active agents is fine
-    license_update(license=lic)
+    license_update(license=lic, actor=SYSTEM)
     lic.max_agents = 2
-    license_update(license=lic, confirm_below_active=True)
+    license_update(license=lic, confirm_below_active=True, actor=SYSTEM)
     assert License.objects.get(pk=lic.pk).max_agents == 2
     assert AuditEvent.objects.filter(action="license.update").count() == 2
 
@@ -63,25 +63,25 @@ def test_invalid_license_values_are_refused_with_the_field(customer, field, valu
     lic = factories.license(customer)
     setattr(lic, field, lic.valid_from - timedelta(days=1) if value == "past" else value)
     with pytest.raises(InvalidLicense) as exc:
-        license_update(license=lic)
+        license_update(license=lic, actor=SYSTEM)
     assert exc.value.extra["field"] == field
 
 
 def test_update_without_changes_writes_nothing(customer):
     lic = factories.license(customer)
-    license_update(license=lic)
+    license_update(license=lic, actor=SYSTEM)
     assert not AuditEvent.objects.exists()
 
 
 def test_suspend_and_resume_are_idempotent(customer):
     lic = factories.license(customer)
-    license_suspend(license=lic, reason="unpaid invoice")
-    license_suspend(license=lic, reason="unpaid invoice")
+    license_suspend(license=lic, reason="unpaid invoice", actor=SYSTEM)
+    license_suspend(license=lic, reason="unpaid invoice", actor=SYSTEM)
     assert lic.suspended
     assert lic.suspended_reason == "unpaid invoice"
     assert not lic.admits_agents_at(timezone.now())
-    license_resume(license=lic)
-    license_resume(license=lic)
+    license_resume(license=lic, actor=SYSTEM)
+    license_resume(license=lic, actor=SYSTEM)
     assert not lic.suspended
     actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions == ["license.suspend", "license.resume"]
@@ -108,7 +108,7 @@ def test_concurrent_license_creation_leaves_one_current(customer):
     def create(seats: int) -> None:
         try:
             barrier.wait()
-            license_create(license=License(customer=customer, max_agents=seats))
+            license_create(license=License(customer=customer, max_agents=seats), actor=SYSTEM)
         except BaseException as exc:
             errors.append(exc)
         finally:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from fleet.choices import AnomalyKind, JobStatus, RolloutState, RolloutTargetState
 from fleet.errors import NotAllowed, RolloutRefused
 from fleet.models import Agent, Anomaly, AuditEvent, Job, Release, Rollout, RolloutTarget
-from fleet.services.audit import Actor
+from fleet.services.audit import SYSTEM, Actor
 from fleet.services.rollouts import (
     rollout_advance,
     rollout_resume,
@@ -135,7 +135,9 @@ def fleet(customer):
     f.orders_seen = {}
     f.sample = set(list(f.agents)[::7])
     with time_machine.travel(f.now, tick=False):
-        f.rollout = rollout_start(customer=customer, release=release, reason="monthly upgrade")
+        f.rollout = rollout_start(
+            customer=customer, release=release, reason="monthly upgrade", actor=SYSTEM
+        )
     return f
 
 
@@ -258,18 +260,18 @@ def test_whole_fleet_downgrades_and_non_owners_are_refused(customer):
     release = factories.release("1.10.0")
     activate(customer, version="1.9.3")
     with pytest.raises(RolloutRefused, match="whole fleet at once is refused"):
-        rollout_start(customer=customer, release=release, all_at_once=True)
+        rollout_start(customer=customer, release=release, all_at_once=True, actor=SYSTEM)
     with pytest.raises(RolloutRefused, match="whole fleet at once"):
-        rollout_start(customer=customer, release=release, batch_fraction=1)
+        rollout_start(customer=customer, release=release, batch_fraction=1, actor=SYSTEM)
     older = factories.release("1.9.0")
     with pytest.raises(RolloutRefused, match="never downgrades"):
-        rollout_start(customer=customer, release=older)
+        rollout_start(customer=customer, release=older, actor=SYSTEM)
     viewer = factories.membership(customer, role="admin").user
     with pytest.raises(NotAllowed):
         rollout_start(customer=customer, release=release, actor=Actor(user=viewer, label="v"))
-    rollout_start(customer=customer, release=release)
+    rollout_start(customer=customer, release=release, actor=SYSTEM)
     with pytest.raises(RolloutRefused, match="already has a rollout"):
-        rollout_start(customer=customer, release=release)
+        rollout_start(customer=customer, release=release, actor=SYSTEM)
     assert not Release.objects.filter(yanked=True).exists()
 
 
@@ -279,7 +281,9 @@ def test_two_concurrent_advances_move_one_step(customer):
     factories.license(customer)
     release = factories.release("1.10.0")
     agents = [activate(customer, version="1.9.3") for _ in range(5)]
-    rollout = rollout_start(customer=customer, release=release, canary_soak=timedelta(0))
+    rollout = rollout_start(
+        customer=customer, release=release, canary_soak=timedelta(0), actor=SYSTEM
+    )
     RolloutTarget.objects.filter(batch=0).update(state="succeeded", reported_at=timezone.now())
     Agent.objects.filter(pk=rollout.canary_agent_id).update(version="1.10.0")
     Rollout.objects.filter(pk=rollout.pk).update(

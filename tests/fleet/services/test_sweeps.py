@@ -9,6 +9,7 @@ from django.utils import timezone
 from fleet import tasks
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus, TokenStatus
 from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Job, SweepState
+from fleet.services.audit import SYSTEM
 from fleet.services.sweeps import STALE_SWEEP, agents_mark_stale, jobs_requeue_expired
 from fleet.services.tokens import token_mint
 from tests import factories
@@ -148,9 +149,9 @@ def test_expired_leases_requeue_then_fail_for_good_with_a_finding(customer, sett
 
 
 def test_token_expiry_is_idempotent_and_audited(customer):
-    overdue, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1))
-    live, _ = token_mint(customer=customer)
-    redeemed, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1))
+    overdue, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1), actor=SYSTEM)
+    live, _ = token_mint(customer=customer, actor=SYSTEM)
+    redeemed, _ = token_mint(customer=customer, expires_in=timedelta(seconds=-1), actor=SYSTEM)
     ActivationToken.objects.filter(pk=redeemed.pk).update(status=TokenStatus.REDEEMED)
     assert tasks.expire_tokens() == 1
     assert tasks.expire_tokens() == 0
