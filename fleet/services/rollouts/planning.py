@@ -2,7 +2,7 @@
 and starting it with its canary offered. Only owners and staff steer waves."""
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -58,15 +58,20 @@ def plan_batches(members: list[Agent], fleet: list[Agent], fraction: Decimal) ->
         return []
     size = max(1, math.ceil(Decimal(len(members)) * fraction))
     fleet_counts = Counter(key for agent in fleet for key in _groups(agent))
-    # Spread: round-robin over zones, then hosts, so each batch mixes them.
-    by_place: dict[tuple[str, int], list[Agent]] = {}
+    # Spread: round-robin over zones, and within a zone over its hosts, so each batch
+    # mixes them.
+    by_zone: dict[str, dict[int, list[Agent]]] = {}
     for agent in sorted(members, key=lambda a: (a.host.zone, a.host_id, a.role, a.pk)):
-        by_place.setdefault((agent.host.zone, agent.host_id), []).append(agent)
+        by_zone.setdefault(agent.host.zone, {}).setdefault(agent.host_id, []).append(agent)
+    hosts_of = {zone: deque(hosts.values()) for zone, hosts in by_zone.items()}
     pool: list[Agent] = []
-    while any(by_place.values()):
-        for queue in by_place.values():
-            if queue:
+    while any(hosts_of.values()):
+        for hosts in hosts_of.values():
+            if hosts:
+                queue = hosts.popleft()
                 pool.append(queue.pop(0))
+                if queue:
+                    hosts.append(queue)
     batches: list[list[Agent]] = []
     while pool:
         batch: list[Agent] = []

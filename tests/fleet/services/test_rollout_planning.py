@@ -158,12 +158,6 @@ def test_any_fleet_is_planned_whole_and_spread(seed):
     assert_well_planned(batches, members, fleet_, fraction)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Product discrepancy, reported: plan_batches round-robins over (zone, host) "
-    "pairs, not over zones then hosts as its comment says, so with several hosts in a "
-    "zone a batch can come from that zone alone.",
-)
 def test_a_batch_mixes_zones_when_it_can():
     """Four single-agent hosts in each of two zones, batches of two: each batch could
     take one agent of each zone ("round-robin over zones, then hosts, so each batch
