@@ -63,13 +63,14 @@ class AnomalyKind(models.TextChoices):
 
 
 class RolloutState(models.TextChoices):
-    DRAFT = "draft", "Draft"
+    """A wave starts at its canary (it is planned and offered in one transaction) and ends
+    completed or aborted; see Rollout.ACTIONS for what operators may do in each."""
+
     CANARY = "canary", "Canary"
     ROLLING = "rolling", "Rolling"
     PAUSED = "paused", "Paused"
     COMPLETED = "completed", "Completed"
     ABORTED = "aborted", "Aborted"
-    FAILED = "failed", "Failed"
 
 
 # A customer has at most one rollout in these states (a database constraint).

@@ -37,7 +37,7 @@ class Rollout(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="rollouts")
     release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="rollouts")
     state = models.CharField(
-        max_length=16, choices=RolloutState.choices, default=RolloutState.DRAFT
+        max_length=16, choices=RolloutState.choices, default=RolloutState.CANARY
     )
     canary_soak = models.DurationField(default=WAVE.canary_soak)
     batch_fraction = models.DecimalField(

@@ -42,7 +42,7 @@ def test_a_decommissioned_agent_frees_its_unit_for_a_successor(customer):
 def test_one_active_rollout_per_customer(customer, other_customer):
     release = factories.release("2.0.0")
     factories.rollout(customer, release, state=RolloutState.CANARY)
-    factories.rollout(customer, release, state=RolloutState.DRAFT)
+    factories.rollout(customer, release, state=RolloutState.ABORTED)
     factories.rollout(customer, release, state=RolloutState.COMPLETED)
     for state in (RolloutState.ROLLING, RolloutState.PAUSED, RolloutState.CANARY):
         with pytest.raises(IntegrityError), transaction.atomic():

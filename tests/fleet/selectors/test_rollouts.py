@@ -68,7 +68,7 @@ def test_batches_show_their_progress_canary_first_excluded_last_in_one_query(
 
 
 def test_a_rollout_without_targets_has_no_batches(customer):
-    assert rollout_batches(rollout(customer, "2.0.0", state=RolloutState.DRAFT)) == []
+    assert rollout_batches(rollout(customer, "2.0.0", state=RolloutState.ABORTED)) == []
 
 
 def test_the_list_is_the_customers_rollouts_newest_first_with_their_progress(
