@@ -1,8 +1,10 @@
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django import forms
+from django.db.models import QuerySet
+from django.http import QueryDict
 
 from fleet.choices import AgentRole
 from fleet.models import Agent, Release
@@ -71,10 +73,16 @@ class StartRolloutForm(forms.Form):
     )
     reason = forms.CharField(max_length=500)
 
-    def __init__(self, *args: object, releases: object, agents: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["release"].queryset = releases  # type: ignore[attr-defined]
-        self.fields["canary"].queryset = agents  # type: ignore[attr-defined]
+    def __init__(
+        self,
+        data: QueryDict | None = None,
+        *,
+        releases: QuerySet[Release],
+        agents: QuerySet[Agent],
+    ) -> None:
+        super().__init__(data)
+        cast(forms.ModelChoiceField, self.fields["release"]).queryset = releases
+        cast(forms.ModelChoiceField, self.fields["canary"]).queryset = agents
 
     def settings(self) -> dict[str, Any]:
         data = self.cleaned_data
