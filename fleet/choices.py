@@ -75,6 +75,8 @@ class RolloutState(models.TextChoices):
 
 # A customer has at most one rollout in these states (a database constraint).
 ACTIVE_ROLLOUT_STATES = (RolloutState.CANARY, RolloutState.ROLLING, RolloutState.PAUSED)
+# Beat moves a rollout in these on (a paused one waits for its operator).
+ADVANCING_ROLLOUT_STATES = (RolloutState.CANARY, RolloutState.ROLLING)
 
 
 class RolloutAction(models.TextChoices):
@@ -130,6 +132,7 @@ class AuditAction(models.TextChoices):
     JOB_CLAIM = "job.claim", "Job claimed"
     JOB_SUCCEEDED = "job.succeeded", "Job succeeded"
     JOB_FAILED = "job.failed", "Job failed"
+    JOB_REQUEUED = "job.queued", "Job failed and went back to the queue for another try"
     JOB_CANCEL = "job.cancel", "Job cancelled"
     JOB_LEASE_EXPIRED = "job.lease_expired", "Job lease expired"
     ANOMALY_OPEN = "anomaly.open", "Finding opened"

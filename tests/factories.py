@@ -12,12 +12,13 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from model_bakery import baker
 
-from fleet.choices import AgentRole, AgentStatus, AnomalyKind, MemberRole
+from fleet.choices import AgentRole, AgentStatus, AnomalyKind, AuditAction, MemberRole
 from fleet.models import (
     ActivationToken,
     Agent,
     AgentFactsChange,
     Anomaly,
+    AuditEvent,
     Customer,
     CustomerApiKey,
     FleetSnapshot,
@@ -187,3 +188,13 @@ def sweep_state(name: str = STALE_SWEEP, **kwargs: Any) -> SweepState:
     """A sweep that last ran now (no gap, so no grace) unless `last_run_at` says."""
     kwargs.setdefault("last_run_at", timezone.now())
     return baker.make(SweepState, name=name, **kwargs)
+
+
+def audit_event(customer: Customer | None, **kwargs: Any) -> AuditEvent:
+    """An audit row as a service writes it (tests of the log's pages and exports)."""
+    kwargs.setdefault("action", AuditAction.JOB_SUBMIT)
+    kwargs.setdefault("actor_label", "system")
+    kwargs.setdefault("target_type", "fleet.job")
+    kwargs.setdefault("target_id", "1")
+    kwargs.setdefault("target_repr", "job 1")
+    return baker.make(AuditEvent, customer=customer, **kwargs)

@@ -20,6 +20,18 @@ class Migration(migrations.Migration):
         # decommissioned without a time gets the last time it was known alive.
         migrations.RunSQL(
             [
+                # What a decommission does besides its status: the agent's running jobs go
+                # back to the queue, and waves stop waiting for it.
+                "UPDATE fleet_job SET status = 'queued', agent_id = NULL, lease_id = NULL, "
+                "lease_expires_at = NULL, started_at = NULL, queued_at = CURRENT_TIMESTAMP "
+                "WHERE status = 'running' AND agent_id IN ("
+                "SELECT id FROM fleet_agent WHERE decommissioned_at IS NOT NULL "
+                "AND status <> 'decommissioned')",
+                "UPDATE fleet_rollouttarget SET state = 'excluded', "
+                "detail = 'The agent was decommissioned.' "
+                "WHERE state IN ('pending', 'offered') AND agent_id IN ("
+                "SELECT id FROM fleet_agent WHERE decommissioned_at IS NOT NULL "
+                "AND status <> 'decommissioned')",
                 "UPDATE fleet_agent SET status = 'decommissioned' "
                 "WHERE decommissioned_at IS NOT NULL AND status <> 'decommissioned'",
                 "UPDATE fleet_agent "

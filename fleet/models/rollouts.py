@@ -1,7 +1,13 @@
 from django.conf import settings
 from django.db import models
 
-from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutAction, RolloutState, RolloutTargetState
+from fleet.choices import (
+    ACTIVE_ROLLOUT_STATES,
+    ADVANCING_ROLLOUT_STATES,
+    RolloutAction,
+    RolloutState,
+    RolloutTargetState,
+)
 from fleet.models.agents import Agent
 from fleet.models.releases import Release
 from fleet.models.tenancy import Customer
@@ -12,8 +18,9 @@ from fleet.versions import SemVerField
 class Rollout(models.Model):
     """An upgrade wave: one canary soaked, then batches of the rest, each watched."""
 
-    # What operators may do in each state: the services refuse the rest, the portal and
-    # the admin offer only these. (Beat moves canary → rolling → completed, and pauses.)
+    # What operators may do in each state: the services refuse the rest (the admin's
+    # actions report the refusal), the portal offers only these. (Beat moves canary →
+    # rolling → completed, and pauses.)
     ACTIONS: dict[str, tuple[RolloutAction, ...]] = {
         RolloutState.CANARY: (
             RolloutAction.PAUSE,
@@ -109,7 +116,7 @@ class Rollout(models.Model):
     @property
     def is_advancing(self) -> bool:
         """Beat moves it on (and the portal keeps refreshing it)."""
-        return self.state in (RolloutState.CANARY, RolloutState.ROLLING)
+        return self.state in ADVANCING_ROLLOUT_STATES
 
 
 class RolloutTarget(models.Model):

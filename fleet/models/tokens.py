@@ -1,6 +1,8 @@
 """Activation tokens and their lifecycle: outstanding until redeemed, revoked or expired,
 then final."""
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -19,8 +21,24 @@ TOKEN_TRANSITIONS = (REDEEM, REVOKE, EXPIRE)
 
 
 class TokenQuerySet(StatusQuerySet["ActivationToken"]):
+    """The expiry rule in SQL, as ActivationToken.effective_status says it in Python: an
+    outstanding token past its expiry is expired, whether or not beat has recorded it."""
+
     def for_customer(self, customer: Customer | int) -> "TokenQuerySet":
         return self.filter(customer=customer)
+
+    def usable(self, now: datetime) -> "TokenQuerySet":
+        return self.filter(status=TokenStatus.OUTSTANDING, expires_at__gt=now)
+
+    def overdue(self, now: datetime) -> "TokenQuerySet":
+        """Outstanding past their expiry: expired in all but the recording."""
+        return self.filter(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
+
+    def expired(self, now: datetime) -> "TokenQuerySet":
+        return self.filter(
+            models.Q(status=TokenStatus.EXPIRED)
+            | models.Q(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
+        )
 
 
 class ActivationToken(models.Model):

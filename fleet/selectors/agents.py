@@ -4,12 +4,12 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
-from fleet.choices import AgentStatus, Channel, RolloutState, RolloutTargetState
+from fleet.choices import ADVANCING_ROLLOUT_STATES, AgentStatus, Channel, RolloutTargetState
 from fleet.errors import NotFound
 from fleet.models import Agent, Customer, Host, License, Release, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
-from fleet.selectors.releases import _latest_releases
+from fleet.selectors.releases import releases_newest_first
 from fleet.versions import SemVer
 
 
@@ -21,13 +21,15 @@ def agents_with_facts() -> QuerySet[Agent]:
     order = RolloutTarget.objects.filter(
         agent=OuterRef("pk"),
         state=RolloutTargetState.OFFERED,
-        rollout__state__in=[RolloutState.CANARY, RolloutState.ROLLING],
+        rollout__state__in=ADVANCING_ROLLOUT_STATES,
     )
     return Agent.objects.holding_seat().annotate(
         license_channel=Subquery(current.values("channel")[:1]),
         license_max_concurrent=Subquery(current.values("max_concurrent_tasks_per_agent")[:1]),
-        latest_stable=Subquery(_latest_releases([Channel.STABLE]).values("version")[:1]),
-        latest_any=Subquery(_latest_releases([Channel.STABLE, Channel.BETA]).values("version")[:1]),
+        latest_stable=Subquery(releases_newest_first([Channel.STABLE]).values("version")[:1]),
+        latest_any=Subquery(
+            releases_newest_first([Channel.STABLE, Channel.BETA]).values("version")[:1]
+        ),
         upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
         upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
         on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from fleet.choices import TokenStatus
 from fleet.models import ActivationToken, Agent, Customer, License
 
 
@@ -39,9 +38,7 @@ class Seats:
 
 def license_seats(customer: Customer | int) -> Seats:
     license = license_current(customer)
-    outstanding = ActivationToken.objects.filter(
-        customer=customer, status=TokenStatus.OUTSTANDING, expires_at__gt=timezone.now()
-    ).count()
+    outstanding = ActivationToken.objects.for_customer(customer).usable(timezone.now()).count()
     return Seats(
         license=license,
         max_agents=license.max_agents if license else 0,

@@ -6,14 +6,15 @@ from fleet.choices import Channel
 from fleet.models import Release
 
 
-def _latest_releases(channels: list[Channel]) -> QuerySet[Release]:
+def releases_newest_first(channels: list[Channel]) -> QuerySet[Release]:
+    """The non-yanked releases of exactly these channels, newest first."""
     return Release.objects.filter(channel__in=channels, yanked=False).order_by("-version")
 
 
 def release_list_for(channel: str = Channel.STABLE) -> QuerySet[Release]:
     """The non-yanked releases a channel sees, newest first; beta also sees stable ones."""
     channels = [Channel.STABLE, Channel.BETA] if channel == Channel.BETA else [Channel.STABLE]
-    return _latest_releases(channels)
+    return releases_newest_first(channels)
 
 
 def release_latest(channel: str = Channel.STABLE) -> Release | None:

@@ -1,6 +1,6 @@
 """Activation tokens, scoped by customer, by their effective status."""
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from fleet.choices import TokenStatus
@@ -23,9 +23,7 @@ def token_list(customer: Customer | int, status: str | None = None) -> QuerySet[
     )
     now = timezone.now()
     if status == TokenStatus.OUTSTANDING:
-        return tokens.filter(status=status, expires_at__gt=now)
+        return tokens.usable(now)
     if status == TokenStatus.EXPIRED:
-        return tokens.filter(
-            Q(status=status) | Q(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
-        )
+        return tokens.expired(now)
     return tokens.filter(status=status) if status else tokens

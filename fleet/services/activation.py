@@ -53,7 +53,7 @@ class Activation:
     agent: Agent
     secret: str  # shown once, in the activation response
     license: License
-    created: bool  # False: the same machine and unit retried and got its agent back
+    created: bool  # False: the first caller retried (its install key proves it)
 
 
 @dataclass(frozen=True)
@@ -245,11 +245,12 @@ def _register(
 
 
 def _reactivate(agent: Agent, *, ip_address: str | None) -> Activation:
-    """The same machine and unit retried (its first answer was lost): a fresh secret."""
+    """The first caller retried (its answer was lost; its install key proves it): its agent
+    back, with a fresh secret."""
     license = license_current(agent.customer_id)
     if license is None:
         raise LicenseMissing("This customer has no license. Contact Agentina sales.")
-    secret = agent_secret_replace(agent)
+    secret = agent_secret_replace(agent=agent)
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
         action=AuditAction.AGENT_REACTIVATE,

@@ -2,6 +2,7 @@
 (Activation is fleet/services/activation.py.)"""
 
 import random
+from contextlib import nullcontext
 from datetime import datetime
 
 from django.conf import settings
@@ -54,7 +55,7 @@ UPGRADE_ACTIONS = {
 }
 
 
-def agent_secret_replace(agent: Agent) -> str:
+def agent_secret_replace(*, agent: Agent) -> str:
     """A new secret for an agent that holds a seat; the old one stops working everywhere."""
     minted = secret_mint(SecretKind.AGENT_SECRET)
     if (
@@ -71,7 +72,7 @@ def agent_secret_replace(agent: Agent) -> str:
 @transaction.atomic
 def agent_rotate_secret(*, agent: Agent, ip_address: str | None = None) -> str:
     """A new secret for the agent; the old one stops working at once."""
-    secret = agent_secret_replace(agent)
+    secret = agent_secret_replace(agent=agent)
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
         action=AuditAction.AGENT_ROTATE_SECRET,
@@ -125,29 +126,32 @@ def agent_record_heartbeat(
         updates["version"] = version
     if renew:
         updates["leases_renewed_at"] = now
-    # The agent may have been decommissioned since this process authenticated it (its
-    # cached copy is up to AGENT_CACHE_POLL_SECONDS old): then nothing is written.
-    if not Agent.objects.filter(pk=agent.pk).holding_seat().update(**updates):
-        raise AgentGone()
-    if renew:
-        Job.objects.filter(
-            agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
-        ).update(lease_expires_at=now + settings.JOB_LEASE)
-    if changed or renew:  # every process re-reads it (leases_renewed_at included)
-        agent_facts_changed(agent_ids=[agent.pk])
-    if came_back or version != agent.version:
-        _record_state_change(agent, version, came_back, ip_address)
-    if skew_appeared:
-        anomaly_open(
-            actor=Actor.for_agent(agent, ip_address),
-            customer=agent.customer_id,
-            kind=AnomalyKind.CLOCK_SKEW,
-            fingerprint=f"clock_skew:{agent.pk}",
-            severity=AnomalySeverity.INFO,
-            agent_id=agent.pk,
-            message=f"{agent.name}'s clock is {offset:+d} s off the server's. The Control "
-            "Plane uses its own time; fix NTP on the host so logs line up.",
-        )
+    # One transaction when the heartbeat writes more than its own row, so that a
+    # decommission either goes first (and nothing is written) or waits for all of it.
+    with transaction.atomic() if changed or renew else nullcontext():
+        # The agent may have been decommissioned since this process authenticated it (its
+        # cached copy is up to AGENT_CACHE_POLL_SECONDS old): then nothing is written.
+        if not Agent.objects.filter(pk=agent.pk).holding_seat().update(**updates):
+            raise AgentGone()
+        if renew:
+            Job.objects.filter(
+                agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
+            ).update(lease_expires_at=now + settings.JOB_LEASE)
+        if changed or renew:  # every process re-reads it (leases_renewed_at included)
+            agent_facts_changed(agent_ids=[agent.pk])
+        if came_back or version != agent.version:
+            _record_state_change(agent, version, came_back, ip_address)
+        if skew_appeared:
+            anomaly_open(
+                actor=Actor.for_agent(agent, ip_address),
+                customer=agent.customer_id,
+                kind=AnomalyKind.CLOCK_SKEW,
+                fingerprint=f"clock_skew:{agent.pk}",
+                severity=AnomalySeverity.INFO,
+                agent_id=agent.pk,
+                message=f"{agent.name}'s clock is {offset:+d} s off the server's. The Control "
+                "Plane uses its own time; fix NTP on the host so logs line up.",
+            )
     agent.last_heartbeat_at = now
     return now
 

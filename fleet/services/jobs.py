@@ -16,10 +16,9 @@ from fleet.models import Agent, Customer, Job
 from fleet.models.agents import MAY_CLAIM
 from fleet.models.jobs import (
     CANCEL,
+    CLAIM,
     FAIL,
-    QUEUED,
     REQUEUE,
-    RUNNING,
     SUCCEED,
     JobQuerySet,
 )
@@ -77,8 +76,8 @@ def _claim_statements(*, postgres: bool) -> list[str]:
             skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
             changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
             may_claim=MAY_CLAIM,
-            queued=QUEUED,
-            running=RUNNING,
+            queued=_CLAIMABLE,
+            running=CLAIM.target,
             claim_action=AuditAction.JOB_CLAIM.value,
         )
         for sql in _CLAIM_STATEMENTS
@@ -100,9 +99,12 @@ def claim_function_sql() -> str:
     )
 
 
-FINISHED_ACTIONS = {
-    JobStatus.SUCCEEDED: AuditAction.JOB_SUCCEEDED,
-    JobStatus.FAILED: AuditAction.JOB_FAILED,
+(_CLAIMABLE,) = CLAIM.sources  # the one status a claim takes a job from
+
+FINISHED_ACTIONS = {  # what the holder's report is audited as, by where it moves the job
+    SUCCEED: AuditAction.JOB_SUCCEEDED,
+    FAIL: AuditAction.JOB_FAILED,
+    REQUEUE: AuditAction.JOB_REQUEUED,
 }
 
 _CALL_CLAIM_FUNCTION = (
@@ -222,7 +224,7 @@ def _finish(
         setattr(job, name, value)
     audit_record(
         actor=Actor.for_agent(agent),
-        action=FINISHED_ACTIONS[outcome],
+        action=FINISHED_ACTIONS[move],
         target=job,
         customer=agent.customer_id,
         changes={"status": [JobStatus.RUNNING, job.status]},

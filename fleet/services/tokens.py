@@ -25,7 +25,7 @@ def token_expire_overdue(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             overdue = list(
                 ActivationToken.objects.select_for_update(skip_locked=True)
-                .filter(status=TokenStatus.OUTSTANDING, expires_at__lte=now)
+                .overdue(now)
                 .values_list("pk", flat=True)
                 .order_by()[:EXPIRE_CHUNK]
             )

@@ -70,12 +70,13 @@ SELECT c.id, 'm-' || c.id || '-' || h, 'host-' || c.id || '-' || h,
   FROM fleet_customer c CROSS JOIN generate_series(1, %(hosts_per_customer)s) h;
 
 INSERT INTO fleet_agent (customer_id, host_id, name, role, unit_name, state_dir, version, status,
-                         secret_prefix, secret_digest, last_heartbeat_at, registered_at)
+                         secret_prefix, secret_digest, install_key_digest, last_heartbeat_at,
+                         registered_at)
 SELECT h.customer_id, h.id, h.hostname || '-' || a,
        (ARRAY['coder','coder','reviewer','tester','indexer'])[1 + (h.id + a) %% 5],
        'agentina@' || a, '/srv/' || a,
        CASE WHEN (h.id + a) %% 3 = 0 THEN %(v18)s ELSE %(v110)s END, 'online',
-       'agtn_agt_bench', md5(h.id || '-' || a) || md5(a || '-' || h.id),
+       'agtn_agt_bench', md5(h.id || '-' || a) || md5(a || '-' || h.id), '',
        now() - interval '20 seconds', now() - interval '2 days'
   FROM fleet_host h CROSS JOIN generate_series(1, 4) a;
 

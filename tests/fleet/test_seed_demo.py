@@ -67,3 +67,20 @@ def test_seed_demo_refuses_without_debug_unless_forced():
     with pytest.raises(CommandError, match="DEBUG=true"):
         call_command("seed_demo", stdout=StringIO())
     assert not Customer.objects.exists()
+
+
+def test_seeding_again_after_a_decommission_leaves_the_agent_retired():
+    """The README invites decommissioning a demo agent; `make run` seeds again on every
+    start, and must neither fail nor bring the agent back."""
+    from fleet.services.agents import agent_decommission
+    from fleet.services.audit import SYSTEM
+
+    call_command("seed_demo", "--force", stdout=StringIO())
+    retired = Agent.objects.filter(status="online").first()
+    assert agent_decommission(agent=retired, actor=SYSTEM)
+    call_command("seed_demo", "--force", stdout=StringIO())
+    retired.refresh_from_db()
+    assert (retired.status, retired.decommissioned_at is not None) == ("decommissioned", True)
+    # The demo fleet is whole again: a successor holds the retired agent's unit.
+    successor = Agent.objects.holding_seat().get(host=retired.host, unit_name=retired.unit_name)
+    assert successor.pk != retired.pk

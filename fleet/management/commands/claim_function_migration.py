@@ -51,6 +51,11 @@ def installed_claim_function() -> tuple[str | None, str]:
     return None, leaf
 
 
+def _signature(sql: str) -> str:
+    """The function's name and parameters, as its CREATE statement gives them."""
+    return sql.split(" RETURNS ", 1)[0].removeprefix("CREATE OR REPLACE FUNCTION ")
+
+
 class Command(BaseCommand):
     help = __doc__
 
@@ -63,6 +68,12 @@ class Command(BaseCommand):
         if installed == wanted:
             self.stdout.write("The claim function's migration is up to date.")
             return
+        if installed is not None and _signature(installed) != _signature(wanted):
+            raise CommandError(
+                "The claim's parameters changed: CREATE OR REPLACE would add a second "
+                "fleet_claim_job beside the old one. Write that migration by hand, dropping "
+                f"the old one first: {_signature(installed)}"
+            )
         if check:
             raise CommandError(
                 "fleet/services/jobs.py's claim differs from the function the migrations "

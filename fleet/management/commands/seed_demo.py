@@ -21,7 +21,19 @@ from fleet.choices import (
     MemberRole,
     TokenStatus,
 )
-from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Host, Job, License, Release
+from fleet.models import (
+    ActivationToken,
+    Agent,
+    Anomaly,
+    Customer,
+    FleetSnapshot,
+    Host,
+    Job,
+    License,
+    Release,
+)
+from fleet.models.agents import COME_BACK, GO_SILENT
+from fleet.models.tokens import REDEEM
 from fleet.secrets import SecretKind, secret_mint
 from fleet.services.anomalies import agent_offline_fingerprint, anomaly_open
 from fleet.services.audit import Actor
@@ -165,9 +177,12 @@ class Command(BaseCommand):
         ]
         agents = []
         for name, role, host_index, version, online in spec["agents"]:
-            agent = Agent.objects.filter(
-                host=hosts[host_index], unit_name=f"agentina@{name}"
-            ).first()
+            heard = now - (timedelta(seconds=20) if online else timedelta(minutes=42))
+            agent = (
+                Agent.objects.holding_seat()  # a decommissioned demo agent stays retired
+                .filter(host=hosts[host_index], unit_name=f"agentina@{name}")
+                .first()
+            )
             if agent is None:
                 token, _ = token_mint(actor=SEED, customer=customer, role=role, note=f"for {name}")
                 minted = secret_mint(SecretKind.AGENT_SECRET)
@@ -182,14 +197,15 @@ class Command(BaseCommand):
                     version=version,
                     secret_prefix=minted.display_prefix,
                     secret_digest=minted.digest,
+                    status=AgentStatus.ONLINE if online else AgentStatus.OFFLINE,
+                    last_heartbeat_at=heard,
                 )
-                token.status, token.redeemed_at = TokenStatus.REDEEMED, now
-                token.save(update_fields=["status", "redeemed_at"])
-            agent.status = AgentStatus.ONLINE if online else AgentStatus.OFFLINE
-            agent.last_heartbeat_at = now - (
-                timedelta(seconds=20) if online else timedelta(minutes=42)
-            )
-            agent.save(update_fields=["status", "last_heartbeat_at"])
+                ActivationToken.objects.filter(pk=token.pk).transition(REDEEM, redeemed_at=now)
+            else:  # seeded before: back as the demo has it, through the lifecycle
+                again = Agent.objects.filter(pk=agent.pk)
+                again.transition(COME_BACK if online else GO_SILENT)
+                again.update(last_heartbeat_at=heard)
+                agent.refresh_from_db()
             agents.append(agent)
 
         if not customer.activation_tokens.filter(status=TokenStatus.OUTSTANDING).exists():

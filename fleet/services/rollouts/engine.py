@@ -15,6 +15,7 @@ from django.utils import timezone
 from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
+    ADVANCING_ROLLOUT_STATES,
     AnomalyKind,
     AnomalySeverity,
     AuditAction,
@@ -23,6 +24,7 @@ from fleet.choices import (
     RolloutTargetState,
 )
 from fleet.models import Agent, Job, Rollout, RolloutTarget
+from fleet.models.agents import SEAT_HOLDING
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
@@ -38,9 +40,9 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
     """The checks before the next step: every agent upgraded so far is online on the new
     version; the step's agents do their work as well as before (throughput and success
     rate within the tolerance of their own baseline); the fleet's online ratio holds."""
-    upgraded = list(
+    upgraded = list(  # (an agent decommissioned since is no longer the wave's concern)
         RolloutTarget.objects.filter(
-            rollout=rollout, state=RolloutTargetState.SUCCEEDED
+            rollout=rollout, state=RolloutTargetState.SUCCEEDED, agent__status__in=SEAT_HOLDING
         ).select_related("agent")
     )
     heard_since = now - settings.AGENT_ONLINE_WINDOW
@@ -176,7 +178,7 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         rollout = (
             Rollout.objects.select_for_update(skip_locked=True)
             .select_related("release")
-            .filter(pk=rollout_id, state__in=[RolloutState.CANARY, RolloutState.ROLLING])
+            .filter(pk=rollout_id, state__in=ADVANCING_ROLLOUT_STATES)
             .first()
         )
         if rollout is None:
@@ -265,8 +267,6 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
 def rollouts_advance_all(*, now: datetime | None = None) -> dict[int, str]:
     """Beat's entry point: advance every active rollout one step at most."""
     ids = list(
-        Rollout.objects.filter(state__in=[RolloutState.CANARY, RolloutState.ROLLING]).values_list(
-            "pk", flat=True
-        )
+        Rollout.objects.filter(state__in=ADVANCING_ROLLOUT_STATES).values_list("pk", flat=True)
     )
     return {pk: rollout_advance(pk, now=now) for pk in ids}

@@ -14,6 +14,7 @@ from fleet.selectors import (
     audit_list,
     membership_list,
 )
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -93,9 +94,7 @@ def test_a_user_sees_only_their_own_memberships(customer, other_customer, django
 
 def test_the_audit_trail_is_the_customers_newest_first(customer, other_customer):
     def event(customer, action, minutes_ago):
-        created = AuditEvent.objects.create(
-            customer=customer, actor_label="system", action=action, target_type="x", target_id="1"
-        )
+        created = factories.audit_event(customer, action=action)
         AuditEvent.objects.filter(pk=created.pk).update(
             at=timezone.now() - timedelta(minutes=minutes_ago)
         )

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from fleet.choices import AgentRole, AgentStatus, JobStatus, RolloutTargetState, UpgradeOutcome
 from fleet.errors import AgentGone, FleetError
-from fleet.models import Agent, Job, RolloutTarget
+from fleet.models import Agent, Job, Rollout, RolloutTarget
 from fleet.models.agents import (
     AGENT_TRANSITIONS,
     MAY_CLAIM,
@@ -269,3 +269,28 @@ def test_the_readme_shows_the_table_the_code_uses():
     for t in AGENT_TRANSITIONS:
         sources = ", ".join(s for s in AgentStatus.values if s in t.sources)
         assert f"| `{t.name}` | {sources} | {t.target} | {t.by} |" in rows, t.name
+
+
+@pytest.mark.django_db
+def test_a_wave_goes_on_past_an_upgraded_agent_that_was_decommissioned(customer):
+    """Its target stays succeeded; the gate judges the agents still in the fleet."""
+    from datetime import timedelta
+
+    from fleet.services.rollouts import rollout_advance
+
+    factories.license(customer)
+    release = factories.release("1.1.0")
+    hosts = [factories.host(customer, zone=zone) for zone in ("a", "b")]
+    for i in range(8):
+        factories.agent(customer, hosts[i % 2], role=AgentRole.values[i % 4])
+    rollout = rollout_start(customer=customer, release=release, actor=SYSTEM)
+    canary = RolloutTarget.objects.get(rollout=rollout, batch=0)
+    canary.state = RolloutTargetState.SUCCEEDED
+    canary.save(update_fields=["state"])
+    Agent.objects.filter(pk=canary.agent_id).update(
+        version="1.1.0", last_heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
+    assert agent_decommission(agent=canary.agent, actor=SYSTEM)  # then it went silent
+    assert rollout_advance(rollout.pk) == "step upgraded; watching"
+    Rollout.objects.filter(pk=rollout.pk).update(skip_soak=True)
+    assert rollout_advance(rollout.pk).startswith("batch 1 of")
