@@ -11,7 +11,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from fleet.api import agents, customers, jobs
-from fleet.errors import FleetError
+from fleet.errors import FleetError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def _error(
 
 @api.exception_handler(FleetError)
 def _fleet_error(request: HttpRequest, exc: FleetError) -> HttpResponse:
-    return api.create_response(request, exc.as_body(), status=exc.status)
+    response = api.create_response(request, exc.as_body(), status=exc.status)
+    if isinstance(exc, ServiceUnavailable):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)

@@ -49,6 +49,21 @@ class Unauthorized(FleetError):
     status = 401
 
 
+class ServiceUnavailable(FleetError):
+    """A passing fault (the database or Redis unreachable, read-only or full): nothing
+    was done, and the same request may be sent again after `retry_after` seconds."""
+
+    code = "service_unavailable"
+    status = 503
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5, **extra: object) -> None:
+        super().__init__(
+            detail or "The Control Plane is briefly unavailable; nothing was done. Retry.",
+            **extra,
+        )
+        self.retry_after = retry_after
+
+
 class AgentGone(Unauthorized):
     """The agent was decommissioned after this request authenticated it (another process
     had it cached): refused as its secret is from now on."""
