@@ -2,12 +2,11 @@
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from django.utils import timezone
 from ninja import Schema
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from fleet import policy
 from fleet.choices import AgentRole, AnomalySeverity, TokenStatus, UpgradeOutcome
@@ -25,10 +24,10 @@ def _semver(value: str) -> SemVer:
     return SemVer(value)
 
 
-def _within_a_day(value: datetime) -> datetime:
-    if abs(value - timezone.now()) > timedelta(days=1):
-        raise ValueError("is more than a day away from the server's clock")
-    return value
+def _utc_if_naive(value: datetime) -> datetime:
+    """An agent's clock is reported, never punished: any time is taken (a naive one as
+    UTC), however far off; the skew becomes a finding, not a refusal."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _no_nul_anywhere(value: Any) -> Any:
@@ -120,8 +119,10 @@ class HeartbeatIn(In):
         default_factory=list, max_length=1000
     )
     load: float | None = Field(None, ge=0, le=10_000)
-    sent_at: Annotated[AwareDatetime, AfterValidator(_within_a_day)] | None = Field(
-        None, description="The agent's clock when it sent this, with a timezone."
+    sent_at: Annotated[datetime, AfterValidator(_utc_if_naive)] | None = Field(
+        None,
+        description="The agent's clock when it sent this (UTC when it has no time zone). "
+        "Any time is accepted: a clock more than a minute off opens a finding.",
     )
 
 

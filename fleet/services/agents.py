@@ -100,7 +100,7 @@ def agent_record_heartbeat(
     online, a new version, told to upgrade, clock skew appearing) write their extra rows
     at once and make every web process re-read the agent."""
     now = timezone.now()
-    offset = round((sent_at - now).total_seconds()) if sent_at else None
+    offset = _clock_offset(sent_at, now) if sent_at else None
     renew = bool(running_job_ids) and (
         agent.leases_renewed_at is None or now - agent.leases_renewed_at >= settings.JOB_LEASE / 2
     )
@@ -154,6 +154,15 @@ def agent_record_heartbeat(
             )
     agent.last_heartbeat_at = now
     return now
+
+
+def _clock_offset(sent_at: datetime, now: datetime) -> int:
+    """The agent's clock minus ours, in seconds, within what the column holds (±68 years:
+    a clock that far off is simply very far off)."""
+    return max(-CLOCK_OFFSET_LIMIT, min(CLOCK_OFFSET_LIMIT, round((sent_at - now).total_seconds())))
+
+
+CLOCK_OFFSET_LIMIT = 2**31 - 1
 
 
 def _is_skewed(offset: int | None) -> bool:

@@ -168,10 +168,26 @@ def test_bad_heartbeats_are_422_and_change_nothing(agent, body):
 
 
 @pytest.mark.parametrize(
-    "sent_at", ["2024-01-01T00:00:00", "9999-12-31T00:00:00Z", "0001-01-01T00:00:00+00:00"]
+    ("sent_at", "ahead"),
+    [
+        ("2024-01-01T00:00:00", False),  # naive: read as UTC
+        ("9999-12-31T00:00:00Z", True),
+        ("0001-01-01T00:00:00+00:00", False),
+    ],
 )
-def test_naive_or_far_off_agent_clocks_are_422(agent, sent_at):
+def test_naive_or_far_off_agent_clocks_are_reported_not_refused(agent, sent_at, ahead):
+    """A live agent with a broken clock is still alive: its heartbeat counts, the skew
+    (bounded to what the column holds) is stored and becomes a finding."""
     response = agent.api.post("/agents/heartbeat", {"version": "1.9.3", "sent_at": sent_at})
+    assert response.status_code == 200
+    stored = agent.refresh()
+    assert (stored.clock_offset_seconds > 10**8) is ahead
+    assert abs(stored.clock_offset_seconds) > 10**7
+    assert Anomaly.objects.filter(kind=AnomalyKind.CLOCK_SKEW, agent=stored).exists()
+
+
+def test_a_sent_at_that_is_not_a_time_is_422(agent):
+    response = agent.api.post("/agents/heartbeat", {"version": "1.9.3", "sent_at": "yesterday"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "sent_at"
 
