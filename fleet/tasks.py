@@ -1,11 +1,16 @@
 """Celery tasks: each runs one service; the schedule is CELERY_BEAT_SCHEDULE in settings.
 Every task is idempotent and safe to run twice at once (the services lock what they
-change), so a redelivery or a second beat does no harm."""
+change); the periodic ones also claim their run (`beat_run_claim`), so a second beat or
+a redelivery does nothing at all, and counters are not inflated."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
 
+from fleet.services.beat import beat_run_claim
 from fleet.services.detections import fleet_detect
 from fleet.services.presence import presence_flush
 from fleet.services.rollouts import rollouts_advance_all
@@ -16,8 +21,17 @@ from fleet.services.tokens import token_expire_overdue
 logger = logging.getLogger(__name__)
 
 
+def _claimed(task: str, seconds: int) -> bool:
+    if beat_run_claim(task=task, every=timedelta(seconds=seconds), now=timezone.now()):
+        return True
+    logger.info("%s: another run had this period (a second beat?); nothing done", task)
+    return False
+
+
 @shared_task(name="fleet.mark_stale_agents")
 def mark_stale_agents() -> dict[str, int | bool]:
+    if not _claimed("fleet.mark_stale_agents", settings.STALE_SWEEP_SECONDS):
+        return {}
     sweep = agents_mark_stale()
     logger.info(
         "stale sweep: %d agent(s) marked offline%s, %d job(s) requeued, %d failed for good",
@@ -31,6 +45,8 @@ def mark_stale_agents() -> dict[str, int | bool]:
 
 @shared_task(name="fleet.take_snapshots")
 def take_snapshots() -> int:
+    if not _claimed("fleet.take_snapshots", settings.SNAPSHOT_SECONDS):
+        return 0
     snapshots = fleet_snapshots_take()
     findings = fleet_detect(snapshots)
     logger.info("snapshot: %d customer(s), %d open finding(s)", len(snapshots), len(findings))
@@ -39,6 +55,8 @@ def take_snapshots() -> int:
 
 @shared_task(name="fleet.advance_rollouts")
 def advance_rollouts() -> dict[int, str]:
+    if not _claimed("fleet.advance_rollouts", settings.ROLLOUT_ADVANCE_SECONDS):
+        return {}
     steps = rollouts_advance_all()
     for rollout_id, what in steps.items():
         logger.info("rollout %d: %s", rollout_id, what)
