@@ -2,20 +2,23 @@
 frees its seat); hosts with their zone mix and memory budget."""
 
 from collections import Counter
-from typing import TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
-from django_stubs_ext import WithAnnotations
 
 from fleet import selectors
 from fleet.choices import AgentRole, AgentStatus
 from fleet.models import Customer, Host
 from fleet.services.agents import agent_decommission
 from fleet.services.detections import host_memory_budget_mb
+
+if TYPE_CHECKING:  # django-stubs-ext is a development dependency
+    from django_stubs_ext import WithAnnotations
+
 from portal.views.base import (
     PortalRequest,
     actor,
