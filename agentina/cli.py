@@ -14,6 +14,7 @@ from typing import Any
 
 from agentina import __version__
 from agentina.client import ApiError, Client, Unreachable
+from agentina.outbox import Outbox
 from agentina.runner import Runner, command_executor, simulated_executor
 from agentina.state import AgentState, install_key
 
@@ -107,7 +108,8 @@ def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
     state = AgentState.load(args.state_dir)
     client = client or Client(state.server, state.secret)
     executor = command_executor(args.exec) if args.exec else simulated_executor()
-    runner = Runner(client, state, executor)
+    # Finished jobs' results wait in the state dir until the server has them.
+    runner = Runner(client, state, executor, outbox=Outbox.in_state_dir(args.state_dir))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
 
 RETRYABLE_STATUSES = {429, 502, 503, 504}
+RETRY_AFTER_CAP = 60.0  # seconds: the longest wait a server's Retry-After can impose
+
+# An answer: (status, body), or (status, body, headers) from a transport that has them
+# (a Retry-After header is honoured only then).
+Answer = tuple[int, Any] | tuple[int, Any, Mapping[str, str]]
 
 
 class ApiError(Exception):
@@ -27,7 +34,26 @@ class Unreachable(Exception):
 class Transport(Protocol):
     def request(
         self, method: str, url: str, *, json: Any = None, headers: dict[str, str]
-    ) -> tuple[int, Any]: ...
+    ) -> Answer: ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait a Retry-After header asks for (seconds, or an HTTP date), or None."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class HttpxTransport:
@@ -36,13 +62,16 @@ class HttpxTransport:
 
     def request(
         self, method: str, url: str, *, json: Any = None, headers: dict[str, str]
-    ) -> tuple[int, Any]:
+    ) -> Answer:
         try:
             response = self._client.request(method, url, json=json, headers=headers)
         except httpx.TransportError as exc:
             raise ConnectionError(str(exc)) from exc
-        body = response.json() if response.content else None
-        return response.status_code, body
+        try:
+            body = response.json() if response.content else None
+        except ValueError:  # a proxy's HTML error page, say
+            body = None
+        return response.status_code, body, response.headers
 
     def close(self) -> None:
         self._client.close()
@@ -63,12 +92,14 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
         """One API call. Network failures, 429 and 502 to 504 are retried with exponential
-        backoff; any other error answer raises ApiError at once."""
+        backoff, waiting at least what a Retry-After header asks (at most
+        RETRY_AFTER_CAP); any other error answer raises ApiError at once."""
         headers = {"Authorization": f"Bearer {self.secret}"} if auth and self.secret else {}
         assert self.transport is not None
         for attempt in range(self.retries + 1):
+            delay = min(self.backoff * 2**attempt, 30)
             try:
-                status, answer = self.transport.request(
+                status, answer, *rest = self.transport.request(
                     method, f"{self.server}/api/v1{path}", json=body, headers=headers
                 )
             except ConnectionError as exc:
@@ -85,7 +116,10 @@ class Client:
                         answer.get("detail", "The server refused."),
                         answer,
                     )
-            self.sleep(min(self.backoff * 2**attempt, 30))
+                asked = retry_after_seconds(rest[0]) if rest else None
+                if asked is not None:
+                    delay = min(max(delay, asked), RETRY_AFTER_CAP)
+            self.sleep(delay)
         raise Unreachable(self.server)  # pragma: no cover - the loop returns or raises
 
     def close(self) -> None:

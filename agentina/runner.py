@@ -1,6 +1,7 @@
 """The agent's loop: heartbeat at the interval the server gives, claim jobs up to the
 license's cap, run them, report findings, and obey upgrade orders (drain, install, smoke
-check, roll back on failure)."""
+check, roll back on failure). A finished job's result goes to the outbox first and leaves
+it only once the server answered it (see agentina/outbox.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentina.client import ApiError, Client, Unreachable
+from agentina.outbox import Finished, Outbox
 from agentina.state import AgentState
 
 Executor = Callable[[dict[str, Any]], tuple[bool, Any]]  # payload -> (succeeded, result)
@@ -80,19 +82,34 @@ class Runner:
     draining: dict[str, Any] | None = None
     cap: int = 1
     interval: float = 30.0
+    # Results not yet acknowledged; in memory only unless given a directory (`agentina
+    # run` keeps it in the state dir).
+    outbox: Outbox = field(default_factory=Outbox)
+    clock: Callable[[], float] = time.monotonic
+    retry_base: float = 1.0  # seconds before the outbox is sent again after a fault, doubling…
+    retry_cap: float = 60.0  # …up to this
+    _outbox_failures: int = field(default=0, init=False)  # sends that failed in a row
+    _outbox_next_at: float = field(default=float("-inf"), init=False)  # the next send's time
 
     def __post_init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=16)
 
     def start(self) -> None:
+        self.send_outbox()  # results a previous run could not deliver
         me = self.client.me()
         self.cap = (me.get("license") or {}).get("max_concurrent_tasks_per_agent", 1)
 
+    def held_job_ids(self) -> list[int]:
+        """The jobs heartbeats name: running ones and finished ones whose result waits in
+        the outbox (so their leases are extended until the server has the result)."""
+        return sorted({*self.running, *self.outbox.job_ids()})
+
     def step(self) -> None:
-        """One turn: collect finished jobs, heartbeat, upgrade if told, and claim if room
-        and the heartbeat says jobs are waiting (claim is not polled)."""
+        """One turn: collect finished jobs, send the outbox, heartbeat, upgrade if told,
+        and claim if room and the heartbeat says jobs are waiting (claim is not polled)."""
         self._collect()
-        beat = self.client.heartbeat(self.state.version, list(self.running))
+        self.send_outbox()
+        beat = self.client.heartbeat(self.state.version, self.held_job_ids())
         self.interval = float(beat.get("next_heartbeat_seconds", 30))
         if beat.get("upgrade"):
             self.draining = beat["upgrade"]
@@ -110,25 +127,66 @@ class Runner:
             self.running[job["id"]] = (job["lease_id"], future)
 
     def _collect(self) -> None:
+        """Finished jobs move to the outbox: on disk before the server is asked."""
         for job_id, (lease, future) in list(self.running.items()):
             if not future.done():
                 continue
-            del self.running[job_id]
             try:
                 ok, result = future.result()
             except Exception as exc:
                 ok, result = False, repr(exc)
+            finished = (
+                Finished(job_id, lease, True, result=result)
+                if ok
+                else Finished(job_id, lease, False, error=str(result), retryable=True)
+            )
+            self.outbox.put(finished)
+            del self.running[job_id]
+
+    def send_outbox(self, *, now_or_never: bool = False) -> None:
+        """Send the waiting results, unless the last try failed less than a backoff ago
+        (or `now_or_never`: a last try before stopping). Acknowledged (2xx) or refused for
+        good (404, a 409 `stale_lease` or `job_already_finished`, any other 4xx): removed.
+        Unreachable, 429 or 5xx: kept, and the outbox waits a backoff that doubles up to
+        `retry_cap` (the server is having trouble: the other results wait too)."""
+        if self.clock() < self._outbox_next_at and not now_or_never:
+            return
+        for finished in self.outbox.entries():
             try:
-                if ok:
-                    self.client.complete(job_id, lease, result)
-                else:
-                    self.client.fail(job_id, lease, str(result), retryable=True)
-                    # A finding too; repeats fold into one row on the server.
-                    self.client.report(
-                        f"job {job_id} failed: {str(result)[:500]}", fingerprint="job-failed"
+                self._send(finished)
+            except (Unreachable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status != 429 and exc.status < 500:
+                    self.log(
+                        f"job {finished.job_id}: the server refused the result for good "
+                        f"({exc.status} {exc.code}: {exc.detail}); dropped"
                     )
-            except ApiError as exc:
-                self.log(f"job {job_id}: the server refused the result: {exc.detail}")
+                else:
+                    delay = min(self.retry_base * 2**self._outbox_failures, self.retry_cap)
+                    self._outbox_failures += 1
+                    self._outbox_next_at = self.clock() + delay
+                    self.log(
+                        f"job {finished.job_id}: the result waits in the outbox ({exc}); "
+                        f"sending again in {delay:.3g} s"
+                    )
+                    return
+            else:
+                self._outbox_failures = 0
+            self.outbox.remove(finished.job_id)
+        self._outbox_next_at = float("-inf")
+
+    def _send(self, finished: Finished) -> None:
+        if finished.succeeded:
+            self.client.complete(finished.job_id, finished.lease_id, finished.result)
+            return
+        self.client.fail(
+            finished.job_id, finished.lease_id, finished.error, retryable=finished.retryable
+        )
+        try:  # A finding too (repeats fold into one row on the server); best effort.
+            self.client.report(
+                f"job {finished.job_id} failed: {finished.error[:500]}", fingerprint="job-failed"
+            )
+        except (ApiError, Unreachable) as exc:
+            self.log(f"job {finished.job_id}: the failure finding was not reported: {exc}")
 
     def _upgrade(self, order: dict[str, Any]) -> None:
         old, new = self.state.version, order["version"]
@@ -145,13 +203,26 @@ class Runner:
         self.draining = None
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop` is set; then drain: finish what is held, then return."""
+        """Until `stop` is set; then drain: finish what is held, then return. Between
+        heartbeats it wakes to send outbox results whose retry is due."""
         self.start()
+        next_beat = self.clock()
         while not stop.is_set():
             try:
-                self.step()
+                if self.clock() >= next_beat:
+                    next_beat = self.clock() + self.interval
+                    self.step()
+                    next_beat = self.clock() + self.interval
+                else:
+                    self.send_outbox()
             except (Unreachable, ApiError) as exc:
                 self.log(f"heartbeat failed: {exc}; retrying")
-            stop.wait(self.interval)
+            wake = next_beat
+            if len(self.outbox):
+                wake = min(wake, max(self._outbox_next_at, self.clock() + 0.1))
+            stop.wait(max(0.0, wake - self.clock()))
         wait([future for _, future in self.running.values()])
         self._collect()
+        self.send_outbox(now_or_never=True)
+        if self.outbox.job_ids():
+            self.log(f"{len(self.outbox)} result(s) wait in the outbox; the next run sends them")

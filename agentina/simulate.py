@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentina.client import ApiError, Client
+from agentina.outbox import Outbox
 from agentina.runner import Runner, Upgrader, simulated_executor
 from agentina.state import AgentState, install_key
 
@@ -56,13 +57,15 @@ class Fleet:
 
     def enroll(self, count: int) -> list[SimulatedAgent]:
         """Reuse the agents stored under state_root, then mint and activate the rest."""
-        states = []
+        states: list[AgentState] = []
+        dirs: list[Path] = []
         for path in sorted(self.state_root.glob("agent-*/agent.json")):
             state = AgentState.load(path.parent)
             probe = Client(self.server, state.secret)
             try:
                 probe.me()
                 states.append(state)
+                dirs.append(path.parent)
             except ApiError:
                 continue  # retired or from another database: mint a new one
             finally:
@@ -101,13 +104,15 @@ class Fleet:
                 )
                 state.save(self.state_root / f"agent-{i}")
                 states.append(state)
-        for i, state in enumerate(states):
+                dirs.append(self.state_root / f"agent-{i}")
+        for i, (state, state_dir) in enumerate(zip(states, dirs, strict=True)):
             runner = Runner(
                 Client(self.server, state.secret),
                 state,
                 simulated_executor(self.failure_rate, rng=random.Random(i)),
                 upgrader=Upgrader(smoke_check=self._smoke_check(i)),
                 log=self._logger(i),
+                outbox=Outbox.in_state_dir(state_dir, self._logger(i)),
             )
             self.agents.append(SimulatedAgent(state, runner))
         return self.agents

@@ -223,10 +223,17 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Cache: throttle counters live here, so several web processes need a shared one (Redis).
+# The API works without it (throttles fail open), so a dead or frozen Redis must cost a
+# short socket timeout, not a hung request: redis-py's default timeout is none at all.
 CACHE_URL = env.str("CACHE_URL", default="locmemcache://")
+CACHE_REDIS_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
 if CACHE_URL.startswith("redis"):
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": CACHE_REDIS_OPTIONS,
+        }
     }
 else:
     CACHES = {"default": env.cache_url_config(CACHE_URL)}
@@ -257,6 +264,7 @@ AGENT_HEARTBEATS_PER_SECOND = env.int("AGENT_HEARTBEATS_PER_SECOND", default=200
 AGENT_CACHE_POLL_SECONDS = env.float("AGENT_CACHE_POLL_SECONDS", default=2.0)
 AGENT_CACHE_MAX_AGE_SECONDS = env.int("AGENT_CACHE_MAX_AGE_SECONDS", default=3600)
 AGENT_CACHE_MAX_ENTRIES = env.int("AGENT_CACHE_MAX_ENTRIES", default=250_000)
+AGENT_CACHE_STALE_LIMIT_SECONDS = env.float("AGENT_CACHE_STALE_LIMIT_SECONDS", default=10.0)
 PRESENCE_BUFFER_URL = env.str("PRESENCE_BUFFER_URL", default="")
 PRESENCE_BATCH_SECONDS = env.float("PRESENCE_BATCH_SECONDS", default=0.5)
 JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))

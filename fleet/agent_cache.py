@@ -11,9 +11,18 @@ queued-job counts heartbeats report and the fleet size the heartbeat interval fo
 
 Each request gets its own copy of the cached agent, so nothing a request does to it
 leaks into the next one.
+
+A poll that fails (the database unreachable, read-only, …) is logged once per outage and
+tried again POLL_RETRY_SECONDS later; a kept agent is served meanwhile, so a steady
+heartbeat needs no database. But only for AGENT_CACHE_STALE_LIMIT_SECONDS since the last
+poll that worked: after that a kept agent may have been revoked without this process
+knowing, and authentication answers 503 `service_unavailable` (with Retry-After) until a
+poll works again.
 """
 
 import copy
+import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -21,11 +30,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import Error as DatabaseFault
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
 from fleet.choices import JobStatus
+from fleet.errors import ServiceUnavailable
 from fleet.models import Agent, AgentFactsChange, Job
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
 
@@ -34,6 +45,8 @@ from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed
 LOOKBACK = timedelta(seconds=60)
 QUEUED_COUNT_EVERY = 5.0  # seconds between counts of queued jobs (a scan of the queue)
 FLEET_SIZE_EVERY = 30.0  # seconds between counts of the whole fleet
+POLL_RETRY_SECONDS = 1.0  # after a failed poll, at most this long before the next try
+logger = logging.getLogger(__name__)
 _AGENTS_CHANGED = (
     "INSERT INTO fleet_agentfactschange (changed_at, agent_id) "
     "SELECT %s, id FROM fleet_agent WHERE id IN ({ids})"
@@ -51,7 +64,9 @@ class _State:
     by_digest: dict[str, _Entry] = field(default_factory=dict)
     digest_of: dict[int, str] = field(default_factory=dict)
     seen_changes: dict[int, float] = field(default_factory=dict)  # change id → seen at
-    polled_at: float = float("-inf")
+    polled_at: float = float("-inf")  # the last poll that worked
+    poll_failing_since: float | None = None  # the first failed poll of an ongoing outage
+    poll_retry_at: float = float("-inf")
     queued: dict[tuple[int, str], int] = field(default_factory=dict)
     queued_counted_at: float = float("-inf")
     fleet_size: int = 0
@@ -80,6 +95,7 @@ def agent_cached_for_secret(secret: str) -> Agent | None:
     entry = _state.by_digest.get(digest)
     now = time.monotonic()
     if entry is not None and now - entry.loaded_at <= settings.AGENT_CACHE_MAX_AGE_SECONDS:
+        _refuse_if_too_stale(now)
         return copy.copy(entry.agent)
     polled_at = _state.polled_at
     agent = agent_for_secret(secret)
@@ -169,14 +185,52 @@ def _forget(agent_ids: Iterable[int], customer_id: int | None, everyone: bool) -
                 _forget_digest(digest)
 
 
+def _refuse_if_too_stale(now: float) -> None:
+    """A kept agent is served while polls fail, but not for longer than
+    AGENT_CACHE_STALE_LIMIT_SECONDS after the last poll that worked: it may have been
+    revoked since, so the caller is told to come back (503) instead."""
+    state = _state
+    if state.poll_failing_since is None:
+        return
+    stale_for = now - state.polled_at
+    if stale_for <= settings.AGENT_CACHE_STALE_LIMIT_SECONDS:
+        return
+    raise ServiceUnavailable(
+        "The Control Plane cannot check for revoked agents right now (its database is "
+        "unreachable); nothing was done. Retry.",
+        retry_after=max(1, math.ceil(max(POLL_RETRY_SECONDS, settings.AGENT_CACHE_POLL_SECONDS))),
+    )
+
+
 def _poll_if_due() -> None:
     now = time.monotonic()
-    if now - _state.polled_at < settings.AGENT_CACHE_POLL_SECONDS:
+    if now - _state.polled_at < settings.AGENT_CACHE_POLL_SECONDS or now < _state.poll_retry_at:
         return
     if not _poll_lock.acquire(blocking=False):
         return  # another thread of this process is polling
     try:
         _poll(now)
+    except DatabaseFault as exc:
+        # Never fatal here: what is kept is served (within the stale limit) and the poll
+        # is tried again shortly. Logged once an outage, not once a request.
+        state = _state
+        state.poll_retry_at = now + min(POLL_RETRY_SECONDS, settings.AGENT_CACHE_POLL_SECONDS)
+        if state.poll_failing_since is None:
+            state.poll_failing_since = now
+            logger.warning(
+                "agent cache: polling for changes failed (%s: %s); serving kept agents for "
+                "up to %ss after the last poll, retrying",
+                type(exc).__name__,
+                exc,
+                settings.AGENT_CACHE_STALE_LIMIT_SECONDS,
+            )
+    else:
+        state = _state
+        if state.poll_failing_since is not None:
+            logger.warning(
+                "agent cache: polling works again after %.1fs", now - state.poll_failing_since
+            )
+            state.poll_failing_since = None
     finally:
         _poll_lock.release()
 
@@ -185,6 +239,7 @@ def _poll(now: float) -> None:
     """One statement every AGENT_CACHE_POLL_SECONDS (forget what changed), one more every
     5 s (the queued-job counts) and every 30 s (the fleet's size)."""
     state = _state
+    missed = now - state.polled_at > LOOKBACK.total_seconds() / 2
     changes = AgentFactsChange.objects.filter(changed_at__gt=timezone.now() - LOOKBACK).values_list(
         "pk", "agent_id", "customer_id"
     )
@@ -208,4 +263,9 @@ def _poll(now: float) -> None:
     if now - state.fleet_counted_at >= FLEET_SIZE_EVERY:
         state.fleet_size = Agent.objects.holding_seat().count()
         state.fleet_counted_at = now
+    if missed:
+        # No poll for so long (the database was away, or no agent request came) that a
+        # change may have left the look-back window unseen: nothing kept is trusted (each
+        # agent is read again once).
+        _forget((), None, True)
     state.polled_at = now
