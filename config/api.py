@@ -6,6 +6,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
@@ -100,6 +101,55 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(request, 404, "not_found", "Not found.")
+
+
+# What a retry can outlive, by PostgreSQL SQLSTATE, for errors that psycopg does not class
+# as operational: a read-only database (a replica promoted late, a full disk's safeguard)
+# and a lock wait that timed out. Connection, serialization, deadlock, disk-full,
+# too-many-connections and shutdown errors are OperationalError already.
+_TRANSIENT_SQLSTATES = {"25006", "55P03"}
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def _transient(exc: DatabaseError) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    sqlstate = str(getattr(exc.__cause__, "sqlstate", None) or "")
+    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)
+
+
+def _drop_broken_connections() -> None:
+    """Close a connection the fault broke, so the next request connects afresh instead of
+    failing on it again (what Django's request_finished does, done here too because a
+    caller may not fire it, and at once). A connection inside a transaction is left to
+    its owner."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        if not conn.is_usable():
+            conn.close()
+
+
+@api.exception_handler(DatabaseError)
+def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """A passing database fault answers 503 with Retry-After, never 500, so clients (the
+    reference agent's `complete` above all) retry instead of dropping their work. One
+    warning line each, no traceback: an outage must not bury the logs."""
+    if not _transient(exc):
+        return _unexpected(request, exc)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    logger.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.path,
+        type(exc).__name__,
+        first_line,
+    )
+    try:
+        _drop_broken_connections()
+    except Exception:  # closing a dead connection must not turn the 503 into a 500
+        logger.warning("could not close a broken database connection", exc_info=True)
+    return _fleet_error(request, ServiceUnavailable())
 
 
 @api.exception_handler(Exception)

@@ -317,5 +317,8 @@ class FleetMetricsOut(Schema):
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
-    """Declare the error statuses an operation can answer, so the OpenAPI document is true."""
-    return dict.fromkeys(statuses, ErrorOut)
+    """Declare the error statuses an operation can answer, so the OpenAPI document is true.
+    Every operation may answer 503 `service_unavailable` with Retry-After (the database
+    briefly unreachable, read-only or full: nothing was done, send it again), so 503 is
+    always declared."""
+    return dict.fromkeys((*statuses, 503), ErrorOut)
