@@ -8,11 +8,13 @@ from http import HTTPStatus
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from fleet.api import agents, customers, jobs
+from fleet.api.schemas import ErrorOut
 from fleet.errors import FleetError, ServiceUnavailable
+from fleet.selectors.readiness import readiness
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,41 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 def health(request: HttpRequest) -> HealthOut:
     """Liveness for load balancers: answers without touching the database."""
     return HealthOut(status="ok")
+
+
+class CheckOut(Schema):
+    ok: bool | None
+    detail: str
+    ms: float | None = None
+
+
+class ReadyOut(Schema):
+    status: str  # ready, degraded (serving; something optional is away or late), unavailable
+    checks: dict[str, CheckOut]
+
+
+class ReadyErrorOut(ErrorOut):
+    """The error shape every API error has, with the checks that failed."""
+
+    status: str
+    checks: dict[str, CheckOut]
+
+
+@api.get("/ready", response={200: ReadyOut, 503: ReadyErrorOut}, tags=["meta"], auth=None)
+def ready(request: HttpRequest) -> Status[ReadyOut | ReadyErrorOut]:
+    """Readiness for load balancers and people: 200 while the database answers (degraded
+    when Redis, beat or the workers are away or late), 503 when it does not."""
+    state = readiness()
+    checks = {name: CheckOut(**vars(check)) for name, check in state.checks.items()}
+    if not state.ready:
+        response = ReadyErrorOut(
+            code="service_unavailable",
+            detail="The database is unreachable: this process cannot serve.",
+            status="unavailable",
+            checks=checks,
+        )
+        return Status(503, response)
+    return Status(200, ReadyOut(status="degraded" if state.degraded else "ready", checks=checks))
 
 
 _CODES = {
