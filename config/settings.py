@@ -179,15 +179,18 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "store_processed": False,
         "polling_interval": 0.2,
     }
-else:
-    # Must exceed the longest task plus any countdown, or Redis redelivers it (G10).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 90
+if not CELERY_BROKER_URL.startswith("filesystem"):
+    # A task a killed worker held comes back after this long: more than the longest task
+    # (its hard time limit; no task is scheduled with a countdown), so a running task is
+    # never delivered twice (G10), and little more, so a lost one waits minutes, not an
+    # hour. Every task is idempotent and periodic runs are claimed, so a redelivery is safe.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT + 60}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"

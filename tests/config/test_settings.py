@@ -97,3 +97,19 @@ def test_the_benchmark_refuses_a_real_database():
 
     with pytest.raises(BenchRefused, match="_bench"):
         main(["--agents", "10", "--jobs", "10"])
+
+
+def test_a_task_a_killed_worker_held_comes_back_in_minutes_not_an_hour():
+    """On Redis, an unacknowledged task is redelivered after the visibility timeout: longer
+    than any task may run (or it would run twice), and not an hour."""
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'], s.CELERY_TASK_TIME_LIMIT)",
+        DEBUG="true",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+    )
+    assert result.returncode == 0, result.stderr
+    visibility, longest = map(int, result.stdout.split()[-2:])
+    assert longest < visibility <= 600
