@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PENDING = "agentina:presence:pending"
 FLUSHING = "agentina:presence:flushing"  # what a flush is writing (kept if it fails)
 MARKER = "agentina:presence:intact"  # gone: Redis lost the buffer
+FLUSH_LOCK = "agentina:presence:flush-lock"
+FLUSH_LOCK_SECONDS = 60  # a flush of 100,000 agents takes about 2 s
 CHUNK = 5000
 RETRY_AFTER = 5.0  # seconds heartbeats skip an unreachable Redis before trying again
 
@@ -126,12 +128,27 @@ atexit.register(presence_send)  # a worker that stops sends what it holds
 
 
 def presence_flush() -> PresenceFlush:
-    """Write buffered heartbeats to the database. Safe to run twice at once: a row only
-    moves forward in time."""
+    """Write buffered heartbeats to the database. Flushes run one at a time (a lock in
+    Redis): two at once could each see the other's rename, or delete a batch the other
+    had just taken, and a sweep would then believe the buffer lost or miss heartbeats."""
     client = _buffer()
     if client is None:
         return PresenceFlush(0, complete=True)
     presence_send()  # this process's own batch first
+    try:
+        with client.lock(
+            FLUSH_LOCK, timeout=FLUSH_LOCK_SECONDS, blocking_timeout=FLUSH_LOCK_SECONDS
+        ):
+            return _flush(client)
+    except redis.exceptions.LockError as exc:
+        logger.warning("presence flush: another flush held the lock too long: %s", exc)
+        return PresenceFlush(0, complete=False)
+    except redis.RedisError as exc:
+        logger.warning("presence buffer unreachable, nothing flushed: %s", exc)
+        return PresenceFlush(0, complete=False)
+
+
+def _flush(client: redis.Redis) -> PresenceFlush:
     try:
         intact = bool(client.exists(MARKER))
         if not client.exists(FLUSHING) and client.exists(PENDING):

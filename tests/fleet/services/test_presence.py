@@ -167,3 +167,49 @@ def test_with_redis_unreachable_the_batch_goes_to_the_database(settings, agents)
     # database) and the flush says beats may have been lost.
     assert presence_buffer(agent_id=agents[2].pk, at=now, load=None, offset=None) is False
     assert presence_flush() == PresenceFlush(0, complete=False)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_flushes_run_one_at_a_time_and_none_believes_the_buffer_lost(buffer, agents):
+    """A flush waits for the one under way (two at once could delete the batch the other
+    had just taken, or fail on its rename and report the buffer lost)."""
+    import threading
+
+    from django.db import connection
+
+    from fleet.services.presence import FLUSH_LOCK
+
+    later = timezone.now()
+    for agent in agents:
+        presence_buffer(agent_id=agent.pk, at=later, load=0.1, offset=0)
+    presence_send()
+    held = buffer.lock(FLUSH_LOCK, timeout=30)
+    assert held.acquire(blocking=False)
+    results: list[PresenceFlush] = []
+
+    def flush() -> None:
+        try:
+            results.append(presence_flush())
+        finally:
+            connection.close()
+
+    waiting = threading.Thread(target=flush)
+    waiting.start()
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive() and not results  # it waits for the flush under way
+    held.release()
+    waiting.join(timeout=30)
+    assert results == [PresenceFlush(3, complete=True)]
+    assert all(seen(agent)[0] == later for agent in agents)
+    # Eight at once: every one complete, every heartbeat written once.
+    for agent in agents:
+        presence_buffer(agent_id=agent.pk, at=later + timedelta(seconds=1), load=0.2, offset=0)
+    presence_send()
+    results.clear()
+    threads = [threading.Thread(target=flush) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(r.complete for r in results) and sum(r.written for r in results) == 3, results
