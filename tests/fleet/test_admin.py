@@ -539,3 +539,14 @@ def test_staff_start_watch_and_steer_a_rollout(staff_client, customer):
         ("rollout.pause", staff_client.user.pk),
         ("rollout.resume", staff_client.user.pk),
     ]
+
+
+def test_the_staff_index_says_whether_beat_and_the_workers_run(staff_client):
+    from fleet import tasks
+
+    page = staff_client.get("/admin/").content.decode()
+    assert "Control Plane: degraded" in page
+    assert "beat and the workers have never run the stale sweep" in page
+    tasks.mark_stale_agents()
+    page = staff_client.get("/admin/").content.decode()
+    assert "stale sweep last ran 0 s ago" in page
