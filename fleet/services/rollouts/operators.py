@@ -16,34 +16,43 @@ from fleet.models import Rollout, RolloutTarget
 from fleet.services.audit import Actor, audit_record
 from fleet.services.rollouts.engine import pause_wave
 from fleet.services.rollouts.planning import require_operator
+from fleet.services.rollouts.reports import rollout_targets_exclude
 
 
-def _locked(rollout: Rollout) -> Rollout:
-    return Rollout.objects.select_for_update().select_related("release").get(pk=rollout.pk)
-
-
-def _require_allowed(rollout: Rollout, action: RolloutAction) -> None:
-    """Refuse an action the (locked) wave's state does not allow (Rollout.ACTIONS)."""
+def _steered(rollout: Rollout, actor: Actor, action: RolloutAction) -> Rollout:
+    """The wave, row-locked, once the actor may steer it and its state allows `action`
+    (Rollout.ACTIONS); refused otherwise."""
+    require_operator(actor, rollout.customer_id)
+    rollout = Rollout.objects.select_for_update().select_related("release").get(pk=rollout.pk)
     if action not in rollout.actions:
         raise RolloutStateError(
             f"{action.label} is not possible on a {rollout.get_state_display().lower()} wave."
         )
+    return rollout
+
+
+def _audit(
+    rollout: Rollout, actor: Actor, action: AuditAction, reason: str, **more: object
+) -> None:
+    audit_record(
+        actor=actor,
+        action=action,
+        target=rollout,
+        customer=rollout.customer_id,
+        changes={**{k: [None, v] for k, v in more.items()}, "reason": [None, reason]},
+    )
 
 
 @transaction.atomic
 def rollout_pause(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
-    require_operator(actor, rollout.customer_id)
-    rollout = _locked(rollout)
-    _require_allowed(rollout, RolloutAction.PAUSE)
+    rollout = _steered(rollout, actor, RolloutAction.PAUSE)
     pause_wave(rollout, f"paused by {actor.label}: {reason}", {}, actor)
     return rollout
 
 
 @transaction.atomic
 def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
-    require_operator(actor, rollout.customer_id)
-    rollout = _locked(rollout)
-    _require_allowed(rollout, RolloutAction.RESUME)
+    rollout = _steered(rollout, actor, RolloutAction.RESUME)
     rollout.state = rollout.paused_from or RolloutState.CANARY
     rollout.paused_reason = ""
     rollout.save(update_fields=["state", "paused_reason"])
@@ -51,62 +60,38 @@ def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     RolloutTarget.objects.filter(
         rollout=rollout, batch=rollout.current_batch, state=RolloutTargetState.OFFERED
     ).update(offered_at=timezone.now())  # a fresh deadline for agents told before the pause
-    audit_record(
-        actor=actor,
-        action=AuditAction.ROLLOUT_RESUME,
-        target=rollout,
-        customer=rollout.customer_id,
-        changes={"reason": [None, reason]},
-    )
+    _audit(rollout, actor, AuditAction.ROLLOUT_RESUME, reason)
     return rollout
 
 
 @transaction.atomic
 def rollout_abort(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
-    require_operator(actor, rollout.customer_id)
-    rollout = _locked(rollout)
-    _require_allowed(rollout, RolloutAction.ABORT)
+    rollout = _steered(rollout, actor, RolloutAction.ABORT)
     rollout.state = RolloutState.ABORTED
     rollout.finished_at = timezone.now()
     rollout.save(update_fields=["state", "finished_at"])
-    RolloutTarget.objects.filter(
-        rollout=rollout, state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
-    ).update(state=RolloutTargetState.EXCLUDED, detail="The wave was aborted.")
-    agent_facts_changed(customer_id=rollout.customer_id)
-    audit_record(
-        actor=actor,
-        action=AuditAction.ROLLOUT_ABORT,
-        target=rollout,
-        customer=rollout.customer_id,
-        changes={"reason": [None, reason]},
+    rollout_targets_exclude(
+        RolloutTarget.objects.filter(rollout=rollout), detail="The wave was aborted."
     )
+    agent_facts_changed(customer_id=rollout.customer_id)
+    _audit(rollout, actor, AuditAction.ROLLOUT_ABORT, reason)
     return rollout
 
 
 @transaction.atomic
 def rollout_skip_soak(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     """End the current soak or watch now; the gates still run before the next step."""
-    require_operator(actor, rollout.customer_id)
-    rollout = _locked(rollout)
-    _require_allowed(rollout, RolloutAction.SKIP_SOAK)
+    rollout = _steered(rollout, actor, RolloutAction.SKIP_SOAK)
     rollout.skip_soak = True
     rollout.save(update_fields=["skip_soak"])
-    audit_record(
-        actor=actor,
-        action=AuditAction.ROLLOUT_SKIP_SOAK,
-        target=rollout,
-        customer=rollout.customer_id,
-        changes={"reason": [None, reason]},
-    )
+    _audit(rollout, actor, AuditAction.ROLLOUT_SKIP_SOAK, reason)
     return rollout
 
 
 @transaction.atomic
 def rollout_retry_failed(*, rollout: Rollout, actor: Actor, reason: str) -> int:
     """Offer the version again to agents of the current step that failed or rolled back."""
-    require_operator(actor, rollout.customer_id)
-    rollout = _locked(rollout)
-    _require_allowed(rollout, RolloutAction.RETRY_FAILED)
+    rollout = _steered(rollout, actor, RolloutAction.RETRY_FAILED)
     retried = RolloutTarget.objects.filter(
         rollout=rollout,
         batch=rollout.current_batch,
@@ -117,11 +102,5 @@ def rollout_retry_failed(*, rollout: Rollout, actor: Actor, reason: str) -> int:
     rollout.watch_started_at = None
     rollout.save(update_fields=["watch_started_at"])
     agent_facts_changed(customer_id=rollout.customer_id)
-    audit_record(
-        actor=actor,
-        action=AuditAction.ROLLOUT_RETRY_FAILED,
-        target=rollout,
-        customer=rollout.customer_id,
-        changes={"agents": [None, retried], "reason": [None, reason]},
-    )
+    _audit(rollout, actor, AuditAction.ROLLOUT_RETRY_FAILED, reason, agents=retried)
     return retried

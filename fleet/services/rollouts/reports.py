@@ -1,6 +1,7 @@
 """What agents report about a wave: an upgrade result moves its target on (a rollback
 pauses the wave), and a decommissioned agent leaves every wave still waiting for it."""
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from fleet.choices import (
@@ -47,9 +48,17 @@ def rollout_record_result(
             )
 
 
+def rollout_targets_exclude(targets: QuerySet[RolloutTarget], *, detail: str) -> int:
+    """Take the targets not yet done (pending or offered) out of their wave: they are
+    offered nothing more, and no wave waits on their report."""
+    return targets.filter(
+        state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
+    ).update(state=RolloutTargetState.EXCLUDED, detail=detail)
+
+
 def rollout_targets_drop(*, agent_id: int) -> int:
     """A decommissioned agent leaves every wave still waiting for it (in the decommission's
-    transaction): it is offered nothing more, and no wave waits on its report."""
-    return RolloutTarget.objects.filter(
-        agent_id=agent_id, state__in=[RolloutTargetState.PENDING, RolloutTargetState.OFFERED]
-    ).update(state=RolloutTargetState.EXCLUDED, detail="The agent was decommissioned.")
+    transaction)."""
+    return rollout_targets_exclude(
+        RolloutTarget.objects.filter(agent_id=agent_id), detail="The agent was decommissioned."
+    )
