@@ -6,7 +6,7 @@ a redelivery does nothing at all, and counters are not inflated."""
 import logging
 from datetime import timedelta
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
@@ -28,9 +28,9 @@ def _claimed(task: str, seconds: int) -> bool:
     return False
 
 
-@shared_task(name="fleet.mark_stale_agents")
-def mark_stale_agents() -> dict[str, int | bool]:
-    if not _claimed("fleet.mark_stale_agents", settings.STALE_SWEEP_SECONDS):
+@shared_task(name="fleet.mark_stale_agents", bind=True)
+def mark_stale_agents(self: Task) -> dict[str, int | bool]:
+    if not _claimed(self.name, settings.STALE_SWEEP_SECONDS):
         return {}
     sweep = agents_mark_stale()
     logger.info(
@@ -43,9 +43,9 @@ def mark_stale_agents() -> dict[str, int | bool]:
     return sweep.__dict__
 
 
-@shared_task(name="fleet.take_snapshots")
-def take_snapshots() -> int:
-    if not _claimed("fleet.take_snapshots", settings.SNAPSHOT_SECONDS):
+@shared_task(name="fleet.take_snapshots", bind=True)
+def take_snapshots(self: Task) -> int:
+    if not _claimed(self.name, settings.SNAPSHOT_SECONDS):
         return 0
     snapshots = fleet_snapshots_take()
     findings = fleet_detect(snapshots)
@@ -53,9 +53,9 @@ def take_snapshots() -> int:
     return len(snapshots)
 
 
-@shared_task(name="fleet.advance_rollouts")
-def advance_rollouts() -> dict[int, str]:
-    if not _claimed("fleet.advance_rollouts", settings.ROLLOUT_ADVANCE_SECONDS):
+@shared_task(name="fleet.advance_rollouts", bind=True)
+def advance_rollouts(self: Task) -> dict[int, str]:
+    if not _claimed(self.name, settings.ROLLOUT_ADVANCE_SECONDS):
         return {}
     steps = rollouts_advance_all()
     for rollout_id, what in steps.items():

@@ -64,3 +64,8 @@ class SweepState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_run_at:%Y-%m-%d %H:%M:%S}"
+
+    @staticmethod
+    def beat_name(task: str) -> str:
+        """The row that records a periodic task's last claimed run (fleet/services/beat.py)."""
+        return f"beat:{task}"

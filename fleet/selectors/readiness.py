@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from fleet.models import SweepState
 
+STALE_SWEEP_TASK = "fleet.mark_stale_agents"  # its last run says beat and a worker are alive
 PING_TIMEOUT = 0.5  # seconds a dependency may take to answer before it counts as down
 
 
@@ -57,7 +58,7 @@ def _periodic(now: datetime) -> Check:
     last run says both are alive. Late past three periods is a problem."""
     try:
         last = (
-            SweepState.objects.filter(name="beat:fleet.mark_stale_agents")
+            SweepState.objects.filter(name=SweepState.beat_name(STALE_SWEEP_TASK))
             .values_list("last_run_at", flat=True)
             .first()
         )

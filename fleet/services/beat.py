@@ -14,7 +14,7 @@ def beat_run_claim(*, task: str, every: timedelta, now: datetime) -> bool:
     half period, False otherwise (then the caller does nothing). Half a period, not a
     whole one, so one beat's jitter never costs a run, while a second beat's runs
     (or the same run delivered twice) are refused."""
-    name = f"beat:{task}"
+    name = SweepState.beat_name(task)
     if not SweepState.objects.filter(name=name).exists():
         try:
             with transaction.atomic():

@@ -8,13 +8,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
+from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.services.api_keys import api_key_mint, api_key_revoke
 from portal.forms import ApiKeyForm
 from portal.views.base import (
     SESSION_CUSTOMER,
     PortalRequest,
-    actor,
     member_view,
     page_context,
     paginate,
@@ -41,7 +41,7 @@ def api_keys(request: PortalRequest, customer: Customer) -> HttpResponse:
         form = ApiKeyForm(request.POST)
         if form.is_valid():
             minted = api_key_mint(
-                customer=customer, name=form.cleaned_data["name"], actor=actor(request)
+                customer=customer, name=form.cleaned_data["name"], actor=request_actor(request)
             )
             form = ApiKeyForm()
     return render(
@@ -60,7 +60,7 @@ def api_keys(request: PortalRequest, customer: Customer) -> HttpResponse:
 @member_view(steer=True)
 @require_POST
 def api_key_revoke_view(request: PortalRequest, customer: Customer, key_id: int) -> HttpResponse:
-    api_key_revoke(key=selectors.api_key_get(customer, key_id), actor=actor(request))
+    api_key_revoke(key=selectors.api_key_get(customer, key_id), actor=request_actor(request))
     messages.success(request, "The key is revoked; it stops working at once.")
     return redirect("portal:api_keys")
 

@@ -8,11 +8,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
+from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from portal.views.base import (
     PortalRequest,
-    actor,
     member_view,
     note_or_message,
     page_context,
@@ -42,7 +42,7 @@ def anomaly_resolve_view(
     anomaly = selectors.anomaly_get(customer, anomaly_id)
     note = note_or_message(request)
     if note is not None:
-        anomalies_resolve(where=Q(pk=anomaly.pk), note=note, actor=actor(request))
+        anomalies_resolve(where=Q(pk=anomaly.pk), note=note, actor=request_actor(request))
         messages.success(request, "Resolved.")
     return redirect("portal:anomalies")
 
@@ -55,7 +55,7 @@ def anomaly_reopen_view(
     anomaly = selectors.anomaly_get(customer, anomaly_id)
     note = note_or_message(request)
     if note is not None:
-        if anomalies_reopen(ids=[anomaly.pk], note=note, actor=actor(request)):
+        if anomalies_reopen(ids=[anomaly.pk], note=note, actor=request_actor(request)):
             messages.success(request, "Reopened.")
         else:
             messages.error(request, "A newer finding with this fingerprint is already open.")

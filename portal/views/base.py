@@ -18,9 +18,7 @@ from django_htmx.middleware import HtmxDetails
 from fleet import selectors
 from fleet.choices import MemberRole
 from fleet.errors import NotFound
-from fleet.http import request_actor
 from fleet.models import Customer, Membership
-from fleet.services.audit import Actor
 from portal.forms import NoteForm
 
 STEERING = (MemberRole.OWNER, MemberRole.ADMIN)  # mint, revoke, resolve, submit
@@ -116,10 +114,6 @@ def page_context(request: PortalRequest, **extra: object) -> dict[str, object]:
         "is_owner": membership.role == MemberRole.OWNER,
         **extra,
     }
-
-
-def actor(request: PortalRequest) -> Actor:
-    return request_actor(request)
 
 
 def paginate(request: HttpRequest, rows: QuerySet[M]) -> Page[M]:

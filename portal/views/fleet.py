@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from fleet import selectors
 from fleet.choices import AgentRole, AgentStatus
+from fleet.http import request_actor
 from fleet.models import Customer, Host
 from fleet.services.agents import agent_decommission
 from fleet.services.detections import host_memory_budget_mb
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # django-stubs-ext is a development dependency
 
 from portal.views.base import (
     PortalRequest,
-    actor,
     member_view,
     page_context,
     paginate,
@@ -76,7 +76,7 @@ def agent_decommission_view(
     request: PortalRequest, customer: Customer, agent_id: int
 ) -> HttpResponse:
     agent = selectors.agent_get(customer, agent_id)
-    if agent_decommission(agent=agent, actor=actor(request)):
+    if agent_decommission(agent=agent, actor=request_actor(request)):
         messages.success(request, f"{agent.name} is decommissioned; its seat is free.")
     return redirect("portal:agent_detail", agent_id=agent.pk)
 

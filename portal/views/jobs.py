@@ -10,10 +10,11 @@ from django.views.decorators.http import require_POST
 from fleet import selectors
 from fleet.choices import JobStatus
 from fleet.errors import FleetError, NotFound
+from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.services.jobs import job_cancel, job_submit
 from portal.forms import SubmitJobForm
-from portal.views.base import PortalRequest, actor, member_view, page_context, paginate
+from portal.views.base import PortalRequest, member_view, page_context, paginate
 
 
 @member_view(steer=True, posts_only=True)
@@ -29,7 +30,7 @@ def jobs(request: PortalRequest, customer: Customer) -> HttpResponse:
                 role=data["role"],
                 priority=data["priority"],
                 payload={"repo": data["repo"], "ref": data["ref"], "task": data["task"]},
-                actor=actor(request),
+                actor=request_actor(request),
             )
             messages.success(request, f"Job {job.pk} is queued for a {job.role}.")
             return redirect(f"{reverse('portal:jobs')}?tab=queued")
@@ -52,7 +53,7 @@ def jobs(request: PortalRequest, customer: Customer) -> HttpResponse:
 @require_POST
 def job_cancel_view(request: PortalRequest, customer: Customer, job_id: int) -> HttpResponse:
     try:
-        job_cancel(customer=customer, job_id=job_id, actor=actor(request))
+        job_cancel(customer=customer, job_id=job_id, actor=request_actor(request))
         messages.success(request, f"Job {job_id} is cancelled.")
     except NotFound:
         raise

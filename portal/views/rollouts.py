@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from fleet import selectors
 from fleet.choices import AgentStatus, Channel, RolloutAction
 from fleet.errors import FleetError
+from fleet.http import request_actor
 from fleet.models import Customer, Rollout
 from fleet.services.audit import Actor
 from fleet.services.rollouts import (
@@ -23,7 +24,6 @@ from fleet.services.rollouts import (
 from portal.forms import StartRolloutForm
 from portal.views.base import (
     PortalRequest,
-    actor,
     member_view,
     note_or_message,
     page_context,
@@ -50,7 +50,7 @@ def upgrades(request: PortalRequest, customer: Customer) -> HttpResponse:
                 rollout = rollout_start(
                     customer=customer,
                     release=form.cleaned_data["release"],
-                    actor=actor(request),
+                    actor=request_actor(request),
                     reason=form.cleaned_data["reason"],
                     **form.settings(),
                 )
@@ -112,7 +112,7 @@ def upgrade_steer(
     note = note_or_message(request)
     if note is not None:
         try:
-            service(rollout=rollout, actor=actor(request), reason=note)
+            service(rollout=rollout, actor=request_actor(request), reason=note)
             messages.success(request, f"Done: {action.replace('_', ' ')}.")
         except FleetError as exc:
             messages.error(request, exc.detail)

@@ -9,12 +9,12 @@ from django.views.decorators.http import require_POST
 
 from fleet import selectors
 from fleet.errors import FleetError
+from fleet.http import request_actor
 from fleet.models import ActivationToken, Customer
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 from portal.forms import MintTokensForm
 from portal.views.base import (
     PortalRequest,
-    actor,
     member_view,
     page_context,
     paginate,
@@ -38,7 +38,7 @@ def tokens(request: PortalRequest, customer: Customer) -> HttpResponse:
                     role=data["role"],
                     expires_in=timedelta(days=data["expires_in_days"]),
                     note=data["note"],
-                    actor=actor(request),
+                    actor=request_actor(request),
                 )
                 form = MintTokensForm()
             except FleetError as exc:
@@ -70,7 +70,7 @@ def tokens(request: PortalRequest, customer: Customer) -> HttpResponse:
 @require_POST
 def token_revoke_view(request: PortalRequest, customer: Customer, token_id: int) -> HttpResponse:
     token = selectors.token_get(customer, token_id)
-    token_revoke(token=token, actor=actor(request))
+    token_revoke(token=token, actor=request_actor(request))
     token.refresh_from_db()
     if request.htmx:
         return render(request, "portal/tokens.html#token_row", page_context(request, token=token))
