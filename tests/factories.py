@@ -198,3 +198,17 @@ def audit_event(customer: Customer | None, **kwargs: Any) -> AuditEvent:
     kwargs.setdefault("target_id", "1")
     kwargs.setdefault("target_repr", "job 1")
     return baker.make(AuditEvent, customer=customer, **kwargs)
+
+
+def started_wave(customer: Customer, *, agents: int = 8) -> Rollout:
+    """A licensed fleet of `agents` on 1.0.0 across two hosts in two zones, every role,
+    and a wave to 1.1.0 started on it (its canary offered), through the real service."""
+    from fleet.services.audit import SYSTEM
+    from fleet.services.rollouts import rollout_start
+
+    globals()["license"](customer)
+    target = release("1.1.0")
+    hosts = [host(customer, zone=zone) for zone in ("a", "b")]
+    for i in range(agents):
+        agent(customer, hosts[i % 2], role=AgentRole.values[i % 4])
+    return rollout_start(customer=customer, release=target, actor=SYSTEM)

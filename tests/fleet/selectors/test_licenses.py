@@ -4,23 +4,11 @@ import pytest
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, TokenStatus
-from fleet.models import ActivationToken, License
-from fleet.secrets import SecretKind, secret_mint
+from fleet.models import License
 from fleet.selectors import customer_active_agent_count, license_current, license_seats
 from tests import factories
 
 pytestmark = pytest.mark.django_db
-
-
-def token(customer, *, status=TokenStatus.OUTSTANDING, expires_in=timedelta(days=1)):
-    minted = secret_mint(SecretKind.ACTIVATION_TOKEN)
-    return ActivationToken.objects.create(
-        customer=customer,
-        display_prefix=minted.display_prefix,
-        digest=minted.digest,
-        status=status,
-        expires_at=timezone.now() + expires_in,
-    )
 
 
 def test_every_agent_but_a_decommissioned_one_holds_a_seat(customer, other_customer):
@@ -48,12 +36,14 @@ def test_seats_count_agents_holding_one_and_tokens_still_redeemable(customer, ot
     factories.agent(customer, status=AgentStatus.OFFLINE)
     factories.agent(customer, status=AgentStatus.DECOMMISSIONED)
     factories.agent(other_customer)
-    token(customer)
-    token(customer)
-    token(customer, expires_in=timedelta(minutes=-1))  # outstanding on paper, but expired
-    token(customer, status=TokenStatus.REDEEMED)
-    token(customer, status=TokenStatus.REVOKED)
-    token(other_customer)
+    factories.token(customer)
+    factories.token(customer)
+    factories.token(
+        customer, expires_at=timezone.now() + timedelta(minutes=-1)
+    )  # outstanding on paper, but expired
+    factories.token(customer, status=TokenStatus.REDEEMED)
+    factories.token(customer, status=TokenStatus.REVOKED)
+    factories.token(other_customer)
 
     seats = license_seats(customer)
 

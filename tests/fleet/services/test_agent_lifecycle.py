@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from fleet.choices import AgentRole, AgentStatus, JobStatus, RolloutTargetState, UpgradeOutcome
+from fleet.choices import AgentStatus, JobStatus, RolloutTargetState, UpgradeOutcome
 from fleet.errors import AgentGone, FleetError
 from fleet.models import Agent, Job, Rollout, RolloutTarget
 from fleet.models.agents import (
@@ -30,7 +30,6 @@ from fleet.services.agents import (
 )
 from fleet.services.audit import SYSTEM
 from fleet.services.jobs import job_claim_next
-from fleet.services.rollouts import rollout_start
 from fleet.services.tokens import token_mint
 from fleet.versions import SemVer
 from tests import factories
@@ -144,12 +143,7 @@ def test_a_claim_by_a_decommissioned_agent_gets_nothing(customer):
 
 @pytest.mark.django_db
 def test_decommission_drops_the_agents_open_rollout_targets(customer):
-    factories.license(customer)
-    release = factories.release("1.1.0")
-    hosts = [factories.host(customer, zone=zone) for zone in ("a", "b")]
-    for i in range(8):
-        factories.agent(customer, hosts[i % 2], role=AgentRole.values[i % 4])
-    rollout = rollout_start(customer=customer, release=release, actor=SYSTEM)
+    rollout = factories.started_wave(customer)
     canary = RolloutTarget.objects.get(rollout=rollout, batch=0)
     assert canary.state == RolloutTargetState.OFFERED
     waiting = RolloutTarget.objects.filter(rollout=rollout, batch__gt=0).first()
@@ -278,12 +272,7 @@ def test_a_wave_goes_on_past_an_upgraded_agent_that_was_decommissioned(customer)
 
     from fleet.services.rollouts import rollout_advance
 
-    factories.license(customer)
-    release = factories.release("1.1.0")
-    hosts = [factories.host(customer, zone=zone) for zone in ("a", "b")]
-    for i in range(8):
-        factories.agent(customer, hosts[i % 2], role=AgentRole.values[i % 4])
-    rollout = rollout_start(customer=customer, release=release, actor=SYSTEM)
+    rollout = factories.started_wave(customer)
     canary = RolloutTarget.objects.get(rollout=rollout, batch=0)
     canary.state = RolloutTargetState.SUCCEEDED
     canary.save(update_fields=["state"])

@@ -9,7 +9,6 @@ from fleet.choices import RolloutAction, RolloutState
 from fleet.errors import RolloutStateError
 from fleet.models import Rollout
 from fleet.services.audit import SYSTEM
-from fleet.services.rollouts import rollout_start
 from portal.views.rollouts import STEER_ACTIONS
 from tests import factories
 
@@ -17,15 +16,6 @@ pytestmark = pytest.mark.django_db
 
 ACTIVE = [RolloutState.CANARY, RolloutState.ROLLING, RolloutState.PAUSED]
 FINISHED = [RolloutState.COMPLETED, RolloutState.ABORTED]
-
-
-def wave(customer) -> Rollout:
-    factories.license(customer)
-    release = factories.release("1.1.0")
-    hosts = [factories.host(customer, zone=zone) for zone in ("a", "b")]
-    for i in range(8):
-        factories.agent(customer, hosts[i % 2])
-    return rollout_start(customer=customer, release=release, actor=SYSTEM)
 
 
 def test_the_table_reads_as_the_product_behaves():
@@ -39,7 +29,7 @@ def test_the_table_reads_as_the_product_behaves():
 
 @pytest.mark.parametrize(("state", "action"), list(product(ACTIVE + FINISHED, RolloutAction)))
 def test_each_service_does_exactly_what_the_table_allows(customer, state, action):
-    rollout = wave(customer)
+    rollout = factories.started_wave(customer)
     Rollout.objects.filter(pk=rollout.pk).update(state=state, paused_from=RolloutState.CANARY)
     rollout.refresh_from_db()
     steer = STEER_ACTIONS[action]
