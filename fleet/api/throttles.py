@@ -13,8 +13,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.http import HttpRequest
 from ninja.throttling import BaseThrottle
 
@@ -23,6 +25,8 @@ from fleet.http import client_address
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0  # seconds throttles skip an unreachable cache before trying again
+# What an unreachable cache raises: Redis's errors, a socket's, the database cache's.
+CACHE_FAULTS = (redis.RedisError, OSError, DatabaseError)
 
 
 @dataclass
@@ -73,7 +77,7 @@ class FixedWindowThrottle(BaseThrottle):
             return True
         try:
             count = self._count(key, timeout=period + 1)
-        except Exception as exc:  # any backend's connection error or timeout: fail open
+        except CACHE_FAULTS as exc:  # the cache refused or timed out: fail open
             throttle_stats.failed_open += 1
             throttle_stats.unreachable_until = time.monotonic() + RETRY_AFTER
             logger.warning(
