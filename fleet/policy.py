@@ -52,3 +52,6 @@ THROUGHPUT_BASELINE_DAYS = 7  # the same hour on each of these days is the basel
 IDLE_AGENT_MB = 200  # memory an agent holds between jobs
 TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess
 WAIT_WINDOW = timedelta(minutes=5)  # queue waits measured over jobs started this recently
+# Minutes beat missed (beat or worker down, broker gone) are rebuilt from job history when
+# snapshots resume, this far back; an older gap stays a gap, which the charts show.
+SNAPSHOT_BACKFILL_LIMIT = timedelta(hours=3)

@@ -20,6 +20,7 @@ class FleetSnapshotAdmin(ReadOnlyAdmin):
         "anomalies_unresolved",
         "agents_not_on_latest",
         "agents_minor_behind",
+        "backfilled",
     ]
     list_filter = ["customer"]
     list_select_related = ["customer"]

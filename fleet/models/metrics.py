@@ -9,9 +9,11 @@ class FleetSnapshot(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="snapshots")
     taken_at = models.DateTimeField(help_text="The minute this snapshot stands for.")
     agents_total = models.PositiveIntegerField(default=0, help_text="Active: not decommissioned.")
-    agents_online = models.PositiveIntegerField(default=0)
+    agents_online = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty in a backfilled minute: presence is not kept."
+    )
     agents_busy = models.PositiveIntegerField(
-        default=0, help_text="Online agents running at least one job at this minute."
+        null=True, blank=True, help_text="Online agents running at least one job at this minute."
     )
     agents_by_status = models.JSONField(default=dict)
     agents_by_role = models.JSONField(default=dict)
@@ -32,10 +34,16 @@ class FleetSnapshot(models.Model):
         blank=True,
         help_text="Share of online agent-minutes with no running job over the last hour.",
     )
-    anomalies_unresolved = models.PositiveIntegerField(default=0)
-    agents_not_on_latest = models.PositiveIntegerField(default=0)
+    anomalies_unresolved = models.PositiveIntegerField(null=True, blank=True)
+    agents_not_on_latest = models.PositiveIntegerField(null=True, blank=True)
     agents_minor_behind = models.PositiveIntegerField(
-        default=0, help_text="Agents more than one minor version behind latest."
+        null=True, blank=True, help_text="Agents more than one minor version behind latest."
+    )
+    backfilled = models.BooleanField(
+        default=False,
+        help_text="Beat missed this minute; rebuilt later from the jobs', agents' and "
+        "findings' timestamps. What they do not hold (presence, busy, versions, waits) is "
+        "empty, never a guess.",
     )
 
     class Meta:
@@ -44,6 +52,9 @@ class FleetSnapshot(models.Model):
                 fields=["customer", "taken_at"], name="snapshot_one_per_customer_minute"
             ),
         ]
+        # The newest minute of all customers (to find the minutes beat missed) and the
+        # fleet-wide reads of one minute.
+        indexes = [models.Index(fields=["taken_at"], name="snapshot_taken_at")]
         ordering = ["-taken_at"]
 
     def __str__(self) -> str:

@@ -50,7 +50,8 @@ def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Ad
         and all(s.queue_depth > 0 for s in recent)
         and (last.queue_depth >= 0.8 * recent[0].queue_depth)
     )
-    at_cap = last.agents_online > 0 and last.jobs_running >= last.agents_online * cap
+    online = last.agents_online or 0  # never empty in the newest minute (beat took it)
+    at_cap = online > 0 and last.jobs_running >= online * cap
     if steady and at_cap:
         waiting = (
             Job.objects.filter(customer=customer, status=JobStatus.QUEUED)

@@ -145,9 +145,22 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
     )
 
 
-def snapshot_series(customer: Customer | int, *, hours: int = 24) -> list[FleetSnapshot]:
-    """The customer's snapshots of the last `hours`, oldest first (for charts)."""
-    since = timezone.now() - timedelta(hours=hours)
-    return list(
-        FleetSnapshot.objects.filter(customer=customer, taken_at__gte=since).order_by("taken_at")
-    )
+def snapshot_series(
+    customer: Customer | int, *, hours: int = 24, now: datetime | None = None
+) -> list[FleetSnapshot | None]:
+    """The customer's minutes of the last `hours`, oldest first (for charts): one entry a
+    minute, None for a minute with no snapshot, so a chart shows the gap where it was."""
+    now = (now or timezone.now()).replace(second=0, microsecond=0)
+    since = now - timedelta(hours=hours)
+    by_minute = {
+        s.taken_at: s
+        for s in FleetSnapshot.objects.filter(
+            customer=customer, taken_at__gt=since, taken_at__lte=now
+        )
+    }
+    if not by_minute:
+        return []
+    minute = timedelta(minutes=1)
+    first = min(by_minute)  # from the customer's first minute
+    last = max(max(by_minute), now - minute)  # this minute's may not be taken yet
+    return [by_minute.get(first + minute * i) for i in range((last - first) // minute + 1)]

@@ -24,7 +24,7 @@ def _charts(customer: Customer) -> dict[str, Sparkline]:
         floor: float | None = None,
         ceiling: float | None = None,
     ) -> Sparkline:
-        values: list[float | None] = [getattr(s, field) for s in series]
+        values: list[float | None] = [getattr(s, field) if s else None for s in series]
         return sparkline(downsample(values, pick=pick), floor=floor, ceiling=ceiling)
 
     return {

@@ -182,12 +182,17 @@ def test_the_minor_floor_admits_one_minor_behind_and_no_further(latest, within, 
     assert SemVer(behind) < floor
 
 
-def test_the_series_is_the_customers_recent_snapshots_oldest_first(customer, other_customer):
-    now = timezone.now()
+def test_the_series_is_one_entry_a_minute_oldest_first_with_gaps_as_none(customer, other_customer):
+    now = timezone.now().replace(second=0, microsecond=0)
     old = snapshot(customer, now - timedelta(hours=25))
-    earlier = snapshot(customer, now - timedelta(hours=23))
-    later = snapshot(customer, now - timedelta(minutes=1))
-    snapshot(other_customer, now - timedelta(minutes=1))
+    earlier = snapshot(customer, now - timedelta(minutes=5))
+    later = snapshot(customer, now - timedelta(minutes=2))
+    snapshot(other_customer, now - timedelta(minutes=4))
 
-    assert snapshot_series(customer) == [earlier, later]
-    assert snapshot_series(customer, hours=48) == [old, earlier, later]
+    # Two missed minutes between, and this minute not taken yet (the last one shown is
+    # the minute before): a chart draws the gap where it was.
+    assert snapshot_series(customer, now=now) == [earlier, None, None, later, None]
+    series = snapshot_series(customer, hours=48, now=now)
+    assert (series[0], series[-5], series[-2], series[-1]) == (old, earlier, later, None)
+    assert len(series) == 25 * 60
+    assert snapshot_series(customer, hours=1, now=now + timedelta(hours=2)) == []

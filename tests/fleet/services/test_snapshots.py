@@ -6,6 +6,7 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from fleet import policy
 from fleet.choices import AgentStatus, AnomalyKind, JobStatus
 from fleet.models import Agent, Anomaly, FleetSnapshot, Job
 from fleet.services.detections import fleet_detect
@@ -142,3 +143,57 @@ def test_a_stalled_queue_shows_long_waits_not_no_number(customer):
         Job.objects.filter(pk=job.pk).update(queued_at=timezone.now() - timedelta(hours=2))
     [snap] = fleet_snapshots_take()
     assert snap.wait_p50_seconds == pytest.approx(7200, abs=5)
+
+
+def test_minutes_beat_missed_are_rebuilt_from_history_when_it_resumes(fleet, other_customer):
+    """Beat stops for ten minutes (worker killed, broker gone): the next snapshot rebuilds
+    every missed minute of every customer from the jobs', agents' and findings' times,
+    and leaves empty what no history holds (presence), rather than guessing."""
+    start = timezone.now()
+    minute = start.replace(second=0, microsecond=0)
+    with time_machine.travel(start, tick=False):
+        fleet_snapshots_take()
+    tester_job = Job.objects.get(status=JobStatus.QUEUED)
+    Job.objects.filter(pk=tester_job.pk).update(  # claimed at +3, done at +6
+        status=JobStatus.SUCCEEDED,
+        started_at=minute + timedelta(minutes=3),
+        finished_at=minute + timedelta(minutes=6),
+    )
+    with time_machine.travel(minute + timedelta(minutes=4), tick=False):
+        factories.agent(fleet, role="indexer")
+    with time_machine.travel(minute + timedelta(minutes=2), tick=False):
+        factories.anomaly(fleet, resolved_at=minute + timedelta(minutes=8))
+
+    with time_machine.travel(start + timedelta(minutes=11), tick=False):
+        fleet_snapshots_take()
+
+    for customer in (fleet, other_customer):
+        assert FleetSnapshot.objects.filter(customer=customer).count() == 12  # none missing
+    rows = {
+        int((s.taken_at - minute) / timedelta(minutes=1)): s
+        for s in FleetSnapshot.objects.filter(customer=fleet)
+    }
+    assert [m for m, s in sorted(rows.items()) if s.backfilled] == list(range(1, 11))
+    assert not rows[0].backfilled and not rows[11].backfilled
+    at = {m: (s.queue_depth, s.jobs_running, s.jobs_completed_last_hour) for m, s in rows.items()}
+    assert (at[2], at[3], at[5], at[6]) == ((1, 1, 3), (0, 2, 3), (0, 2, 3), (0, 1, 4))
+    assert (rows[3].agents_total, rows[4].agents_total) == (3, 4)
+    assert rows[4].agents_by_role["indexer"] == 1
+    assert [rows[m].anomalies_unresolved for m in (1, 2, 7, 8)] == [0, 1, 1, 0]
+    # presence, busy and versions are not kept per minute: empty, never a made-up number
+    gap = rows[5]
+    assert (gap.agents_online, gap.agents_busy, gap.online_ratio, gap.idle_ratio) == (None,) * 4
+    assert (gap.agents_not_on_latest, gap.wait_p95_seconds) == (None, None)
+    # the minute after the gap averages idle over the minutes that were measured
+    assert rows[11].idle_ratio is not None
+
+
+def test_a_gap_older_than_the_backfill_limit_is_left_a_gap(fleet):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        fleet_snapshots_take()
+    resumed = start + policy.SNAPSHOT_BACKFILL_LIMIT + timedelta(minutes=2)
+    with time_machine.travel(resumed, tick=False):
+        fleet_snapshots_take()
+    assert FleetSnapshot.objects.count() == 2
+    assert not FleetSnapshot.objects.filter(backfilled=True).exists()
