@@ -6,14 +6,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from fleet.api import agents, customers, jobs
 from fleet.api.schemas import ErrorOut
-from fleet.errors import FleetError, ServiceUnavailable
+from fleet.errors import FleetError, ServiceUnavailable, database_fault_is_transient
 from fleet.selectors.readiness import readiness
 
 logger = logging.getLogger(__name__)
@@ -105,21 +105,6 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(request, 404, "not_found", "Not found.")
 
 
-# What a retry can outlive, by PostgreSQL SQLSTATE, for errors that psycopg does not class
-# as operational: a read-only database (a replica promoted late, a full disk's safeguard)
-# and a lock wait that timed out. Connection, serialization, deadlock, disk-full,
-# too-many-connections and shutdown errors are OperationalError already.
-_TRANSIENT_SQLSTATES = {"25006", "55P03"}
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
-
-
-def _transient(exc: DatabaseError) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    sqlstate = str(getattr(exc.__cause__, "sqlstate", None) or "")
-    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)
-
-
 def _drop_broken_connections() -> None:
     """Close a connection the fault broke, so the next request connects afresh instead of
     failing on it again (what Django's request_finished does, done here too because a
@@ -137,7 +122,7 @@ def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     """A passing database fault answers 503 with Retry-After, never 500, so clients (the
     reference agent's `complete` above all) retry instead of dropping their work. One
     warning line each, no traceback: an outage must not bury the logs."""
-    if not _transient(exc):
+    if not database_fault_is_transient(exc):
         return _unexpected(request, exc)
     first_line = (str(exc).strip().splitlines() or [""])[0]
     logger.warning(

@@ -3,6 +3,8 @@ config/api.py maps them once to the shared JSON body, the portal and admin show 
 
 from typing import Any
 
+from django.db import DatabaseError, InterfaceError, OperationalError
+
 
 class FleetError(Exception):
     code = "fleet_error"
@@ -162,3 +164,19 @@ class RolloutStateError(FleetError):
 class IdempotencyKeyReused(FleetError):
     code = "idempotency_key_reused"
     status = 409
+
+
+# What a retry can outlive, by PostgreSQL SQLSTATE, for errors that psycopg does not class
+# as operational: a read-only database (a replica promoted late, a full disk's safeguard)
+# and a lock wait that timed out. Connection, serialization, deadlock, disk-full,
+# too-many-connections and shutdown errors are OperationalError already.
+_TRANSIENT_SQLSTATES = {"25006", "55P03"}
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def database_fault_is_transient(exc: DatabaseError) -> bool:
+    """A fault a retry can outlive (the API answers 503), not a bug (500)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    sqlstate = str(getattr(exc.__cause__, "sqlstate", None) or "")
+    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)

@@ -8,12 +8,15 @@ AGENTINA_REQUIRE_SERVICES=postgres,redis makes a missing service a failure, not 
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
+import redis
 from django.conf import settings
 from django.db import connection
 
 from tests import factories
+from tests.faults import TcpProxy
 
 REQUIRED = {
     s.strip() for s in os.environ.get("AGENTINA_REQUIRE_SERVICES", "").split(",") if s.strip()
@@ -152,3 +155,36 @@ def _fresh_hot_paths():
     yield
     agent_cache_reset()
     presence_reset()
+
+
+@pytest.fixture
+def database_through_proxy() -> Iterator[TcpProxy]:
+    """The test's database connection goes through a proxy (tests/faults.py) the test can
+    cut, as a PostgreSQL restart or a network fault would; the shared server keeps running."""
+    saved = {k: connection.settings_dict[k] for k in ("HOST", "PORT")}
+    target = (saved["HOST"] or "127.0.0.1", int(saved["PORT"] or 5432))
+    with TcpProxy(*target) as proxy:
+        connection.close()
+        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(proxy.port))
+        try:
+            yield proxy
+        finally:
+            connection.close()
+            connection.settings_dict.update(saved)
+
+
+@pytest.fixture
+def buffer(settings) -> Iterator[redis.Redis]:
+    """The presence buffer (steady heartbeats) on Redis database 13, emptied; batches are
+    sent by the test (the sending thread waits an hour). For tests marked redis."""
+    from fleet.services.presence import presence_flush
+
+    host = urlsplit(settings.CELERY_BROKER_URL)  # the redis marker checked it answers
+    url = f"redis://{host.hostname}:{host.port or 6379}/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    settings.PRESENCE_BUFFER_URL = url
+    settings.PRESENCE_BATCH_SECONDS = 3600
+    presence_flush()  # the buffer is known intact from here on
+    yield client
+    client.flushdb()

@@ -6,7 +6,7 @@ from contextlib import nullcontext
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -22,6 +22,7 @@ from fleet.choices import (
 )
 from fleet.errors import (
     AgentGone,
+    database_fault_is_transient,
 )
 from fleet.models import Agent, Job
 from fleet.models.agents import (
@@ -98,7 +99,8 @@ def agent_record_heartbeat(
     goes to the presence buffer and touches no database. Otherwise it is one UPDATE:
     job leases are extended once half a lease has passed, and state changes (back
     online, a new version, told to upgrade, clock skew appearing) write their extra rows
-    at once and make every web process re-read the agent."""
+    at once and make every web process re-read the agent. Through a database fault, a
+    beat that only had leases to renew is buffered all the same."""
     now = timezone.now()
     offset = _clock_offset(sent_at, now) if sent_at else None
     renew = bool(running_job_ids) and (
@@ -126,32 +128,41 @@ def agent_record_heartbeat(
         updates["version"] = version
     if renew:
         updates["leases_renewed_at"] = now
-    # One transaction when the heartbeat writes more than its own row, so that a
-    # decommission either goes first (and nothing is written) or waits for all of it.
-    with transaction.atomic() if changed or renew else nullcontext():
-        # The agent may have been decommissioned since this process authenticated it (its
-        # cached copy is up to AGENT_CACHE_POLL_SECONDS old): then nothing is written.
-        if not Agent.objects.filter(pk=agent.pk).holding_seat().update(**updates):
-            raise AgentGone()
-        if renew:
-            Job.objects.filter(
-                agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
-            ).update(lease_expires_at=now + settings.JOB_LEASE)
-        if changed or renew:  # every process re-reads it (leases_renewed_at included)
-            agent_facts_changed(agent_ids=[agent.pk])
-        if came_back or version != agent.version:
-            _record_state_change(agent, version, came_back, ip_address)
-        if skew_appeared:
-            anomaly_open(
-                actor=Actor.for_agent(agent, ip_address),
-                customer=agent.customer_id,
-                kind=AnomalyKind.CLOCK_SKEW,
-                fingerprint=f"clock_skew:{agent.pk}",
-                severity=AnomalySeverity.INFO,
-                agent_id=agent.pk,
-                message=f"{agent.name}'s clock is {offset:+d} s off the server's. The Control "
-                "Plane uses its own time; fix NTP on the host so logs line up.",
-            )
+    try:
+        # One transaction when the heartbeat writes more than its own row, so that a
+        # decommission either goes first (and nothing is written) or waits for all of it.
+        with transaction.atomic() if changed or renew else nullcontext():
+            # The agent may have been decommissioned since this process authenticated it
+            # (its cached copy is up to AGENT_CACHE_POLL_SECONDS old): nothing is written.
+            if not Agent.objects.filter(pk=agent.pk).holding_seat().update(**updates):
+                raise AgentGone()
+            if renew:
+                Job.objects.filter(
+                    agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
+                ).update(lease_expires_at=now + settings.JOB_LEASE)
+            if changed or renew:  # every process re-reads it (leases_renewed_at included)
+                agent_facts_changed(agent_ids=[agent.pk])
+            if came_back or version != agent.version:
+                _record_state_change(agent, version, came_back, ip_address)
+            if skew_appeared:
+                anomaly_open(
+                    actor=Actor.for_agent(agent, ip_address),
+                    customer=agent.customer_id,
+                    kind=AnomalyKind.CLOCK_SKEW,
+                    fingerprint=f"clock_skew:{agent.pk}",
+                    severity=AnomalySeverity.INFO,
+                    agent_id=agent.pk,
+                    message=f"{agent.name}'s clock is {offset:+d} s off the server's. The "
+                    "Control Plane uses its own time; fix NTP on the host so logs line up.",
+                )
+    except DatabaseError as exc:
+        # A beat that only had leases to renew is still a beat: buffered, it keeps the
+        # agent online through a database fault, and the next beat renews (half a lease
+        # is left for that). A change of state must be written, so it answers 503.
+        if changed or not database_fault_is_transient(exc):
+            raise
+        if not presence_buffer(agent_id=agent.pk, at=now, load=load, offset=offset):
+            raise
     agent.last_heartbeat_at = now
     return now
 

@@ -15,7 +15,7 @@ import time_machine
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
-from agentina.client import Client
+from agentina.client import ApiError, Client
 from agentina.outbox import OUTBOX_DIR, Finished, Outbox
 from agentina.runner import Runner
 from agentina.state import AgentState
@@ -38,6 +38,7 @@ class FaultyServer:
     def __init__(self) -> None:
         self.faults: dict[str, deque] = {}
         self.sent: list[tuple[str, object]] = []
+        self.answered: list[tuple[str, int]] = []  # what the server itself answered
 
     def fault(self, ending: str, *faults) -> None:
         self.faults.setdefault(ending, deque()).extend(faults)
@@ -58,6 +59,7 @@ class FaultyServer:
             content_type="application/json",
             **{f"HTTP_{k.upper()}": v for k, v in headers.items()},
         )
+        self.answered.append((path.removeprefix("/api/v1"), response.status_code))
         if fault == LOST:
             raise ConnectionError("connection reset by peer (the answer was lost)")
         body = response.json() if response.content else None
@@ -95,14 +97,21 @@ def server(settings, monkeypatch):
     return FaultyServer()
 
 
-def runner_for(tmp_path, server, clock=None, logs=None) -> Runner:
+def runner_for(tmp_path, server, clock=None, logs=None, runs=None) -> Runner:
     """The reference agent as `agentina run` makes it, on the in-process server; its
-    client gives up at the first fault, so the outbox alone must carry the result."""
+    client gives up at the first fault, so the outbox alone must carry the result. Each
+    run of a job appends its payload to `runs`."""
     agent = AgentState.load(tmp_path / "state")
+
+    def execute(payload):
+        if runs is not None:
+            runs.append(payload)
+        return True, {"pr": 7}
+
     return Runner(
         Client("http://cp.test", agent.secret, server, retries=0, sleep=lambda s: None),
         agent,
-        lambda payload: (True, {"pr": 7}),
+        execute,
         log=(logs if logs is not None else []).append,
         outbox=Outbox.in_state_dir(tmp_path / "state"),
         clock=clock or Clock(),
@@ -175,6 +184,42 @@ def test_a_complete_that_meets_faults_is_retried_and_the_job_completes_once(
     assert succeeded_audits(job.pk) == 1
     completes = [p for p, _ in server.sent if p.endswith("/complete")]
     assert len(completes) == 4  # refused, 503, lost, acknowledged
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_during_a_real_database_cut_heartbeats_answer_and_the_result_waits_then_lands_once(
+    tmp_path, customer, token, server, buffer, database_through_proxy
+):
+    """No simulated answers: the app's own connection to PostgreSQL is cut under it, with
+    the production setup (steady heartbeats go to the presence buffer on Redis)."""
+    assert activate(tmp_path, token, server) == 0
+    job = factories.job(customer)
+    clock, runs = Clock(), []
+    runner = runner_for(tmp_path, server, clock, runs=runs)
+    assert claim_and_finish(runner) == job.pk
+
+    database_through_proxy.cut()
+    answered = len(server.answered)
+    for _turn in range(2):  # as run() does: a failed call is logged, the next turn retries
+        with pytest.raises(ApiError):
+            runner.step()  # the complete, a heartbeat naming the job, a claim (the queue
+        clock.now += 5  # count is from before the cut)
+    complete, beat, claim = f"/jobs/{job.pk}/complete", "/agents/heartbeat", "/jobs/claim"
+    assert server.answered[answered:] == [(complete, 503), (beat, 200), (claim, 503)] * 2
+    assert outbox_files(tmp_path) == [f"{job.pk}.json"]
+    assert server.beats()[-1] == [job.pk]
+
+    database_through_proxy.heal()
+    answered = len(server.answered)
+    runner.step()
+    assert server.answered[answered:] == [(complete, 200), (beat, 200)]
+    assert outbox_files(tmp_path) == []
+    done = Job.objects.get(pk=job.pk)
+    assert (done.status, done.result, done.attempts) == (JobStatus.SUCCEEDED, {"pr": 7}, 1)
+    assert succeeded_audits(job.pk) == 1
+    assert len(runs) == 1  # the job ran once
 
 
 @pytest.mark.django_db

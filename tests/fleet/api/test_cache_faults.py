@@ -19,7 +19,6 @@ from fleet.errors import ServiceUnavailable
 from fleet.models import Agent, AgentFactsChange
 from tests import factories
 from tests.fleet.api.conftest import beat
-from tests.fleet.api.test_hot_paths import buffer  # noqa: F401 - the presence buffer fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -85,7 +84,7 @@ def test_a_kept_agent_is_served_while_polls_fail_and_the_outage_is_logged_once(
 @pytest.mark.redis
 def test_a_steady_heartbeat_answers_while_the_database_is_unreachable(
     agent,
-    buffer,  # noqa: F811 - the fixture imported above
+    buffer,
     settings,
 ):
     # With the presence buffer a steady heartbeat needs no database at all; here every

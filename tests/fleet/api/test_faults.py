@@ -72,21 +72,6 @@ def test_a_read_only_database_is_503_not_500(key_api):
     assert submit(key_api).status_code == 201
 
 
-@pytest.fixture
-def database_through_proxy() -> Iterator[TcpProxy]:
-    """The test's database connection goes through a proxy the test can cut."""
-    saved = {k: connection.settings_dict[k] for k in ("HOST", "PORT")}
-    target = (saved["HOST"] or "127.0.0.1", int(saved["PORT"] or 5432))
-    with TcpProxy(*target) as proxy:
-        connection.close()
-        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(proxy.port))
-        try:
-            yield proxy
-        finally:
-            connection.close()
-            connection.settings_dict.update(saved)
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_database_cut_is_503_and_the_app_recovers_without_a_restart(

@@ -3,11 +3,9 @@ heartbeats it buffers in Redis, never hide a revocation, a silence or an outage.
 
 import time
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import redis
 import time_machine
 from django.conf import settings
 from django.utils import timezone
@@ -36,19 +34,6 @@ def stored(agent) -> Agent:
 def polls_every_request(settings, monkeypatch):
     settings.AGENT_CACHE_POLL_SECONDS = 0
     monkeypatch.setattr("fleet.agent_cache.QUEUED_COUNT_EVERY", 0)
-
-
-@pytest.fixture
-def buffer(settings):
-    """The presence buffer on a Redis database of its own, emptied; batches are sent by
-    the test (the sending thread waits an hour). For tests marked redis."""
-    host = urlsplit(settings.CELERY_BROKER_URL)  # the redis marker checked it answers
-    url = f"redis://{host.hostname}:{host.port or 6379}/15"
-    redis.Redis.from_url(url).flushdb()
-    settings.PRESENCE_BUFFER_URL = url
-    settings.PRESENCE_BATCH_SECONDS = 3600
-    presence_flush()  # the buffer is known intact from here on
-    return url
 
 
 def test_a_process_keeps_the_agent_and_learns_of_changes_from_the_poll(agent, settings):
@@ -124,7 +109,7 @@ def test_a_steady_heartbeat_touches_no_database_and_the_flush_writes_it(
         assert beat(agent, load=0.7).status_code == 200
     assert stored(agent).last_heartbeat_at == written_before  # coalesced
     presence_send()
-    assert redis.Redis.from_url(buffer).hlen("agentina:presence:pending") == 1
+    assert buffer.hlen("agentina:presence:pending") == 1
     flushed = presence_flush()
     assert (flushed.written, flushed.complete) == (1, True)
     row = stored(agent)

@@ -4,10 +4,8 @@ with Redis gone, the batch goes to the database and the flush says it may have l
 beats."""
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import pytest
-import redis
 from django.utils import timezone
 
 from fleet.models import Agent
@@ -24,21 +22,6 @@ from tests import factories
 from tests.runtime import free_port
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def buffer(settings) -> redis.Redis:
-    """The presence buffer on Redis database 13 (other tests use 15), emptied; batches
-    are sent by the test (the sending thread waits an hour). For tests marked redis."""
-    host = urlsplit(settings.CELERY_BROKER_URL)  # the redis marker checked it answers
-    url = f"redis://{host.hostname}:{host.port or 6379}/13"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    settings.PRESENCE_BUFFER_URL = url
-    settings.PRESENCE_BATCH_SECONDS = 3600
-    presence_flush()  # the buffer is known intact from here on
-    yield client
-    client.flushdb()
 
 
 @pytest.fixture
