@@ -202,10 +202,30 @@ class Runner:
             )
         self.draining = None
 
+    def _start_when_reachable(self, stop: threading.Event) -> bool:
+        """start(), retried with backoff while the server is away (a restart, an outage);
+        False when stopped first, or when the server no longer knows this agent."""
+        delay = self.retry_base
+        while not stop.is_set():
+            try:
+                self.start()
+                return True
+            except Unreachable as exc:
+                self.log(f"the Control Plane is unreachable: {exc}; retrying in {delay:.3g} s")
+            except ApiError as exc:
+                if exc.status == 401:
+                    self.log(f"the Control Plane refused this agent: {exc}; stopping")
+                    return False
+                self.log(f"the Control Plane did not answer: {exc}; retrying in {delay:.3g} s")
+            stop.wait(delay)
+            delay = min(delay * 2, self.retry_cap)
+        return False
+
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set; then drain: finish what is held, then return. Between
         heartbeats it wakes to send outbox results whose retry is due."""
-        self.start()
+        if not self._start_when_reachable(stop):
+            return
         next_beat = self.clock()
         while not stop.is_set():
             try:
@@ -216,7 +236,7 @@ class Runner:
                 else:
                     self.send_outbox()
             except (Unreachable, ApiError) as exc:
-                self.log(f"heartbeat failed: {exc}; retrying")
+                self.log(f"the Control Plane did not answer: {exc}; retrying")
             wake = next_beat
             if len(self.outbox):
                 wake = min(wake, max(self._outbox_next_at, self.clock() + 0.1))

@@ -4,6 +4,7 @@ flap offline, fail jobs, or fail their upgrade's smoke check."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentina.client import ApiError, Client
+from agentina.client import ApiError, Client, HttpxTransport, Unreachable
 from agentina.outbox import Outbox
 from agentina.runner import Runner, Upgrader, simulated_executor
 from agentina.state import AgentState, install_key
@@ -28,6 +29,9 @@ class SimulatedAgent:
     thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.thread is not None:  # a restart: halt() closed the client's connections
+            self.stop = threading.Event()
+            self.runner.client.transport = HttpxTransport()
         self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
         self.thread.start()
 
@@ -45,6 +49,7 @@ class Fleet:
     state_root: Path
     version: str = "1.9.3"
     failure_rate: float = 0.05
+    job_seconds: tuple[float, float] = (0.2, 1.0)  # how long a simulated job works
     smoke_failures: set[int] = field(default_factory=set)  # indexes whose smoke check fails
     log: Callable[[str], None] = print
     agents: list[SimulatedAgent] = field(default_factory=list)
@@ -56,10 +61,12 @@ class Fleet:
         return self._customer
 
     def enroll(self, count: int) -> list[SimulatedAgent]:
-        """Reuse the agents stored under state_root, then mint and activate the rest."""
+        """Run every agent stored under state_root that the server still knows
+        (`seed_demo` stores its demo agents there too), and mint and activate more up to
+        `count` in all."""
         states: list[AgentState] = []
         dirs: list[Path] = []
-        for path in sorted(self.state_root.glob("agent-*/agent.json")):
+        for path in sorted(self.state_root.glob("*/agent.json")):
             state = AgentState.load(path.parent)
             probe = Client(self.server, state.secret)
             try:
@@ -70,19 +77,19 @@ class Fleet:
                 continue  # retired or from another database: mint a new one
             finally:
                 probe.close()
-            if len(states) == count:
-                break
         missing = count - len(states)
-        if missing:
+        if missing > 0:
             minted = self.customer().call("POST", "/tokens", {"count": missing})["tokens"]
             hosts = max(1, math.ceil(count / 3))
-            for i, token in enumerate(minted, start=len(states)):
+            free = (n for n in itertools.count() if not (self.state_root / f"agent-{n}").exists())
+            for token, i in zip(minted, free, strict=False):
                 host = i % hosts
                 role = ROLES[i % len(ROLES)]
+                state_dir = self.state_root / f"agent-{i}"
                 activation = Client(self.server)
                 answer = activation.activate(
                     token=token["token"],
-                    install_key=install_key(self.state_root / f"agent-{i}"),
+                    install_key=install_key(state_dir),
                     machine_id=f"sim-host-{host}",
                     hostname=f"sim-host-{host}",
                     zone=ZONES[host % len(ZONES)],
@@ -102,14 +109,14 @@ class Fleet:
                     f"sim-host-{host}",
                     f"sim-host-{host}",
                 )
-                state.save(self.state_root / f"agent-{i}")
+                state.save(state_dir)
                 states.append(state)
-                dirs.append(self.state_root / f"agent-{i}")
+                dirs.append(state_dir)
         for i, (state, state_dir) in enumerate(zip(states, dirs, strict=True)):
             runner = Runner(
                 Client(self.server, state.secret),
                 state,
-                simulated_executor(self.failure_rate, rng=random.Random(i)),
+                simulated_executor(self.failure_rate, self.job_seconds, rng=random.Random(i)),
                 upgrader=Upgrader(smoke_check=self._smoke_check(i)),
                 log=self._logger(i),
                 outbox=Outbox.in_state_dir(state_dir, self._logger(i)),
@@ -150,13 +157,22 @@ class Fleet:
             ids.append(job["id"])
         return ids
 
-    def workload(self, stop: threading.Event, jobs_per_minute: int = 30) -> None:
-        """Keep work flowing until `stop`."""
+    def workload(self, stop: threading.Event, jobs_per_minute: int = 20) -> None:
+        """Keep work flowing until `stop`: at most `jobs_per_minute`, for the roles the
+        fleet has, and only while fewer jobs wait than half the online agents, so the
+        queue follows the fleet's capacity instead of growing without bound. Rides out
+        the server's outages."""
+        roles = sorted(agent.state.role for agent in self.agents) or ROLES
+        n = 0
         while not stop.wait(60 / max(jobs_per_minute, 1)):
             try:
-                self.submit(1)
-            except ApiError as exc:
-                self.log(f"workload: {exc.detail}")
+                metrics = self.customer().call("GET", "/fleet/metrics")
+                if metrics["queue_depth"] >= max(1, metrics["agents_online"] // 2):
+                    continue
+                self.submit(1, role=roles[n % len(roles)])
+                n += 1
+            except (ApiError, Unreachable) as exc:
+                self.log(f"workload: {exc}")
 
     def flap(self, stop: threading.Event, share: float, rng: random.Random) -> None:
         """Now and then an agent goes quiet for four minutes (longer than the online window)."""
@@ -168,5 +184,4 @@ class Fleet:
             agent.halt()
             if stop.wait(240):
                 return
-            agent.stop = threading.Event()
             agent.start()

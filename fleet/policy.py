@@ -47,7 +47,9 @@ ONLINE_RATIO_TARGET = 0.95  # healthy above this
 THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
 JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
 IDLE_TARGET = 0.25  # idle above this: add work, not agents
-ADVICE_WINDOW = timedelta(minutes=15)  # the advice reads the snapshots of this long
+# Jobs of a role waiting this long (the oldest one), or every working agent of the role at
+# its license's concurrent-task cap while jobs wait: that role needs agents.
+ADVICE_WAIT = timedelta(minutes=2)
 THROUGHPUT_BASELINE_DAYS = 7  # the same hour on each of these days is the baseline
 IDLE_AGENT_MB = 200  # memory an agent holds between jobs
 TESTER_WORKLOAD_MB = 1024  # a tester with a browser wants 1 to 2 GB; flag only sure excess

@@ -87,8 +87,7 @@ def _wait_until_up(url: str, children: dict[str, subprocess.Popen[str]]) -> bool
 
 def _stop(children: dict[str, subprocess.Popen[str]]) -> int:
     """The simulated agents first (they drain their jobs through the web), then the rest."""
-    if "agents" in children:
-        _terminate({"agents": children.pop("agents")})
+    _terminate({n: children.pop(n) for n in list(children) if n.startswith("agents")})
     _terminate(children)
     return 0
 
@@ -149,23 +148,25 @@ def main() -> int:
         children[name] = _spawn(name, command)
 
     up = _wait_until_up(url, children)
-    agents = os.environ.get("SIMULATED_AGENTS", "6")
+    agents = os.environ.get("SIMULATED_AGENTS", "10")
     if up and agents != "0":
-        # A small simulated fleet on the real API, so the demo dashboard moves by itself.
-        children["agents"] = _spawn(
-            "agents",
-            [
-                sys.executable,
-                "manage.py",
-                "simulate_fleet",
-                "--customer",
-                "acme",
-                "--agents",
-                agents,
-                "--server",
-                url,
-            ],
-        )
+        # The demo fleets on the real API, so the demo moves by itself: every seeded agent
+        # heartbeats and works, and Acme activates a few more through tokens.
+        for customer, count in (("acme", agents), ("globex", "3")):
+            children[f"agents-{customer}"] = _spawn(
+                f"{customer}",
+                [
+                    sys.executable,
+                    "manage.py",
+                    "simulate_fleet",
+                    "--customer",
+                    customer,
+                    "--agents",
+                    count,
+                    "--server",
+                    url,
+                ],
+            )
     if up:
         print(
             f"\n  Agentina Control Plane is up: {url}\n"
@@ -173,8 +174,9 @@ def main() -> int:
             f"    portal       {url}portal/\n"
             f"    API docs     {url}api/v1/docs\n\n"
             + "\n".join(f"  {line}" for line in seed.stdout.strip().splitlines())
-            + "\n\n  Six simulated agents of Acme Robotics heartbeat and work through the API"
-            "\n  (SIMULATED_AGENTS=0 to run without them). Ctrl-C stops everything.\n",
+            + f"\n\n  The demo fleets heartbeat and work through the API: {agents} agents of Acme"
+            "\n  Robotics, 3 of Globex Labs (SIMULATED_AGENTS=0 to run without them)."
+            "\n  Ctrl-C stops everything.\n",
             flush=True,
         )
     else:

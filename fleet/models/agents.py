@@ -1,10 +1,13 @@
 """Hosts and agents, and the agents' lifecycle: the one table of how an agent's status
 may change, used by every write that changes it."""
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
 
 from fleet.choices import AgentRole, AgentStatus
 from fleet.models.lifecycle import StatusQuerySet, Transition
@@ -86,6 +89,13 @@ def agent_status_after(*transitions: Transition) -> Case:
         *[When(status__in=t.sources, then=Value(t.target)) for t in transitions],
         default=F("status"),
     )
+
+
+def heard_q(now: datetime, *, via: str = "") -> Q:
+    """Online, the one definition every number uses (dashboard, Agents, Plan, advice,
+    gates, snapshots): heard from within AGENT_ONLINE_WINDOW of `now`, whatever the status
+    column says until the next sweep. `via` reaches the agent through a relation."""
+    return Q(**{f"{via}last_heartbeat_at__gte": now - settings.AGENT_ONLINE_WINDOW})
 
 
 class AgentQuerySet(StatusQuerySet["Agent"]):
@@ -171,6 +181,21 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def presence(self) -> str:
+        """The status every page shows, by the one definition of online (heard_q): an
+        agent not heard from within the online window is offline now, though the status
+        column says so only after the next sweep."""
+        if self.status == DECOMMISSIONED:
+            return DECOMMISSIONED
+        window = settings.AGENT_ONLINE_WINDOW
+        if self.last_heartbeat_at is None or self.last_heartbeat_at < timezone.now() - window:
+            return AgentStatus.OFFLINE
+        return self.status
+
+    def get_presence_display(self) -> str:
+        return AgentStatus(self.presence).label
 
 
 class AgentFactsChange(models.Model):

@@ -42,8 +42,10 @@ from fleet.selectors.licenses import (
 )
 from fleet.selectors.metrics import (
     FleetMetrics,
+    RoleNumbers,
     fleet_metrics,
     minor_floor,
+    role_numbers,
     snapshot_series,
     throughput_baselines,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "AgentFacts",
     "BatchProgress",
     "FleetMetrics",
+    "RoleNumbers",
     "Seats",
     "SizingRow",
     "UpgradeOrder",
@@ -95,6 +98,7 @@ __all__ = [
     "minor_floor",
     "release_latest",
     "release_list_for",
+    "role_numbers",
     "rollout_batches",
     "rollout_get",
     "rollout_list",

@@ -1,78 +1,115 @@
-"""Advice on the fleet's size: from recent snapshots, and from the sizing table."""
+"""Advice on the fleet's size: from the role numbers now, and from the sizing table."""
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import JobStatus
-from fleet.models import Agent, Customer, FleetSnapshot, Job
+from fleet.models import Customer, FleetSnapshot
 from fleet.selectors.licenses import license_current
+from fleet.selectors.metrics import RoleNumbers, role_numbers
 
 
 @dataclass(frozen=True)
 class Advice:
-    verdict: str  # add_agent, add_work, sized_right or no_data
+    verdict: str  # add_agents, add_work, sized_right or no_agents
     headline: str
     reasons: list[str]
 
 
+def _agents(n: int, role: str) -> str:
+    return f"{n} {role}{pluralize(n)}"
+
+
+def _short_handed(r: RoleNumbers, cap: int) -> bool:
+    """Jobs of the role wait, and either the oldest has waited past the threshold or
+    every agent of the role that can work runs its cap (none can take another)."""
+    if not r.queued:
+        return False
+    waited = (r.oldest_wait_seconds or 0) >= policy.ADVICE_WAIT.total_seconds()
+    return waited or r.running >= r.can_work * cap
+
+
 def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Advice:
-    """When to add the next agent and when not to, from the last 15 minutes of snapshots:
-    add one when the queue holds steady, idle is under the target and every online agent
-    runs its license's maximum of concurrent tasks (so jobs wait); add work instead when
-    idle is over the target. Three queries."""
+    """What to do about the fleet's size now, role by role, from the same numbers the
+    dashboard and Plan show (role_numbers): add agents of a role whose jobs wait (how
+    many, and whether the license has the seats), or add work when more than a quarter
+    of the online agents' time is idle and nothing waits. Never both. Five queries."""
     now = now or timezone.now()
-    recent = list(
-        FleetSnapshot.objects.filter(
-            customer=customer, taken_at__gt=now - policy.ADVICE_WINDOW
-        ).order_by("taken_at")
-    )
-    if not recent:
-        return Advice("no_data", "Advice appears once beat has taken a few snapshots.", [])
-    last = recent[-1]
-    target = policy.IDLE_TARGET
-    if last.idle_ratio is not None and last.idle_ratio > target:
+    roles = role_numbers(customer, now=now)
+    license = license_current(customer)
+    cap = license.max_concurrent_tasks_per_agent if license else 1
+    if not any(r.agents for r in roles) and not any(r.queued for r in roles):
+        return Advice("no_agents", "Activate your first agent: mint a token on Tokens.", [])
+
+    short = [r for r in roles if _short_handed(r, cap)]
+    if short:
+        reasons, wanted = [], []
+        for r in short:
+            add = max(math.ceil(r.queued / cap), 1)  # enough to start every waiting job now
+            wanted.append(_agents(add, r.role))
+            waited = f", the oldest for {_duration(r.oldest_wait_seconds or 0)}"
+            state = (
+                f"every one of the {_agents(r.can_work, r.role)} that can work runs its "
+                f"{cap} task{pluralize(cap)}"
+                if r.can_work
+                else f"no {r.role} can work"
+            )
+            reason = f"{r.queued} {r.role} job{pluralize(r.queued)} wait{waited}; {state}."
+            if r.offline:
+                reason += f" {_agents(r.offline, r.role)} {pluralize(r.offline, 'is,are')} "
+                reason += "offline: bringing them back is the cheapest help."
+            reasons.append(reason)
+        needed = sum(max(math.ceil(r.queued / cap), 1) for r in short)
+        free = license.max_agents - sum(r.agents for r in roles) if license else 0
+        if needed <= free:
+            reasons.append(f"The license has {free} free seat{pluralize(free)}.")
+        else:
+            reasons.append(
+                f"The license has {max(free, 0)} free seat{pluralize(max(free, 0))}: raise "
+                f"max_agents to {sum(r.agents for r in roles) + needed} first."
+            )
+        return Advice("add_agents", f"Add {' and '.join(wanted)}.", reasons)
+
+    queued = sum(r.queued for r in roles)
+    idle = _idle_ratio(customer, roles)
+    if not queued and idle is not None and idle > policy.IDLE_TARGET:
         return Advice(
             "add_work",
             "Add work, not agents.",
             [
-                f"{last.idle_ratio:.0%} of online agent time was idle over the last hour "
-                f"(above {target:.0%}): the fleet can take more jobs as it is."
+                f"{idle:.0%} of online agent time was idle over the last hour (above "
+                f"{policy.IDLE_TARGET:.0%}) and no job waits: the fleet can take more work "
+                "as it is."
             ],
         )
-    license = license_current(customer)
-    cap = license.max_concurrent_tasks_per_agent if license else 1
-    steady = (
-        len(recent) >= 5
-        and all(s.queue_depth > 0 for s in recent)
-        and (last.queue_depth >= 0.8 * recent[0].queue_depth)
+    why = (
+        f"{queued} job{pluralize(queued)} wait, none for long, and agents are free to take them."
+        if queued
+        else "No job waits, and the agents are busy most of the time."
     )
-    online = last.agents_online or 0  # never empty in the newest minute (beat took it)
-    at_cap = online > 0 and last.jobs_running >= online * cap
-    if steady and at_cap:
-        waiting = (
-            Job.objects.filter(customer=customer, status=JobStatus.QUEUED)
-            .values("role")
-            .annotate(n=Count("pk"))
-            .order_by("-n")
-            .first()
-        )
-        role = waiting["role"] if waiting else "coder"
-        wait = f", p95 wait {last.wait_p95_seconds:.0f} s" if last.wait_p95_seconds else ""
-        return Advice(
-            "add_agent",
-            f"Add an agent: a {role}.",
-            [
-                f"{last.queue_depth} jobs have waited for {len(recent)} minutes{wait}.",
-                f"Every online agent runs its {cap} concurrent task(s) and idle is "
-                f"{(last.idle_ratio or 0):.0%}.",
-                f"Most waiting jobs are for {role}s.",
-            ],
-        )
-    return Advice("sized_right", "The fleet is sized for its work.", [])
+    return Advice("sized_right", "The fleet is sized for its work.", [why])
+
+
+def _idle_ratio(customer: Customer | int, roles: list[RoleNumbers]) -> float | None:
+    """Over the last hour (the newest snapshot's), or now when there is none yet."""
+    hour = (
+        FleetSnapshot.objects.filter(customer=customer, idle_ratio__isnull=False)
+        .order_by("-taken_at")
+        .values_list("idle_ratio", flat=True)
+        .first()
+    )
+    if hour is not None:
+        return hour
+    online = sum(r.online for r in roles)
+    return 1 - sum(r.busy for r in roles) / online if online else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 # Repo size (lines of code) → agents per role, (min, max), from the product's sizing table.
@@ -88,7 +125,8 @@ class SizingRow:
     role: str
     recommended_min: int
     recommended_max: int
-    current: int
+    current: int  # agents that can work now (online, not upgrading): offline ones do no work
+    offline: int = 0
 
     @property
     def verdict(self) -> str:
@@ -100,14 +138,11 @@ class SizingRow:
 
 
 def fleet_sizing(customer: Customer | int, repo_loc: int) -> list[SizingRow]:
-    """The sizing table's row for a repository of `repo_loc` lines against the fleet."""
+    """The sizing table's row for a repository of `repo_loc` lines against the agents
+    that can work now (role_numbers, as the dashboard and advice count them)."""
     table = next(roles for limit, roles in SIZING if limit is None or repo_loc < limit)
-    current = dict(
-        Agent.objects.for_customer(customer)
-        .holding_seat()
-        .values("role")
-        .annotate(n=Count("pk"))
-        .order_by()
-        .values_list("role", "n")
-    )
-    return [SizingRow(role, lo, hi, current.get(role, 0)) for role, (lo, hi) in table.items()]
+    numbers = {r.role: r for r in role_numbers(customer)}
+    return [
+        SizingRow(role, lo, hi, numbers[role].can_work, numbers[role].offline)
+        for role, (lo, hi) in table.items()
+    ]

@@ -3,11 +3,12 @@
 from dataclasses import dataclass
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
 from fleet.choices import ADVANCING_ROLLOUT_STATES, AgentStatus, Channel, RolloutTargetState
 from fleet.errors import NotFound
 from fleet.models import Agent, Customer, Host, License, Release, RolloutTarget
-from fleet.models.agents import SEAT_HOLDING
+from fleet.models.agents import SEAT_HOLDING, heard_q
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.selectors.releases import releases_newest_first
 from fleet.versions import SemVer
@@ -116,10 +117,16 @@ def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[
     """The portal's agent list: filter by status, role, version, host and zone, search by
     name, unit, hostname or machine id."""
     agents = Agent.objects.for_customer(customer).select_related("host")
-    if filters.get("status"):
-        agents = agents.filter(status=filters["status"])
-    else:
+    status = filters.get("status")
+    if status == AgentStatus.DECOMMISSIONED:
+        agents = agents.filter(status=status)
+    else:  # online and offline as every page counts them (Agent.presence)
         agents = agents.holding_seat()
+        heard = heard_q(timezone.now())
+        if status == AgentStatus.OFFLINE:
+            agents = agents.filter(~heard | Q(status=status))
+        elif status:
+            agents = agents.filter(heard, status=status)
     for key, lookup in (("role", "role"), ("host", "host__hostname"), ("zone", "host__zone")):
         if filters.get(key):
             agents = agents.filter(**{lookup: filters[key]})

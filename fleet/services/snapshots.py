@@ -10,7 +10,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
@@ -18,6 +17,7 @@ from django.utils import timezone
 from fleet import policy
 from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
+from fleet.models.agents import heard_q
 from fleet.selectors import minor_floor, release_latest
 from fleet.services.presence import presence_flush
 
@@ -86,8 +86,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     now = now or timezone.now()
     presence_flush()  # online counts come from every heartbeat heard
     minute = now.replace(second=0, microsecond=0)
-    heard_since = now - settings.AGENT_ONLINE_WINDOW
-    online_q = Q(last_heartbeat_at__gte=heard_since)
+    online_q = heard_q(now)
 
     customers = list(Customer.objects.values_list("pk", flat=True))
     channels = dict(License.objects.filter(is_current=True).values_list("customer_id", "channel"))
@@ -105,7 +104,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         .order_by()
     }
     busy = dict(
-        Job.objects.filter(status=JobStatus.RUNNING, agent__last_heartbeat_at__gte=heard_since)
+        Job.objects.filter(heard_q(now, via="agent__"), status=JobStatus.RUNNING)
         .values("customer_id")
         .annotate(n=Count("agent_id", distinct=True))
         .order_by()

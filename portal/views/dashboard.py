@@ -43,6 +43,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer),
         advice=selectors.fleet_advice(customer),
+        roles=selectors.role_numbers(customer),
         poll_seconds=settings.PORTAL_POLL_SECONDS,
     )
     if not request.htmx:

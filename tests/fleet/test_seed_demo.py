@@ -3,10 +3,18 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from agentina.state import AgentState
 from fleet.models import ActivationToken, Agent, Anomaly, AuditEvent, Customer, Job, Release
+from fleet.secrets import secret_digest
 from fleet.selectors import release_latest
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _var_dir(settings, tmp_path):
+    """The demo agents' state goes to the simulator's directory under VAR_DIR."""
+    settings.VAR_DIR = tmp_path
 
 
 def _counts() -> dict[str, int]:
@@ -16,11 +24,12 @@ def _counts() -> dict[str, int]:
     }
 
 
-def test_seed_demo_is_idempotent_and_prints_working_logins(client):
+def test_seed_demo_is_idempotent_and_prints_working_logins(client, tmp_path):
     out = StringIO()
     call_command("seed_demo", "--force", stdout=out)
     first = _counts()
     audit_rows = AuditEvent.objects.count()
+    seeded_secret = AgentState.load(tmp_path / "simulator" / "acme" / "coder-1").secret
     call_command("seed_demo", "--force", stdout=StringIO())
     assert _counts() == first
     assert AuditEvent.objects.count() == audit_rows
@@ -44,6 +53,18 @@ def test_seed_demo_is_idempotent_and_prints_working_logins(client):
         "failed",
     }
     assert release_latest().version == "1.10.0"
+    # Every seat-holding demo agent is simulated: its secret (fresh each seeding) is
+    # where simulate_fleet finds it; the retired one is history.
+    stored = {
+        path.parent.name: AgentState.load(path.parent)
+        for path in tmp_path.glob("simulator/*/*/agent.json")
+    }
+    assert set(stored) == set(Agent.objects.holding_seat().values_list("name", flat=True))
+    assert stored["coder-1"].secret != seeded_secret
+    coder_1 = Agent.objects.get(name="coder-1")
+    assert coder_1.secret_digest == secret_digest(stored["coder-1"].secret)
+    assert Agent.objects.get(name="coder-4").status == "decommissioned"
+    assert not Agent.objects.filter(status="offline").exists()
 
     text = out.getvalue()
     assert "staff" in text

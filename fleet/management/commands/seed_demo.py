@@ -1,6 +1,7 @@
 """Demo data for `make run`: a staff login, two customers, their fleets. Safe to run again:
 rows are found by their natural keys, and the demo fleet is brought back online."""
 
+import os
 import random
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from agentina.state import AgentState
 from fleet.choices import (
     AgentRole,
     AgentStatus,
@@ -21,6 +23,7 @@ from fleet.choices import (
     MemberRole,
     TokenStatus,
 )
+from fleet.management.commands.simulate_fleet import simulator_state_root
 from fleet.models import (
     ActivationToken,
     Agent,
@@ -32,10 +35,10 @@ from fleet.models import (
     License,
     Release,
 )
-from fleet.models.agents import COME_BACK, GO_SILENT
+from fleet.models.agents import COME_BACK, DECOMMISSION
 from fleet.models.tokens import REDEEM
 from fleet.secrets import SecretKind, secret_mint
-from fleet.services.anomalies import agent_offline_fingerprint, anomaly_open
+from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import Actor
 from fleet.services.customers import customer_create, membership_set
 from fleet.services.detections import fleet_detect
@@ -44,6 +47,7 @@ from fleet.services.releases import release_publish
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.tokens import token_mint
 
+DEMO_SERVER = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}/"
 SEED = Actor(label="seed_demo")  # who the audit log says made the demo
 
 DEMO_PASSWORD = "agentina-demo"  # noqa: S105 - printed for the demo on purpose
@@ -70,7 +74,7 @@ CUSTOMERS: list[dict[str, Any]] = [
             ("acme-build-02", "eu-west-1b", 16384),
             ("acme-test-01", "eu-west-1a", 32768),
         ],
-        # name, role, host index, version, online?
+        # name, role, host index, version, working? (False: retired, history only)
         "agents": [
             ("coder-1", AgentRole.CODER, 0, "1.10.0", True),
             ("coder-2", AgentRole.CODER, 0, "1.10.0", True),
@@ -155,7 +159,6 @@ class Command(BaseCommand):
         return user
 
     def _customer(self, spec: dict[str, Any]) -> None:
-        now = timezone.now()
         customer = Customer.objects.filter(slug=spec["slug"]).first() or customer_create(
             actor=SEED,
             name=spec["name"],
@@ -176,37 +179,10 @@ class Command(BaseCommand):
             for hostname, zone, memory in spec["hosts"]
         ]
         agents = []
-        for name, role, host_index, version, online in spec["agents"]:
-            heard = now - (timedelta(seconds=20) if online else timedelta(minutes=42))
-            agent = (
-                Agent.objects.holding_seat()  # a decommissioned demo agent stays retired
-                .filter(host=hosts[host_index], unit_name=f"agentina@{name}")
-                .first()
-            )
-            if agent is None:
-                token, _ = token_mint(actor=SEED, customer=customer, role=role, note=f"for {name}")
-                minted = secret_mint(SecretKind.AGENT_SECRET)
-                agent = Agent.objects.create(
-                    customer=customer,
-                    host=hosts[host_index],
-                    activation_token=token,
-                    name=name,
-                    role=role,
-                    unit_name=f"agentina@{name}",
-                    state_dir=f"/var/lib/agentina/{name}",
-                    version=version,
-                    secret_prefix=minted.display_prefix,
-                    secret_digest=minted.digest,
-                    status=AgentStatus.ONLINE if online else AgentStatus.OFFLINE,
-                    last_heartbeat_at=heard,
-                )
-                ActivationToken.objects.filter(pk=token.pk).transition(REDEEM, redeemed_at=now)
-            else:  # seeded before: back as the demo has it, through the lifecycle
-                again = Agent.objects.filter(pk=agent.pk)
-                again.transition(COME_BACK if online else GO_SILENT)
-                again.update(last_heartbeat_at=heard)
-                agent.refresh_from_db()
-            agents.append(agent)
+        for name, role, host_index, version, working in spec["agents"]:
+            agent = self._agent(customer, hosts[host_index], name, role, version, working)
+            if working:
+                agents.append(agent)
 
         if not customer.activation_tokens.filter(status=TokenStatus.OUTSTANDING).exists():
             token_mint(
@@ -219,6 +195,60 @@ class Command(BaseCommand):
             self._anomalies(customer, agents)
         if not FleetSnapshot.objects.filter(customer=customer).exists():
             self._history(customer, agents)
+
+    def _agent(
+        self, customer: Customer, host: Host, name: str, role: str, version: str, working: bool
+    ) -> Agent:
+        """A working demo agent gets a fresh secret, stored where `simulate_fleet` (which
+        `make run` starts) finds it, so it heartbeats and works like any agent; a retired
+        one is history: decommissioned two days ago."""
+        now = timezone.now()
+        minted = secret_mint(SecretKind.AGENT_SECRET)
+        on_unit = Agent.objects.filter(host=host, unit_name=f"agentina@{name}")
+        # A working agent a user of the demo retired stays retired; a successor takes its
+        # unit. A retired one is found retired.
+        agent = (on_unit.holding_seat() if working else on_unit).order_by("-pk").first()
+        if agent is None:
+            token, _ = token_mint(actor=SEED, customer=customer, role=role, note=f"for {name}")
+            agent = Agent.objects.create(
+                customer=customer,
+                host=host,
+                activation_token=token,
+                name=name,
+                role=role,
+                unit_name=f"agentina@{name}",
+                state_dir=f"/var/lib/agentina/{name}",
+                version=version,
+                secret_prefix=minted.display_prefix,
+                secret_digest=minted.digest,
+                last_heartbeat_at=now,
+            )
+            ActivationToken.objects.filter(pk=token.pk).transition(REDEEM, redeemed_at=now)
+        rows = Agent.objects.filter(pk=agent.pk)
+        if not working:
+            retired = now - timedelta(days=2)
+            rows.transition(DECOMMISSION, decommissioned_at=retired)
+            rows.update(last_heartbeat_at=retired)
+            agent.refresh_from_db()
+            return agent
+        rows.transition(COME_BACK)
+        rows.update(
+            secret_prefix=minted.display_prefix,
+            secret_digest=minted.digest,
+            last_heartbeat_at=now,
+        )
+        agent.refresh_from_db()
+        AgentState(
+            server=DEMO_SERVER,
+            agent_id=agent.pk,
+            secret=minted.plaintext,
+            role=role,
+            version=str(agent.version),
+            unit_name=agent.unit_name,
+            machine_id=host.machine_id,
+            hostname=host.hostname,
+        ).save(simulator_state_root(customer) / name)
+        return agent
 
     def _jobs(self, customer: Customer, agents: list[Agent], counts: dict[str, int]) -> None:
         now = timezone.now()
@@ -282,18 +312,8 @@ class Command(BaseCommand):
         Job.objects.bulk_create(jobs)
 
     def _anomalies(self, customer: Customer, agents: list[Agent]) -> None:
-        """What an agent would have reported, and the offline finding the sweep would have
-        opened; the detections (skew, anti-patterns, ...) come from a real snapshot run."""
-        for agent in agents:
-            if agent.status == AgentStatus.OFFLINE:
-                anomaly_open(
-                    actor=SEED,
-                    customer=customer,
-                    kind=AnomalyKind.AGENT_OFFLINE,
-                    fingerprint=agent_offline_fingerprint(agent.pk),
-                    agent_id=agent.pk,
-                    message=f"{agent.name} stopped sending heartbeats.",
-                )
+        """What an agent would have reported; the detections (skew, anti-patterns, ...)
+        come from a real snapshot run."""
         reporter = agents[0]
         anomaly_open(
             actor=SEED,
@@ -315,7 +335,7 @@ class Command(BaseCommand):
         for minute in range(1, 24 * 60 + 1):
             at = now - timedelta(minutes=minute)
             daytime = 8 <= at.hour < 20
-            online = total - (1 if rng.random() < 0.2 else 0)
+            online = total - (1 if rng.random() < 0.02 else 0)  # a rare restart
             busy = max(
                 0, min(online, round(online * (0.8 if daytime else 0.5) + rng.uniform(-1, 1)))
             )

@@ -17,22 +17,41 @@ from fleet.services.api_keys import api_key_mint
 from fleet.services.audit import Actor
 
 
+def simulator_state_root(customer: Customer) -> Path:
+    """Where the customer's simulated agents keep their state (seed_demo's too)."""
+    return Path(settings.VAR_DIR) / "simulator" / customer.slug
+
+
 class Command(BaseCommand):
     help = "Run N simulated agents of a customer against a running Control Plane."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--customer", required=True, help="The customer's slug.")
-        parser.add_argument("--agents", type=int, default=6)
+        parser.add_argument(
+            "--agents",
+            type=int,
+            default=6,
+            help="In all: every stored agent runs (the seeded demo agents among them), and "
+            "more are activated up to this.",
+        )
         parser.add_argument("--server", default="http://127.0.0.1:8000")
         parser.add_argument(
             "--duration", type=float, default=0, help="Seconds; 0 runs until stopped."
         )
         parser.add_argument("--failure-rate", type=float, default=0.05)
         parser.add_argument(
+            "--job-seconds",
+            type=float,
+            nargs=2,
+            default=(5.0, 40.0),
+            metavar=("MIN", "MAX"),
+            help="How long each simulated job works.",
+        )
+        parser.add_argument(
             "--flap",
             type=float,
-            default=0.1,
-            help="Chance each minute that an agent goes quiet for 4 minutes.",
+            default=0.0,
+            help="Chance each minute that an agent goes quiet for 4 minutes (0: never).",
         )
         parser.add_argument(
             "--smoke-failures",
@@ -40,7 +59,12 @@ class Command(BaseCommand):
             default=0,
             help="How many agents fail their upgrade's smoke check.",
         )
-        parser.add_argument("--jobs-per-minute", type=int, default=20)
+        parser.add_argument(
+            "--jobs-per-minute",
+            type=int,
+            default=20,
+            help="At most; fewer when the queue is already longer than half the online agents.",
+        )
 
     def handle(self, *args: Any, **o: Any) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
@@ -53,8 +77,9 @@ class Command(BaseCommand):
         fleet = Fleet(
             server=o["server"],
             api_key=key,
-            state_root=Path(settings.VAR_DIR) / "simulator" / customer.slug,
+            state_root=simulator_state_root(customer),
             failure_rate=o["failure_rate"],
+            job_seconds=tuple(o["job_seconds"]),
             smoke_failures=set(range(o["smoke_failures"])),
             log=lambda m: self.stdout.write(m),
         )

@@ -1,75 +1,175 @@
-"""Advice beyond tests/fleet/test_advice.py's verdicts: its window, its thresholds,
-its tenancy and its query count."""
+"""Advice and Plan over a table of fleets (idle, queued, offline and upgrading mixes), the
+demo's own bad day among them: they read the same role numbers the dashboard shows, so
+they never contradict the facts or each other."""
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from fleet import policy
-from fleet.choices import AgentStatus
-from fleet.models import FleetSnapshot, Job
-from fleet.selectors import fleet_advice, fleet_sizing
+from fleet.choices import AgentStatus, JobStatus
+from fleet.models import Job
+from fleet.selectors import fleet_advice, fleet_sizing, role_numbers
 from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-AT_CAP = {"idle_ratio": 0.05, "queue_depth": 8, "agents_online": 3, "jobs_running": 6}
+
+@dataclass
+class Fleet:
+    """Agents by role: working (online), offline, upgrading; jobs by role: waiting (with
+    the oldest one's wait in seconds) and running (on the working agents, up to `busy`
+    jobs each); the last hour's idle share from the newest snapshot."""
+
+    online: dict[str, int] = field(default_factory=dict)
+    offline: dict[str, int] = field(default_factory=dict)
+    upgrading: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, tuple[int, int]] = field(default_factory=dict)
+    busy: int = 0
+    idle_hour: float | None = None
+    seats: int = 10
+    cap: int = 2
 
 
-def history(customer, minutes=10, *, ago=timedelta(0), **fields):
-    now = timezone.now().replace(second=0, microsecond=0) - ago
-    for m in range(minutes):
-        FleetSnapshot.objects.create(
-            customer=customer, taken_at=now - timedelta(minutes=m), **fields
+def build(customer, fleet: Fleet) -> None:
+    now = timezone.now()
+    factories.license(customer, max_agents=fleet.seats, max_concurrent_tasks_per_agent=fleet.cap)
+    for role, n in fleet.online.items():
+        for _ in range(n):
+            agent = factories.agent(customer, role=role)
+            for _ in range(fleet.busy):
+                factories.job(customer, role=role, status=JobStatus.RUNNING, agent=agent)
+    for role, n in fleet.offline.items():
+        for _ in range(n):
+            factories.agent(
+                customer,
+                role=role,
+                status=AgentStatus.OFFLINE,
+                last_heartbeat_at=now - timedelta(hours=1),
+            )
+    for role, n in fleet.upgrading.items():
+        for _ in range(n):
+            factories.agent(customer, role=role, status=AgentStatus.UPGRADING)
+    for role, (n, oldest) in fleet.waiting.items():
+        Job.objects.bulk_create(Job(customer=customer, role=role, payload={}) for _ in range(n))
+        Job.objects.filter(customer=customer, role=role, status=JobStatus.QUEUED).update(
+            queued_at=now - timedelta(seconds=oldest)
         )
+    if fleet.idle_hour is not None:
+        factories.snapshot(customer, idle_ratio=fleet.idle_hour)
 
 
-def test_adding_an_agent_is_advised_in_three_queries(customer, django_assert_num_queries):
-    factories.license(customer, max_concurrent_tasks_per_agent=2)
-    history(customer, **AT_CAP)
-    Job.objects.create(customer=customer, role="reviewer")
-    with django_assert_num_queries(3):
-        advice = fleet_advice(customer)
-    assert (advice.verdict, advice.headline) == ("add_agent", "Add an agent: a reviewer.")
+FLEETS = {
+    "idle, nothing waits": (
+        Fleet(online={"coder": 4}, idle_hour=0.6),
+        "add_work",
+        "Add work, not agents.",
+    ),
+    "the demo's bad day: idle last hour, 154 coder jobs waiting 8 minutes at cap": (
+        Fleet(online={"coder": 3}, busy=2, waiting={"coder": (154, 480)}, idle_hour=0.6),
+        "add_agents",
+        "Add 77 coders.",
+    ),
+    "jobs wait briefly with free slots": (
+        Fleet(online={"coder": 3}, busy=1, waiting={"coder": (2, 20)}, idle_hour=0.1),
+        "sized_right",
+        "The fleet is sized for its work.",
+    ),
+    "jobs wait long though slots are free (agents slow to claim)": (
+        Fleet(online={"coder": 3}, busy=1, waiting={"coder": (2, 300)}, idle_hour=0.1),
+        "add_agents",
+        "Add 1 coder.",
+    ),
+    "jobs for a role nobody serves": (
+        Fleet(online={"coder": 2}, waiting={"indexer": (3, 10)}, idle_hour=0.9),
+        "add_agents",
+        "Add 2 indexers.",
+    ),
+    "coders offline while their jobs wait": (
+        Fleet(online={"coder": 1}, offline={"coder": 5}, busy=2, waiting={"coder": (4, 30)}),
+        "add_agents",
+        "Add 2 coders.",
+    ),
+    "upgrading agents claim nothing": (
+        Fleet(upgrading={"tester": 2}, waiting={"tester": (1, 5)}),
+        "add_agents",
+        "Add 1 tester.",
+    ),
+    "busy, nothing waits": (
+        Fleet(online={"coder": 2, "reviewer": 1}, busy=2, idle_hour=0.05),
+        "sized_right",
+        "The fleet is sized for its work.",
+    ),
+    "no agents yet": (Fleet(), "no_agents", "Activate your first agent: mint a token on Tokens."),
+}
 
 
-def test_snapshots_older_than_the_window_give_no_advice(customer):
-    history(customer, ago=timedelta(minutes=20), **AT_CAP)
-    assert fleet_advice(customer).verdict == "no_data"
+@pytest.mark.parametrize(("fleet", "verdict", "headline"), FLEETS.values(), ids=FLEETS.keys())
+def test_advice_over_a_table_of_fleets(customer, fleet, verdict, headline):
+    build(customer, fleet)
+    advice = fleet_advice(customer)
+    assert (advice.verdict, advice.headline) == (verdict, headline), advice.reasons
+    if verdict == "add_work":
+        assert not any(r.queued for r in role_numbers(customer))  # never both
 
 
-def test_another_customers_snapshots_give_no_advice(customer, other_customer):
-    history(other_customer, **AT_CAP)
-    assert fleet_advice(customer).verdict == "no_data"
+def test_the_demos_bad_day_explains_itself_and_the_seats(customer):
+    build(
+        customer,
+        FLEETS["the demo's bad day: idle last hour, 154 coder jobs waiting 8 minutes at cap"][0],
+    )
+    reasons = fleet_advice(customer).reasons
+    assert reasons[0] == (
+        "154 coder jobs wait, the oldest for 8 min; every one of the 3 coders that can work "
+        "runs its 2 tasks."
+    )
+    assert reasons[1] == "The license has 7 free seats: raise max_agents to 80 first."
 
 
-def test_idle_exactly_at_the_target_is_not_a_call_for_work(customer):
-    history(customer, idle_ratio=policy.IDLE_TARGET, queue_depth=0, agents_online=3)
+def test_offline_agents_of_a_short_role_are_named_and_plan_does_not_count_them(customer):
+    build(customer, FLEETS["coders offline while their jobs wait"][0])
+    reasons = fleet_advice(customer).reasons
+    assert "5 coders are offline: bringing them back is the cheapest help." in reasons[0]
+    assert reasons[1] == "The license has 4 free seats."
+    coder = next(r for r in fleet_sizing(customer, 100_000) if r.role == "coder")
+    assert (coder.current, coder.offline, coder.verdict) == (1, 5, "add 2")
+
+
+def test_advice_reads_only_this_customer(customer, other_customer):
+    build(
+        other_customer,
+        FLEETS["the demo's bad day: idle last hour, 154 coder jobs waiting 8 minutes at cap"][0],
+    )
+    factories.license(customer)
+    agent = factories.agent(customer)
+    factories.job(customer, status=JobStatus.RUNNING, agent=agent)
     assert fleet_advice(customer).verdict == "sized_right"
 
 
-def test_a_queue_seen_for_under_five_minutes_is_not_yet_steady(customer):
-    factories.license(customer, max_concurrent_tasks_per_agent=2)
-    history(customer, minutes=4, **AT_CAP)
-    assert fleet_advice(customer).verdict == "sized_right"
+def test_advice_is_five_queries_whatever_the_fleet(customer, django_assert_num_queries):
+    build(customer, Fleet(online={"coder": 30, "tester": 10}, busy=1, idle_hour=0.4))
+    with django_assert_num_queries(5):
+        assert fleet_advice(customer).verdict == "add_work"
 
 
-def test_a_queue_draining_fast_is_not_steady(customer):
-    factories.license(customer, max_concurrent_tasks_per_agent=2)
-    now = timezone.now().replace(second=0, microsecond=0)
-    for m, depth in enumerate([4, 6, 8, 10, 12, 14]):  # newest first: from 14 down to 4
-        FleetSnapshot.objects.create(
-            customer=customer,
-            taken_at=now - timedelta(minutes=m),
-            **{**AT_CAP, "queue_depth": depth},
-        )
-    assert fleet_advice(customer).verdict == "sized_right"
+@pytest.mark.parametrize(
+    ("loc", "coders"),
+    [(10_000, (1, 2)), (49_999, (1, 2)), (50_000, (3, 5)), (499_999, (3, 5)), (2_000_000, (5, 15))],
+)
+def test_sizing_table(customer, loc, coders):
+    for _ in range(3):
+        factories.agent(customer, role="coder")
+    rows = {r.role: r for r in fleet_sizing(customer, loc)}
+    assert (rows["coder"].recommended_min, rows["coder"].recommended_max) == coders
+    assert rows["coder"].current == 3
+    assert rows["indexer"].verdict == "add 1"
 
 
-def test_sizing_counts_only_agents_holding_a_seat_and_names_the_surplus(customer):
+def test_sizing_counts_agents_that_can_work_and_names_the_surplus(customer):
     for _ in range(4):
         factories.agent(customer, role="coder")
+    factories.agent(customer, role="coder", status=AgentStatus.UPGRADING)
     factories.agent(customer, role="reviewer", status=AgentStatus.DECOMMISSIONED)
     rows = {r.role: r for r in fleet_sizing(customer, 10_000)}
     assert (rows["coder"].current, rows["coder"].verdict) == (4, "2 more than needed")
