@@ -1,11 +1,16 @@
-"""agentina activate | status | run — the reference agent's command line."""
+"""agentina activate | install | status | run — the reference agent's command line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import uuid
@@ -16,6 +21,18 @@ from agentina import __version__
 from agentina.client import ApiError, Client, Unreachable
 from agentina.outbox import Outbox
 from agentina.runner import Runner, command_executor, simulated_executor
+from agentina.service import (
+    DEFAULT_UNIT_DIR,
+    agent_command,
+    state_dir_for,
+    systemctl_commands,
+    systemd_booted,
+    unit_base_name,
+    unit_file,
+    unit_name_problem,
+    unit_path,
+    unit_write,
+)
 from agentina.state import AgentState, install_key
 
 DEFAULT_STATE_DIR = "/var/lib/agentina"
@@ -41,6 +58,8 @@ def explain(exc: ApiError) -> str:
         return (
             f"already claimed by host {host} at {when} — tokens are single-use, mint one per agent"
         )
+    if exc.code == "unit_in_use":
+        return f"{exc.detail} (pass another --unit, e.g. agentina@coder-2)"
     return exc.detail
 
 
@@ -73,6 +92,99 @@ def cmd_activate(args: argparse.Namespace, client: Client | None = None) -> int:
     print(
         f"Agent {answer['agent_id']} {verb} as a {args.role}; its secret is in {path} (mode 0600)."
     )
+    return 0
+
+
+def _live_agent(state_dir: str, client: Client) -> AgentState | None:
+    """The agent this state dir already holds, if the Control Plane still knows it."""
+    try:
+        state = AgentState.load(state_dir)
+    except FileNotFoundError:
+        return None
+    probe = Client(
+        state.server,
+        state.secret,
+        transport=client.transport,
+        retries=client.retries,
+        backoff=client.backoff,
+        sleep=client.sleep,
+    )
+    try:
+        probe.me()
+    except ApiError as exc:
+        if exc.status == 401:  # decommissioned, or its secret replaced: activate anew
+            return None
+        raise
+    return state
+
+
+def _unit_dir_writable(unit_dir: Path) -> None:
+    """Checked before the token is spent: a refusal here costs nothing."""
+    with contextlib.suppress(PermissionError):  # said below, in words
+        unit_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(unit_dir, os.W_OK):
+        raise PermissionError(
+            f"cannot write the unit to {unit_dir}: run `agentina install` as root (sudo), "
+            "or pass --unit-dir"
+        )
+
+
+def cmd_install(args: argparse.Namespace, client: Client | None = None) -> int:
+    """Activate (the `activate` command itself, so a retry recovers the same agent),
+    then write the systemd unit that runs it and start it. A state dir that already
+    holds a living agent is not activated again: installing twice is safe, whenever."""
+    args.unit = args.unit or f"agentina@{args.role}"
+    # Absolute: the server keeps it, and the unit runs from /.
+    args.state_dir = os.path.abspath(args.state_dir or state_dir_for(args.unit))
+    unit_dir = Path(args.unit_dir)
+    _unit_dir_writable(unit_dir)
+    client = client or Client(args.server)
+    state = _live_agent(args.state_dir, client)
+    if state is None:
+        cmd_activate(args, client)
+        state = AgentState.load(args.state_dir)
+    else:
+        print(
+            f"{args.state_dir} already holds agent {state.agent_id} ({state.unit_name}), "
+            "known to the Control Plane: not activated again, the token is left as it was. "
+            "For a second agent on this host, pass another --unit."
+        )
+    path = unit_path(unit_dir, state.unit_name)
+    unit_write(
+        path,
+        unit_file(
+            unit_name=state.unit_name,
+            state_dir=args.state_dir,
+            role=state.role,
+            server=state.server,
+            command=agent_command(),
+            exec_command=args.exec,
+        ),
+    )
+    print(f"Wrote {path}.")
+    commands = systemctl_commands(state.unit_name)
+    systemctl = shutil.which("systemctl")
+    if args.no_start or systemctl is None or not systemd_booted():
+        if args.no_start:
+            why = "To start it"
+        elif systemctl is None:
+            why = "systemctl is not here; to start it"
+        else:
+            why = "systemd does not run this host; to start it where it does"
+        print(f"{why}, run:")
+        print("\n".join(f"  {shlex.join(command)}" for command in commands))
+        return 0
+    for done, command in enumerate(commands):
+        ran = subprocess.run(  # noqa: S603 - systemctl by its absolute path, our own arguments
+            [systemctl, *command[1:]], capture_output=True, text=True, check=False
+        )
+        if ran.returncode != 0:
+            failed = f"agentina: `{shlex.join(command)}` failed: {ran.stderr.strip()}"
+            print(failed, "Fix that, then run:", file=sys.stderr, sep="\n")
+            for rest in commands[done:]:
+                print(f"  {shlex.join(rest)}", file=sys.stderr)
+            return 1
+    print(f"{state.unit_name} is enabled and running; `journalctl -u {state.unit_name}` shows it.")
     return 0
 
 
@@ -120,20 +232,45 @@ def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
     return 0
 
 
+def unit_argument(value: str) -> str:
+    """--unit: a unit name for one agent (`.service` may be left on)."""
+    name = unit_base_name(value)
+    problem = unit_name_problem(name)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return name
+
+
+def activation_arguments(p: argparse.ArgumentParser, *, state_dir: str | None) -> None:
+    """What `activate` and `install` both take: `install` runs `activate` with them."""
+    p.add_argument("--server", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--unit", type=unit_argument, help="the systemd unit (default agentina@ROLE)")
+    p.add_argument(
+        "--state-dir",
+        default=state_dir,
+        help=f"default {state_dir}" if state_dir else "default /var/lib/agentina/INSTANCE",
+    )
+    p.add_argument("--zone", default="")
+    p.add_argument("--machine-id")
+    p.add_argument("--hostname")
+    p.add_argument("--agent-version", default=__version__)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentina", description="The Agentina reference agent.")
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("activate", help="redeem a single-use token and store the agent secret")
-    a.add_argument("--server", required=True)
-    a.add_argument("--token", required=True)
-    a.add_argument("--role", required=True, choices=ROLES)
-    a.add_argument("--unit")
-    a.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    a.add_argument("--zone", default="")
-    a.add_argument("--machine-id")
-    a.add_argument("--hostname")
-    a.add_argument("--agent-version", default=__version__)
+    activation_arguments(a, state_dir=DEFAULT_STATE_DIR)
+    i = sub.add_parser(
+        "install", help="activate, then run the agent as a systemd service (enabled at boot)"
+    )
+    activation_arguments(i, state_dir=None)
+    i.add_argument("--unit-dir", default=DEFAULT_UNIT_DIR)
+    i.add_argument("--no-start", action="store_true", help="write the unit only")
+    i.add_argument("--exec", help="run each job with this command (payload on stdin)")
     s = sub.add_parser("status", help="what the Control Plane knows of this agent")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     s.add_argument("--json", action="store_true")
@@ -143,7 +280,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"activate": cmd_activate, "status": cmd_status, "run": cmd_run}
+COMMANDS = {
+    "activate": cmd_activate,
+    "install": cmd_install,
+    "status": cmd_status,
+    "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,8 @@ class RolloutAction(models.TextChoices):
 
     PAUSE = "pause", "Pause"
     RESUME = "resume", "Resume"
+    RESUME_ANYWAY = "resume_anyway", "Resume anyway (waive the gates for this step)"
+    SET_FLOOR = "set_floor", "Change the online-ratio floor"
     SKIP_SOAK = "skip_soak", "Skip the rest of the soak or watch"
     RETRY_FAILED = "retry_failed", "Retry failed agents"
     ABORT = "abort", "Abort"
@@ -154,6 +156,7 @@ class AuditAction(models.TextChoices):
     ROLLOUT_BATCH = "rollout.batch", "Upgrade wave moved to its next batch"
     ROLLOUT_PAUSE = "rollout.pause", "Upgrade wave paused"
     ROLLOUT_RESUME = "rollout.resume", "Upgrade wave resumed"
+    ROLLOUT_FLOOR = "rollout.floor", "Upgrade wave online-ratio floor changed"
     ROLLOUT_ABORT = "rollout.abort", "Upgrade wave aborted"
     ROLLOUT_SKIP_SOAK = "rollout.skip_soak", "Upgrade wave soak skipped"
     ROLLOUT_RETRY_FAILED = "rollout.retry_failed", "Upgrade wave retried failed agents"

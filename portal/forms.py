@@ -71,6 +71,12 @@ class StartRolloutForm(forms.Form):
     batch_watch_minutes = forms.IntegerField(
         min_value=0, max_value=24 * 60, initial=WAVE.batch_watch // timedelta(minutes=1)
     )
+    online_floor_percent = forms.IntegerField(
+        min_value=0,
+        max_value=100,
+        initial=int(WAVE.online_ratio_floor * 100),
+        help_text="The share of the wave's agents that must be online for it to go on.",
+    )
     reason = forms.CharField(max_length=500)
 
     def __init__(
@@ -91,4 +97,5 @@ class StartRolloutForm(forms.Form):
             "canary_soak": timedelta(hours=data["canary_soak_hours"]),
             "batch_fraction": Decimal(data["batch_percent"]) / 100,
             "batch_watch": timedelta(minutes=data["batch_watch_minutes"]),
+            "online_ratio_floor": Decimal(data["online_floor_percent"]) / 100,
         }

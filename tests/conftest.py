@@ -8,6 +8,7 @@ AGENTINA_REQUIRE_SERVICES=postgres,redis makes a missing service a failure, not 
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -188,3 +189,25 @@ def buffer(settings) -> Iterator[redis.Redis]:
     presence_flush()  # the buffer is known intact from here on
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    """A page of Debian's Chromium driven by Playwright (tests marked browser); its
+    console errors and 4xx/5xx answers are collected in `page.console_errors`."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.runtime import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on(
+            "response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
+        page.console_errors = errors
+        yield page
+        browser.close()

@@ -202,3 +202,16 @@ def _pings(client) -> bool:  # type: ignore[no-untyped-def]
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # browser screenshots
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own download does not work here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]

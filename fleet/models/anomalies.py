@@ -47,3 +47,12 @@ class Anomaly(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message[:60]}"
+
+    @property
+    def cause(self) -> str:
+        """What findings of one incident share: the fingerprint without the agent or job it
+        names ("agent_offline:12" and "agent_offline:40" are one cause, "agent_offline";
+        "agent:12:git-fetch" is "agent:git-fetch")."""
+        names = {str(self.agent_id), f"a{self.agent_id}", str(self.job_id)} - {"None", "aNone"}
+        head, *rest = self.fingerprint.split(":")
+        return ":".join([head, *(part for part in rest if part not in names)])

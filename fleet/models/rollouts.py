@@ -26,17 +26,21 @@ class Rollout(models.Model):
             RolloutAction.PAUSE,
             RolloutAction.SKIP_SOAK,
             RolloutAction.RETRY_FAILED,
+            RolloutAction.SET_FLOOR,
             RolloutAction.ABORT,
         ),
         RolloutState.ROLLING: (
             RolloutAction.PAUSE,
             RolloutAction.SKIP_SOAK,
             RolloutAction.RETRY_FAILED,
+            RolloutAction.SET_FLOOR,
             RolloutAction.ABORT,
         ),
         RolloutState.PAUSED: (
             RolloutAction.RESUME,
+            RolloutAction.RESUME_ANYWAY,
             RolloutAction.RETRY_FAILED,
+            RolloutAction.SET_FLOOR,
             RolloutAction.ABORT,
         ),
     }
@@ -81,9 +85,16 @@ class Rollout(models.Model):
         null=True, blank=True, help_text="When the current step's last agent upgraded."
     )
     skip_soak = models.BooleanField(default=False)
+    gates_waived_batch = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="An owner resumed anyway: the gates pass for this step only (audited).",
+    )
     paused_from = models.CharField(max_length=16, choices=RolloutState.choices, blank=True)
     paused_reason = models.TextField(blank=True)
-    last_gate = models.JSONField(default=dict, blank=True, help_text="The latest gate's numbers.")
+    last_gate = models.JSONField(
+        default=dict, blank=True, help_text="The latest gate: each check in words."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -32,8 +32,15 @@ from fleet.selectors.agents import (
     agents_with_facts,
     host_list,
 )
-from fleet.selectors.anomalies import anomaly_get, anomaly_list
-from fleet.selectors.jobs import job_counts, job_get, job_list
+from fleet.selectors.anomalies import Incident, anomaly_get, anomaly_incidents, anomaly_list
+from fleet.selectors.audit import (
+    MACHINE_ACTIONS,
+    ActorKind,
+    actor_kind,
+    audit_search,
+    audit_trail,
+)
+from fleet.selectors.jobs import JOB_SORTS, job_counts, job_get, job_list
 from fleet.selectors.licenses import (
     Seats,
     customer_active_agent_count,
@@ -60,15 +67,20 @@ from fleet.selectors.rollouts import (
 from fleet.selectors.tokens import token_get, token_list
 
 __all__ = [
+    "JOB_SORTS",
+    "MACHINE_ACTIONS",
     "SIZING",
+    "ActorKind",
     "Advice",
     "AgentFacts",
     "BatchProgress",
     "FleetMetrics",
+    "Incident",
     "RoleNumbers",
     "Seats",
     "SizingRow",
     "UpgradeOrder",
+    "actor_kind",
     "agent_filter_choices",
     "agent_for_secret",
     "agent_get",
@@ -79,11 +91,14 @@ __all__ = [
     "agent_with_facts",
     "agents_with_facts",
     "anomaly_get",
+    "anomaly_incidents",
     "anomaly_list",
     "api_key_for_secret",
     "api_key_get",
     "api_key_list",
     "audit_list",
+    "audit_search",
+    "audit_trail",
     "customer_active_agent_count",
     "fleet_advice",
     "fleet_metrics",

@@ -1,37 +1,71 @@
 """Jobs, scoped by customer."""
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.expressions import OrderBy
 
-from fleet.choices import JobStatus
+from fleet.choices import AgentRole, JobStatus
 from fleet.errors import NotFound
 from fleet.models import Customer, Job
+
+# The columns the portal sorts jobs by (`-` first for descending), and their fields.
+JOB_SORTS = {
+    "queued": "queued_at",
+    "started": "started_at",
+    "finished": "finished_at",
+    "priority": "priority",
+}
+
+# Without a sort, the order that matters for the status: the queue in the order agents
+# claim it, running jobs by how long they have run, finished ones newest first, and
+# every job newest first. The id comes last, so pages never overlap or skip a job.
+_NATURAL_ORDER: dict[str, list[str]] = {
+    JobStatus.QUEUED: ["-priority", "queued_at", "pk"],
+    JobStatus.RUNNING: ["started_at", "pk"],
+    JobStatus.SUCCEEDED: ["-finished_at", "-pk"],
+    JobStatus.FAILED: ["-finished_at", "-pk"],
+    JobStatus.CANCELLED: ["-finished_at", "-pk"],
+}
+_NEWEST_FIRST = ["-queued_at", "-pk"]
 
 
 def job_get(customer: Customer | int, job_id: int) -> Job:
     """A job of this customer; another customer's job is as missing as a deleted one."""
-    job = Job.objects.filter(customer=customer, pk=job_id).first()
+    job = Job.objects.select_related("agent").filter(customer=customer, pk=job_id).first()
     if job is None:
         raise NotFound("No such job.")
     return job
 
 
-def job_list(customer: Customer | int, status: str) -> QuerySet[Job]:
+def _ordering(status: str = "", sort: str = "") -> list[str | OrderBy]:
+    """ORDER BY for `job_list`: the `sort` column (unset times last either way), else the
+    status's natural order; then the id."""
+    column = JOB_SORTS.get(sort.removeprefix("-"))
+    if column is None:
+        return list(_NATURAL_ORDER.get(status, _NEWEST_FIRST))
+    if sort.startswith("-"):
+        return [F(column).desc(nulls_last=True), "-pk"]
+    return [F(column).asc(nulls_last=True), "pk"]
+
+
+def job_list(
+    customer: Customer | int, status: str = "", *, role: str = "", sort: str = ""
+) -> QuerySet[Job]:
+    """The customer's jobs of a status and role (any, when empty or unknown), with their
+    agents, in `_ordering`."""
     jobs = Job.objects.filter(customer=customer).select_related("agent")
-    if status == "finished":
-        return jobs.filter(
-            status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
-        ).order_by("-finished_at", "-pk")
-    if status == JobStatus.RUNNING:
-        return jobs.filter(status=JobStatus.RUNNING).order_by("started_at")
-    return jobs.filter(status=JobStatus.QUEUED).order_by("-priority", "queued_at")
+    if status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    if role in AgentRole.values:
+        jobs = jobs.filter(role=role)
+    return jobs.order_by(*_ordering(status, sort))
 
 
-def job_counts(customer: Customer | int) -> dict[str, int]:
-    row = Job.objects.filter(customer=customer).aggregate(
-        queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
-        running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
-        finished=Count(
-            "pk", filter=Q(status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
-        ),
+def job_counts(customer: Customer | int, *, role: str = "") -> dict[str, int]:
+    """How many of the customer's jobs (of a role, when given) are in each status, every
+    status named."""
+    jobs = Job.objects.filter(customer=customer)
+    if role in AgentRole.values:
+        jobs = jobs.filter(role=role)
+    return jobs.aggregate(
+        **{status: Count("pk", filter=Q(status=status)) for status in JobStatus.values}
     )
-    return dict(row)

@@ -5,10 +5,15 @@ One module a page area, `base` what they share; the views are re-exported here s
 `portal.urls` names them as `views.<name>`."""
 
 from portal.views.account import activity, api_key_revoke_view, api_keys, switch_customer
-from portal.views.anomalies import anomalies, anomaly_reopen_view, anomaly_resolve_view
+from portal.views.anomalies import (
+    anomalies,
+    anomaly_reopen_view,
+    anomaly_resolve_view,
+    incident_resolve_view,
+)
 from portal.views.dashboard import dashboard
 from portal.views.fleet import agent_decommission_view, agent_detail, agents, hosts
-from portal.views.jobs import job_cancel_view, jobs
+from portal.views.jobs import job_cancel_view, job_detail, jobs
 from portal.views.plan import plan
 from portal.views.rollouts import upgrade_detail, upgrade_steer, upgrades
 from portal.views.tokens import token_revoke_view, tokens
@@ -25,7 +30,9 @@ __all__ = [
     "api_keys",
     "dashboard",
     "hosts",
+    "incident_resolve_view",
     "job_cancel_view",
+    "job_detail",
     "jobs",
     "plan",
     "switch_customer",

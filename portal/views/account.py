@@ -1,5 +1,7 @@
 """The member's account: which customer they act for, its API keys and its audit log."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -8,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
+from fleet.choices import AuditAction
 from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.services.api_keys import api_key_mint, api_key_revoke
@@ -65,13 +68,57 @@ def api_key_revoke_view(request: PortalRequest, customer: Customer, key_id: int)
     return redirect("portal:api_keys")
 
 
+# The areas of the action menu, by the part of an action's value before its dot.
+ACTION_AREAS = {
+    "agent": "Agents",
+    "token": "Activation tokens",
+    "api_key": "API keys",
+    "job": "Jobs",
+    "anomaly": "Findings",
+    "customer": "Customer and members",
+    "membership": "Customer and members",
+    "license": "License",
+    "release": "Releases",
+    "rollout": "Upgrade waves",
+}
+
+
+def _action_menu() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Every action under its area; machine events say so."""
+    areas: dict[str, list[tuple[str, str]]] = {}
+    for value, label in AuditAction.choices:
+        area = ACTION_AREAS.get(value.partition(".")[0], "Other")
+        machine = " (machine)" if value in selectors.MACHINE_ACTIONS else ""
+        areas.setdefault(area, []).append((value, f"{label}{machine}"))
+    return list(areas.items())
+
+
 @member_view()
 def activity(request: PortalRequest, customer: Customer) -> HttpResponse:
+    actor, action = request.GET.get("actor", ""), request.GET.get("action", "")
+    filters = {
+        "actor": actor if actor in selectors.ActorKind.values else "",
+        "action": action if action in AuditAction.values else "",
+        "machine": "1" if request.GET.get("machine") == "1" else "",
+    }
+    events = selectors.audit_search(
+        customer,
+        actor=filters["actor"],
+        action=filters["action"],
+        machine=bool(filters["machine"]),
+    )
     return render(
         request,
-        "portal/activity.html",
+        partial_or_page(request, "portal/activity.html", "events"),
         page_context(
             request,
-            page=paginate(request, selectors.audit_list(customer)),
+            page=paginate(request, events),
+            filters=filters,
+            actors=selectors.ActorKind.choices,
+            actions=_action_menu(),
+            query=urlencode({k: v for k, v in filters.items() if v}),
+            filtered=bool(filters["actor"] or filters["action"]),
+            # Naming an action shows it, machine or not.
+            machine_hidden=not (filters["machine"] or filters["action"]),
         ),
     )

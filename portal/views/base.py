@@ -82,17 +82,15 @@ def member_view(
             membership = _membership(member)
             if membership is None:
                 return render(request, "portal/no_customer.html")
+            member.membership = membership
             checked = request.method == "POST" or not posts_only
             if checked and (
                 (owner and membership.role != MemberRole.OWNER)
                 or (steer and membership.role not in STEERING)
             ):
-                who = "owners" if owner else "owners and admins"
-                return HttpResponse(
-                    f"Forbidden: only {who} can do that; your role is {membership.role}.",
-                    status=403,
-                )
-            member.membership = membership
+                # The portal's own page: which role it takes, and whom to ask.
+                needed = "an owner" if owner else "an owner or an admin"
+                return render(request, "403.html", page_context(member, needed=needed), status=403)
             try:
                 return view(member, membership.customer, *args, **kwargs)
             except NotFound as exc:

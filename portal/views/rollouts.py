@@ -1,6 +1,7 @@
 """Upgrades: owners start a wave, watch each batch and the latest gate, and steer it."""
 
-from typing import Protocol
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.http import Http404, HttpResponse, QueryDict
@@ -11,13 +12,14 @@ from fleet import selectors
 from fleet.choices import AgentStatus, Channel, RolloutAction
 from fleet.errors import FleetError
 from fleet.http import request_actor
-from fleet.models import Customer, Rollout
-from fleet.services.audit import Actor
+from fleet.models import Customer
 from fleet.services.rollouts import (
     rollout_abort,
     rollout_pause,
     rollout_resume,
+    rollout_resume_anyway,
     rollout_retry_failed,
+    rollout_set_floor,
     rollout_skip_soak,
     rollout_start,
 )
@@ -85,15 +87,13 @@ def upgrade_detail(request: PortalRequest, customer: Customer, rollout_id: int) 
     )
 
 
-class SteerService(Protocol):
-    """What every steering service takes: the wave, who steers, and why."""
-
-    def __call__(self, *, rollout: Rollout, actor: Actor, reason: str) -> object: ...
-
-
-STEER_ACTIONS: dict[RolloutAction, SteerService] = {
+# Every steering service takes the wave, who steers and why; changing the floor also
+# takes the new floor (a percentage in the form).
+STEER_ACTIONS: dict[RolloutAction, Callable[..., object]] = {
     RolloutAction.PAUSE: rollout_pause,
     RolloutAction.RESUME: rollout_resume,
+    RolloutAction.RESUME_ANYWAY: rollout_resume_anyway,
+    RolloutAction.SET_FLOOR: rollout_set_floor,
     RolloutAction.ABORT: rollout_abort,
     RolloutAction.SKIP_SOAK: rollout_skip_soak,
     RolloutAction.RETRY_FAILED: rollout_retry_failed,
@@ -109,11 +109,18 @@ def upgrade_steer(
     if action not in RolloutAction.values:
         raise Http404("No such action.")
     service = STEER_ACTIONS[RolloutAction(action)]
+    extra: dict[str, object] = {}
+    if action == RolloutAction.SET_FLOOR:
+        try:
+            extra["floor"] = Decimal(request.POST.get("floor", "")) / 100
+        except InvalidOperation:
+            messages.error(request, "The floor is a percentage, such as 80.")
+            return redirect("portal:upgrade_detail", rollout_id=rollout.pk)
     note = note_or_message(request)
     if note is not None:
         try:
-            service(rollout=rollout, actor=request_actor(request), reason=note)
-            messages.success(request, f"Done: {action.replace('_', ' ')}.")
+            service(rollout=rollout, actor=request_actor(request), reason=note, **extra)
+            messages.success(request, f"Done: {RolloutAction(action).label.lower()}.")
         except FleetError as exc:
             messages.error(request, exc.detail)
     return redirect("portal:upgrade_detail", rollout_id=rollout.pk)

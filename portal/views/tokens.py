@@ -13,6 +13,7 @@ from fleet.http import request_actor
 from fleet.models import ActivationToken, Customer
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 from portal.forms import MintTokensForm
+from portal.install import install_command
 from portal.views.base import (
     PortalRequest,
     member_view,
@@ -45,6 +46,11 @@ def tokens(request: PortalRequest, customer: Customer) -> HttpResponse:
                 form.add_error("count", exc.detail)
     rows = paginate(request, selectors.token_list(customer))
     server = request.build_absolute_uri("/").rstrip("/")
+    # Each secret with the command that enrolls a host with it, as the page shows it.
+    enrolments = [
+        (token, secret, install_command(server=server, token=secret, role=token.role))
+        for token, secret in minted
+    ]
     # Minting by htmx swaps only the secrets in: a reload is then a plain GET that shows
     # them no more (and never mints twice). The table then refreshes itself.
     part = "token_table" if request.GET.get("part") == "table" else "mint"
@@ -54,9 +60,8 @@ def tokens(request: PortalRequest, customer: Customer) -> HttpResponse:
         page_context(
             request,
             form=form,
-            minted=minted,
+            minted=enrolments,
             page=rows,
-            server=server,
             seats=selectors.license_seats(customer),
         ),
         status=422 if form.errors else 200,

@@ -2,10 +2,8 @@
 served by Django's live server. Screenshots of each page land in test-artifacts/."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -16,37 +14,9 @@ from fleet.services.audit import SYSTEM
 from fleet.services.customers import membership_set
 from tests import factories
 from tests.fleet.api.conftest import activate
+from tests.runtime import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on(
-            "response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None
-        )
-        page.console_errors = errors
-        yield page
-        browser.close()
 
 
 @pytest.fixture
@@ -117,12 +87,17 @@ def test_an_owner_runs_the_fleet_from_the_browser(live_server, browser_page, fle
     shot(page, "tokens-minted")
     page.reload()
     assert secret not in page.content()
-    # Revoke it inline (htmx swaps the row).
+    # Revoke it inline (htmx swaps the row), once the question naming it is answered.
     token = ActivationToken.objects.get(role="tester")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.click(f"#token-{token.pk} >> text=Revoke")
     page.wait_for_selector(f"#token-{token.pk} >> text=Revoked")
     token.refresh_from_db()
     assert token.status == "revoked"
+    assert asked == [
+        f"Revoke token {token.display_prefix}…? No machine can activate an agent with it any more."
+    ]
 
     # Resolve an anomaly with a note.
     page.click("nav.tabs >> text=Anomalies")

@@ -111,7 +111,8 @@ def test_a_viewer_looks_but_every_write_is_refused(viewer, stocked):
         assert viewer.post(reverse(f"portal:{page}"), data).status_code == 403, page
     assert ActivationToken.objects.count() == 1
     assert Job.objects.count() == 1
-    assert b"Mint tokens" not in viewer.get(reverse("portal:tokens")).content
+    # The mint form is shown disabled, saying whom to ask (tests/portal/test_forbidden.py).
+    assert b'disabled aria-describedby="mint-ask"' in viewer.get(reverse("portal:tokens")).content
 
 
 def test_lists_issue_the_same_queries_for_few_and_many_rows(owner, customer, stocked):
@@ -258,6 +259,17 @@ def test_owners_resolve_anomalies_and_steer_waves(owner, stocked):
     assert rollout.state == "paused"
     page = owner.get(reverse("portal:upgrade_detail", args=[rollout.pk])).content.decode()
     assert "Resume" in page and "hold" in page
+    assert "Resume anyway" in page and "at least 95% of the wave's agents online" in page
+
+    floor = reverse("portal:upgrade_steer", args=[rollout.pk, "set_floor"])
+    owner.post(floor, {"floor": "80", "note": "two hosts retire"})
+    owner.post(floor, {"floor": "eighty", "note": "typo"})  # refused, said, nothing changed
+    owner.post(floor, {"floor": "150", "note": "typo"})
+    rollout.refresh_from_db()
+    assert str(rollout.online_ratio_floor) == "0.80"
+    page = owner.get(reverse("portal:upgrade_detail", args=[rollout.pk])).content.decode()
+    assert "at least 80% of the wave's agents online" in page
+    assert "The floor is a share between 0% and 100%." in page
 
 
 def test_a_staff_user_who_is_only_a_viewer_cannot_start_a_wave(

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agentina.state import AgentState
@@ -310,6 +311,10 @@ class Command(BaseCommand):
                     )
                 )
         Job.objects.bulk_create(jobs)
+        # queued_at is set on insert (now): move each started job's queue time before it.
+        Job.objects.filter(customer=customer, started_at__isnull=False).update(
+            queued_at=F("started_at") - timedelta(seconds=45)
+        )
 
     def _anomalies(self, customer: Customer, agents: list[Agent]) -> None:
         """What an agent would have reported; the detections (skew, anti-patterns, ...)
@@ -347,8 +352,9 @@ class Command(BaseCommand):
                     agents_online=online,
                     agents_busy=busy,
                     online_ratio=online / total,
+                    # about what the simulated agents finish (`make run`)
                     jobs_completed_last_hour=round(
-                        (18 if daytime else 9) * total / 6 + rng.uniform(-2, 2)
+                        (24 if daytime else 16) * total + rng.uniform(-8, 8)
                     ),
                     queue_depth=max(0, round((5 if daytime else 2) + rng.uniform(-2, 2))),
                     jobs_running=busy,

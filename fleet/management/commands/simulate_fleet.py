@@ -38,7 +38,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--duration", type=float, default=0, help="Seconds; 0 runs until stopped."
         )
-        parser.add_argument("--failure-rate", type=float, default=0.05)
+        parser.add_argument(
+            "--failure-rate", type=float, default=0.02, help="The share of jobs that fail."
+        )
         parser.add_argument(
             "--job-seconds",
             type=float,

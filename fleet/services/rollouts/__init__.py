@@ -4,14 +4,17 @@ gate, a rollback or a silent agent pauses the wave and opens a finding; nobody e
 offered the version until an operator resumes.
 
 planning: who is in a wave and in which batch; engine: beat's rollout_advance, the gates;
-reports: what agents report; operators: pause, resume, abort, skip a soak, retry."""
+reports: what agents report; operators: pause, resume (or resume anyway, waiving the
+gates for one step), change the floor, abort, skip a soak, retry."""
 
-from fleet.services.rollouts.engine import Gate, rollout_advance, rollouts_advance_all
+from fleet.services.rollouts.engine import Gate, GateCheck, rollout_advance, rollouts_advance_all
 from fleet.services.rollouts.operators import (
     rollout_abort,
     rollout_pause,
     rollout_resume,
+    rollout_resume_anyway,
     rollout_retry_failed,
+    rollout_set_floor,
     rollout_skip_soak,
 )
 from fleet.services.rollouts.planning import (
@@ -26,6 +29,7 @@ from fleet.services.rollouts.reports import rollout_record_result, rollout_targe
 __all__ = [
     "ALL_AT_ONCE_REASON",
     "Gate",
+    "GateCheck",
     "WavePlan",
     "plan_batches",
     "rollout_abort",
@@ -34,7 +38,9 @@ __all__ = [
     "rollout_plan",
     "rollout_record_result",
     "rollout_resume",
+    "rollout_resume_anyway",
     "rollout_retry_failed",
+    "rollout_set_floor",
     "rollout_skip_soak",
     "rollout_start",
     "rollout_targets_drop",

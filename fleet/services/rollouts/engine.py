@@ -30,34 +30,74 @@ from fleet.services.audit import SYSTEM, Actor, audit_record
 
 
 @dataclass(frozen=True)
-class Gate:
+class GateCheck:
+    """One check before the next step, in words a customer reads: what was measured
+    against which threshold, and which agents are behind a failure."""
+
+    name: str
     passed: bool
-    failed: str  # which gate, empty when passed
-    numbers: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    checks: list[GateCheck]
+    numbers: dict[str, Any]  # the raw measures, for the audit log
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> GateCheck | None:
+        return next((c for c in self.checks if not c.passed), None)
+
+    def as_json(self, at: datetime) -> dict[str, Any]:
+        """What the wave keeps as its latest gate (Rollout.last_gate)."""
+        return {"at": at.isoformat(), "checks": [c.__dict__ for c in self.checks]}
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
 
 
 def _gate(rollout: Rollout, now: datetime) -> Gate:
-    """The checks before the next step: every agent upgraded so far is online on the new
-    version; the step's agents do their work as well as before (throughput and success
-    rate within the tolerance of their own baseline); the fleet's online ratio holds."""
-    upgraded = list(  # (an agent decommissioned since is no longer the wave's concern)
-        RolloutTarget.objects.filter(
-            rollout=rollout, state=RolloutTargetState.SUCCEEDED, agent__status__in=SEAT_HOLDING
-        ).select_related("agent")
+    """The checks before the next step, over the wave's own agents (an agent the wave
+    excluded, or decommissioned since, never counts against it): every agent upgraded so
+    far is online on the new version; the step's agents do their work as well as before
+    (throughput and success rate within the tolerance of their own baseline); and the
+    wave's agents are online at or above the wave's floor."""
+    targets = list(
+        RolloutTarget.objects.filter(rollout=rollout, agent__status__in=SEAT_HOLDING)
+        .exclude(state=RolloutTargetState.EXCLUDED)
+        .select_related("agent")
     )
     heard_since = now - settings.AGENT_ONLINE_WINDOW
-    target = rollout.release.version
+    version = rollout.release.version
+
+    def online(agent: Agent) -> bool:
+        return agent.last_heartbeat_at is not None and agent.last_heartbeat_at >= heard_since
+
+    upgraded = [t for t in targets if t.state == RolloutTargetState.SUCCEEDED]
     unhealthy = [
-        t.agent.name
-        for t in upgraded
-        if t.agent.version != target
-        or not t.agent.last_heartbeat_at
-        or t.agent.last_heartbeat_at < heard_since
+        t.agent.name for t in upgraded if t.agent.version != version or not online(t.agent)
     ]
-    numbers: dict[str, Any] = {"upgraded": len(upgraded), "at": now.isoformat()}
-    if unhealthy:
-        numbers["not_heartbeating_new_version"] = unhealthy
-        return Gate(False, "upgraded agents online on the new version", numbers)
+    numbers: dict[str, Any] = {"upgraded": len(upgraded), "not_healthy": unhealthy}
+    checks = [
+        GateCheck(
+            "upgraded agents healthy",
+            not unhealthy,
+            f"{len(unhealthy)} of {len(upgraded)} upgraded agents are not online on "
+            f"{version}: {_names(unhealthy)}."
+            if unhealthy
+            else f"All {len(upgraded)} upgraded agents are online on {version}.",
+        )
+    ]
 
     step = [t for t in upgraded if t.batch == rollout.current_batch]
     work = _work_before_and_after(step, now)
@@ -68,30 +108,71 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
         work["after_jobs"] > 0
         or Job.objects.filter(customer=rollout.customer_id, status=JobStatus.QUEUED).exists()
     )
-    numbers["work_available"] = work_available
-    if (
-        work_available
-        and work["before_jobs"] >= policy.WAVE_MIN_BASELINE_JOBS
-        and work["before_rate"] > 0
-    ):
+    if not work_available:
+        checks.append(GateCheck("throughput", True, "No work to judge by: no job waited."))
+    elif work["before_jobs"] < policy.WAVE_MIN_BASELINE_JOBS or not work["before_rate"]:
+        checks.append(
+            GateCheck(
+                "throughput",
+                True,
+                f"Too little work before the upgrade to compare ({work['before_jobs']} jobs; "
+                f"{policy.WAVE_MIN_BASELINE_JOBS} needed).",
+            )
+        )
+    elif work["before_rate"] * work["after_hours"] < policy.WAVE_MIN_BASELINE_JOBS:
+        # At the rate before, fewer jobs were due since the upgrade than it takes to
+        # tell a slowdown from chance (a short watch): no verdict either way.
+        checks.append(
+            GateCheck(
+                "throughput",
+                True,
+                f"Too soon to compare: at {work['before_rate']:g} jobs per hour before, fewer "
+                f"than {policy.WAVE_MIN_BASELINE_JOBS} were due since the upgrade.",
+            )
+        )
+    else:
         drop = 1 - work["after_rate"] / work["before_rate"]
         numbers["throughput_drop"] = round(drop, 3)
-        if drop > tolerance:
-            return Gate(False, "job throughput", numbers)
-        if work["after_jobs"] and work["before_success"] - work["after_success"] > tolerance:
-            return Gate(False, "job success rate", numbers)
-    active = (
-        Agent.objects.for_customer(rollout.customer_id)
-        .holding_seat()
-        .aggregate(
-            total=Count("pk"), online=Count("pk", filter=Q(last_heartbeat_at__gte=heard_since))
+        checks.append(
+            GateCheck(
+                "throughput",
+                drop <= tolerance,
+                f"Jobs per hour of this step's agents: {work['after_rate']:g} after, "
+                f"{work['before_rate']:g} before ({-drop:+.0%}; at most "
+                f"-{_pct(tolerance)} allowed).",
+            )
+        )
+        if work["after_jobs"]:
+            fell = work["before_success"] - work["after_success"]
+            checks.append(
+                GateCheck(
+                    "success rate",
+                    fell <= tolerance,
+                    f"Jobs succeeding: {_pct(work['after_success'])} after, "
+                    f"{_pct(work['before_success'])} before (at most {_pct(tolerance)} "
+                    "points lower allowed).",
+                )
+            )
+
+    offline = [t.agent.name for t in targets if not online(t.agent)]
+    ratio = 1 - len(offline) / len(targets) if targets else 1.0
+    floor = float(rollout.online_ratio_floor)
+    numbers.update(online_ratio=round(ratio, 3), offline=offline)
+    checks.append(
+        GateCheck(
+            "online ratio",
+            ratio >= floor,
+            f"{_pct(ratio)} of the wave's {len(targets)} agents are online "
+            f"({'at or above' if ratio >= floor else 'below'} the floor of {_pct(floor)})"
+            + (f": {len(offline)} offline — {_names(offline)}." if offline else "."),
         )
     )
-    ratio = active["online"] / active["total"] if active["total"] else 1.0
-    numbers["online_ratio"] = round(ratio, 3)
-    if ratio < float(rollout.online_ratio_floor):
-        return Gate(False, "fleet online ratio", numbers)
-    return Gate(True, "", numbers)
+    if rollout.gates_waived_batch == rollout.current_batch:
+        checks = [
+            c if c.passed else GateCheck(c.name, True, f"Waived by an owner: {c.text}")
+            for c in checks
+        ]
+    return Gate(checks, numbers)
 
 
 def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict[str, Any]:
@@ -117,6 +198,7 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
             "after_jobs": 0,
             "before_rate": 0.0,
             "after_rate": 0.0,
+            "after_hours": 0.0,
             "before_success": 1.0,
             "after_success": 1.0,
         }
@@ -132,6 +214,7 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
         "after_jobs": counts["a_all"],
         "before_rate": round(counts["b_ok"] / before_hours, 3),
         "after_rate": round(counts["a_ok"] / after_hours, 3),
+        "after_hours": round(after_hours, 3),
         "before_success": round(counts["b_ok"] / counts["b_all"], 3) if counts["b_all"] else 1.0,
         "after_success": round(counts["a_ok"] / counts["a_all"], 3) if counts["a_all"] else 1.0,
     }
@@ -141,7 +224,6 @@ def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Ac
     rollout.paused_from = rollout.state
     rollout.state = RolloutState.PAUSED
     rollout.paused_reason = reason
-    rollout.last_gate = numbers
     rollout.save(update_fields=["paused_from", "state", "paused_reason", "last_gate"])
     agent_facts_changed(customer_id=rollout.customer_id)
     anomaly_open(
@@ -213,10 +295,10 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         if not rollout.skip_soak and now < rollout.watch_started_at + watch:
             return "watching"
         gate = _gate(rollout, now)
-        rollout.last_gate = gate.numbers
-        if not gate.passed:
-            pause_wave(rollout, f"the {gate.failed} gate failed.", gate.numbers, SYSTEM)
-            return f"paused: {gate.failed}"
+        rollout.last_gate = gate.as_json(now)
+        if gate.failed:
+            pause_wave(rollout, gate.failed.text, gate.numbers, SYSTEM)
+            return f"paused: {gate.failed.name}"
         return _next_step(rollout, now)
 
 
@@ -239,6 +321,7 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
     rollout.step_started_at = now
     rollout.watch_started_at = None
     rollout.skip_soak = False
+    rollout.gates_waived_batch = None  # a waiver holds for the step it was given in
     rollout.save(
         update_fields=[
             "current_batch",
@@ -246,6 +329,7 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
             "step_started_at",
             "watch_started_at",
             "skip_soak",
+            "gates_waived_batch",
             "last_gate",
         ]
     )

@@ -1,6 +1,8 @@
 """What owners and staff do to a wave under way: pause, resume, abort, skip a soak,
 retry the agents that failed. Each is allowed in the states the model's table says."""
 
+from decimal import Decimal
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,7 +13,7 @@ from fleet.choices import (
     RolloutState,
     RolloutTargetState,
 )
-from fleet.errors import RolloutStateError
+from fleet.errors import RolloutRefused, RolloutStateError
 from fleet.models import Rollout, RolloutTarget
 from fleet.services.audit import Actor, audit_record
 from fleet.services.rollouts.engine import pause_wave
@@ -52,15 +54,50 @@ def rollout_pause(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
 
 @transaction.atomic
 def rollout_resume(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
-    rollout = _steered(rollout, actor, RolloutAction.RESUME)
+    """Resume where the wave paused; the gates run again before its next step."""
+    return _resume(rollout, actor, reason, RolloutAction.RESUME)
+
+
+@transaction.atomic
+def rollout_resume_anyway(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
+    """Resume and waive the gates for this step only: the owner has judged what they
+    measured (the reason is audited); the next step is gated again."""
+    return _resume(rollout, actor, reason, RolloutAction.RESUME_ANYWAY)
+
+
+def _resume(rollout: Rollout, actor: Actor, reason: str, action: RolloutAction) -> Rollout:
+    rollout = _steered(rollout, actor, action)
+    anyway = action == RolloutAction.RESUME_ANYWAY
     rollout.state = rollout.paused_from or RolloutState.CANARY
     rollout.paused_reason = ""
-    rollout.save(update_fields=["state", "paused_reason"])
+    if anyway:
+        rollout.gates_waived_batch = rollout.current_batch
+    rollout.save(update_fields=["state", "paused_reason", "gates_waived_batch"])
     agent_facts_changed(customer_id=rollout.customer_id)
     RolloutTarget.objects.filter(
         rollout=rollout, batch=rollout.current_batch, state=RolloutTargetState.OFFERED
     ).update(offered_at=timezone.now())  # a fresh deadline for agents told before the pause
-    _audit(rollout, actor, AuditAction.ROLLOUT_RESUME, reason)
+    more = {"gates_waived_for_batch": rollout.current_batch} if anyway else {}
+    _audit(rollout, actor, AuditAction.ROLLOUT_RESUME, reason, **more)
+    return rollout
+
+
+@transaction.atomic
+def rollout_set_floor(*, rollout: Rollout, actor: Actor, reason: str, floor: Decimal) -> Rollout:
+    """Change the share of the wave's agents that must be online for it to go on."""
+    if not Decimal("0") <= floor <= Decimal("1"):
+        raise RolloutRefused("The floor is a share between 0% and 100%.", field="floor")
+    rollout = _steered(rollout, actor, RolloutAction.SET_FLOOR)
+    old = rollout.online_ratio_floor
+    rollout.online_ratio_floor = floor
+    rollout.save(update_fields=["online_ratio_floor"])
+    audit_record(
+        actor=actor,
+        action=AuditAction.ROLLOUT_FLOOR,
+        target=rollout,
+        customer=rollout.customer_id,
+        changes={"online_ratio_floor": [str(old), str(floor)], "reason": [None, reason]},
+    )
     return rollout
 
 

@@ -60,17 +60,41 @@ def jobs(customer, other_customer):
 
 
 @pytest.mark.parametrize(
-    ("tab", "expected"),
+    ("status", "expected"),
     [
         ("queued", ["new-high", "old-low", "new-low"]),  # priority first, then the oldest
         ("running", ["run-early", "run-late"]),
-        ("finished", ["ok-late", "cancelled", "failed", "ok-early"]),  # newest first
-        ("nonsense", ["new-high", "old-low", "new-low"]),  # an unknown tab shows the queue
+        ("succeeded", ["ok-late", "ok-early"]),  # newest first
+        ("cancelled", ["cancelled"]),
     ],
 )
-def test_each_tab_lists_the_customers_jobs_in_the_order_that_matters(customer, jobs, tab, expected):
-    assert tasks(job_list(customer, tab)) == expected
+def test_each_status_lists_the_customers_jobs_in_the_order_that_matters(
+    customer, jobs, status, expected
+):
+    assert tasks(job_list(customer, status)) == expected
 
 
-def test_the_tab_counts_match_the_tabs(customer, jobs):
-    assert job_counts(customer) == {"queued": 3, "running": 2, "finished": 4}
+def test_every_status_or_an_unknown_one_lists_every_job_newest_first(customer, jobs):
+    newest_first = [
+        "ok-late",
+        "cancelled",
+        "failed",
+        "ok-early",
+        "run-early",
+        "run-late",
+        "new-high",
+        "new-low",
+        "old-low",
+    ]
+    assert tasks(job_list(customer)) == newest_first
+    assert tasks(job_list(customer, "nonsense")) == newest_first
+
+
+def test_the_counts_name_every_status(customer, jobs):
+    assert job_counts(customer) == {
+        "queued": 3,
+        "running": 2,
+        "succeeded": 2,
+        "failed": 1,
+        "cancelled": 1,
+    }
