@@ -19,6 +19,7 @@ from fleet.selectors.advice import (
     fleet_sizing,
 )
 from fleet.selectors.agents import (
+    AGENT_SORTS,
     AgentFacts,
     UpgradeOrder,
     agent_filter_choices,
@@ -67,6 +68,7 @@ from fleet.selectors.rollouts import (
 from fleet.selectors.tokens import token_get, token_list
 
 __all__ = [
+    "AGENT_SORTS",
     "JOB_SORTS",
     "MACHINE_ACTIONS",
     "SIZING",

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from fleet.choices import ADVANCING_ROLLOUT_STATES, AgentStatus, Channel, RolloutTargetState
@@ -113,9 +113,20 @@ def agent_get(customer: Customer | int, agent_id: int) -> Agent:
     return agent
 
 
+# The Agents page's sortable columns: key → field.
+AGENT_SORTS = {
+    "name": "name",
+    "role": "role",
+    "version": "version",
+    "host": "host__hostname",
+    "heard": "last_heartbeat_at",
+}
+
+
 def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[Agent]:
     """The portal's agent list: filter by status, role, version, host and zone, search by
-    name, unit, hostname or machine id."""
+    name, unit, hostname or machine id; sorted by `filters["sort"]` (an AGENT_SORTS key,
+    "-" first for descending), else by status and name."""
     agents = Agent.objects.for_customer(customer).select_related("host")
     status = filters.get("status")
     if status == AgentStatus.DECOMMISSIONED:
@@ -143,7 +154,13 @@ def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[
             | Q(host__hostname__icontains=q)
             | Q(host__machine_id__icontains=q)
         )
-    return agents.order_by("status", "name")
+    sort = filters.get("sort", "")
+    column = AGENT_SORTS.get(sort.removeprefix("-"))
+    if column is None:
+        return agents.order_by("status", "name", "pk")
+    if sort.startswith("-"):
+        return agents.order_by(F(column).desc(nulls_last=True), "-pk")
+    return agents.order_by(F(column).asc(nulls_last=True), "pk")
 
 
 def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:

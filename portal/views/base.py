@@ -3,8 +3,10 @@ view runs and refuses viewers (or non-owners) the writes, so views never check r
 the helpers build the context every page's header needs and pick "partial or page"."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Concatenate, ParamSpec, TypeVar, cast
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.models import User
@@ -112,6 +114,33 @@ def page_context(request: PortalRequest, **extra: object) -> dict[str, object]:
         "is_owner": membership.role == MemberRole.OWNER,
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class SortLink:
+    """A sortable column's header: the query its link sets, and how the table is sorted
+    by it now ("ascending", "descending", or "" when it is not)."""
+
+    key: str
+    label: str
+    query: str
+    direction: str
+
+
+def query_string(**params: object) -> str:
+    """The query of a list's link: the parameters that are set, urlencoded."""
+    return urlencode({name: value for name, value in params.items() if value})
+
+
+def sort_links(columns: dict[str, str], filters: dict[str, str]) -> list[SortLink]:
+    """A header link for each sortable column (key → label), keeping the other filters:
+    the first click sorts descending (newest, highest), the next one flips it."""
+    links = []
+    for key, label in columns.items():
+        direction = {f"-{key}": "descending", key: "ascending"}.get(filters.get("sort", ""), "")
+        flip = key if direction == "descending" else f"-{key}"
+        links.append(SortLink(key, label, query_string(**{**filters, "sort": flip}), direction))
+    return links
 
 
 def paginate(request: HttpRequest, rows: QuerySet[M]) -> Page[M]:

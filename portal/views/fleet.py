@@ -3,8 +3,8 @@ frees its seat); hosts with their zone mix and memory budget."""
 
 from collections import Counter
 from typing import TYPE_CHECKING, TypedDict, cast
-from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
@@ -26,15 +26,28 @@ from portal.views.base import (
     page_context,
     paginate,
     partial_or_page,
+    query_string,
+    sort_links,
 )
+
+# The sortable columns (selectors.AGENT_SORTS).
+SORT_COLUMNS = {
+    "name": "Name",
+    "role": "Role",
+    "version": "Version",
+    "host": "Host",
+    "heard": "Last heartbeat",
+}
 
 
 @member_view()
 def agents(request: PortalRequest, customer: Customer) -> HttpResponse:
     filters = {
         k: request.GET.get(k, "").replace("\x00", "").strip()[:200]
-        for k in ("status", "role", "version", "host", "zone", "q")
+        for k in ("status", "role", "version", "host", "zone", "q", "sort")
     }
+    if filters["sort"].removeprefix("-") not in selectors.AGENT_SORTS:
+        filters["sort"] = ""
     page = paginate(request, selectors.agent_search(customer, filters))
     return render(
         request,
@@ -46,7 +59,11 @@ def agents(request: PortalRequest, customer: Customer) -> HttpResponse:
             choices=selectors.agent_filter_choices(customer),
             statuses=AgentStatus.choices,
             roles=AgentRole.choices,
-            query=urlencode({k: v for k, v in filters.items() if v}),
+            sorts={link.key: link for link in sort_links(SORT_COLUMNS, filters)},
+            query=query_string(**{k: v for k, v in filters.items() if k != "sort"}),
+            # The poll asks for this very view of the table: filters, sort and page.
+            poll_query=query_string(**filters, page=page.number if page.number > 1 else ""),
+            poll_seconds=settings.PORTAL_POLL_SECONDS,
         ),
     )
 

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -30,6 +29,8 @@ from portal.views.base import (
     page_context,
     paginate,
     partial_or_page,
+    query_string,
+    sort_links,
 )
 
 # The sortable columns (selectors.JOB_SORTS), in the table's order.
@@ -52,20 +53,6 @@ class StatusTab:
     on: bool
 
 
-@dataclass(frozen=True)
-class SortLink:
-    """A sortable column's header: the query its link sets, and how the table is sorted
-    by it now ("ascending", "descending", or "" when it is not)."""
-
-    label: str
-    query: str
-    direction: str
-
-
-def _query(**params: object) -> str:
-    return urlencode({name: value for name, value in params.items() if value})
-
-
 def _filters(request: PortalRequest) -> dict[str, str]:
     """status, role and sort from the query string; a value the page does not offer is
     dropped, as if unset."""
@@ -83,19 +70,11 @@ def _status_tabs(filters: dict[str, str], counts: dict[str, int]) -> list[Status
     tabs = [("", "All", sum(counts.values()))]
     tabs += [(value, label, counts[value]) for value, label in JobStatus.choices]
     return [
-        StatusTab(value, label, count, _query(status=value, **keep), filters["status"] == value)
+        StatusTab(
+            value, label, count, query_string(status=value, **keep), filters["status"] == value
+        )
         for value, label, count in tabs
     ]
-
-
-def _sort_links(filters: dict[str, str]) -> list[SortLink]:
-    """The first click sorts newest (or highest) first; the next one flips it."""
-    links = []
-    for key, label in SORT_COLUMNS.items():
-        direction = {f"-{key}": "descending", key: "ascending"}.get(filters["sort"], "")
-        flip = key if direction == "descending" else f"-{key}"
-        links.append(SortLink(label, _query(**{**filters, "sort": flip}), direction))
-    return links
 
 
 @member_view(steer=True, posts_only=True)
@@ -126,12 +105,12 @@ def jobs(request: PortalRequest, customer: Customer) -> HttpResponse:
             filters=filters,
             roles=AgentRole.choices,
             tabs=_status_tabs(filters, counts),
-            sorts=_sort_links(filters),
+            sorts=sort_links(SORT_COLUMNS, filters),
             page=page,
             total=sum(counts.values()),
-            query=_query(**filters),
+            query=query_string(**filters),
             # The poll asks for this very view of the table: filters, sort and page.
-            poll_query=_query(**filters, page=page.number if page.number > 1 else ""),
+            poll_query=query_string(**filters, page=page.number if page.number > 1 else ""),
             poll_seconds=settings.PORTAL_POLL_SECONDS,
         ),
         status=422 if form.errors else 200,
