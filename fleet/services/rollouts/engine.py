@@ -16,6 +16,7 @@ from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ADVANCING_ROLLOUT_STATES,
+    AlertEventType,
     AnomalyKind,
     AnomalySeverity,
     AuditAction,
@@ -25,6 +26,7 @@ from fleet.choices import (
 )
 from fleet.models import Agent, Job, Rollout, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
+from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import SYSTEM, Actor, audit_record
 
@@ -220,6 +222,20 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
     }
 
 
+def rollout_alert_data(rollout: Rollout) -> dict[str, Any]:
+    """What every rollout event says about its wave; `incident` ties a pause to the
+    completion that closes it."""
+    return {
+        "rollout_id": rollout.pk,
+        "release": str(rollout.release.version),
+        "state": rollout.state,
+        "batch": rollout.current_batch,
+        "batches_total": rollout.batches_total,
+        "incident": f"rollout:{rollout.pk}",
+        "portal_path": f"/portal/upgrades/{rollout.pk}/",
+    }
+
+
 def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor) -> None:
     rollout.paused_from = rollout.state
     rollout.state = RolloutState.PAUSED
@@ -233,6 +249,16 @@ def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Ac
         fingerprint=f"rollout:{rollout.pk}",
         severity=AnomalySeverity.CRITICAL,
         message=f"Upgrade wave to {rollout.release.version} paused: {reason}",
+    )
+    alert_emit(
+        customer=rollout.customer_id,
+        type=AlertEventType.ROLLOUT_PAUSED,
+        dedup_key=f"rollout.paused:{rollout.pk}:{timezone.now().isoformat()}",
+        data={
+            **rollout_alert_data(rollout),
+            "reason": reason,
+            "gate": (rollout.last_gate or {}).get("checks", []),
+        },
     )
     audit_record(
         actor=actor,
@@ -287,13 +313,12 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         states = Counter(step.values_list("state", flat=True))
         if states[RolloutTargetState.OFFERED] or states[RolloutTargetState.PENDING]:
             return "waiting for upgrade reports"
-        if rollout.watch_started_at is None:
+        if rollout.watch_started_at is None:  # the step's reports are all in: watch it
             rollout.watch_started_at = now
             rollout.save(update_fields=["watch_started_at"])
-            return "step upgraded; watching"
         watch = rollout.canary_soak if rollout.current_batch == 0 else rollout.batch_watch
         if not rollout.skip_soak and now < rollout.watch_started_at + watch:
-            return "watching"
+            return "watching"  # (a watch of zero gates at once, in this same run)
         gate = _gate(rollout, now)
         rollout.last_gate = gate.as_json(now)
         if gate.failed:
@@ -314,6 +339,12 @@ def _next_step(rollout: Rollout, now: datetime) -> str:
             target=rollout,
             customer=rollout.customer_id,
             changes={"gate": [None, rollout.last_gate]},
+        )
+        alert_emit(
+            customer=rollout.customer_id,
+            type=AlertEventType.ROLLOUT_COMPLETED,
+            dedup_key=f"rollout.completed:{rollout.pk}",
+            data=rollout_alert_data(rollout),
         )
         return "completed"
     rollout.current_batch = old + 1

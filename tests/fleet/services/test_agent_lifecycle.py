@@ -280,6 +280,6 @@ def test_a_wave_goes_on_past_an_upgraded_agent_that_was_decommissioned(customer)
         version="1.1.0", last_heartbeat_at=timezone.now() - timedelta(minutes=10)
     )
     assert agent_decommission(agent=canary.agent, actor=SYSTEM)  # then it went silent
-    assert rollout_advance(rollout.pk) == "step upgraded; watching"
+    assert rollout_advance(rollout.pk) == "watching"
     Rollout.objects.filter(pk=rollout.pk).update(skip_soak=True)
     assert rollout_advance(rollout.pk).startswith("batch 1 of")
