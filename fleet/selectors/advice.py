@@ -15,7 +15,7 @@ from fleet.selectors.metrics import RoleNumbers, role_numbers
 
 @dataclass(frozen=True)
 class Advice:
-    verdict: str  # add_agents, add_work, sized_right or no_agents
+    verdict: str  # add_agents, check_agents, add_work, sized_right or no_agents
     headline: str
     reasons: list[str]
 
@@ -24,20 +24,38 @@ def _agents(n: int, role: str) -> str:
     return f"{n} {role}{pluralize(n)}"
 
 
+def _waited_long(r: RoleNumbers) -> bool:
+    """Jobs of the role wait, the oldest past the threshold (a moment's queue is no
+    shortage: advice that flips every minute helps nobody)."""
+    return bool(r.queued) and (r.oldest_wait_seconds or 0) >= policy.ADVICE_WAIT.total_seconds()
+
+
 def _short_handed(r: RoleNumbers, cap: int) -> bool:
-    """Jobs of the role wait, and either the oldest has waited past the threshold or
-    every agent of the role that can work runs its cap (none can take another)."""
+    """Jobs of the role wait and nobody can take them: no agent of the role can work,
+    or the wait is long and every working agent runs its cap."""
     if not r.queued:
         return False
-    waited = (r.oldest_wait_seconds or 0) >= policy.ADVICE_WAIT.total_seconds()
-    return waited or r.running >= r.can_work * cap
+    return not r.can_work or (_waited_long(r) and r.running >= r.can_work * cap)
+
+
+def _working(r: RoleNumbers, cap: int) -> str:
+    """How the role's working agents stand, in words."""
+    if not r.can_work:
+        return f"no {r.role} can work"
+    tasks = f"{cap} task{pluralize(cap)}"
+    if r.running < r.can_work * cap:
+        return f"{_agents(r.can_work, r.role)} can work and have room for more"
+    if r.can_work == 1:
+        return f"the one {r.role} that can work runs its {tasks}"
+    return f"all {r.can_work} {r.role}s that can work run their {tasks}"
 
 
 def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Advice:
     """What to do about the fleet's size now, role by role, from the same numbers the
-    dashboard and Plan show (role_numbers): add agents of a role whose jobs wait (how
-    many, and whether the license has the seats), or add work when more than a quarter
-    of the online agents' time is idle and nothing waits. Never both. Five queries."""
+    dashboard and Plan show (role_numbers): add agents of a role whose jobs wait with
+    every agent busy (how many, and whether the license has the seats); check the agents
+    when jobs wait long though they have room; add work when more than a quarter of the
+    online agents' time is idle and nothing waits. Never two at once. Five queries."""
     now = now or timezone.now()
     roles = role_numbers(customer, now=now)
     license = license_current(customer)
@@ -52,13 +70,9 @@ def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Ad
             add = max(math.ceil(r.queued / cap), 1)  # enough to start every waiting job now
             wanted.append(_agents(add, r.role))
             waited = f", the oldest for {_duration(r.oldest_wait_seconds or 0)}"
-            state = (
-                f"every one of the {_agents(r.can_work, r.role)} that can work runs its "
-                f"{cap} task{pluralize(cap)}"
-                if r.can_work
-                else f"no {r.role} can work"
-            )
-            reason = f"{r.queued} {r.role} job{pluralize(r.queued)} wait{waited}; {state}."
+            waits = pluralize(r.queued, "s,")
+            reason = f"{r.queued} {r.role} job{pluralize(r.queued)} wait{waits}{waited}; "
+            reason += f"{_working(r, cap)}."
             if r.offline:
                 reason += f" {_agents(r.offline, r.role)} {pluralize(r.offline, 'is,are')} "
                 reason += "offline: bringing them back is the cheapest help."
@@ -74,6 +88,19 @@ def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Ad
             )
         return Advice("add_agents", f"Add {' and '.join(wanted)}.", reasons)
 
+    stuck = [r for r in roles if _waited_long(r)]  # long waits, yet room to take them
+    if stuck:
+        return Advice(
+            "check_agents",
+            "Check your agents: jobs wait though agents have room.",
+            [
+                f"{r.queued} {r.role} job{pluralize(r.queued)} wait{pluralize(r.queued, 's,')}, "
+                f"the oldest for {_duration(r.oldest_wait_seconds or 0)}; "
+                f"{_working(r, cap)}. More agents would not help: see why these do not "
+                "claim (`agentina status` on their hosts, their findings)."
+                for r in stuck
+            ],
+        )
     queued = sum(r.queued for r in roles)
     idle = _idle_ratio(customer, roles)
     if not queued and idle is not None and idle > policy.IDLE_TARGET:
@@ -87,7 +114,8 @@ def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Ad
             ],
         )
     why = (
-        f"{queued} job{pluralize(queued)} wait, none for long, and agents are free to take them."
+        f"{queued} job{pluralize(queued)} wait{pluralize(queued, 's,')}, none for long: the "
+        "agents keep up."
         if queued
         else "No job waits, and the agents are busy most of the time."
     )

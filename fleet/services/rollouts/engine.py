@@ -128,7 +128,7 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
             GateCheck(
                 "throughput",
                 True,
-                f"Too soon to compare: at {work['before_rate']:g} jobs per hour before, fewer "
+                f"Too soon to compare: at {work['before_rate']:.3g} jobs per hour before, fewer "
                 f"than {policy.WAVE_MIN_BASELINE_JOBS} were due since the upgrade.",
             )
         )
@@ -139,8 +139,8 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
             GateCheck(
                 "throughput",
                 drop <= tolerance,
-                f"Jobs per hour of this step's agents: {work['after_rate']:g} after, "
-                f"{work['before_rate']:g} before ({-drop:+.0%}; at most "
+                f"Jobs per hour of this step's agents: {work['after_rate']:.3g} after, "
+                f"{work['before_rate']:.3g} before ({-drop:+.0%}; at most "
                 f"-{_pct(tolerance)} allowed).",
             )
         )

@@ -76,10 +76,15 @@ FLEETS = {
         "sized_right",
         "The fleet is sized for its work.",
     ),
-    "jobs wait long though slots are free (agents slow to claim)": (
+    "a moment's queue behind busy agents is no shortage": (
+        Fleet(online={"tester": 1}, busy=2, waiting={"tester": (1, 31)}, idle_hour=0.1),
+        "sized_right",
+        "The fleet is sized for its work.",
+    ),
+    "jobs wait long though agents have room (they do not claim)": (
         Fleet(online={"coder": 3}, busy=1, waiting={"coder": (2, 300)}, idle_hour=0.1),
-        "add_agents",
-        "Add 1 coder.",
+        "check_agents",
+        "Check your agents: jobs wait though agents have room.",
     ),
     "jobs for a role nobody serves": (
         Fleet(online={"coder": 2}, waiting={"indexer": (3, 10)}, idle_hour=0.9),
@@ -87,7 +92,7 @@ FLEETS = {
         "Add 2 indexers.",
     ),
     "coders offline while their jobs wait": (
-        Fleet(online={"coder": 1}, offline={"coder": 5}, busy=2, waiting={"coder": (4, 30)}),
+        Fleet(online={"coder": 1}, offline={"coder": 5}, busy=2, waiting={"coder": (4, 300)}),
         "add_agents",
         "Add 2 coders.",
     ),
@@ -121,8 +126,7 @@ def test_the_demos_bad_day_explains_itself_and_the_seats(customer):
     )
     reasons = fleet_advice(customer).reasons
     assert reasons[0] == (
-        "154 coder jobs wait, the oldest for 8 min; every one of the 3 coders that can work "
-        "runs its 2 tasks."
+        "154 coder jobs wait, the oldest for 8 min; all 3 coders that can work run their 2 tasks."
     )
     assert reasons[1] == "The license has 7 free seats: raise max_agents to 80 first."
 
