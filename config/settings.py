@@ -202,6 +202,7 @@ STALE_SWEEP_SECONDS = env.int("STALE_SWEEP_SECONDS", default=30)
 SNAPSHOT_SECONDS = env.int("SNAPSHOT_SECONDS", default=60)
 ROLLOUT_ADVANCE_SECONDS = env.int("ROLLOUT_ADVANCE_SECONDS", default=60)
 PRESENCE_FLUSH_SECONDS = env.int("PRESENCE_FLUSH_SECONDS", default=10)
+ALERT_DELIVERY_SWEEP_SECONDS = env.int("ALERT_DELIVERY_SWEEP_SECONDS", default=10)
 
 
 def _every(task: str, seconds: int) -> dict:
@@ -218,6 +219,14 @@ CELERY_BEAT_SCHEDULE = {
     "take-snapshots": _every("fleet.take_snapshots", SNAPSHOT_SECONDS),
     "advance-rollouts": _every("fleet.advance_rollouts", ROLLOUT_ADVANCE_SECONDS),
     "flush-presence": _every("fleet.flush_presence", PRESENCE_FLUSH_SECONDS),
+    "send-alerts": _every("fleet.send_due_alerts", ALERT_DELIVERY_SWEEP_SECONDS),
+    "watch-licenses": _every("fleet.alert_licenses", 3600),
+    # End of day for the digest: customers have no time zone of their own yet, so UTC.
+    "anomalies-digest": {
+        "task": "fleet.anomalies_daily_digest",
+        "schedule": crontab(hour=23, minute=55),
+        "options": {"expires": 3600},
+    },
     "expire-tokens": {
         "task": "fleet.expire_tokens",
         "schedule": crontab(hour=0, minute=5),
@@ -274,3 +283,28 @@ JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 THROUGHPUT_DROP_FRACTION = env.float("THROUGHPUT_DROP_FRACTION", default=0.3)
 PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=15)  # live numbers refresh
+
+# Alerts. Webhook, Slack and PagerDuty URLs may not resolve to private, loopback or
+# link-local addresses (SSRF) unless ALERT_ALLOW_PRIVATE_NETWORKS (on-premises receivers;
+# on with DEBUG, so `make run` can alert a local receiver). Webhook signing secrets are
+# derived from ALERT_SIGNING_KEY and never stored: changing it changes every secret.
+ALERT_ALLOW_PRIVATE_NETWORKS = env.bool("ALERT_ALLOW_PRIVATE_NETWORKS", default=DEBUG)
+ALERT_SIGNING_KEY = env.str("ALERT_SIGNING_KEY", default=SECRET_KEY)
+ALERT_TIMEOUT_SECONDS = env.float("ALERT_TIMEOUT_SECONDS", default=5.0)
+ALERT_CHANNEL_MAX_PER_MINUTE = env.int("ALERT_CHANNEL_MAX_PER_MINUTE", default=20)
+PAGERDUTY_EVENTS_URL = env.str(
+    "PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue"
+)
+PORTAL_URL = env.str("PORTAL_URL", default="http://127.0.0.1:8000")  # links in alerts
+# Mail (alert emails, the notice to owners of a disabled channel): the console under
+# DEBUG, SMTP otherwise, e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587.
+_EMAIL = env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25")
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _EMAIL.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _EMAIL.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _EMAIL.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Agentina <alerts@agentina.localhost>")

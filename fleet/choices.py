@@ -106,6 +106,45 @@ class UpgradeOutcome(models.TextChoices):
     START_FAILED = "start_failed", "Start failed"
 
 
+class AlertEventType(models.TextChoices):
+    """What an alert channel can subscribe to (AlertEvent.type); fleet/services/alerts/
+    events.py says each one's severity, title and PagerDuty action."""
+
+    AGENTS_OFFLINE = "agents.offline", "Agents went offline"
+    AGENTS_BACK_ONLINE = "agents.back_online", "An agent came back online"
+    ONLINE_RATIO_LOW = "fleet.online_ratio_low", "Online ratio below the target"
+    ONLINE_RATIO_RECOVERED = "fleet.online_ratio_recovered", "Online ratio recovered"
+    ANOMALY_OPENED = "anomaly.opened", "Finding opened"
+    ANOMALIES_DAILY_DIGEST = "anomalies.daily_digest", "Unresolved findings at end of day"
+    ROLLOUT_PAUSED = "rollout.paused", "Upgrade wave paused"
+    ROLLOUT_ROLLED_BACK = "rollout.rolled_back", "An agent rolled an upgrade back"
+    ROLLOUT_COMPLETED = "rollout.completed", "Upgrade wave completed"
+    TOKEN_REUSED = "token.reused", "A redeemed token was presented again"
+    LICENSE_NEAR_CAP = "license.near_cap", "License nearly full"
+    LICENSE_EXPIRING = "license.expiring", "License expiring"
+    ALERT_TEST = "alert.test", "Test alert"
+    ALERTS_SUMMARY = "alerts.summary", "Alerts held back by the per-minute limit"
+
+
+class AlertChannelKind(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook (signed JSON)"
+    SLACK = "slack", "Slack incoming webhook"
+    EMAIL = "email", "Email"
+    PAGERDUTY = "pagerduty", "PagerDuty (Events API v2)"
+
+
+class AlertDeliveryState(models.TextChoices):
+    """An attempt to deliver one event to one channel. At most one attempt of an (event,
+    channel) is scheduled or sending, and at most one succeeded (database constraints)."""
+
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    SUCCEEDED = "succeeded", "Delivered"
+    RETRYING = "retrying", "Failed, retry scheduled"
+    FAILED = "failed", "Failed for good"
+    FOLDED = "folded", "Held back (per-minute limit), summarised"
+
+
 class AuditAction(models.TextChoices):
     """Every kind of audit event, as the Activity page and the admin name it."""
 
@@ -161,3 +200,9 @@ class AuditAction(models.TextChoices):
     ROLLOUT_SKIP_SOAK = "rollout.skip_soak", "Upgrade wave soak skipped"
     ROLLOUT_RETRY_FAILED = "rollout.retry_failed", "Upgrade wave retried failed agents"
     ROLLOUT_COMPLETE = "rollout.complete", "Upgrade wave completed"
+    ALERT_CHANNEL_CREATE = "alert_channel.create", "Alert channel created"
+    ALERT_CHANNEL_DELETE = "alert_channel.delete", "Alert channel removed"
+    ALERT_CHANNEL_TEST = "alert_channel.test", "Test alert sent"
+    ALERT_CHANNEL_DISABLE = "alert_channel.disable", "Alert channel disabled after 24 h of failures"
+    ALERT_CHANNEL_ENABLE = "alert_channel.enable", "Alert channel enabled again"
+    ALERT_REDELIVER = "alert.redeliver", "Alert delivery retried by hand"

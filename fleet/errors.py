@@ -161,6 +161,23 @@ class RolloutStateError(FleetError):
     status = 409
 
 
+class InvalidAlertChannel(FleetError):
+    """Bad channel input found past the schema (a URL into our own network, a kind's
+    missing field): 422 naming the field, as schema errors do."""
+
+    code = "invalid_input"
+    status = 422
+
+    def __init__(self, detail: str, *, field: str) -> None:
+        super().__init__(detail, errors=[{"field": field, "message": detail}])
+        self.field = field
+
+
+class AlertDeliveryRefused(FleetError):
+    code = "alert_delivery_refused"
+    status = 409
+
+
 class IdempotencyKeyReused(FleetError):
     code = "idempotency_key_reused"
     status = 409

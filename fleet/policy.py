@@ -57,3 +57,19 @@ WAIT_WINDOW = timedelta(minutes=5)  # queue waits measured over jobs started thi
 # Minutes beat missed (beat or worker down, broker gone) are rebuilt from job history when
 # snapshots resume, this far back; an older gap stays a gap, which the charts show.
 SNAPSHOT_BACKFILL_LIMIT = timedelta(hours=3)
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+ALERT_RETRY_FOR = timedelta(hours=24)  # a failing delivery is retried this long, then failed
+ALERT_DISABLE_AFTER = timedelta(hours=24)  # a channel failing this long is disabled
+ALERT_BACKOFF_FIRST = timedelta(seconds=10)  # doubled each attempt, with jitter...
+ALERT_BACKOFF_MAX = timedelta(hours=1)  # ...up to this; a receiver's Retry-After too
+ALERT_SENDER_LEASE = timedelta(minutes=2)  # a sender that stops (killed) frees it after this
+ALERT_STORM_WINDOW = timedelta(minutes=1)  # ALERT_CHANNEL_MAX_PER_MINUTE counts over this
+ALERT_SIGNATURE_TOLERANCE = timedelta(minutes=5)  # receivers refuse older signatures
+ALERT_NEAR_CAP = 0.9  # seats used of max_agents that raise license.near_cap
+ALERT_LICENSE_EXPIRY_DAYS = (14, 3)  # license.expiring this many days before valid_until
+ALERT_ONLINE_RATIO_MINUTES = 5  # minutes under ONLINE_RATIO_TARGET before the ratio alert
+ALERT_AGENTS_LISTED = 50  # agents named in one agents.offline event (the count is exact)
+ALERT_EVENT_TYPES_MAX = 32  # event names in one channel's filter

@@ -10,6 +10,13 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from fleet.services.alerts import (
+    alert_deliveries_sweep,
+    alert_delivery_send,
+    alerts_daily_digest,
+    alerts_license_watch,
+    alerts_online_ratio_watch,
+)
 from fleet.services.beat import beat_run_claim
 from fleet.services.detections import fleet_detect
 from fleet.services.presence import presence_flush
@@ -49,6 +56,7 @@ def take_snapshots(self: Task) -> int:
         return 0
     snapshots = fleet_snapshots_take()
     findings = fleet_detect(snapshots)
+    alerts_online_ratio_watch()
     logger.info("snapshot: %d customer(s), %d open finding(s)", len(snapshots), len(findings))
     return len(snapshots)
 
@@ -80,3 +88,37 @@ def flush_presence() -> int:
             "" if flushed.complete else " (buffer lost or unreachable: the sweep holds off)",
         )
     return flushed.written
+
+
+# A send is bounded by its HTTP timeout (a few seconds), so these limits are generous.
+@shared_task(name="fleet.deliver_alert", acks_late=True, time_limit=60, soft_time_limit=45)
+def deliver_alert(delivery_id: int) -> str:
+    """One attempt of one alert delivery; a duplicate message finds it taken or done."""
+    outcome = alert_delivery_send(delivery_id)
+    logger.info("alert delivery %d: %s", delivery_id, outcome)
+    return outcome
+
+
+@shared_task(name="fleet.send_due_alerts", bind=True)
+def send_due_alerts(self: Task) -> dict[str, int]:
+    if not _claimed(self.name, settings.ALERT_DELIVERY_SWEEP_SECONDS):
+        return {}
+    sweep = alert_deliveries_sweep()
+    if sweep.queued or sweep.reclaimed or sweep.summaries:
+        logger.info(
+            "alert sweep: %d queued, %d reclaimed from stopped senders, %d summaries",
+            sweep.queued,
+            sweep.reclaimed,
+            sweep.summaries,
+        )
+    return sweep.__dict__
+
+
+@shared_task(name="fleet.alert_licenses")
+def alert_licenses() -> int:
+    return len(alerts_license_watch())
+
+
+@shared_task(name="fleet.anomalies_daily_digest")
+def anomalies_daily_digest() -> int:
+    return len(alerts_daily_digest())

@@ -6,7 +6,7 @@ from django import forms
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from fleet.choices import AgentRole
+from fleet.choices import AgentRole, AlertChannelKind, AlertEventType, AnomalySeverity
 from fleet.models import Agent, Release
 from fleet.policy import TOKEN_LIFETIME, TOKEN_LIFETIME_MAX, TOKENS_PER_MINT_MAX, WAVE
 
@@ -46,6 +46,29 @@ class NoteForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the key is for, e.g. CI.")
+
+
+class AlertChannelForm(forms.Form):
+    """What the service needs; it checks URLs and addresses (one place for those rules)."""
+
+    kind = forms.ChoiceField(choices=AlertChannelKind.choices)
+    name = forms.CharField(max_length=100, required=False)
+    url = forms.CharField(
+        max_length=2000, required=False, label="URL", help_text="Webhook, Slack or PagerDuty."
+    )
+    email = forms.CharField(max_length=254, required=False, help_text="For email.")
+    routing_key = forms.CharField(
+        max_length=64, required=False, label="Routing key", help_text="PagerDuty's integration key."
+    )
+    min_severity = forms.ChoiceField(
+        choices=AnomalySeverity.choices, initial=AnomalySeverity.INFO, label="Minimum severity"
+    )
+    events = forms.MultipleChoiceField(
+        choices=AlertEventType.choices,
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 5}),
+        help_text="None chosen: every event.",
+    )
 
 
 class PlanForm(forms.Form):

@@ -51,4 +51,15 @@ urlpatterns = [
     path("keys/", views.api_keys, name="api_keys"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("activity/", views.activity, name="activity"),
+    path("alerts/", views.alerts, name="alerts"),
+    path(
+        "alerts/channels/<int:channel_id>/<str:action>/",
+        views.alert_channel_action,
+        name="alert_channel_action",
+    ),
+    path(
+        "alerts/deliveries/<int:delivery_id>/redeliver/",
+        views.alert_redeliver_view,
+        name="alert_redeliver",
+    ),
 ]

@@ -146,6 +146,17 @@ def assert_data_statements():
 
 
 @pytest.fixture(autouse=True)
+def _tasks_run_in_process():
+    """Tasks a test's code queues (alert deliveries after commit) run at once in the test,
+    never through a broker other processes may be reading."""
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True)
 def _fresh_hot_paths():
     """Each test starts with a process that knows no agent and holds no heartbeat."""
     from fleet.agent_cache import agent_cache_reset

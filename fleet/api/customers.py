@@ -30,7 +30,7 @@ from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
 
 
-def _actor(request: HttpRequest) -> Actor:
+def api_key_actor(request: HttpRequest) -> Actor:
     return Actor.for_api_key(authed_key(request), client_address(request))
 
 
@@ -61,7 +61,7 @@ def mint_tokens(request: HttpRequest, body: TokensMintIn) -> Status[TokensMinted
         role=body.role or "",
         expires_in=timedelta(hours=body.expires_in_hours),
         note=body.note,
-        actor=_actor(request),
+        actor=api_key_actor(request),
     )
     return Status(
         201,
@@ -92,7 +92,7 @@ def list_tokens(request: HttpRequest, filters: Query[TokenFilter]) -> QuerySet[A
 )
 def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
     token = token_get(authed_key(request).customer_id, token_id)
-    token_revoke(token=token, actor=_actor(request))
+    token_revoke(token=token, actor=api_key_actor(request))
     token.refresh_from_db()
     if token.status != TokenStatus.REVOKED:
         raise TokenNotOutstanding(

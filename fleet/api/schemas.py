@@ -9,7 +9,14 @@ from ninja import Schema
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from fleet import policy
-from fleet.choices import AgentRole, AnomalySeverity, TokenStatus, UpgradeOutcome
+from fleet.choices import (
+    AgentRole,
+    AlertChannelKind,
+    AlertEventType,
+    AnomalySeverity,
+    TokenStatus,
+    UpgradeOutcome,
+)
 from fleet.models import ActivationToken
 from fleet.versions import SemVer
 
@@ -314,6 +321,50 @@ class FleetMetricsOut(Schema):
     wait_p50_seconds: float | None
     wait_p95_seconds: float | None
     snapshot_at: datetime | None
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+
+class AlertChannelIn(In):
+    """A channel: `url` for webhook, slack and pagerduty (PagerDuty's own endpoint when
+    left out), `email` for email, `routing_key` for pagerduty. `events` empty: all."""
+
+    kind: AlertChannelKind
+    name: Str = Field("", max_length=100)
+    url: Str = Field("", max_length=2000)
+    email: Str = Field("", max_length=254)
+    routing_key: Str = Field("", max_length=64)
+    events: list[AlertEventType] = Field(
+        default_factory=list, max_length=policy.ALERT_EVENT_TYPES_MAX
+    )
+    min_severity: AnomalySeverity = AnomalySeverity.INFO
+
+
+class AlertChannelOut(Schema):
+    id: int
+    kind: AlertChannelKind
+    name: str
+    url: str
+    email: str
+    events: list[str]
+    min_severity: str
+    secret_prefix: str
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str
+    created_at: datetime
+
+
+class AlertChannelCreatedOut(AlertChannelOut):
+    secret: str | None = Field(
+        None, description="The webhook signing secret: in this response only."
+    )
+
+
+class AlertTestOut(Schema):
+    event_id: str
+    type: str
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:

@@ -1,4 +1,5 @@
 from fleet.models.agents import Agent, AgentFactsChange, Host
+from fleet.models.alerts import AlertChannel, AlertDelivery, AlertEvent
 from fleet.models.anomalies import Anomaly
 from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
@@ -14,6 +15,9 @@ __all__ = [
     "ActivationToken",
     "Agent",
     "AgentFactsChange",
+    "AlertChannel",
+    "AlertDelivery",
+    "AlertEvent",
     "Anomaly",
     "AuditEvent",
     "Customer",

@@ -33,6 +33,12 @@ from fleet.selectors.agents import (
     agents_with_facts,
     host_list,
 )
+from fleet.selectors.alerts import (
+    alert_channel_get,
+    alert_channel_list,
+    alert_delivery_get,
+    alert_delivery_list,
+)
 from fleet.selectors.anomalies import Incident, anomaly_get, anomaly_incidents, anomaly_list
 from fleet.selectors.audit import (
     MACHINE_ACTIONS,
@@ -92,6 +98,10 @@ __all__ = [
     "agent_upgrade_order",
     "agent_with_facts",
     "agents_with_facts",
+    "alert_channel_get",
+    "alert_channel_list",
+    "alert_delivery_get",
+    "alert_delivery_list",
     "anomaly_get",
     "anomaly_incidents",
     "anomaly_list",

@@ -11,6 +11,7 @@ from django.utils import timezone
 from fleet import policy
 from fleet.choices import (
     AgentStatus,
+    AlertEventType,
     AnomalyKind,
     AnomalySeverity,
     AuditAction,
@@ -40,6 +41,7 @@ from fleet.secrets import (
 )
 from fleet.selectors import customer_active_agent_count, license_current
 from fleet.services.agents import agent_secret_replace
+from fleet.services.alerts import alert_emit, alerts_emit, license_near_cap_alert
 from fleet.services.anomalies import (
     anomaly_open,
 )
@@ -154,6 +156,22 @@ def _refuse_second_redemption(
         ),
         actor=Actor(label=f"machine:{machine.hostname}", ip_address=ip),
     )
+    alert_emit(
+        customer=row.customer_id,
+        type=AlertEventType.TOKEN_REUSED,
+        # One event per token and machine: a machine retrying in a loop is one alert.
+        dedup_key=f"token.reused:{row.pk}:{machine.machine_id}"[:200],
+        data={
+            "token": row.display_prefix,
+            "token_id": row.pk,
+            "hostname": machine.hostname,
+            "machine_id": machine.machine_id,
+            "ip_address": ip,
+            "claimed_by_host": claimed_by,
+            "claimed_at": claimed_at.isoformat(),
+            "portal_path": "/portal/tokens/",
+        },
+    )
     audit_record(
         actor=Actor(label=f"machine:{machine.hostname}"[:200], ip_address=ip),
         action=AuditAction.TOKEN_REDEMPTION_REFUSED,
@@ -241,6 +259,9 @@ def _register(
         customer=row.customer_id,
         changes={"token": [row.display_prefix, None], "host": [None, host.hostname]},
     )
+    near_cap = license_near_cap_alert(license, active + 1)
+    if near_cap is not None:
+        alerts_emit([near_cap], now=now)
     return Activation(agent=agent, secret=minted.plaintext, license=license, created=True)
 
 

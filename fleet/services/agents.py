@@ -14,6 +14,7 @@ from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AgentStatus,
+    AlertEventType,
     AnomalyKind,
     AnomalySeverity,
     AuditAction,
@@ -37,6 +38,7 @@ from fleet.secrets import (
     secret_mint,
 )
 from fleet.selectors import agent_latest_release
+from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import (
     agent_offline_fingerprint,
     anomalies_resolve,
@@ -193,6 +195,7 @@ def _record_state_change(
             note="The agent's heartbeat arrived again.",
             actor=Actor.for_agent(agent, ip_address),
         )
+        _alert_back_online(agent)
     if version != agent.version:
         changes["version"] = [str(agent.version), str(version)]
     audit_record(
@@ -201,6 +204,29 @@ def _record_state_change(
         target=agent,
         customer=agent.customer_id,
         changes=changes,
+    )
+
+
+def _alert_back_online(agent: Agent) -> None:
+    """agents.back_online; when it was the last one offline, it closes the incident (a
+    PagerDuty channel resolves it)."""
+    still = (
+        Agent.objects.filter(customer_id=agent.customer_id, status=AgentStatus.OFFLINE)
+        .exclude(pk=agent.pk)
+        .count()
+    )
+    alert_emit(
+        customer=agent.customer_id,
+        type=AlertEventType.AGENTS_BACK_ONLINE,
+        dedup_key=f"agents.back_online:{agent.pk}:{agent.offline_since or agent.last_heartbeat_at}",
+        data={
+            "agent": agent.name,
+            "agent_id": agent.pk,
+            "offline_since": agent.offline_since.isoformat() if agent.offline_since else None,
+            "still_offline": still,
+            **({"incident": "agents_offline"} if still == 0 else {}),
+            "portal_path": f"/portal/agents/{agent.pk}/",
+        },
     )
 
 

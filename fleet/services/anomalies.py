@@ -11,8 +11,9 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, AuditAction
+from fleet.choices import AgentStatus, AlertEventType, AnomalyKind, AnomalySeverity, AuditAction
 from fleet.models import Anomaly, Customer
+from fleet.services.alerts.events import ANOMALY_KINDS_WITH_OWN_EVENT, Alert, alerts_emit
 from fleet.services.audit import SYSTEM, Actor, audit_record_rows
 
 
@@ -40,7 +41,7 @@ ON CONFLICT (customer_id, fingerprint) WHERE resolved_at IS NULL
 DO UPDATE SET occurrences = fleet_anomaly.occurrences + 1,
               last_seen = excluded.last_seen,
               message = excluded.message
-RETURNING id, customer_id, fingerprint, occurrences
+RETURNING id, customer_id, fingerprint, occurrences, kind, severity, message, agent_id
 """
 
 
@@ -50,18 +51,42 @@ def db_time(value: datetime) -> Any:
 
 
 def _upsert(source: str, params: list[Any], actor: Actor) -> list[tuple[int, int, str, int]]:
-    """Open or fold rows; one more INSERT writes the audit rows of those newly opened."""
+    """Open or fold rows; one more INSERT writes the audit rows of those newly opened,
+    and one more their anomaly.opened events."""
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT.format(source=source), params)
         returned = cursor.fetchall()
+    opened = [row for row in returned if row[3] == 1]
     audit_record_rows(
         actor=actor,
         action=AuditAction.ANOMALY_OPEN,
         model=Anomaly,
-        ids=[pk for pk, _, _, occurrences in returned if occurrences == 1],
+        ids=[row[0] for row in opened],
         repr_sql="fingerprint",
     )
-    return returned
+    alerts_emit(
+        [
+            Alert(
+                customer_id,
+                AlertEventType.ANOMALY_OPENED,
+                f"anomaly.opened:{pk}",
+                {
+                    "anomaly_id": pk,
+                    "kind": kind,
+                    "severity": severity,
+                    "message": message,
+                    "fingerprint": fingerprint,
+                    "agent_id": agent_id,
+                    "incident": f"anomaly:{fingerprint}",
+                    "portal_path": "/portal/anomalies/",
+                },
+                severity=severity,
+            )
+            for pk, customer_id, fingerprint, _, kind, severity, message, agent_id in opened
+            if kind not in ANOMALY_KINDS_WITH_OWN_EVENT
+        ]
+    )
+    return [row[:4] for row in returned]
 
 
 @transaction.atomic

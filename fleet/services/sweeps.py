@@ -11,11 +11,20 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from fleet import policy
 from fleet.agent_cache import agent_facts_changed
-from fleet.choices import AgentStatus, AnomalyKind, AnomalySeverity, AuditAction, JobStatus
+from fleet.choices import (
+    AgentStatus,
+    AlertEventType,
+    AnomalyKind,
+    AnomalySeverity,
+    AuditAction,
+    JobStatus,
+)
 from fleet.models import Agent, AgentFactsChange, Job, SweepState
 from fleet.models.agents import GO_SILENT
 from fleet.models.jobs import FAIL
+from fleet.services.alerts import Alert, alert_sends_held, alerts_emit
 from fleet.services.anomalies import (
     Finding,
     anomalies_record,
@@ -74,7 +83,8 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
     with transaction.atomic():
         state = _sweep_clock(STALE_SWEEP, now, heard_everything=flushed.complete)
     in_grace = state.grace_until is not None and now < state.grace_until
-    marked = 0 if in_grace else _mark_offline(now)
+    with alert_sends_held():  # one agents.offline event per customer, sent complete
+        marked = 0 if in_grace else _mark_offline(now)
     anomalies_resolve(
         where=Q(kind=AnomalyKind.AGENT_OFFLINE, agent__status=AgentStatus.ONLINE),
         note="The agent's heartbeat arrived again.",
@@ -100,14 +110,15 @@ def _mark_offline(now: datetime) -> int:
         with transaction.atomic():
             # Lock the chunk (skipping rows another sweep holds), so two sweeps at once
             # mark, report and audit disjoint agents.
-            chunk = list(
+            rows = list(
                 Agent.objects.select_for_update(skip_locked=True)
                 .filter(silent)
-                .values_list("pk", flat=True)
+                .values_list("pk", "customer_id", "name")
                 .order_by()[:CHUNK]
             )
-            if not chunk:
+            if not rows:
                 return marked_total
+            chunk = [pk for pk, _, _ in rows]
             marked_total += Agent.objects.filter(pk__in=chunk).transition(
                 GO_SILENT, offline_since=now
             )
@@ -123,8 +134,46 @@ def _mark_offline(now: datetime) -> int:
                 condition_params=[db_time(now)],
                 changes={"status": ["online", "offline"]},
             )
+            _alert_offline(rows, now)
         if len(chunk) < CHUNK:
             return marked_total
+
+
+def _fold_offline(old: dict, new: dict) -> dict:
+    """The same sweep's next chunk of a customer's agents: one event, counted whole."""
+    names = old.get("agents", []) + new["agents"]
+    return {
+        **old,
+        "count": old.get("count", 0) + new["count"],
+        "agents": names[: policy.ALERT_AGENTS_LISTED],
+    }
+
+
+def _alert_offline(rows: list[tuple[int, int, str]], now: datetime) -> None:
+    """agents.offline: one event per customer per sweep, however many agents went silent
+    (a sweep's later chunks fold into it), naming the first of them."""
+    names: dict[int, list[str]] = {}
+    for _, customer_id, name in rows:
+        names.setdefault(customer_id, []).append(name)
+    alerts_emit(
+        [
+            Alert(
+                customer_id,
+                AlertEventType.AGENTS_OFFLINE,
+                f"agents.offline:{now.isoformat()}",
+                {
+                    "count": len(agents),
+                    "agents": agents[: policy.ALERT_AGENTS_LISTED],
+                    "since": now.isoformat(),
+                    "incident": "agents_offline",
+                    "portal_path": "/portal/agents/?status=offline",
+                },
+                fold=_fold_offline,
+            )
+            for customer_id, agents in names.items()
+        ],
+        now=now,
+    )
 
 
 def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:

@@ -92,6 +92,12 @@ WORDINGS: dict[str, Wording] = {
     A.ROLLOUT_SKIP_SOAK: Wording("{who} skipped the rest of the soak of {target}"),
     A.ROLLOUT_RETRY_FAILED: Wording("{who} retried the failed agents of {target}"),
     A.ROLLOUT_COMPLETE: Wording("{target} completed"),
+    A.ALERT_CHANNEL_CREATE: Wording("{who} added the alert channel {target}"),
+    A.ALERT_CHANNEL_DELETE: Wording("{who} removed the alert channel {target}"),
+    A.ALERT_CHANNEL_TEST: Wording("{who} sent a test alert to {target}"),
+    A.ALERT_CHANNEL_DISABLE: Wording("{target} was disabled after 24 hours of failed deliveries"),
+    A.ALERT_CHANNEL_ENABLE: Wording("{who} enabled the alert channel {target} again"),
+    A.ALERT_REDELIVER: Wording("{who} sent {target} again by hand"),
 }
 
 

@@ -5,6 +5,7 @@ One module a page area, `base` what they share; the views are re-exported here s
 `portal.urls` names them as `views.<name>`."""
 
 from portal.views.account import activity, api_key_revoke_view, api_keys, switch_customer
+from portal.views.alerts import alert_channel_action, alert_redeliver_view, alerts
 from portal.views.anomalies import (
     anomalies,
     anomaly_reopen_view,
@@ -23,6 +24,9 @@ __all__ = [
     "agent_decommission_view",
     "agent_detail",
     "agents",
+    "alert_channel_action",
+    "alert_redeliver_view",
+    "alerts",
     "anomalies",
     "anomaly_reopen_view",
     "anomaly_resolve_view",

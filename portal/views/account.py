@@ -80,6 +80,8 @@ ACTION_AREAS = {
     "license": "License",
     "release": "Releases",
     "rollout": "Upgrade waves",
+    "alert_channel": "Alerts",
+    "alert": "Alerts",
 }
 
 

@@ -25,6 +25,7 @@ PAGES = [
     "plan",
     "api_keys",
     "activity",
+    "alerts",
 ]
 
 
@@ -47,6 +48,7 @@ EMPTY_STATES = {
     "plan": "Enter the repository",
     "api_keys": "Mint one for your CI",
     "activity": "Nothing has happened yet",
+    "alerts": "No channels yet",
 }
 
 

@@ -6,13 +6,15 @@ from django.utils import timezone
 
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
+    AlertEventType,
     RolloutState,
     RolloutTargetState,
     UpgradeOutcome,
 )
 from fleet.models import Agent, RolloutTarget
+from fleet.services.alerts import alert_emit
 from fleet.services.audit import Actor
-from fleet.services.rollouts.engine import pause_wave
+from fleet.services.rollouts.engine import pause_wave, rollout_alert_data
 from fleet.versions import SemVer
 
 
@@ -38,6 +40,19 @@ def rollout_record_result(
     target.save(update_fields=["state", "reported_at", "detail"])
     if not ok:
         rollout = target.rollout  # locked with the target (FOR UPDATE covers the join)
+        alert_emit(
+            customer=rollout.customer_id,
+            type=AlertEventType.ROLLOUT_ROLLED_BACK,
+            dedup_key=f"rollout.rolled_back:{target.pk}",
+            data={
+                **rollout_alert_data(rollout),
+                "agent": agent.name,
+                "outcome": outcome,
+                "to_version": str(to_version),
+                "back_to": str(agent.version),
+                "detail": detail,
+            },
+        )
         if rollout.state != RolloutState.PAUSED:
             pause_wave(
                 rollout,

@@ -107,7 +107,8 @@ def test_a_batch_opens_and_folds_with_two_statements_and_answers_in_order(
         Finding(customer.pk, AnomalyKind.CLOCK_SKEW, "skew:1", "first, said again"),
         Finding(other_customer.pk, AnomalyKind.CLOCK_SKEW, "skew:1", "theirs"),
     ]
-    with assert_data_statements(2):  # the upsert, the audit rows
+    # The upsert, the audit rows, and the anomaly.opened events (known keys, insert, channels).
+    with assert_data_statements(5):
         ids = anomalies_record(findings, actor=SYSTEM)
     assert ids[0] == ids[2]
     assert len(set(ids)) == 3
