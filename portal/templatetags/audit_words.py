@@ -197,11 +197,12 @@ def _value(value: Any) -> str:
 @register.simple_tag
 def audit_changes(event: AuditEvent) -> list[str]:
     """Each change the sentence does not say: "role: coder → reviewer", "priority: 5",
-    "token: was agtn_act_ab12"; a change with nothing on either side is left out."""
+    "token: was agtn_act_ab12"; a change with nothing on either side is left out. By
+    name, so every database lists them alike (PostgreSQL's jsonb reorders keys)."""
     wording = WORDINGS.get(event.action, Wording(""))
     changes = event.changes if isinstance(event.changes, dict) else {}
     lines = []
-    for key, change in changes.items():
+    for key, change in sorted(changes.items()):
         if key in wording.says:
             continue
         old, new = change if isinstance(change, list) and len(change) == 2 else (None, change)
