@@ -87,7 +87,7 @@ CUSTOMERS: list[dict[str, Any]] = [
             ("tester-2", AgentRole.TESTER, 2, "1.8.0", True),
             ("indexer-1", AgentRole.INDEXER, 1, "1.10.0", True),
         ],
-        "jobs": {"queued": 5, "running": 3, "succeeded": 24, "failed": 2},
+        "jobs": {"queued": 5, "running": 3, "succeeded": 180, "failed": 3},
     },
     {
         "name": "Globex Labs",
@@ -105,7 +105,7 @@ CUSTOMERS: list[dict[str, Any]] = [
             ("gx-reviewer-1", AgentRole.REVIEWER, 0, "1.10.0", True),
             ("gx-tester-1", AgentRole.TESTER, 0, "1.10.0", True),
         ],
-        "jobs": {"queued": 2, "running": 1, "succeeded": 6, "failed": 0},
+        "jobs": {"queued": 2, "running": 1, "succeeded": 60, "failed": 0},
     },
 ]
 
@@ -288,10 +288,12 @@ class Command(BaseCommand):
                     },
                 )
             )
+        # The last hour's work, spread over it at the rate the history charts show, so
+        # the first live snapshots continue the day instead of dropping from it.
         for status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             for i in range(counts[status]):
                 agent = online[i % len(online)]
-                finished = now - timedelta(minutes=2 + i * 2)
+                finished = now - timedelta(hours=1) * (i + 0.5) / counts[status]
                 jobs.append(
                     Job(
                         customer=customer,
@@ -299,7 +301,7 @@ class Command(BaseCommand):
                         status=status,
                         agent=agent,
                         attempts=1,
-                        started_at=finished - timedelta(minutes=6),
+                        started_at=finished - timedelta(seconds=30),
                         finished_at=finished,
                         result={"summary": "done"} if status == JobStatus.SUCCEEDED else None,
                         error="" if status == JobStatus.SUCCEEDED else "tests failed after change",
