@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentina.client import ApiError, Client, HttpxTransport, Unreachable
 from agentina.outbox import Outbox
@@ -18,6 +19,7 @@ from agentina.runner import Runner, Upgrader, simulated_executor
 from agentina.state import AgentState, install_key
 
 ROLES = ["coder", "coder", "reviewer", "tester", "indexer"]
+TOKENS_PER_CALL = 100  # the API's limit on one mint (fleet.policy.TOKENS_PER_MINT_MAX)
 ZONES = ["zone-a", "zone-b"]
 
 
@@ -79,7 +81,10 @@ class Fleet:
                 probe.close()
         missing = count - len(states)
         if missing > 0:
-            minted = self.customer().call("POST", "/tokens", {"count": missing})["tokens"]
+            minted: list[dict[str, Any]] = []
+            while len(minted) < missing:  # the API mints at most 100 a call
+                batch = min(TOKENS_PER_CALL, missing - len(minted))
+                minted += self.customer().call("POST", "/tokens", {"count": batch})["tokens"]
             hosts = max(1, math.ceil(count / 3))
             free = (n for n in itertools.count() if not (self.state_root / f"agent-{n}").exists())
             for token, i in zip(minted, free, strict=False):

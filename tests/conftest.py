@@ -197,7 +197,7 @@ def buffer(settings) -> Iterator[redis.Redis]:
     client.flushdb()
     settings.PRESENCE_BUFFER_URL = url
     settings.PRESENCE_BATCH_SECONDS = 3600
-    presence_flush()  # the buffer is known intact from here on
+    presence_flush(for_sweep=True)  # the buffer is known intact from here on
     yield client
     client.flushdb()
 

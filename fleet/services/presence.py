@@ -127,10 +127,14 @@ def _send_forever() -> None:
 atexit.register(presence_send)  # a worker that stops sends what it holds
 
 
-def presence_flush() -> PresenceFlush:
+def presence_flush(*, for_sweep: bool = False) -> PresenceFlush:
     """Write buffered heartbeats to the database. Flushes run one at a time (a lock in
     Redis): two at once could each see the other's rename, or delete a batch the other
-    had just taken, and a sweep would then believe the buffer lost or miss heartbeats."""
+    had just taken, and a sweep would then believe the buffer lost or miss heartbeats.
+
+    Only the sweep's own flush (`for_sweep`) declares the buffer whole again after a loss:
+    were any flush to, the one that noticed first (the flush task, a snapshot) would hide
+    the loss from the sweep, which then grants no grace for the heartbeats it lost."""
     client = _buffer()
     if client is None:
         return PresenceFlush(0, complete=True)
@@ -139,7 +143,7 @@ def presence_flush() -> PresenceFlush:
         with client.lock(
             FLUSH_LOCK, timeout=FLUSH_LOCK_SECONDS, blocking_timeout=FLUSH_LOCK_SECONDS
         ):
-            return _flush(client)
+            return _flush(client, for_sweep=for_sweep)
     except redis.exceptions.LockError as exc:
         logger.warning("presence flush: another flush held the lock too long: %s", exc)
         return PresenceFlush(0, complete=False)
@@ -148,7 +152,7 @@ def presence_flush() -> PresenceFlush:
         return PresenceFlush(0, complete=False)
 
 
-def _flush(client: redis.Redis) -> PresenceFlush:
+def _flush(client: redis.Redis, *, for_sweep: bool) -> PresenceFlush:
     try:
         intact = bool(client.exists(MARKER))
         if not client.exists(FLUSHING) and client.exists(PENDING):
@@ -164,7 +168,8 @@ def _flush(client: redis.Redis) -> PresenceFlush:
             written += _write(rows[start : start + CHUNK])
     try:
         client.delete(FLUSHING)
-        client.set(MARKER, "1")
+        if for_sweep:
+            client.set(MARKER, "1")
     except redis.RedisError as exc:  # written already; the next flush rewrites harmlessly
         logger.warning("presence buffer unreachable after a flush: %s", exc)
         return PresenceFlush(written, complete=False)

@@ -79,7 +79,9 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
     an "agent offline" finding; findings of agents heard from again are closed. Expired
     job leases go back to the queue (see jobs_requeue_expired)."""
     now = now or timezone.now()
-    flushed = presence_flush()  # count from every heartbeat heard, not only those written
+    # Count from every heartbeat heard, not only those written; a lost buffer is this
+    # sweep's to notice (and then grant grace), whichever flush saw it first.
+    flushed = presence_flush(for_sweep=True)
     with transaction.atomic():
         state = _sweep_clock(STALE_SWEEP, now, heard_everything=flushed.complete)
     in_grace = state.grace_until is not None and now < state.grace_until

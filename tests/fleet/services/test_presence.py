@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from fleet.choices import AgentStatus
 from fleet.models import Agent
 from fleet.services.presence import (
     FLUSHING,
@@ -123,15 +124,38 @@ def test_a_decommissioned_agents_buffered_beat_is_not_written(buffer, agents):
 
 
 @pytest.mark.redis
-def test_a_flush_that_finds_the_marker_gone_says_beats_may_be_lost_once(buffer, agents):
-    """Redis restarted without its data: the beats sent before are gone, and only the
-    flush can tell (the stale sweep then waits a window)."""
+def test_a_flush_that_finds_the_marker_gone_says_beats_may_be_lost_until_the_sweep(buffer, agents):
+    """Redis restarted without its data: the beats sent before are gone, and only a flush
+    can tell. Every flush says so until the sweep's own (which then waits a window)."""
     buffer.delete(MARKER)
     now = timezone.now()
     presence_buffer(agent_id=agents[0].pk, at=now, load=None, offset=None)
     assert presence_flush() == PresenceFlush(1, complete=False)
     assert seen(agents[0])[0] == now
+    assert presence_flush() == PresenceFlush(0, complete=False)  # the task's, a snapshot's
+    assert presence_flush(for_sweep=True) == PresenceFlush(0, complete=False)
     assert presence_flush() == PresenceFlush(0, complete=True)
+
+
+def test_the_sweep_grants_grace_for_a_lost_buffer_whichever_flush_saw_it_first(
+    buffer, agents, settings
+):
+    """Found by `make soak`: the flush task (or a snapshot) ran first after Redis came
+    back empty and declared the buffer whole, so the sweep granted no grace and marked
+    offline an agent whose newest heartbeats were in the lost buffer."""
+    from fleet.services.sweeps import agents_mark_stale
+
+    factories.sweep_state()  # the sweep ran a moment ago: no gap of its own
+    agents_mark_stale()  # it has seen the buffer whole
+    silent = agents[0]
+    Agent.objects.filter(pk=silent.pk).update(
+        last_heartbeat_at=timezone.now() - settings.AGENT_ONLINE_WINDOW - timedelta(seconds=20)
+    )
+    buffer.flushall()  # Redis restarted empty: its newest heartbeats were lost with it
+    presence_flush()  # the flush task notices first
+    sweep = agents_mark_stale()
+    assert (sweep.in_grace, sweep.marked_offline) == (True, 0)
+    assert Agent.objects.get(pk=silent.pk).status == AgentStatus.ONLINE
 
 
 def test_with_redis_unreachable_the_batch_goes_to_the_database(settings, agents):
