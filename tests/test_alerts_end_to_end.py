@@ -59,9 +59,13 @@ def test_a_silent_agent_is_one_offline_webhook_and_its_return_another(
         agent.refresh_from_db()
         assert agent.status == "offline"
         assert offline["data"]["count"] == 1 and offline["data"]["agents"] == [agent.name]
-        # Marked one sweep after the window at most, and sent within a sweep of that.
-        assert (agent.offline_since - agent.last_heartbeat_at).total_seconds() < window + sweep + 1
-        assert arrived - agent.offline_since.timestamp() < sweep + 2
+        # Marked one sweep after the window, and sent within a sweep of that; the slack
+        # is for beat's and the worker's own latency on a loaded 2-core CI machine.
+        slack = 3
+        assert (agent.offline_since - agent.last_heartbeat_at).total_seconds() < (
+            window + sweep + slack
+        )
+        assert arrived - agent.offline_since.timestamp() < sweep + slack
 
         agent_record_heartbeat(agent=agent, version=SemVer("1.0.0"), running_job_ids=[])
         celery.wait_for(
