@@ -9,7 +9,7 @@ import smtplib
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from django.conf import settings
@@ -55,14 +55,20 @@ class Outcome:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds or as an HTTP date."""
+    """Retry-After in seconds or as an HTTP date; None for anything else (a receiver's
+    malformed header must never break the delivery that read it)."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
-    parsed = email.utils.parsedate_to_datetime(value) if value else None
-    if parsed is None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if parsed.tzinfo is None:  # "-0000": a time in UTC of unknown origin
+        parsed = parsed.replace(tzinfo=UTC)
     return max(0.0, (parsed - timezone.now()).total_seconds())
 
 
@@ -276,7 +282,15 @@ def alert_deliveries_sweep(*, now: datetime | None = None, limit: int = 500) -> 
     a copy queued twice is refused by the claim), and each channel's held-back alerts of
     a finished minute become one summary."""
     now = now or timezone.now()
-    reclaimed = AlertDelivery.objects.filter(state=S.SENDING, lease_until__lt=now).update(
+    stopped = AlertDelivery.objects.filter(state=S.SENDING, lease_until__lt=now)
+    # A sender that stopped past the retry deadline (or kept failing before it could
+    # record why) ends the attempt for good instead of sending it again forever.
+    stopped.filter(retry_until__lte=now).update(
+        state=S.FAILED,
+        lease_until=None,
+        error="the sender stopped before it finished, past the retry deadline",
+    )
+    reclaimed = stopped.update(
         state=S.SCHEDULED,
         lease_until=None,
         next_attempt_at=now,

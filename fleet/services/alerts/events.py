@@ -18,7 +18,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import AlertDeliveryState, AlertEventType, AnomalyKind, AnomalySeverity
+from fleet.choices import (
+    AlertChannelKind,
+    AlertDeliveryState,
+    AlertEventType,
+    AnomalyKind,
+    AnomalySeverity,
+)
 from fleet.models import AlertChannel, AlertDelivery, AlertEvent
 
 logger = logging.getLogger(__name__)
@@ -191,7 +197,14 @@ def _fan_out(events: list[AlertEvent], now: datetime, only: AlertChannel | None)
     rows = []
     for event, channel in pairs:
         sent[channel.pk] += 1
-        held = only is None and sent[channel.pk] > limit
+        # Never held back: a resolve (a folded one would leave its incident open), nor
+        # anything for PagerDuty, which folds repeats by their dedup key itself and
+        # takes no summary (it is no incident).
+        exempt = (
+            EVENT_RULES[event.type].pagerduty == "resolve"
+            or channel.kind == AlertChannelKind.PAGERDUTY
+        )
+        held = only is None and sent[channel.pk] > limit and not exempt
         rows.append(
             AlertDelivery(
                 customer_id=event.customer_id,

@@ -98,11 +98,18 @@ def portal_link(event: AlertEvent) -> str:
     return settings.PORTAL_URL.rstrip("/") + str(event.data.get("portal_path") or "/portal/alerts/")
 
 
+def _slack_text(text: str) -> str:
+    """Text as Slack shows it literally: a hostname a machine chose must not become a
+    link ("<https://evil|Open in Agentina>") in the customer's channel."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_body(event: AlertEvent) -> bytes:
     """An incoming-webhook message: the line, its severity and a link back to the portal."""
     text = (
-        f"*{event.get_type_display()}* ({event.severity}) — {event_summary(event)}\n"
-        f"<{portal_link(event)}|Open in Agentina> · {event.customer.name}"
+        f"*{event.get_type_display()}* ({event.severity}) — "
+        f"{_slack_text(event_summary(event))}\n"
+        f"<{portal_link(event)}|Open in Agentina> · {_slack_text(event.customer.name)}"
     )
     return json.dumps({"text": text, "unfurl_links": False}).encode()
 

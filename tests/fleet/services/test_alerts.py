@@ -132,6 +132,35 @@ def test_backoff_grows_with_jitter_and_honours_retry_after(customer, httpserver)
     assert 119 <= wait <= 121  # what the receiver asked
 
 
+@pytest.mark.parametrize("header", ["1.5", "soon", "Wed, 21 Oct 2015 07:28:00 -0000", ""])
+def test_a_malformed_or_odd_retry_after_is_a_plain_retry_never_a_stuck_delivery(
+    customer, httpserver, header
+):
+    """A receiver's Retry-After that is no integer ("1.5", text, a date without a zone)
+    once raised after the attempt was claimed: the row stayed `sending` and was sent
+    again every two minutes forever, past the 24-hour limit."""
+    webhook(customer, httpserver)
+    httpserver.expect_ordered_request("/hook").respond_with_data(
+        "", status=503, headers={"Retry-After": header}
+    )
+    emit(customer)
+    send_all()
+    first, retry = deliveries()
+    assert (first.state, retry.state) == (S.RETRYING, S.SCHEDULED)
+    wait = (retry.next_attempt_at - retry.created_at).total_seconds()
+    assert 0 <= wait <= 10
+
+
+def test_a_sender_stopped_past_the_retry_deadline_fails_for_good(customer, httpserver):
+    webhook(customer, httpserver)
+    emit(customer)
+    later = timezone.now() + timedelta(hours=25)
+    AlertDelivery.objects.update(state=S.SENDING, lease_until=later - timedelta(hours=1))
+    alert_deliveries_sweep(now=later)
+    assert [d.state for d in deliveries()] == [S.FAILED]
+    assert httpserver.log == []
+
+
 def test_a_4xx_is_final_and_a_redirect_is_not_followed(customer, httpserver):
     webhook(customer, httpserver)
     httpserver.expect_ordered_request("/hook").respond_with_data("", status=410)
@@ -313,6 +342,33 @@ def test_a_storm_is_capped_per_channel_then_summarised_once(customer, httpserver
     assert AlertDelivery.objects.filter(event=summary, state=S.SCHEDULED).count() == 1
 
 
+def test_resolves_and_pagerduty_are_never_held_back_so_no_summary_reaches_pagerduty(
+    customer, httpserver, settings
+):
+    """PagerDuty folds repeats by dedup key itself, and a summary (no incident) once went
+    to it with an empty event_action, a 400 that counted towards disabling the channel;
+    a held-back resolve would have left its incident open for good."""
+    settings.ALERT_CHANNEL_MAX_PER_MINUTE = 1
+    alert_channel_create(
+        customer=customer,
+        kind="pagerduty",
+        url=httpserver.url_for("/pd"),
+        routing_key="R0123",
+        actor=SYSTEM,
+    )
+    webhook(customer, httpserver)
+    for i in range(3):
+        emit(customer, f"p{i}", type=AlertEventType.ROLLOUT_PAUSED)
+    emit(customer, "done", type=AlertEventType.ROLLOUT_COMPLETED, incident="p0")
+    pagerduty = deliveries(channel__kind="pagerduty")
+    assert [d.state for d in pagerduty] == [S.SCHEDULED] * 4
+    hook = deliveries(channel__kind="webhook")
+    assert [d.state for d in hook] == [S.SCHEDULED, S.FOLDED, S.FOLDED, S.SCHEDULED]
+    assert alert_summaries_send(now=timezone.now() + timedelta(seconds=61)) == 1
+    summary = AlertEvent.objects.get(type=AlertEventType.ALERTS_SUMMARY)
+    assert AlertDelivery.objects.get(event=summary).channel.kind == "webhook"
+
+
 def test_a_channel_failing_for_24_hours_is_disabled_and_its_owners_told(
     customer, httpserver, django_user_model, django_capture_on_commit_callbacks
 ):
@@ -391,6 +447,23 @@ def test_slack_gets_a_message_with_a_link_back_to_the_portal(customer, httpserve
     text = json.loads(httpserver.log[0][0].get_data())["text"]
     assert "Upgrade wave to 1.2.0 paused: canary rolled back" in text
     assert "<https://fleet.example.com/portal/upgrades/4/|Open in Agentina>" in text
+
+
+def test_slack_shows_a_machines_words_as_text_never_as_a_link(customer, httpserver):
+    alert_channel_create(
+        customer=customer, kind="slack", url=httpserver.url_for("/s"), actor=SYSTEM
+    )
+    httpserver.expect_request("/s").respond_with_data("ok")
+    alert_emit(
+        customer=customer.pk,
+        type=AlertEventType.ROLLOUT_PAUSED,
+        dedup_key="p",
+        data={"release": "1.2.0", "reason": "<https://evil.example|Open in Agentina> & more"},
+    )
+    send_all()
+    text = json.loads(httpserver.log[0][0].get_data())["text"]
+    assert "&lt;https://evil.example|Open in Agentina&gt; &amp; more" in text
+    assert "<https://evil.example" not in text
 
 
 def test_pagerduty_triggers_and_resolves_one_incident(customer, httpserver):
