@@ -230,10 +230,13 @@ class RolloutAdmin(NoDeleteAdmin):
 
     @admin.display(description="latest gate")
     def gate(self, obj: Rollout) -> str:
-        if not obj.last_gate:
+        checks = (obj.last_gate or {}).get("checks")
+        if not checks:
             return "No gate has run yet."
         return format_html_join(
-            "", "<div><b>{}</b>: {}</div>", ((k, v) for k, v in sorted(obj.last_gate.items()))
+            "",
+            "<div>{} <b>{}</b>: {}</div>",
+            (("✓" if c["passed"] else "✗", c["name"], c["text"]) for c in checks),
         )
 
     def _steer(

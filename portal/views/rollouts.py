@@ -112,10 +112,13 @@ def upgrade_steer(
     extra: dict[str, object] = {}
     if action == RolloutAction.SET_FLOOR:
         try:
-            extra["floor"] = Decimal(request.POST.get("floor", "")) / 100
+            floor = Decimal(request.POST.get("floor", "")) / 100
         except InvalidOperation:
+            floor = Decimal("NaN")
+        if not floor.is_finite():  # "abc", "NaN", "Infinity"
             messages.error(request, "The floor is a percentage, such as 80.")
             return redirect("portal:upgrade_detail", rollout_id=rollout.pk)
+        extra["floor"] = floor
     note = note_or_message(request)
     if note is not None:
         try:

@@ -98,6 +98,14 @@ def test_a_viewer_cannot_resolve_an_incident_and_another_customer_cannot_reach_i
     assert Anomaly.objects.filter(resolved_at__isnull=True).count() == 2
 
 
+def test_a_big_incident_lists_25_findings_and_says_how_many_more(owner, customer):
+    offline_findings(customer, 40)
+    page = owner.get(reverse("portal:anomalies")).content.decode()
+    assert "40 agents offline since" in page and "Resolve all 40" in page
+    assert page.count('<li id="anomaly-') == 25
+    assert "and 15 more" in page and 'href="/portal/agents/?status=offline"' in page
+
+
 def test_incidents_cost_two_queries_whatever_their_size(customer, django_assert_num_queries):
     offline_findings(customer, 30, fleet=5)
     with django_assert_num_queries(2):

@@ -267,6 +267,8 @@ def test_owners_resolve_anomalies_and_steer_waves(owner, stocked):
     owner.post(floor, {"floor": "80", "note": "two hosts retire"})
     owner.post(floor, {"floor": "eighty", "note": "typo"})  # refused, said, nothing changed
     owner.post(floor, {"floor": "150", "note": "typo"})
+    for hostile in ("NaN", "Infinity", "-0x1"):  # never a 500
+        assert owner.post(floor, {"floor": hostile, "note": "x"}).status_code == 302
     rollout.refresh_from_db()
     assert str(rollout.online_ratio_floor) == "0.80"
     page = owner.get(reverse("portal:upgrade_detail", args=[rollout.pk])).content.decode()

@@ -236,7 +236,17 @@ def rollout_alert_data(rollout: Rollout) -> dict[str, Any]:
     }
 
 
-def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Actor) -> None:
+def pause_wave(
+    rollout: Rollout,
+    reason: str,
+    numbers: dict[str, Any],
+    actor: Actor,
+    *,
+    gate: Gate | None = None,
+) -> None:
+    """Pause the wave, open its finding, alert and audit. `gate` when a gate failed: its
+    checks go with the alert (a pause for another cause carries none, not the checks of
+    an earlier step)."""
     rollout.paused_from = rollout.state
     rollout.state = RolloutState.PAUSED
     rollout.paused_reason = reason
@@ -257,7 +267,7 @@ def pause_wave(rollout: Rollout, reason: str, numbers: dict[str, Any], actor: Ac
         data={
             **rollout_alert_data(rollout),
             "reason": reason,
-            "gate": (rollout.last_gate or {}).get("checks", []),
+            "gate": [c.__dict__ for c in gate.checks] if gate else [],
         },
     )
     audit_record(
@@ -322,7 +332,7 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         gate = _gate(rollout, now)
         rollout.last_gate = gate.as_json(now)
         if gate.failed:
-            pause_wave(rollout, gate.failed.text, gate.numbers, SYSTEM)
+            pause_wave(rollout, gate.failed.text, gate.numbers, SYSTEM, gate=gate)
             return f"paused: {gate.failed.name}"
         return _next_step(rollout, now)
 

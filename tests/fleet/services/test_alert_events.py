@@ -19,7 +19,7 @@ from fleet.services.alerts import (
 )
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import SYSTEM
-from fleet.services.rollouts.engine import pause_wave
+from fleet.services.rollouts.engine import Gate, GateCheck, pause_wave
 from fleet.services.tokens import token_mint
 from fleet.versions import SemVer
 from tests import factories
@@ -69,16 +69,28 @@ def test_a_heartbeat_back_says_back_online_and_the_last_one_closes_the_incident(
 
 def test_a_paused_wave_says_why_with_its_gate_in_words(customer):
     rollout = factories.started_wave(customer)
-    rollout.last_gate = {
-        "at": "x",
-        "checks": [{"name": "online", "passed": False, "text": "3 of 8 online"}],
-    }
-    pause_wave(rollout, "Only 3 of 8 agents online.", {}, SYSTEM)
+    failed = GateCheck("online ratio", False, "3 of 8 online")
+    gate = Gate([GateCheck("upgraded agents healthy", True, "All 1 upgraded."), failed], {})
+    pause_wave(rollout, "Only 3 of 8 agents online.", {}, SYSTEM, gate=gate)
     [event] = events(T.ROLLOUT_PAUSED)
     assert event.data["reason"] == "Only 3 of 8 agents online."
-    assert event.data["gate"][0]["text"] == "3 of 8 online"
+    assert event.data["gate"][1] == {
+        "name": "online ratio",
+        "passed": False,
+        "text": "3 of 8 online",
+    }
     assert event.severity == AnomalySeverity.CRITICAL
     assert event.data["portal_path"] == f"/portal/upgrades/{rollout.pk}/"
+
+
+def test_a_pause_for_another_cause_carries_no_earlier_gate(customer):
+    """An operator's pause (or a silent agent's) is no gate failure: the alert must not
+    show the checks an earlier step passed as if they were why."""
+    rollout = factories.started_wave(customer)
+    rollout.last_gate = {"at": "x", "checks": [{"name": "old", "passed": True, "text": "ok"}]}
+    pause_wave(rollout, "paused by olga: release notes", {}, SYSTEM)
+    [event] = events(T.ROLLOUT_PAUSED)
+    assert event.data["gate"] == []
 
 
 def test_a_rollback_says_rolled_back_and_paused(customer):
