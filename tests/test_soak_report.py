@@ -25,6 +25,7 @@ from scripts.soak.soak_report import (
     longest_silence,
     missing_minutes,
     split_by_windows,
+    unexplained_backfills,
     unfinished_tasks,
 )
 
@@ -54,6 +55,13 @@ def test_minutes_without_a_snapshot_are_missing_backfilled_ones_are_not() -> Non
     assert missing_minutes(present, at(1), at(5)) == [at(3)]
     assert missing_minutes(present, at(1), at(6)) == [at(3), at(6)]
     assert missing_minutes([], at(1), at(0)) == []
+
+
+def test_a_rebuilt_minute_counts_as_missing_unless_a_fault_window_overlaps_it() -> None:
+    window = (at(2, 30).timestamp(), at(4, 10).timestamp())  # 18:02:30 to 18:04:10
+    rebuilt = [at(1), at(2), at(4), at(5)]
+    assert unexplained_backfills(rebuilt, [window]) == [at(1), at(5)]
+    assert unexplained_backfills(rebuilt, []) == rebuilt
 
 
 def test_a_soak_counts_the_whole_minutes_inside_it() -> None:

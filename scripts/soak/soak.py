@@ -9,7 +9,8 @@ worker kill, judged by four numbers that must each be 0:
 - 5xx answers outside the fault windows, as the agents' and the workload's clients saw them
   (a window runs from a fault's start to its heal plus a recovery margin);
 - snapshot minutes missing: minutes of the soak without a FleetSnapshot row for its
-  customer (rows rebuilt after a gap, `backfilled`, count as there; how many is printed).
+  customer, and minutes rebuilt after a gap (`backfilled`) that no fault window explains
+  (beat missed them on its own); rebuilt minutes inside a window count as there.
 
 What runs: gunicorn (3 workers), 2 Celery workers and 1 beat, on PostgreSQL through a TCP
 proxy in this process (tests/faults.py) and on a redis-server of the soak's own (broker,
@@ -73,6 +74,7 @@ from soak_report import (
     longest_silence,
     missing_minutes,
     split_by_windows,
+    unexplained_backfills,
     unfinished_tasks,
     utc,
 )
@@ -724,6 +726,8 @@ class Soak:
         inside, outside = split_by_windows(error_times, list(windows.values()))
         snapshots: dict[datetime, bool] = server["snapshots"]
         missing = missing_minutes(snapshots, server["first_minute"], server["last_minute"])
+        rebuilt = [minute for minute, backfilled in snapshots.items() if backfilled]
+        missing += unexplained_backfills(rebuilt, list(windows.values()))
         verdict = Verdict(
             false_offline=len(false_offline),
             run_more_than_once=len(twice),

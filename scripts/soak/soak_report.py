@@ -67,6 +67,22 @@ def missing_minutes(present: Iterable[datetime], first: datetime, last: datetime
     return missing
 
 
+def unexplained_backfills(
+    backfilled: Iterable[datetime], windows: list[tuple[float, float]]
+) -> list[datetime]:
+    """Rebuilt minutes no fault explains: beat missed them on its own, so their presence
+    was never measured. Each counts as missing; a minute is explained when a fault window
+    overlaps it."""
+    return [
+        minute
+        for minute in backfilled
+        if not any(
+            start < (minute + MINUTE).timestamp() and minute.timestamp() <= end
+            for start, end in windows
+        )
+    ]
+
+
 def longest_silence(answered: Iterable[float], start: float, end: float) -> float:
     """The longest stretch of [start, end] without an answered heartbeat."""
     points = [start, *sorted(t for t in answered if start < t < end), end]
