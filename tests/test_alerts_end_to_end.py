@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fleet.models import Agent
+from fleet.models import Agent, SweepState
 from fleet.services.agents import agent_record_heartbeat
 from fleet.services.alerts import alert_channel_create, events
 from fleet.services.audit import SYSTEM
@@ -38,7 +38,7 @@ def test_a_silent_agent_is_one_offline_webhook_and_its_return_another(
         customer=customer, kind="webhook", url=httpserver.url_for("/hook"), actor=SYSTEM
     )
     factories.sweep_state(STALE_SWEEP, last_run_at=timezone.now())
-    agent = factories.agent(customer, last_heartbeat_at=timezone.now())
+    agent = factories.agent(customer, last_heartbeat_at=timezone.now() + timedelta(hours=1))
     factories.agent(customer, last_heartbeat_at=timezone.now() + timedelta(hours=1))  # stays
     window, sweep = 3, 1
     schedule = {
@@ -50,6 +50,15 @@ def test_a_silent_agent_is_one_offline_webhook_and_its_return_another(
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/11",  # this test's own queue
     }
     with celery_processes(tmp_path, **schedule) as celery:
+        # The clock starts once beat and the worker sweep (their start-up is no latency
+        # of the product's): the agent's last heartbeat is then.
+        started = timezone.now()
+        celery.wait_for(
+            lambda: SweepState.objects.get(name=STALE_SWEEP).last_run_at > started,
+            "a first sweep",
+            timeout=60,
+        )
+        Agent.objects.filter(pk=agent.pk).update(last_heartbeat_at=timezone.now())
         celery.wait_for(
             lambda: any(b["type"] == "agents.offline" for _, b in received),
             "an agents.offline webhook",
