@@ -76,6 +76,8 @@ def cmd_activate(args: argparse.Namespace, client: Client | None = None) -> int:
         "role": args.role,
         "version": args.agent_version,
     }
+    if args.label:
+        identity["labels"] = dict(args.label)
     answer = client.activate(**identity)
     state = AgentState(
         server=client.server,
@@ -241,6 +243,14 @@ def unit_argument(value: str) -> str:
     return name
 
 
+def label_argument(text: str) -> tuple[str, str]:
+    """KEY=VALUE, as the server accepts labels (it says exactly what is wrong otherwise)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or " " in text or "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a label as KEY=VALUE, no spaces")
+    return key, value
+
+
 def activation_arguments(p: argparse.ArgumentParser, *, state_dir: str | None) -> None:
     """What `activate` and `install` both take: `install` runs `activate` with them."""
     p.add_argument("--server", required=True)
@@ -256,6 +266,14 @@ def activation_arguments(p: argparse.ArgumentParser, *, state_dir: str | None) -
     p.add_argument("--machine-id")
     p.add_argument("--hostname")
     p.add_argument("--agent-version", default=__version__)
+    p.add_argument(
+        "--label",
+        action="append",
+        type=label_argument,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label jobs can require (repeat for more), e.g. --label gpu=a100",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

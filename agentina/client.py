@@ -156,6 +156,12 @@ class Client:
             {"lease_id": lease_id, "error": error[:10_000], "retryable": retryable},
         )
 
+    def exit(self) -> dict[str, Any]:
+        return self.call("POST", "/agents/exit")
+
+    def stopped(self, job_id: int, lease_id: str) -> dict[str, Any]:
+        return self.call("POST", f"/jobs/{job_id}/stopped", {"lease_id": lease_id})
+
     def upgrade_result(
         self, outcome: str, from_version: str, to_version: str, detail: str = ""
     ) -> dict[str, Any]:

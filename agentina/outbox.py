@@ -21,7 +21,8 @@ OUTBOX_DIR = "outbox"
 
 @dataclass
 class Finished:
-    """What a job came to: a result to `complete` with, or an error to `fail` with."""
+    """What a job came to: a result to `complete` with, an error to `fail` with, or
+    (`stopped`) a job the server told it to stop, to report as stopped."""
 
     job_id: int
     lease_id: str
@@ -29,6 +30,7 @@ class Finished:
     result: Any = None
     error: str = ""
     retryable: bool = True
+    stopped: bool = False
 
 
 class Outbox:

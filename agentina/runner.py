@@ -90,6 +90,11 @@ class Runner:
     retry_cap: float = 60.0  # …up to this
     _outbox_failures: int = field(default=0, init=False)  # sends that failed in a row
     _outbox_next_at: float = field(default=float("-inf"), init=False)  # the next send's time
+    # An ephemeral agent (its token said so) runs one job; once its result is delivered
+    # the server has retired it, and the runner is `done`.
+    ephemeral: bool = False
+    claimed: int = 0
+    done: bool = False
 
     def __post_init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=16)
@@ -98,6 +103,9 @@ class Runner:
         self.send_outbox()  # results a previous run could not deliver
         me = self.client.me()
         self.cap = (me.get("license") or {}).get("max_concurrent_tasks_per_agent", 1)
+        self.ephemeral = bool(me.get("ephemeral"))
+        if self.ephemeral:
+            self.cap = 1
 
     def held_job_ids(self) -> list[int]:
         """The jobs heartbeats name: running ones and finished ones whose result waits in
@@ -109,8 +117,14 @@ class Runner:
         and claim if room and the heartbeat says jobs are waiting (claim is not polled)."""
         self._collect()
         self.send_outbox()
+        if self.ephemeral and self.claimed and not self.running and not len(self.outbox):
+            self.done = True  # its one job is reported: the server retired it
+            self.log("ephemeral agent: its job is done and reported; it is retired")
+            return
         beat = self.client.heartbeat(self.state.version, self.held_job_ids())
         self.interval = float(beat.get("next_heartbeat_seconds", 30))
+        if beat.get("cancel"):
+            self._stop(beat["cancel"])
         if beat.get("upgrade"):
             self.draining = beat["upgrade"]
         if self.draining:
@@ -120,11 +134,29 @@ class Runner:
         waiting = beat.get("jobs_pending", 1)  # older servers do not say: try
         while waiting > 0 and len(self.running) < self.cap:
             waiting -= 1
+            if self.ephemeral and self.claimed:
+                break  # one job, its only one
             job = self.client.claim()
             if not job:
                 break
+            self.claimed += 1
             future = self.pool.submit(self.executor, job["payload"])
             self.running[job["id"]] = (job["lease_id"], future)
+
+    def _stop(self, job_ids: list[int]) -> None:
+        """Jobs the server told it to stop (cancelled, or past their max runtime): cancel
+        each one's future (a job not started yet never runs; one already running is left
+        to end on its own and its result discarded), and report it stopped through the
+        outbox, so the report survives faults like any result."""
+        for job_id in job_ids:
+            held = self.running.pop(job_id, None)
+            if held is None:
+                continue
+            lease, future = held
+            future.cancel()
+            self.outbox.put(Finished(job_id, lease, False, error="stopped", stopped=True))
+            self.log(f"job {job_id}: stopped, as the Control Plane asked")
+        self.send_outbox(now_or_never=True)
 
     def _collect(self) -> None:
         """Finished jobs move to the outbox: on disk before the server is asked."""
@@ -175,6 +207,9 @@ class Runner:
         self._outbox_next_at = float("-inf")
 
     def _send(self, finished: Finished) -> None:
+        if finished.stopped:
+            self.client.stopped(finished.job_id, finished.lease_id)
+            return
         if finished.succeeded:
             self.client.complete(finished.job_id, finished.lease_id, finished.result)
             return
@@ -227,7 +262,7 @@ class Runner:
         if not self._start_when_reachable(stop):
             return
         next_beat = self.clock()
-        while not stop.is_set():
+        while not stop.is_set() and not self.done:
             try:
                 if self.clock() >= next_beat:
                     next_beat = self.clock() + self.interval
@@ -241,8 +276,24 @@ class Runner:
             if len(self.outbox):
                 wake = min(wake, max(self._outbox_next_at, self.clock() + 0.1))
             stop.wait(max(0.0, wake - self.clock()))
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Drain: finish what is held and send its results; then an ephemeral agent tells
+        the server it exits for good."""
         wait([future for _, future in self.running.values()])
         self._collect()
         self.send_outbox(now_or_never=True)
         if self.outbox.job_ids():
             self.log(f"{len(self.outbox)} result(s) wait in the outbox; the next run sends them")
+        elif self.ephemeral and not self.done:
+            self.exit_cleanly()
+
+    def exit_cleanly(self) -> None:
+        """Tell the server this ephemeral agent stops for good: it is retired, its seat
+        free at once. Best effort: an agent already retired is refused, which is fine."""
+        try:
+            self.client.exit()
+            self.log("ephemeral agent: exited cleanly; the Control Plane retired it")
+        except (ApiError, Unreachable) as exc:
+            self.log(f"ephemeral agent: the exit was not acknowledged ({exc})")

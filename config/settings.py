@@ -221,6 +221,7 @@ CELERY_BEAT_SCHEDULE = {
     "flush-presence": _every("fleet.flush_presence", PRESENCE_FLUSH_SECONDS),
     "send-alerts": _every("fleet.send_due_alerts", ALERT_DELIVERY_SWEEP_SECONDS),
     "watch-licenses": _every("fleet.alert_licenses", 3600),
+    "clean-up-stale-agents": _every("fleet.clean_up_stale_agents", 3600),
     # End of day for the digest: customers have no time zone of their own yet, so UTC.
     "anomalies-digest": {
         "task": "fleet.anomalies_daily_digest",

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseFault
@@ -67,7 +68,10 @@ class _State:
     polled_at: float = float("-inf")  # the last poll that worked
     poll_failing_since: float | None = None  # the first failed poll of an ongoing outage
     poll_retry_at: float = float("-inf")
-    queued: dict[tuple[int, str], int] = field(default_factory=dict)
+    # Queued jobs by (customer, role): (required labels, how many) for each label set.
+    queued: dict[tuple[int, str], list[tuple[tuple[tuple[str, str], ...], int]]] = field(
+        default_factory=dict
+    )
     queued_counted_at: float = float("-inf")
     fleet_size: int = 0
     fleet_counted_at: float = float("-inf")
@@ -141,10 +145,16 @@ def agent_facts_changed(
     _forget(ids, customer_id, everyone)
 
 
-def jobs_pending(customer_id: int, role: str) -> int:
-    """Queued jobs an agent of this customer and role could claim, as of at most 5 s ago."""
+def jobs_pending(customer_id: int, role: str, labels: dict[str, str] | None = None) -> int:
+    """Queued jobs an agent of this customer and role, with these labels, could claim (the
+    jobs whose required labels it has), as of at most 5 s ago."""
     _poll_if_due()
-    return _state.queued.get((customer_id, role), 0)
+    have = labels or {}
+    return sum(
+        n
+        for required, n in _state.queued.get((customer_id, role), ())
+        if all(have.get(key) == value for key, value in required)
+    )
 
 
 def fleet_size() -> int:
@@ -235,6 +245,24 @@ def _poll_if_due() -> None:
         _poll_lock.release()
 
 
+def _queued_counts(jobs: Any, extra: list[str]) -> dict[tuple[int, str], Any]:
+    """{(customer, role): n}, or with `extra` ["required_labels"], {(customer, role):
+    [(label set, n), ...]}."""
+    rows = (
+        jobs.values("customer_id", "role", *extra)
+        .annotate(n=Count("pk"))
+        .values_list("customer_id", "role", *extra, "n")
+        .order_by()
+    )
+    if not extra:
+        return {(customer_id, role): n for customer_id, role, n in rows}
+    counts: dict[tuple[int, str], Any] = {}
+    for customer_id, role, required, n in rows:
+        labels = tuple(sorted((required or {}).items()))
+        counts.setdefault((customer_id, role), []).append((labels, n))
+    return counts
+
+
 def _poll(now: float) -> None:
     """One statement every AGENT_CACHE_POLL_SECONDS (forget what changed), one more every
     5 s (the queued-job counts) and every 30 s (the fleet's size)."""
@@ -251,14 +279,20 @@ def _poll(now: float) -> None:
     horizon = now - 2 * LOOKBACK.total_seconds()
     state.seen_changes = {pk: at for pk, at in state.seen_changes.items() if at > horizon}
     if now - state.queued_counted_at >= QUEUED_COUNT_EVERY:
-        state.queued = {
-            (customer_id, role): n
-            for customer_id, role, n in Job.objects.filter(status=JobStatus.QUEUED)
-            .values("customer_id", "role")
-            .annotate(n=Count("pk"))
-            .values_list("customer_id", "role", "n")
-            .order_by()
-        }
+        # All queued jobs by (customer, role) from the claim's own index (no table read),
+        # then the few that require labels, by label set, from their small index: what
+        # is left of a role's count requires nothing.
+        queued: dict[tuple[int, str], list[tuple[tuple[tuple[str, str], ...], int]]] = {}
+        totals = _queued_counts(Job.objects.filter(status=JobStatus.QUEUED), [])
+        labelled = _queued_counts(
+            Job.objects.filter(status=JobStatus.QUEUED).exclude(required_labels={}),
+            ["required_labels"],
+        )
+        for (customer_id, role), n in totals.items():
+            sets = labelled.get((customer_id, role), [])
+            plain = n - sum(count for _, count in sets)
+            queued[(customer_id, role)] = [((), plain), *sets] if plain > 0 else sets
+        state.queued = queued
         state.queued_counted_at = now
     if now - state.fleet_counted_at >= FLEET_SIZE_EVERY:
         state.fleet_size = Agent.objects.holding_seat().count()

@@ -23,6 +23,9 @@ class AgentStatus(models.TextChoices):
     ONLINE = "online", "Online"
     OFFLINE = "offline", "Offline"
     UPGRADING = "upgrading", "Upgrading"
+    DRAINING = "draining", "Draining"
+    PAUSED = "paused", "Paused"
+    CLEANED_UP = "cleaned_up", "Cleaned up (undo within 7 days)"
     DECOMMISSIONED = "decommissioned", "Decommissioned"
 
 
@@ -31,6 +34,13 @@ class TokenStatus(models.TextChoices):
     REDEEMED = "redeemed", "Redeemed"
     EXPIRED = "expired", "Expired"
     REVOKED = "revoked", "Revoked"
+
+
+class JobCancelReason(models.TextChoices):
+    """Why a running job was told to stop."""
+
+    OPERATOR = "operator", "Cancelled by an operator"
+    TIMED_OUT = "timed_out", "Timed out (past its max runtime)"
 
 
 class JobStatus(models.TextChoices):
@@ -145,6 +155,19 @@ class AlertDeliveryState(models.TextChoices):
     FOLDED = "folded", "Held back (per-minute limit), summarised"
 
 
+class BulkActionKind(models.TextChoices):
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    DECOMMISSION = "decommission", "Decommission"
+    LABEL = "label", "Add labels"
+
+
+class BulkActionState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+
+
 class AuditAction(models.TextChoices):
     """Every kind of audit event, as the Activity page and the admin name it."""
 
@@ -154,6 +177,14 @@ class AuditAction(models.TextChoices):
     AGENT_HEARTBEAT_STATE = "agent.heartbeat_state", "Agent state changed by its heartbeat"
     AGENT_OFFLINE = "agent.offline", "Agent went offline"
     AGENT_DECOMMISSION = "agent.decommission", "Agent decommissioned"
+    AGENT_PAUSE = "agent.pause", "Agent paused"
+    AGENT_DRAIN = "agent.drain", "Agent set to drain, then pause"
+    AGENT_DRAINED = "agent.drained", "Agent drained: its last running job finished, now paused"
+    AGENT_RESUME = "agent.resume", "Agent resumed"
+    AGENT_LABELS = "agent.labels", "Agent labels changed"
+    AGENTS_BULK = "agents.bulk", "Action on every agent matching a filter"
+    AGENT_CLEAN_UP = "agent.clean_up", "Agent cleaned up after days offline"
+    AGENT_RESTORE = "agent.restore", "Cleaned-up agent restored"
     AGENT_UPGRADE_SUCCEEDED = "agent.upgrade_succeeded", "Agent upgraded"
     AGENT_UPGRADE_SMOKE_CHECK_FAILED = (
         "agent.upgrade_smoke_check_failed",
@@ -175,6 +206,9 @@ class AuditAction(models.TextChoices):
     JOB_FAILED = "job.failed", "Job failed"
     JOB_REQUEUED = "job.queued", "Job failed and went back to the queue for another try"
     JOB_CANCEL = "job.cancel", "Job cancelled"
+    JOB_CANCEL_REQUEST = "job.cancel_request", "Running job told to stop"
+    JOB_TIMED_OUT = "job.timed_out", "Running job past its max runtime told to stop"
+    JOB_STOPPED = "job.stopped", "Running job stopped by its agent"
     JOB_LEASE_EXPIRED = "job.lease_expired", "Job lease expired"
     ANOMALY_OPEN = "anomaly.open", "Finding opened"
     ANOMALY_RESOLVE = "anomaly.resolve", "Finding resolved"

@@ -197,3 +197,16 @@ def database_fault_is_transient(exc: DatabaseError) -> bool:
         return True
     sqlstate = str(getattr(exc.__cause__, "sqlstate", None) or "")
     return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES)
+
+
+class AgentStateConflict(FleetError):
+    """A control the agent's status does not allow now (pausing an upgrading or retired
+    agent, resuming one that is not paused)."""
+
+    code = "agent_state_conflict"
+    status = 409
+
+
+class JobNotStopping(FleetError):
+    code = "job_not_stopping"
+    status = 409

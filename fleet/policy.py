@@ -19,6 +19,24 @@ TOKENS_PER_MINT_MAX = 100  # tokens one request may mint (portal and API alike)
 # credential at all.
 ACTIVATION_RETRY_WINDOW = timedelta(minutes=15)
 AGENT_CLOCK_SKEW_TOLERANCE = timedelta(seconds=60)  # more: a finding, never a refusal
+AGENT_PAUSE_REASON_MAX = 500  # characters of a pause's reason (audited)
+AGENT_PAUSE_TIMEOUT_MAX = timedelta(days=30)  # the longest timeout a pause may carry
+# Stale cleanup (opted in per customer): what it will do is listed on the portal this long
+# before (and it first acts this long after being turned on); a cleaned-up agent can be
+# restored this long, then it is decommissioned for good.
+CLEANUP_NOTICE = timedelta(days=1)
+CLEANUP_UNDO_WINDOW = timedelta(days=7)
+
+
+LABELS_MAX = 32  # labels on one agent, token or job
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+# A running job past its max runtime is told to stop (and counted as timed out); a job
+# takes its own max_runtime, else its customer's default, else this.
+JOB_MAX_RUNTIME_DEFAULT = timedelta(hours=6)
+JOB_MAX_RUNTIME_LIMIT = timedelta(days=7)  # the longest max runtime a job or customer may set
 
 
 # --- upgrade waves ------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from fleet.services.alerts import (
     alerts_online_ratio_watch,
 )
 from fleet.services.beat import beat_run_claim
+from fleet.services.bulk import bulk_action_run, bulk_actions_stalled
+from fleet.services.cleanup import agents_clean_up_stale
 from fleet.services.detections import fleet_detect
 from fleet.services.presence import presence_flush
 from fleet.services.rollouts import rollouts_advance_all
@@ -40,6 +42,8 @@ def mark_stale_agents(self: Task) -> dict[str, int | bool]:
     if not _claimed(self.name, settings.STALE_SWEEP_SECONDS):
         return {}
     sweep = agents_mark_stale()
+    for action_id in bulk_actions_stalled():  # its worker stopped: another goes on
+        run_bulk_action.delay(action_id)
     logger.info(
         "stale sweep: %d agent(s) marked offline%s, %d job(s) requeued, %d failed for good",
         sweep.marked_offline,
@@ -69,6 +73,36 @@ def advance_rollouts(self: Task) -> dict[int, str]:
     for rollout_id, what in steps.items():
         logger.info("rollout %d: %s", rollout_id, what)
     return steps
+
+
+@shared_task(name="fleet.clean_up_stale_agents", bind=True, time_limit=1800)
+def clean_up_stale_agents(self: Task) -> dict[str, int | bool]:
+    if not _claimed(self.name, 3600):
+        return {}
+    run = agents_clean_up_stale()
+    if run.cleaned_up or run.finalized or run.skipped:
+        logger.info(
+            "stale cleanup: %d agent(s) cleaned up, %d decommissioned for good%s",
+            run.cleaned_up,
+            run.finalized,
+            " (skipped: heartbeats may be missing from the presence buffer)" if run.skipped else "",
+        )
+    return run.__dict__
+
+
+@shared_task(name="fleet.run_bulk_action", acks_late=True, time_limit=3600, soft_time_limit=3500)
+def run_bulk_action(action_id: int) -> dict[str, int]:
+    """Work through an operator's action on many agents, chunk by chunk; a redelivered or
+    repeated message goes on from the progress the last chunk recorded."""
+    action = bulk_action_run(action_id)
+    logger.info(
+        "bulk action %d (%s): %d of %d agents changed",
+        action.pk,
+        action.kind,
+        action.changed,
+        action.total,
+    )
+    return {"processed": action.processed, "changed": action.changed}
 
 
 @shared_task(name="fleet.expire_tokens")

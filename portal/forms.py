@@ -6,11 +6,44 @@ from django import forms
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from fleet.choices import AgentRole, AlertChannelKind, AlertEventType, AnomalySeverity
+from fleet.choices import (
+    AgentRole,
+    AlertChannelKind,
+    AlertEventType,
+    AnomalySeverity,
+    BulkActionKind,
+)
+from fleet.labels import labels_parse
 from fleet.models import Agent, Release
-from fleet.policy import TOKEN_LIFETIME, TOKEN_LIFETIME_MAX, TOKENS_PER_MINT_MAX, WAVE
+from fleet.policy import (
+    AGENT_PAUSE_REASON_MAX,
+    AGENT_PAUSE_TIMEOUT_MAX,
+    TOKEN_LIFETIME,
+    TOKEN_LIFETIME_MAX,
+    TOKENS_PER_MINT_MAX,
+    WAVE,
+)
 
 ROLE_CHOICES = [("", "Any role"), *AgentRole.choices]
+
+
+class LabelsField(forms.CharField):
+    """Labels as operators type them: "gpu=a100, os=linux"."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 4000)
+        kwargs.setdefault("widget", forms.TextInput(attrs={"placeholder": "gpu=a100, os=linux"}))
+        super().__init__(**kwargs)
+
+    def clean(self, value: Any) -> dict[str, str]:
+        text = super().clean(value) or ""
+        if "\x00" in text:
+            raise forms.ValidationError("Labels must not contain NUL bytes.")
+        try:
+            return labels_parse(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 class MintTokensForm(forms.Form):
@@ -25,6 +58,12 @@ class MintTokensForm(forms.Form):
         min_value=1, max_value=TOKEN_LIFETIME_MAX.days, initial=TOKEN_LIFETIME.days
     )
     note = forms.CharField(max_length=200, required=False)
+    labels = LabelsField(help_text="Every agent from these tokens gets them, e.g. gpu=a100.")
+    ephemeral = forms.BooleanField(
+        required=False,
+        help_text="Ephemeral: each agent is retired after its first job, or when it exits "
+        "cleanly, and its seat frees at once (autoscaling, CI runners).",
+    )
 
     def clean_note(self) -> str:
         return self.cleaned_data["note"].replace("\x00", "")
@@ -36,12 +75,54 @@ class SubmitJobForm(forms.Form):
     ref = forms.CharField(max_length=255, initial="main")
     task = forms.CharField(max_length=10_000, widget=forms.Textarea(attrs={"rows": 3}))
     priority = forms.IntegerField(min_value=-100, max_value=100, initial=0)
+    required_labels = LabelsField(
+        label="Requires labels", help_text="Only agents with these labels claim it."
+    )
 
 
 class NoteForm(forms.Form):
     note = forms.CharField(
         max_length=2000, widget=forms.TextInput(attrs={"placeholder": "What you did, or why"})
     )
+
+
+class AgentLabelsForm(forms.Form):
+    labels = LabelsField(
+        help_text="key=value pairs; jobs that require labels go only to agents that have them."
+    )
+
+
+class BulkActionForm(forms.Form):
+    kind = forms.ChoiceField(choices=BulkActionKind.choices, label="Action")
+    reason = forms.CharField(
+        max_length=AGENT_PAUSE_REASON_MAX,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "Why (pause)"}),
+    )
+    labels = LabelsField(label="Labels to add")
+
+    def clean_reason(self) -> str:
+        return self.cleaned_data["reason"].replace("\x00", "").strip()
+
+
+class PauseAgentForm(forms.Form):
+    reason = forms.CharField(
+        max_length=AGENT_PAUSE_REASON_MAX,
+        widget=forms.TextInput(attrs={"placeholder": "Why: e.g. host maintenance"}),
+    )
+    timeout_minutes = forms.IntegerField(
+        min_value=1,
+        max_value=int(AGENT_PAUSE_TIMEOUT_MAX.total_seconds() // 60),
+        required=False,
+        widget=forms.NumberInput(attrs={"placeholder": "minutes (optional)"}),
+        help_text="Resume by itself after this many minutes; empty: until resumed.",
+    )
+    drain = forms.BooleanField(
+        required=False, help_text="Drain: pause once its running jobs finish."
+    )
+
+    def clean_reason(self) -> str:
+        return self.cleaned_data["reason"].replace("\x00", "").strip()
 
 
 class ApiKeyForm(forms.Form):

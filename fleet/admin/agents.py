@@ -12,9 +12,11 @@ from django.template.response import TemplateResponse
 
 from fleet.admin.base import FleetNumbersMixin, ReadOnlyAdmin, note_action
 from fleet.choices import TokenStatus
+from fleet.errors import AgentStateConflict
 from fleet.http import request_actor
 from fleet.models import ActivationToken, Agent, Anomaly, CustomerApiKey, Host, Job
 from fleet.models.agents import SEAT_HOLDING
+from fleet.services.agent_controls import agent_pause, agent_resume
 from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from fleet.services.api_keys import api_key_revoke
@@ -133,7 +135,41 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     search_fields = ["name", "unit_name", "host__hostname", "host__machine_id", "customer__name"]
     date_hierarchy = "registered_at"
     exclude = ["secret_digest"]
-    actions = ["decommission"]
+    actions = ["pause", "drain", "resume", "decommission"]
+
+    def _hold(self, request: HttpRequest, queryset: QuerySet[Agent], drain: bool) -> Any:
+        def apply(*, ids: list[int], note: str, actor: Actor) -> int:
+            done = 0
+            for agent in Agent.objects.filter(pk__in=ids):
+                try:
+                    agent_pause(agent=agent, reason=note, drain=drain, actor=actor)
+                    done += 1
+                except AgentStateConflict:
+                    pass  # upgrading or retired: counted as not done
+            return done
+
+        verb = "drain" if drain else "pause"
+        return note_action(self, request, queryset, verb, verb, apply)
+
+    @admin.action(
+        description="Pause with a reason: they finish running jobs, claim nothing",
+        permissions=["manage"],
+    )
+    def pause(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
+        return self._hold(request, queryset, drain=False)
+
+    @admin.action(
+        description="Drain with a reason: paused once their running jobs finish",
+        permissions=["manage"],
+    )
+    def drain(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
+        return self._hold(request, queryset, drain=True)
+
+    @admin.action(description="Resume: they claim jobs again", permissions=["manage"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        actor = request_actor(request)
+        done = sum(agent_resume(agent=agent, actor=actor) for agent in queryset)
+        self.message_user(request, f"Resumed {done} agent(s).")
 
     @admin.action(
         description="Decommission: revoke the secret, free the seat, requeue jobs",

@@ -117,6 +117,7 @@ class CustomerAdmin(NoDeleteAdmin):
     prepopulated_fields = {"slug": ["name"]}
     date_hierarchy = "created_at"
     inlines = [MembershipInline, LicenseInline]
+    readonly_fields = ["stale_cleanup_since"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         current = License.objects.filter(customer=OuterRef("pk"), is_current=True)

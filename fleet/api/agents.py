@@ -11,6 +11,7 @@ from fleet.api.schemas import (
     AgentMeOut,
     AnomalyIn,
     AnomalyOut,
+    ExitOut,
     HeartbeatIn,
     HeartbeatOut,
     LicenseLimitsOut,
@@ -26,7 +27,7 @@ from fleet.choices import AnomalyKind, Channel
 from fleet.errors import AgentGone
 from fleet.http import client_address
 from fleet.models import Agent, License
-from fleet.models.agents import SEAT_HOLDING
+from fleet.models.agents import HELD, SEAT_HOLDING
 from fleet.selectors import (
     agent_latest_release,
     agent_upgrade_order,
@@ -35,6 +36,7 @@ from fleet.selectors import (
 )
 from fleet.services.activation import MachineIdentity, agent_activate
 from fleet.services.agents import (
+    agent_exit,
     agent_record_heartbeat,
     agent_record_upgrade_result,
     agent_rotate_secret,
@@ -43,6 +45,7 @@ from fleet.services.agents import (
 )
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import Actor
+from fleet.services.jobs import jobs_to_stop
 from fleet.versions import SemVer
 
 router = Router(tags=["agents"])
@@ -86,6 +89,7 @@ def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
             unit_name=body.unit_name,
             state_dir=body.state_dir,
             memory_mb=body.memory_mb,
+            labels=body.labels,
         ),
         role=body.role,
         version=SemVer(body.version),
@@ -114,7 +118,8 @@ def activate(request: HttpRequest, body: ActivateIn) -> Status[ActivateOut]:
 def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
     agent = authed_agent(request)
     version = SemVer(body.version)
-    order = agent_upgrade_order(agent)
+    held = agent.status in HELD  # paused or draining: nothing to claim, no upgrade order
+    order = None if held else agent_upgrade_order(agent)
     server_time = agent_record_heartbeat(
         agent=agent,
         version=version,
@@ -127,7 +132,9 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
     return HeartbeatOut(
         server_time=server_time,
         next_heartbeat_seconds=heartbeat_interval(fleet_size()),
-        jobs_pending=jobs_pending(agent.customer_id, agent.role),
+        jobs_pending=0 if held else jobs_pending(agent.customer_id, agent.role, agent.labels),
+        paused=held,
+        cancel=jobs_to_stop(agent),
         update_available=_hint(agent, version),
         upgrade=UpgradeOrderOut(version=str(order.version), rollout_id=order.rollout_id, drain=True)
         if order
@@ -153,6 +160,8 @@ def me(request: HttpRequest) -> AgentMeOut:
         name=agent.name,
         role=agent.role,
         status=stored.status,
+        ephemeral=stored.ephemeral,
+        labels=stored.labels,
         version=str(stored.version),
         unit_name=agent.unit_name,
         state_dir=agent.state_dir,
@@ -165,6 +174,18 @@ def me(request: HttpRequest) -> AgentMeOut:
         else None,
         latest_release=str(agent_latest_release(agent) or "") or None,
         update_available=_hint(agent, agent.version),
+    )
+
+
+@router.post(
+    "/agents/exit",
+    auth=agent_auth,
+    response={200: ExitOut, **errors(401)},
+    summary="Say the agent stops cleanly; an ephemeral agent is decommissioned",
+)
+def exit_cleanly(request: HttpRequest) -> ExitOut:
+    return ExitOut(
+        decommissioned=agent_exit(agent=authed_agent(request), ip_address=client_address(request))
     )
 
 

@@ -1,4 +1,5 @@
-"""Customer automation with an API key: activation tokens and the fleet's numbers."""
+"""Customer automation with an API key: activation tokens, agent controls and the fleet's
+numbers."""
 
 from datetime import timedelta
 
@@ -10,6 +11,9 @@ from pydantic import Field
 
 from fleet.api.auth import api_key_auth, authed_key
 from fleet.api.schemas import (
+    AgentLabelsIn,
+    AgentOut,
+    AgentPauseIn,
     FleetMetricsOut,
     MintedTokenOut,
     SeatsOut,
@@ -22,8 +26,9 @@ from fleet.api.throttles import ApiKeyThrottle
 from fleet.choices import TokenStatus
 from fleet.errors import TokenNotOutstanding
 from fleet.http import client_address
-from fleet.models import ActivationToken
-from fleet.selectors import fleet_metrics, license_seats, token_get, token_list
+from fleet.models import ActivationToken, Agent
+from fleet.selectors import agent_get, fleet_metrics, license_seats, token_get, token_list
+from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
 from fleet.services.audit import Actor
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
@@ -61,6 +66,8 @@ def mint_tokens(request: HttpRequest, body: TokensMintIn) -> Status[TokensMinted
         role=body.role or "",
         expires_in=timedelta(hours=body.expires_in_hours),
         note=body.note,
+        ephemeral=body.ephemeral,
+        labels=body.labels,
         actor=api_key_actor(request),
     )
     return Status(
@@ -108,3 +115,45 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
 )
 def metrics(request: HttpRequest) -> dict:
     return fleet_metrics(authed_key(request).customer_id).as_dict()
+
+
+@router.post(
+    "/agents/{agent_id}/pause",
+    response={200: AgentOut, **errors(401, 404, 409, 413, 422, 429)},
+    summary="Pause (or drain) an agent: it finishes its running jobs and claims nothing",
+)
+def pause_agent(request: HttpRequest, agent_id: int, body: AgentPauseIn) -> Agent:
+    """With `drain`, the agent is `draining` while its running jobs finish, then `paused`.
+    Pausing a paused agent again replaces its reason and timeout; an upgrading or
+    decommissioned agent is 409 `agent_state_conflict`."""
+    agent = agent_get(authed_key(request).customer_id, agent_id)
+    agent_pause(
+        agent=agent,
+        reason=body.reason,
+        timeout=timedelta(minutes=body.timeout_minutes) if body.timeout_minutes else None,
+        drain=body.drain,
+        actor=api_key_actor(request),
+    )
+    return agent_get(agent.customer_id, agent.pk)
+
+
+@router.put(
+    "/agents/{agent_id}/labels",
+    response={200: AgentOut, **errors(401, 404, 413, 422, 429)},
+    summary="Replace an agent's labels (what label-routed jobs it may claim)",
+)
+def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -> Agent:
+    agent = agent_get(authed_key(request).customer_id, agent_id)
+    agent_labels_set(agent=agent, labels=body.labels, actor=api_key_actor(request))
+    return agent_get(agent.customer_id, agent.pk)
+
+
+@router.post(
+    "/agents/{agent_id}/resume",
+    response={200: AgentOut, **errors(401, 404, 422, 429)},
+    summary="Resume a paused or draining agent (idempotent)",
+)
+def resume_agent(request: HttpRequest, agent_id: int) -> Agent:
+    agent = agent_get(authed_key(request).customer_id, agent_id)
+    agent_resume(agent=agent, actor=api_key_actor(request))
+    return agent_get(agent.customer_id, agent.pk)

@@ -1,18 +1,34 @@
 """The job queue: agents claim and finish jobs; customer automation submits and reads them."""
 
+from datetime import timedelta
 from typing import Annotated
 
 from django.http import HttpRequest
 from ninja import Header, Router, Status
 
 from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
-from fleet.api.schemas import ClaimOut, CompleteIn, FailIn, JobOut, JobSubmitIn, errors
+from fleet.api.schemas import (
+    ClaimOut,
+    CompleteIn,
+    FailIn,
+    JobOut,
+    JobSubmitIn,
+    StoppedIn,
+    errors,
+)
 from fleet.api.throttles import ApiKeyThrottle
 from fleet.http import client_address
 from fleet.models import Job
 from fleet.selectors import agent_job_cap, job_get
 from fleet.services.audit import Actor
-from fleet.services.jobs import job_claim_next, job_complete, job_fail, job_submit
+from fleet.services.jobs import (
+    job_cancel,
+    job_claim_next,
+    job_complete,
+    job_fail,
+    job_stopped,
+    job_submit,
+)
 
 router = Router(tags=["jobs"])
 
@@ -60,6 +76,36 @@ def fail(request: HttpRequest, job_id: int, body: FailIn) -> Job:
 
 
 @router.post(
+    "/jobs/{job_id}/stopped",
+    auth=agent_auth,
+    response={200: JobOut, **errors(401, 404, 409, 413, 422)},
+    summary="Report that a job the agent was told to stop is stopped (idempotent)",
+)
+def stopped(request: HttpRequest, job_id: int, body: StoppedIn) -> Job:
+    """For a job named in a heartbeat's `cancel`: the job becomes cancelled. A job nobody
+    asked to stop is 409 `job_not_stopping`."""
+    return job_stopped(agent=authed_agent(request), job_id=job_id, lease_id=body.lease_id)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    auth=api_key_auth,
+    throttle=[ApiKeyThrottle()],
+    response={200: JobOut, **errors(401, 404, 409, 422, 429)},
+    summary="Cancel a job: a queued one at once, a running one by its agent (idempotent)",
+)
+def cancel(request: HttpRequest, job_id: int) -> Job:
+    """A running job gets `stop_requested_at`: its agent learns it from its next heartbeat,
+    stops it and reports, and the job is then `cancelled`. A finished job is 409."""
+    key = authed_key(request)
+    job = job_cancel(
+        customer=key.customer, job_id=job_id, actor=Actor.for_api_key(key, client_address(request))
+    )
+    job.refresh_from_db()
+    return job
+
+
+@router.post(
     "/jobs",
     auth=api_key_auth,
     throttle=[ApiKeyThrottle()],
@@ -80,6 +126,10 @@ def submit(
         payload=body.payload.dict(),
         priority=body.priority,
         idempotency_key=idempotency_key.replace("\x00", ""),
+        required_labels=body.required_labels,
+        max_runtime=timedelta(seconds=body.max_runtime_seconds)
+        if body.max_runtime_seconds
+        else None,
         actor=Actor.for_api_key(key, client_address(request)),
     )
     return Status(201 if created else 200, job)

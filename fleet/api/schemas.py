@@ -17,6 +17,7 @@ from fleet.choices import (
     TokenStatus,
     UpgradeOutcome,
 )
+from fleet.labels import labels_check
 from fleet.models import ActivationToken
 from fleet.versions import SemVer
 
@@ -49,6 +50,23 @@ def _no_nul_anywhere(value: Any) -> Any:
         for item in value:
             _no_nul_anywhere(item)
     return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    return labels_check(value)
+
+
+# key: value labels (fleet/labels.py): at most 32, keys and values short and plain.
+Labels = Annotated[
+    dict[str, str],
+    AfterValidator(_labels),
+    Field(
+        default_factory=dict,
+        description=f"Up to {policy.LABELS_MAX} key: value labels; keys 1-63 letters, digits, "
+        "'.', '_', '/', '-'; values up to 63 letters, digits or '._:/+-'.",
+        examples=[{"gpu": "a100", "os": "linux"}],
+    ),
+]
 
 
 # Text fields: stripped, NUL-free; each field sets its max_length to fit its column.
@@ -99,6 +117,7 @@ class ActivateIn(In):
         "state dir. Only a retry that sends it again gets the agent back after a lost "
         "answer; without one, a lost answer means minting a new token.",
     )
+    labels: Labels
 
 
 class ActivateOut(Schema):
@@ -142,6 +161,17 @@ class HeartbeatOut(Schema):
     )
     update_available: ReleaseHintOut | None
     upgrade: UpgradeOrderOut | None
+    paused: bool = Field(
+        False,
+        description="An operator paused (or is draining) this agent: finish what runs, "
+        "claim nothing; jobs_pending is 0 until it is resumed.",
+    )
+    cancel: list[int] = Field(
+        default_factory=list,
+        description="Running jobs of this agent to stop now (an operator cancelled them, or "
+        "they ran past their max runtime): stop each and report it with "
+        "POST /jobs/{id}/stopped.",
+    )
 
 
 class AgentMeOut(Schema):
@@ -149,6 +179,8 @@ class AgentMeOut(Schema):
     name: str
     role: str
     status: str
+    ephemeral: bool = False
+    labels: dict[str, str] = {}
     version: str
     unit_name: str
     state_dir: str
@@ -159,6 +191,12 @@ class AgentMeOut(Schema):
     license: LicenseLimitsOut | None
     latest_release: str | None
     update_available: ReleaseHintOut | None
+
+
+class ExitOut(Schema):
+    decommissioned: bool = Field(
+        description="True for an ephemeral agent: it is retired and its seat is free."
+    )
 
 
 class SecretOut(Schema):
@@ -207,6 +245,14 @@ class JobSubmitIn(In):
     role: AgentRole
     payload: JobPayloadIn
     priority: int = Field(0, ge=-100, le=100)
+    required_labels: Labels
+    max_runtime_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=int(policy.JOB_MAX_RUNTIME_LIMIT.total_seconds()),
+        description="Told to stop (and counted as timed out) after running this long; "
+        "none: the customer's default, else 6 hours.",
+    )
 
 
 class JobOut(Schema):
@@ -222,6 +268,10 @@ class JobOut(Schema):
     finished_at: datetime | None
     result: Any = None
     error: str
+    required_labels: dict[str, str] = {}
+    max_runtime_seconds: int | None = None
+    stop_requested_at: datetime | None = None
+    stop_reason: str = ""
 
 
 class ClaimOut(JobOut):
@@ -234,6 +284,10 @@ class CompleteIn(In):
     result: Annotated[dict[str, Any] | list[Any] | str | None, AfterValidator(_no_nul_anywhere)] = (
         None
     )
+
+
+class StoppedIn(In):
+    lease_id: uuid.UUID
 
 
 class FailIn(In):
@@ -254,6 +308,12 @@ class TokensMintIn(In):
         le=policy.TOKEN_LIFETIME_MAX // timedelta(hours=1),
     )
     note: Str = Field("", max_length=200)
+    labels: Labels
+    ephemeral: bool = Field(
+        False,
+        description="Each agent from these tokens is decommissioned after its first job, or "
+        "when it exits cleanly, freeing its seat at once.",
+    )
 
 
 class TokenOut(Schema):
@@ -262,6 +322,8 @@ class TokenOut(Schema):
     role: str
     status: TokenStatus
     note: str
+    labels: dict[str, str] = {}
+    ephemeral: bool = False
     created_at: datetime
     expires_at: datetime
     redeemed_at: datetime | None
@@ -365,6 +427,45 @@ class AlertChannelCreatedOut(AlertChannelOut):
 class AlertTestOut(Schema):
     event_id: str
     type: str
+
+
+class AgentPauseIn(In):
+    reason: RequiredStr = Field(max_length=policy.AGENT_PAUSE_REASON_MAX)
+    timeout_minutes: int | None = Field(
+        None,
+        ge=1,
+        le=int(policy.AGENT_PAUSE_TIMEOUT_MAX.total_seconds() // 60),
+        description="Beat resumes the agent this long after the pause; none: until resumed.",
+    )
+    drain: bool = Field(
+        False,
+        description="Draining: paused once its running jobs finish (at once when it runs none).",
+    )
+
+
+class AgentLabelsIn(In):
+    labels: Labels
+
+
+class AgentOut(Schema):
+    id: int
+    name: str
+    role: str
+    status: str
+    version: str
+    host: str
+    last_heartbeat_at: datetime | None
+    paused_reason: str
+    paused_until: datetime | None
+    labels: dict[str, str]
+
+    @staticmethod
+    def resolve_version(agent: Any) -> str:
+        return str(agent.version)
+
+    @staticmethod
+    def resolve_host(agent: Any) -> str:
+        return agent.host.hostname
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:

@@ -3,6 +3,7 @@ from fleet.models.alerts import AlertChannel, AlertDelivery, AlertEvent
 from fleet.models.anomalies import Anomaly
 from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
+from fleet.models.bulk import BulkAction
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
 from fleet.models.metrics import FleetSnapshot, SweepState
@@ -20,6 +21,7 @@ __all__ = [
     "AlertEvent",
     "Anomaly",
     "AuditEvent",
+    "BulkAction",
     "Customer",
     "CustomerApiKey",
     "FleetSnapshot",

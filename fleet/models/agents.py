@@ -47,6 +47,8 @@ class Host(models.Model):
 
 ONLINE, OFFLINE = AgentStatus.ONLINE, AgentStatus.OFFLINE
 UPGRADING, DECOMMISSIONED = AgentStatus.UPGRADING, AgentStatus.DECOMMISSIONED
+PAUSED, DRAINING = AgentStatus.PAUSED, AgentStatus.DRAINING
+CLEANED_UP = AgentStatus.CLEANED_UP
 
 COME_BACK = Transition("come_back", frozenset({OFFLINE}), ONLINE, "the agent's heartbeat")
 START_UPGRADE = Transition(
@@ -67,16 +69,70 @@ GO_SILENT = Transition(
     OFFLINE,
     "beat's stale sweep: no heartbeat for AGENT_ONLINE_WINDOW_SECONDS",
 )
+PAUSE = Transition(
+    "pause",
+    frozenset({ONLINE, OFFLINE, DRAINING}),
+    PAUSED,
+    "an owner or admin (portal, customer API), staff in the admin: with a reason",
+)
+DRAIN = Transition(
+    "drain",
+    frozenset({ONLINE, OFFLINE}),
+    DRAINING,
+    "an owner or admin (portal, customer API), staff in the admin, when the agent runs jobs",
+)
+DRAINED = Transition(
+    "drained",
+    frozenset({DRAINING}),
+    PAUSED,
+    "its last running job finishing (its report, or beat's sweep)",
+)
+RESUME = Transition(
+    "resume",
+    frozenset({PAUSED, DRAINING}),
+    ONLINE,
+    "an owner or admin (portal, customer API), staff in the admin; beat when the pause's "
+    "timeout passes",
+)
+CLEAN_UP = Transition(
+    "clean_up",
+    frozenset({OFFLINE, PAUSED, DRAINING}),
+    CLEANED_UP,
+    "beat's stale cleanup (opted in per customer): not heard from for the customer's days",
+)
+RESTORE = Transition(
+    "restore",
+    frozenset({CLEANED_UP}),
+    OFFLINE,
+    "an owner or admin undoing a cleanup within 7 days, while a seat is free",
+)
 DECOMMISSION = Transition(
     "decommission",
-    frozenset({ONLINE, OFFLINE, UPGRADING}),
+    frozenset({ONLINE, OFFLINE, UPGRADING, PAUSED, DRAINING, CLEANED_UP}),
     DECOMMISSIONED,
-    "an owner or admin in the portal, staff in the admin",
+    "an owner or admin in the portal, staff in the admin; an ephemeral agent's end; beat, "
+    "7 days after a cleanup",
 )
 # Every status change there is. Decommissioned is the end: nothing leaves it.
-AGENT_TRANSITIONS = (COME_BACK, START_UPGRADE, FINISH_UPGRADE, GO_SILENT, DECOMMISSION)
-# An agent in these holds a seat, counts in the fleet and may authenticate.
-SEAT_HOLDING = frozenset({ONLINE, OFFLINE, UPGRADING})
+AGENT_TRANSITIONS = (
+    COME_BACK,
+    START_UPGRADE,
+    FINISH_UPGRADE,
+    GO_SILENT,
+    PAUSE,
+    DRAIN,
+    DRAINED,
+    RESUME,
+    CLEAN_UP,
+    RESTORE,
+    DECOMMISSION,
+)
+# An agent in these holds a seat, counts in the fleet and may authenticate. A paused or
+# draining agent heartbeats and finishes what it runs; only its claims get nothing.
+SEAT_HOLDING = frozenset({ONLINE, OFFLINE, UPGRADING, PAUSED, DRAINING})
+# Held by an operator: claims nothing, is not told to upgrade, is not marked offline by the
+# sweep (its page shows it offline when silent, by `presence`).
+HELD = frozenset({PAUSED, DRAINING})
 # The only status in which an agent may claim a job.
 MAY_CLAIM = ONLINE
 
@@ -96,6 +152,14 @@ def heard_q(now: datetime, *, via: str = "") -> Q:
     gates, snapshots): heard from within AGENT_ONLINE_WINDOW of `now`, whatever the status
     column says until the next sweep. `via` reaches the agent through a relation."""
     return Q(**{f"{via}last_heartbeat_at__gte": now - settings.AGENT_ONLINE_WINDOW})
+
+
+def silent_since_q(cutoff: datetime) -> Q:
+    """Not heard from since `cutoff` (never heard: registered before it): what the stale
+    cleanup takes, and what it announces."""
+    return Q(last_heartbeat_at__lt=cutoff) | Q(
+        last_heartbeat_at__isnull=True, registered_at__lt=cutoff
+    )
 
 
 class AgentQuerySet(StatusQuerySet["Agent"]):
@@ -140,6 +204,29 @@ class Agent(models.Model):
     registered_at = models.DateTimeField(auto_now_add=True)
     offline_since = models.DateTimeField(null=True, blank=True)
     decommissioned_at = models.DateTimeField(null=True, blank=True)
+    # Defaults in the database too, so rows inserted by SQL (make bench, the soak) work.
+    ephemeral = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="From an ephemeral token: decommissioned after its first job or a clean exit.",
+    )
+    labels = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="key: value labels; a job requiring labels goes only to an agent that has them.",
+    )
+    cleaned_up_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the stale cleanup retired it: it may be restored for 7 days.",
+    )
+    paused_reason = models.CharField(
+        max_length=500, blank=True, db_default="", help_text="Why an operator paused or drained it."
+    )
+    paused_until = models.DateTimeField(
+        null=True, blank=True, help_text="Beat resumes a paused or draining agent after this."
+    )
     install_key_digest = models.CharField(
         max_length=64,
         blank=True,
@@ -187,8 +274,8 @@ class Agent(models.Model):
         """The status every page shows, by the one definition of online (heard_q): an
         agent not heard from within the online window is offline now, though the status
         column says so only after the next sweep."""
-        if self.status == DECOMMISSIONED:
-            return DECOMMISSIONED
+        if self.status in (DECOMMISSIONED, CLEANED_UP):
+            return self.status
         window = settings.AGENT_ONLINE_WINDOW
         if self.last_heartbeat_at is None or self.last_heartbeat_at < timezone.now() - window:
             return AgentStatus.OFFLINE

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from fleet.choices import AgentRole, JobStatus
+from fleet.choices import AgentRole, JobCancelReason, JobStatus
 from fleet.models.agents import Agent
 from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
@@ -28,8 +28,15 @@ REQUEUE = Transition(
 CANCEL = Transition(
     "cancel", frozenset({QUEUED}), JobStatus.CANCELLED, "an owner or admin, customer automation"
 )
+STOP = Transition(
+    "stop",
+    frozenset({RUNNING}),
+    JobStatus.CANCELLED,
+    "its agent's report that it stopped the job it was told to stop (an operator's cancel, "
+    "or past its max runtime); beat, when the agent has not reported within a lease",
+)
 # Every status change there is; succeeded, failed and cancelled are final.
-JOB_TRANSITIONS = (CLAIM, SUCCEED, FAIL, REQUEUE, CANCEL)
+JOB_TRANSITIONS = (CLAIM, SUCCEED, FAIL, REQUEUE, CANCEL, STOP)
 
 
 class JobQuerySet(StatusQuerySet["Job"]):
@@ -60,6 +67,24 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
+    required_labels = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="Only an agent with every one of these key: value labels claims it.",
+    )
+    max_runtime_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Told to stop (timed out) after running this long; empty: the customer's "
+        "default, else the product's.",
+    )
+    stop_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its agent was told to stop it (running jobs)."
+    )
+    stop_reason = models.CharField(
+        max_length=16, choices=JobCancelReason.choices, blank=True, db_default=""
+    )
     idempotency_key = models.CharField(
         max_length=100, blank=True, help_text="The client's key: a retried submit is one job."
     )
@@ -89,6 +114,14 @@ class Job(models.Model):
                 "id",
                 condition=models.Q(status=JobStatus.QUEUED),
                 name="job_queue",
+            ),
+            # Queued jobs that require labels (few): the heartbeat counts by label set
+            # read these rows only (fleet/agent_cache.py).
+            models.Index(
+                "customer",
+                "role",
+                condition=models.Q(status=JobStatus.QUEUED) & ~models.Q(required_labels={}),
+                name="job_queue_labelled",
             ),
             models.Index(fields=["agent", "status"], name="job_agent_status"),
             models.Index(

@@ -51,6 +51,18 @@ class ActivationToken(models.Model):
     digest = models.CharField(max_length=64, unique=True)
     role = models.CharField(max_length=16, choices=AgentRole.choices, blank=True)
     note = models.CharField(max_length=200, blank=True)
+    labels = models.JSONField(
+        default=dict,
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text="Every agent activated with it carries these labels.",
+    )
+    ephemeral = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Its agent is decommissioned after its first job, or when it exits "
+        "cleanly, freeing its seat at once (autoscaling groups, CI runners).",
+    )
     status = models.CharField(
         max_length=16, choices=TokenStatus.choices, default=TokenStatus.OUTSTANDING
     )

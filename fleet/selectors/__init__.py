@@ -30,6 +30,7 @@ from fleet.selectors.agents import (
     agent_search,
     agent_upgrade_order,
     agent_with_facts,
+    agents_cleanup_due,
     agents_with_facts,
     host_list,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "agent_search",
     "agent_upgrade_order",
     "agent_with_facts",
+    "agents_cleanup_due",
     "agents_with_facts",
     "alert_channel_get",
     "alert_channel_list",

@@ -1,17 +1,30 @@
 """Agents and hosts: the facts an agent's hot paths need, and the portal's agent pages."""
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
-from fleet.choices import ADVANCING_ROLLOUT_STATES, AgentStatus, Channel, RolloutTargetState
+from fleet import policy
+from fleet.choices import (
+    ADVANCING_ROLLOUT_STATES,
+    AgentStatus,
+    Channel,
+    JobStatus,
+    RolloutTargetState,
+)
 from fleet.errors import NotFound
-from fleet.models import Agent, Customer, Host, License, Release, RolloutTarget
-from fleet.models.agents import SEAT_HOLDING, heard_q
+from fleet.labels import labels_check
+from fleet.models import Agent, Customer, Host, Job, License, Release, RolloutTarget
+from fleet.models.agents import CLEAN_UP, SEAT_HOLDING, heard_q, silent_since_q
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.selectors.releases import releases_newest_first
 from fleet.versions import SemVer
+
+QS = TypeVar("QS", bound=QuerySet[Any])
 
 
 def agents_with_facts() -> QuerySet[Agent]:
@@ -34,6 +47,11 @@ def agents_with_facts() -> QuerySet[Agent]:
         upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
         upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
         on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
+        stop_jobs=Exists(
+            Job.objects.filter(
+                agent=OuterRef("pk"), status=JobStatus.RUNNING, stop_requested_at__isnull=False
+            )
+        ),
     )
 
 
@@ -54,6 +72,7 @@ class AgentFacts:
     latest_any: SemVer | None  # stable or beta
     upgrade: UpgradeOrder | None  # what a rollout tells it to apply now
     on_yanked: bool  # its version was yanked
+    stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
 
     @property
     def latest_release(self) -> SemVer | None:
@@ -73,8 +92,26 @@ def agent_with_facts(agent: Agent) -> Agent:
         latest_any=row["latest_any"],
         upgrade=UpgradeOrder(version, row["upgrade_rollout_id"]) if version else None,
         on_yanked=row["on_yanked"],
+        stop_jobs=row["stop_jobs"],
     )
+    # The annotations now live in `facts`: a compact attribute dict without them halves
+    # what each of the (up to AGENT_CACHE_MAX_ENTRIES) kept agents costs a web process.
+    agent.__dict__ = {k: v for k, v in row.items() if k not in _FACT_ANNOTATIONS}
     return agent
+
+
+_FACT_ANNOTATIONS = frozenset(
+    {
+        "license_channel",
+        "license_max_concurrent",
+        "latest_stable",
+        "latest_any",
+        "upgrade_rollout_id",
+        "upgrade_version",
+        "on_yanked",
+        "stop_jobs",
+    }
+)
 
 
 def agent_for_secret(secret: str) -> Agent | None:
@@ -99,11 +136,28 @@ def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
 
 
 def agent_job_cap(agent: Agent) -> int:
-    """max_concurrent_tasks_per_agent of the agent's license (0 without one or facts)."""
-    return agent.facts.job_cap if agent.facts else 0
+    """max_concurrent_tasks_per_agent of the agent's license (0 without one or facts); an
+    ephemeral agent runs one job, its only one."""
+    cap = agent.facts.job_cap if agent.facts else 0
+    return min(cap, 1) if agent.ephemeral else cap
 
 
 # --- the portal's agent pages (scoped by customer) -------------------------------------
+
+
+def agents_cleanup_due(customer: Customer, *, now: datetime | None = None) -> list[Agent]:
+    """The customer's agents the stale cleanup will take within CLEANUP_NOTICE (those due
+    already included), longest silent first; empty when the cleanup is off."""
+    if not customer.stale_cleanup_days:
+        return []
+    now = now or timezone.now()
+    cutoff = now + policy.CLEANUP_NOTICE - timedelta(days=customer.stale_cleanup_days)
+    return list(
+        Agent.objects.filter(customer=customer, status__in=CLEAN_UP.sources)
+        .filter(silent_since_q(cutoff))
+        .select_related("host")
+        .order_by("last_heartbeat_at", "pk")[:200]
+    )
 
 
 def agent_get(customer: Customer | int, agent_id: int) -> Agent:
@@ -123,13 +177,26 @@ AGENT_SORTS = {
 }
 
 
+def with_label(rows: QS, field: str, text: str) -> QS:
+    """Rows whose `field` labels have "key=value" (or, for a bare "key", the key at all);
+    text that is no label matches nothing."""
+    key, sep, value = text.strip().partition("=")
+    try:
+        labels_check({key: value})
+    except ValueError:
+        return rows.none()
+    if not sep:
+        return rows.filter(**{f"{field}__has_key": key})
+    return rows.alias(_label=KeyTransform(key, field)).filter(_label=value)
+
+
 def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[Agent]:
     """The portal's agent list: filter by status, role, version, host and zone, search by
     name, unit, hostname or machine id; sorted by `filters["sort"]` (an AGENT_SORTS key,
     "-" first for descending), else by status and name."""
     agents = Agent.objects.for_customer(customer).select_related("host")
     status = filters.get("status")
-    if status == AgentStatus.DECOMMISSIONED:
+    if status in (AgentStatus.DECOMMISSIONED, AgentStatus.CLEANED_UP):
         agents = agents.filter(status=status)
     else:  # online and offline as every page counts them (Agent.presence)
         agents = agents.holding_seat()
@@ -146,6 +213,8 @@ def agent_search(customer: Customer | int, filters: dict[str, str]) -> QuerySet[
             agents = agents.filter(version=SemVer(filters["version"]))
         except ValueError:
             agents = agents.none()
+    if filters.get("label"):
+        agents = with_label(agents, "labels", filters["label"])
     if filters.get("q"):
         q = filters["q"]
         agents = agents.filter(

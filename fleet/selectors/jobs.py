@@ -6,6 +6,7 @@ from django.db.models.expressions import OrderBy
 from fleet.choices import AgentRole, JobStatus
 from fleet.errors import NotFound
 from fleet.models import Customer, Job
+from fleet.selectors.agents import with_label
 
 # The columns the portal sorts jobs by (`-` first for descending), and their fields.
 JOB_SORTS = {
@@ -48,7 +49,12 @@ def _ordering(status: str = "", sort: str = "") -> list[str | OrderBy]:
 
 
 def job_list(
-    customer: Customer | int, status: str = "", *, role: str = "", sort: str = ""
+    customer: Customer | int,
+    status: str = "",
+    *,
+    role: str = "",
+    sort: str = "",
+    label: str = "",
 ) -> QuerySet[Job]:
     """The customer's jobs of a status and role (any, when empty or unknown), with their
     agents, in `_ordering`."""
@@ -57,6 +63,8 @@ def job_list(
         jobs = jobs.filter(status=status)
     if role in AgentRole.values:
         jobs = jobs.filter(role=role)
+    if label:  # jobs that require this label
+        jobs = with_label(jobs, "required_labels", label)
     return jobs.order_by(*_ordering(status, sort))
 
 

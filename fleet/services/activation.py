@@ -1,7 +1,7 @@
 """Activation: a single-use token becomes an agent and its secret, once; a lost answer is
 recovered only by the caller that sent the request (its install key proves it)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -66,6 +66,7 @@ class MachineIdentity:
     unit_name: str
     state_dir: str
     memory_mb: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # what the agent reports
 
 
 def agent_activate(
@@ -234,6 +235,9 @@ def _register(
                 customer_id=row.customer_id,
                 host=host,
                 activation_token=row,
+                ephemeral=row.ephemeral,
+                # Reported labels, then the token's (its minter's word wins on a key).
+                labels={**machine.labels, **row.labels},
                 name=(name or f"{machine.unit_name}@{machine.hostname}")[:128],
                 role=role,
                 unit_name=machine.unit_name,

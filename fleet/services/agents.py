@@ -303,6 +303,19 @@ def agent_decommission(*, agent: Agent, actor: Actor) -> bool:
     return True
 
 
+@transaction.atomic
+def agent_exit(*, agent: Agent, ip_address: str | None = None) -> bool:
+    """The agent says it stops cleanly. An ephemeral agent is then decommissioned (its
+    seat frees at once, anything it still held goes back to the queue); any other agent
+    is simply heard from. True when it was retired."""
+    if not agent.ephemeral:
+        return False
+    return agent_decommission(
+        agent=agent,
+        actor=Actor(label=f"agent:{agent.name} (ephemeral, exited)"[:200], ip_address=ip_address),
+    )
+
+
 # --- what a heartbeat answers -------------------------------------------------------------
 
 

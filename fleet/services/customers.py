@@ -1,12 +1,20 @@
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from fleet.choices import AuditAction, MemberRole
 from fleet.models import Customer, Membership
 from fleet.services.audit import Actor, audit_record, model_changes
 
-CUSTOMER_EDITABLE = ["name", "slug", "contact_email", "notes"]
+CUSTOMER_EDITABLE = [
+    "name",
+    "slug",
+    "contact_email",
+    "notes",
+    "job_max_runtime_seconds",
+    "stale_cleanup_days",
+]
 
 
 @transaction.atomic
@@ -27,8 +35,12 @@ def customer_update(*, customer: Customer, actor: Actor) -> Customer:
     """Save edits already set on `customer` (by a form), recording what changed."""
     before = Customer.objects.select_for_update().get(pk=customer.pk)
     changes = model_changes(before, customer, CUSTOMER_EDITABLE)
+    if "stale_cleanup_days" in changes:
+        # Turned on, or its days changed: it acts a day later, so the portal lists what it
+        # will do first (an agent already past the new window is not taken at once).
+        customer.stale_cleanup_since = timezone.now() if customer.stale_cleanup_days else None
     if changes:
-        customer.save(update_fields=list(changes))
+        customer.save(update_fields=[*changes, "stale_cleanup_since"])
         audit_record(
             actor=actor,
             action=AuditAction.CUSTOMER_UPDATE,

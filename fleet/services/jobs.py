@@ -3,26 +3,36 @@
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from fleet.choices import AuditAction, JobStatus
-from fleet.errors import IdempotencyKeyReused, JobAlreadyFinished, NotFound, StaleLease
+from fleet.agent_cache import agent_facts_changed
+from fleet.choices import AuditAction, JobCancelReason, JobStatus
+from fleet.errors import (
+    IdempotencyKeyReused,
+    JobAlreadyFinished,
+    JobNotStopping,
+    NotFound,
+    StaleLease,
+)
+from fleet.labels import labels_check
 from fleet.models import Agent, Customer, Job
-from fleet.models.agents import MAY_CLAIM
+from fleet.models.agents import DRAINING, MAY_CLAIM
 from fleet.models.jobs import (
     CANCEL,
     CLAIM,
     FAIL,
     REQUEUE,
+    STOP,
     SUCCEED,
     JobQuerySet,
 )
 from fleet.models.lifecycle import Transition
+from fleet.services.agent_controls import agents_drained
 from fleet.services.audit import AUDIT_INSERT, Actor, audit_record
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
@@ -43,6 +53,7 @@ _CLAIM_STATEMENTS = [
        SELECT id FROM fleet_job
         WHERE customer_id = %(customer)s AND role = %(role)s AND status = '{queued}'
           AND (SELECT status FROM fleet_agent WHERE id = %(agent)s) = '{may_claim}'
+          AND {labels_match}
           AND (SELECT COUNT(*) FROM fleet_job
                 WHERE agent_id = %(agent)s AND status = '{running}') < %(cap)s
         ORDER BY priority DESC, queued_at, id
@@ -56,6 +67,14 @@ SELECT %(now)s, NULL, %(actor)s, customer_id, '{claim_action}', 'fleet.job', CAS
   FROM fleet_job
  WHERE agent_id = %(agent)s AND status = '{running}' AND lease_id = %(lease)s""",
 ]
+# The job's required labels are all among the agent's (fleet/labels.py says the same in
+# Python): jsonb containment on PostgreSQL (a job requiring nothing passes at once); on
+# SQLite, no required key whose value the agent lacks (keys cannot hold quotes).
+_LABELS_MATCH_POSTGRES = "required_labels <@ (SELECT labels FROM fleet_agent WHERE id = %(agent)s)"
+_LABELS_MATCH_SQLITE = """NOT EXISTS (
+              SELECT 1 FROM json_each(fleet_job.required_labels) AS required
+               WHERE json_extract((SELECT labels FROM fleet_agent WHERE id = %(agent)s),
+                                  '$."' || required.key || '"') IS NOT required.value)"""
 _CLAIM_CHANGES = """'{"status": ["queued", "running"], "attempt": [null, ' || attempts || ']}'"""
 _CLAIM_PARAMETERS = {  # name: PostgreSQL type
     "agent": "bigint",
@@ -75,6 +94,7 @@ def _claim_statements(*, postgres: bool) -> list[str]:
             lock_agent="FOR UPDATE" if postgres else "",
             skip_locked="FOR UPDATE SKIP LOCKED" if postgres else "",
             changes=f"CAST({_CLAIM_CHANGES} AS jsonb)" if postgres else _CLAIM_CHANGES,
+            labels_match=_LABELS_MATCH_POSTGRES if postgres else _LABELS_MATCH_SQLITE,
             may_claim=MAY_CLAIM,
             queued=_CLAIMABLE,
             running=CLAIM.target,
@@ -101,10 +121,14 @@ def claim_function_sql() -> str:
 
 (_CLAIMABLE,) = CLAIM.sources  # the one status a claim takes a job from
 
+# Who retires an ephemeral agent, as the audit log names it.
+EPHEMERAL_END = Actor(label="system:ephemeral agent finished its job")
+
 FINISHED_ACTIONS = {  # what the holder's report is audited as, by where it moves the job
     SUCCEED: AuditAction.JOB_SUCCEEDED,
     FAIL: AuditAction.JOB_FAILED,
     REQUEUE: AuditAction.JOB_REQUEUED,
+    STOP: AuditAction.JOB_STOPPED,
 }
 
 _CALL_CLAIM_FUNCTION = (
@@ -121,6 +145,8 @@ def job_submit(
     payload: dict[str, Any],
     priority: int = 0,
     idempotency_key: str = "",
+    max_runtime: timedelta | None = None,
+    required_labels: dict[str, str] | None = None,
     actor: Actor,
 ) -> tuple[Job, bool]:
     """Queue a job. With an idempotency key, a retried submit returns the first job
@@ -133,6 +159,8 @@ def job_submit(
                 payload=payload,
                 priority=priority,
                 idempotency_key=idempotency_key,
+                max_runtime_seconds=int(max_runtime.total_seconds()) if max_runtime else None,
+                required_labels=labels_check(required_labels or {}),
             )
     except IntegrityError:
         job = Job.objects.get(customer=customer, idempotency_key=idempotency_key)
@@ -220,6 +248,14 @@ def _finish(
         raise JobAlreadyFinished(f"The job already finished as {job.status}.", status=job.status)
     move, fields = changes(job)
     Job.objects.filter(pk=job.pk, lease_id=lease_id).transition(move, **fields)
+    if job.stop_requested_at is not None:  # its heartbeats stop naming it for a stop
+        agent_facts_changed(agent_ids=[agent.pk])
+    if agent.status == DRAINING:  # its last job done: the drain ends in a pause
+        agents_drained(agent_ids=[agent.pk])
+    if agent.ephemeral:  # its one job is done: retired, its seat free at once
+        from fleet.services.agents import agent_decommission  # (agents imports this module)
+
+        agent_decommission(agent=agent, actor=EPHEMERAL_END)
     for name, value in {**fields, "status": move.target}.items():
         setattr(job, name, value)
     audit_record(
@@ -271,16 +307,59 @@ def job_fail(
 
 
 @transaction.atomic
+def job_stopped(*, agent: Agent, job_id: int, lease_id: uuid.UUID) -> Job:
+    """The agent stopped a job it was told to stop (an operator's cancel, or past its max
+    runtime): the job is cancelled. A repeat is answered with the job; a job nobody told
+    to stop is refused (409 `job_not_stopping`): the agent should finish it."""
+
+    def changes(job: Job) -> tuple[Transition, dict[str, Any]]:
+        if job.stop_requested_at is None:
+            raise JobNotStopping("Nobody asked to stop this job: finish it.", job_id=job.pk)
+        return STOP, {
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+            "error": _stop_words(job),
+        }
+
+    return _finish(
+        agent=agent, job_id=job_id, lease_id=lease_id, outcome=JobStatus.CANCELLED, changes=changes
+    )
+
+
+def _stop_words(job: Job) -> str:
+    if job.stop_reason == JobCancelReason.TIMED_OUT:
+        return "Timed out: it ran past its max runtime and its agent stopped it."
+    return "Cancelled while it ran: its agent stopped it."
+
+
+@transaction.atomic
 def job_cancel(*, customer: Customer, job_id: int, actor: Actor) -> Job:
-    """Cancel a queued job. A running one belongs to its agent until it finishes."""
+    """Cancel a job: a queued one at once; a running one is marked, its agent learns it
+    from its next heartbeat (`cancel`), stops it and reports (the job is then cancelled).
+    Cancelling again changes nothing."""
     job = Job.objects.select_for_update().filter(pk=job_id, customer=customer).first()
     if job is None:
         raise NotFound("No such job.")
-    if job.status == JobStatus.CANCELLED:
+    if job.status == JobStatus.CANCELLED or job.stop_requested_at is not None:
+        return job
+    if job.status == JobStatus.RUNNING:
+        job.stop_requested_at, job.stop_reason = timezone.now(), JobCancelReason.OPERATOR
+        Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            stop_requested_at=job.stop_requested_at, stop_reason=job.stop_reason
+        )
+        agent_facts_changed(agent_ids=[job.agent_id] if job.agent_id else [])
+        audit_record(
+            actor=actor,
+            action=AuditAction.JOB_CANCEL_REQUEST,
+            target=job,
+            customer=customer.pk,
+            changes={"stop_requested": [None, job.stop_reason]},
+        )
         return job
     if job.status != JobStatus.QUEUED:
         raise JobAlreadyFinished(
-            f"The job is {job.status}; only a queued job can be cancelled.", status=job.status
+            f"The job already finished as {job.status}; it cannot be cancelled.",
+            status=job.status,
         )
     job.finished_at = timezone.now()
     Job.objects.filter(pk=job.pk).transition(CANCEL, finished_at=job.finished_at)
@@ -293,3 +372,17 @@ def job_cancel(*, customer: Customer, job_id: int, actor: Actor) -> Job:
         changes={"status": [JobStatus.QUEUED, JobStatus.CANCELLED]},
     )
     return job
+
+
+def jobs_to_stop(agent: Agent) -> list[int]:
+    """The running jobs this agent was told to stop (what its heartbeat answers in
+    `cancel`). Read only when its facts say there are some, so a steady beat reads nothing."""
+    if agent.facts is None or not agent.facts.stop_jobs:
+        return []
+    return list(
+        Job.objects.filter(
+            agent_id=agent.pk, status=JobStatus.RUNNING, stop_requested_at__isnull=False
+        )
+        .values_list("pk", flat=True)
+        .order_by("pk")[:1000]
+    )

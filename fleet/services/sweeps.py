@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from fleet import policy
@@ -19,11 +20,13 @@ from fleet.choices import (
     AnomalyKind,
     AnomalySeverity,
     AuditAction,
+    JobCancelReason,
     JobStatus,
 )
 from fleet.models import Agent, AgentFactsChange, Job, SweepState
 from fleet.models.agents import GO_SILENT
-from fleet.models.jobs import FAIL
+from fleet.models.jobs import FAIL, STOP
+from fleet.services.agent_controls import agents_drained, agents_resume_due
 from fleet.services.alerts import Alert, alert_sends_held, alerts_emit
 from fleet.services.anomalies import (
     Finding,
@@ -94,6 +97,10 @@ def agents_mark_stale(*, now: datetime | None = None) -> StaleSweep:
         actor=SYSTEM,
     )
     requeued, abandoned = jobs_requeue_expired(now=now)
+    jobs_stop_overdue(now=now)
+    jobs_stop_unreported(now=now)
+    agents_drained()  # a drain that raced its agent's last report, or expired leases
+    agents_resume_due(now=now)
     AgentFactsChange.objects.filter(changed_at__lt=now - FACTS_CHANGES_KEPT).delete()
     return StaleSweep(marked, in_grace, requeued, abandoned)
 
@@ -234,3 +241,93 @@ def jobs_requeue_expired(*, now: datetime | None = None) -> tuple[int, int]:
         failed_total += len(give_up)
         if len(expired) < CHUNK:
             return requeued_total, failed_total
+
+
+def _overdue(now: datetime) -> RawSQL:
+    """A running job is past its max runtime: its own, else its customer's default, else
+    the product's (policy.JOB_MAX_RUNTIME_DEFAULT). Time arithmetic is each database's own."""
+    seconds = (
+        "COALESCE(fleet_job.max_runtime_seconds, (SELECT c.job_max_runtime_seconds FROM "
+        "fleet_customer c WHERE c.id = fleet_job.customer_id), %s)"
+    )
+    if connection.vendor == "postgresql":
+        deadline = f"fleet_job.started_at + {seconds} * INTERVAL '1 second'"
+    else:  # SQLite keeps times as ISO text, which compares in time order
+        deadline = (
+            "strftime('%%Y-%%m-%%d %%H:%%M:%%f', fleet_job.started_at, "
+            f"'+' || {seconds} || ' seconds')"
+        )
+    default = int(policy.JOB_MAX_RUNTIME_DEFAULT.total_seconds())
+    # Our own SQL; the only values are parameters.
+    return RawSQL(f"{deadline} < %s", (default, db_time(now)), BooleanField())  # noqa: S611
+
+
+def jobs_stop_overdue(*, now: datetime | None = None) -> int:
+    """Running jobs past their max runtime are told to stop, as an operator's cancel is
+    (their agents learn it from their next heartbeat), and counted as timed out."""
+    now = now or timezone.now()
+    told = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                Job.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(status=JobStatus.RUNNING, stop_requested_at__isnull=True)
+                .alias(overdue=_overdue(now))
+                .filter(overdue=True)
+                .values_list("pk", "agent_id")
+                .order_by()[:CHUNK]
+            )
+            if not rows:
+                return told
+            ids = [pk for pk, _ in rows]
+            told += Job.objects.filter(
+                pk__in=ids, status=JobStatus.RUNNING, stop_requested_at__isnull=True
+            ).update(stop_requested_at=now, stop_reason=JobCancelReason.TIMED_OUT)
+            agent_facts_changed(agent_ids=sorted({a for _, a in rows if a}))
+            audit_record_rows(
+                actor=SYSTEM,
+                action=AuditAction.JOB_TIMED_OUT,
+                model=Job,
+                ids=ids,
+                repr_sql="'job ' || CAST(id AS TEXT) || ' (' || status || ')'",
+                changes={"stop_requested": [None, JobCancelReason.TIMED_OUT.value]},
+            )
+        if len(rows) < CHUNK:
+            return told
+
+
+def jobs_stop_unreported(*, now: datetime | None = None) -> int:
+    """Jobs told to stop a lease ago whose agent never reported it (an agent too old to
+    know `cancel`, or stuck) are cancelled here; the agent's late result gets 409."""
+    now = now or timezone.now()
+    stopped = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(status=JobStatus.RUNNING, stop_requested_at__lt=now - settings.JOB_LEASE)
+                .values_list("pk", "agent_id")
+                .order_by()[:CHUNK]
+            )
+            if not rows:
+                return stopped
+            ids = [pk for pk, _ in rows]
+            stopped += Job.objects.filter(pk__in=ids).transition(
+                STOP,
+                lease_id=None,
+                lease_expires_at=None,
+                finished_at=now,
+                error="Cancelled: its agent did not report stopping it within a lease.",
+            )
+            agents = sorted({a for _, a in rows if a})
+            agent_facts_changed(agent_ids=agents)
+            audit_record_rows(
+                actor=SYSTEM,
+                action=AuditAction.JOB_STOPPED,
+                model=Job,
+                ids=ids,
+                repr_sql="'job ' || CAST(id AS TEXT) || ' (' || status || ')'",
+                changes={"status": ["running", "cancelled"]},
+            )
+        if len(rows) < CHUNK:
+            return stopped

@@ -6,6 +6,7 @@ from django.utils import timezone
 from fleet import policy
 from fleet.choices import AuditAction, TokenStatus
 from fleet.errors import SeatLimitReached
+from fleet.labels import labels_check
 from fleet.models import ActivationToken, Customer
 from fleet.models.tokens import EXPIRE, REVOKE
 from fleet.secrets import SecretKind, secret_mint
@@ -70,6 +71,8 @@ def token_mint(
     role: str = "",
     expires_in: timedelta | None = None,
     note: str = "",
+    ephemeral: bool = False,
+    labels: dict[str, str] | None = None,
     actor: Actor,
 ) -> tuple[ActivationToken, str]:
     """A new single-use token; the plaintext is returned once and never stored."""
@@ -80,6 +83,8 @@ def token_mint(
         digest=minted.digest,
         role=role,
         note=note,
+        ephemeral=ephemeral,
+        labels=labels_check(labels or {}),
         expires_at=timezone.now() + (expires_in or policy.TOKEN_LIFETIME),
         created_by=actor.user,
     )
@@ -88,7 +93,11 @@ def token_mint(
         action=AuditAction.TOKEN_MINT,
         target=token,
         customer=customer.pk,
-        changes={"role": [None, role], "expires_at": [None, token.expires_at.isoformat()]},
+        changes={
+            "role": [None, role],
+            "expires_at": [None, token.expires_at.isoformat()],
+            **({"ephemeral": [None, True]} if ephemeral else {}),
+        },
     )
     return token, minted.plaintext
 
@@ -101,6 +110,8 @@ def tokens_mint_for_seats(
     role: str = "",
     expires_in: timedelta | None = None,
     note: str = "",
+    ephemeral: bool = False,
+    labels: dict[str, str] | None = None,
     actor: Actor,
 ) -> list[tuple[ActivationToken, str]]:
     """Mint `count` tokens, one per intended agent, while the license has that many free
@@ -114,6 +125,14 @@ def tokens_mint_for_seats(
             **seats.as_dict(),
         )
     return [
-        token_mint(customer=customer, role=role, expires_in=expires_in, note=note, actor=actor)
+        token_mint(
+            customer=customer,
+            role=role,
+            expires_in=expires_in,
+            note=note,
+            ephemeral=ephemeral,
+            labels=labels,
+            actor=actor,
+        )
         for _ in range(count)
     ]

@@ -41,6 +41,14 @@ WORDINGS: dict[str, Wording] = {
     A.AGENT_HEARTBEAT_STATE: Wording("{target} reported a new state"),
     A.AGENT_OFFLINE: Wording("{target} went silent and was marked offline", STATUS),
     A.AGENT_DECOMMISSION: Wording("{who} decommissioned {target}", STATUS),
+    A.AGENT_PAUSE: Wording("{who} paused {target}", STATUS),
+    A.AGENT_DRAIN: Wording("{who} set {target} to drain, then pause", STATUS),
+    A.AGENT_DRAINED: Wording("{target} finished its last running job and is paused", STATUS),
+    A.AGENT_RESUME: Wording("{who} resumed {target}", STATUS),
+    A.AGENT_LABELS: Wording("{who} changed the labels of {target}"),
+    A.AGENTS_BULK: Wording("{who} ran one action on many agents: {target}"),
+    A.AGENT_CLEAN_UP: Wording("{target} was cleaned up after days without a heartbeat", STATUS),
+    A.AGENT_RESTORE: Wording("{who} restored {target} after its cleanup", STATUS),
     A.AGENT_UPGRADE_SUCCEEDED: Wording("{target} upgraded"),
     A.AGENT_UPGRADE_SMOKE_CHECK_FAILED: Wording(
         "{target} rolled its upgrade back: the smoke check failed"
@@ -63,6 +71,11 @@ WORDINGS: dict[str, Wording] = {
     A.JOB_FAILED: Wording("{target} failed on {who}", STATUS),
     A.JOB_REQUEUED: Wording("{target} failed on {who} and went back to the queue", STATUS),
     A.JOB_CANCEL: Wording("{who} cancelled {target}", STATUS),
+    A.JOB_CANCEL_REQUEST: Wording("{who} told {target} to stop", frozenset({"stop_requested"})),
+    A.JOB_TIMED_OUT: Wording(
+        "{target} ran past its max runtime and was told to stop", frozenset({"stop_requested"})
+    ),
+    A.JOB_STOPPED: Wording("{target} was stopped", STATUS),
     A.JOB_LEASE_EXPIRED: Wording(
         "{target}'s agent did not report back in time: the job went back to the queue, "
         "or failed after its last attempt",
@@ -155,6 +168,7 @@ TARGETS: dict[str, Callable[[AuditEvent], tuple[str, str | None]]] = {
     "fleet.license": lambda e: ("the license", None),
     "fleet.membership": lambda e: (e.target_repr.partition(" @ ")[0], None),
     "fleet.customer": lambda e: (e.target_repr, None),
+    "fleet.bulkaction": lambda e: (e.target_repr, _url("portal:bulk_detail", e.target_id)),
 }
 
 

@@ -12,8 +12,18 @@ from portal.views.anomalies import (
     anomaly_resolve_view,
     incident_resolve_view,
 )
+from portal.views.bulk import agents_bulk, bulk_detail
 from portal.views.dashboard import dashboard
-from portal.views.fleet import agent_decommission_view, agent_detail, agents, hosts
+from portal.views.fleet import (
+    agent_decommission_view,
+    agent_detail,
+    agent_labels_view,
+    agent_pause_view,
+    agent_restore_view,
+    agent_resume_view,
+    agents,
+    hosts,
+)
 from portal.views.jobs import job_cancel_view, job_detail, jobs
 from portal.views.plan import plan
 from portal.views.rollouts import upgrade_detail, upgrade_steer, upgrades
@@ -23,7 +33,12 @@ __all__ = [
     "activity",
     "agent_decommission_view",
     "agent_detail",
+    "agent_labels_view",
+    "agent_pause_view",
+    "agent_restore_view",
+    "agent_resume_view",
     "agents",
+    "agents_bulk",
     "alert_channel_action",
     "alert_redeliver_view",
     "alerts",
@@ -32,6 +47,7 @@ __all__ = [
     "anomaly_resolve_view",
     "api_key_revoke_view",
     "api_keys",
+    "bulk_detail",
     "dashboard",
     "hosts",
     "incident_resolve_view",

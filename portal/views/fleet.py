@@ -2,6 +2,7 @@
 frees its seat); hosts with their zone mix and memory budget."""
 
 from collections import Counter
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypedDict, cast
 
 from django.conf import settings
@@ -11,15 +12,21 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
-from fleet.choices import AgentRole, AgentStatus
+from fleet.choices import AgentRole, AgentStatus, JobStatus
+from fleet.errors import AgentStateConflict, FleetError
 from fleet.http import request_actor
+from fleet.labels import labels_text
 from fleet.models import Customer, Host
+from fleet.policy import CLEANUP_UNDO_WINDOW
+from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
 from fleet.services.agents import agent_decommission
+from fleet.services.cleanup import agent_cleanup_undo
 from fleet.services.detections import host_memory_budget_mb
 
 if TYPE_CHECKING:  # django-stubs-ext is a development dependency
     from django_stubs_ext import WithAnnotations
 
+from portal.forms import AgentLabelsForm, BulkActionForm, PauseAgentForm
 from portal.views.base import (
     PortalRequest,
     member_view,
@@ -44,7 +51,7 @@ SORT_COLUMNS = {
 def agents(request: PortalRequest, customer: Customer) -> HttpResponse:
     filters = {
         k: request.GET.get(k, "").replace("\x00", "").strip()[:200]
-        for k in ("status", "role", "version", "host", "zone", "q", "sort")
+        for k in ("status", "role", "version", "host", "zone", "label", "q", "sort")
     }
     if filters["sort"].removeprefix("-") not in selectors.AGENT_SORTS:
         filters["sort"] = ""
@@ -64,6 +71,9 @@ def agents(request: PortalRequest, customer: Customer) -> HttpResponse:
             # The poll asks for this very view of the table: filters, sort and page.
             poll_query=query_string(**filters, page=page.number if page.number > 1 else ""),
             poll_seconds=settings.PORTAL_POLL_SECONDS,
+            cleanup_due=[] if request.htmx else selectors.agents_cleanup_due(customer),
+            bulk_form=BulkActionForm(),
+            filter_fields={k: v for k, v in filters.items() if k != "sort" and v},
         ),
     )
 
@@ -77,6 +87,13 @@ def agent_detail(request: PortalRequest, customer: Customer, agent_id: int) -> H
         page_context(
             request,
             agent=agent,
+            pause_form=PauseAgentForm(),
+            labels_form=AgentLabelsForm(initial={"labels": labels_text(agent.labels)}),
+            cleanup_due=agent in selectors.agents_cleanup_due(customer),
+            restore_until=agent.cleaned_up_at + CLEANUP_UNDO_WINDOW
+            if agent.cleaned_up_at
+            else None,
+            running=agent.jobs.filter(status=JobStatus.RUNNING).count(),
             jobs=agent.jobs.order_by("-queued_at")[:20],
             anomalies=agent.anomalies.order_by("-last_seen")[:20],
             upgrades=selectors.upgrade_history(agent)[:20],
@@ -95,6 +112,78 @@ def agent_decommission_view(
     agent = selectors.agent_get(customer, agent_id)
     if agent_decommission(agent=agent, actor=request_actor(request)):
         messages.success(request, f"{agent.name} is decommissioned; its seat is free.")
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+@member_view(steer=True)
+@require_POST
+def agent_pause_view(request: PortalRequest, customer: Customer, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    form = PauseAgentForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why you pause the agent (the reason is audited).")
+        return redirect("portal:agent_detail", agent_id=agent.pk)
+    minutes = form.cleaned_data["timeout_minutes"]
+    try:
+        status = agent_pause(
+            agent=agent,
+            reason=form.cleaned_data["reason"],
+            timeout=timedelta(minutes=minutes) if minutes else None,
+            drain=form.cleaned_data["drain"],
+            actor=request_actor(request),
+        )
+    except AgentStateConflict as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request,
+            f"{agent.name} is draining: it finishes its running jobs, claims nothing, and "
+            "is paused when they are done."
+            if status == AgentStatus.DRAINING
+            else f"{agent.name} is paused: it claims no jobs until resumed.",
+        )
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+@member_view(steer=True)
+@require_POST
+def agent_labels_view(request: PortalRequest, customer: Customer, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    form = AgentLabelsForm(request.POST)
+    if not form.is_valid():
+        problems = form.errors.get("labels") or ["Labels look like gpu=a100."]
+        messages.error(request, " ".join(str(problem) for problem in problems))
+    elif agent_labels_set(
+        agent=agent, labels=form.cleaned_data["labels"], actor=request_actor(request)
+    ):
+        messages.success(
+            request, f"{agent.name}'s labels are saved: it claims jobs that require them."
+        )
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+@member_view(steer=True)
+@require_POST
+def agent_resume_view(request: PortalRequest, customer: Customer, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    if agent_resume(agent=agent, actor=request_actor(request)):
+        messages.success(request, f"{agent.name} is resumed: it claims jobs again.")
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+@member_view(steer=True)
+@require_POST
+def agent_restore_view(request: PortalRequest, customer: Customer, agent_id: int) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    try:
+        agent_cleanup_undo(agent=agent, actor=request_actor(request))
+    except FleetError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request,
+            f"{agent.name} is restored: it holds a seat again and is back at its next heartbeat.",
+        )
     return redirect("portal:agent_detail", agent_id=agent.pk)
 
 

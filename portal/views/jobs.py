@@ -61,12 +61,13 @@ def _filters(request: PortalRequest) -> dict[str, str]:
         "status": status if status in JobStatus.values else "",
         "role": role if role in AgentRole.values else "",
         "sort": sort if sort.removeprefix("-") in selectors.JOB_SORTS else "",
+        "label": request.GET.get("label", "").replace("\x00", "").strip()[:130],
     }
 
 
 def _status_tabs(filters: dict[str, str], counts: dict[str, int]) -> list[StatusTab]:
     """All, then each status, with its count; switching keeps the role and the sort."""
-    keep = {"role": filters["role"], "sort": filters["sort"]}
+    keep = {"role": filters["role"], "sort": filters["sort"], "label": filters["label"]}
     tabs = [("", "All", sum(counts.values()))]
     tabs += [(value, label, counts[value]) for value, label in JobStatus.choices]
     return [
@@ -89,6 +90,7 @@ def jobs(request: PortalRequest, customer: Customer) -> HttpResponse:
                 role=data["role"],
                 priority=data["priority"],
                 payload={"repo": data["repo"], "ref": data["ref"], "task": data["task"]},
+                required_labels=data["required_labels"],
                 actor=request_actor(request),
             )
             messages.success(request, f"Job #{job.pk} is queued for a {job.role}.")
@@ -163,8 +165,13 @@ def job_detail(request: PortalRequest, customer: Customer, job_id: int) -> HttpR
 @require_POST
 def job_cancel_view(request: PortalRequest, customer: Customer, job_id: int) -> HttpResponse:
     try:
-        job_cancel(customer=customer, job_id=job_id, actor=request_actor(request))
-        messages.success(request, f"Job #{job_id} is cancelled.")
+        job = job_cancel(customer=customer, job_id=job_id, actor=request_actor(request))
+        messages.success(
+            request,
+            f"Job #{job_id} is told to stop: its agent stops it at its next heartbeat."
+            if job.status == JobStatus.RUNNING
+            else f"Job #{job_id} is cancelled.",
+        )
     except NotFound:
         raise
     except FleetError as exc:

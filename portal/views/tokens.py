@@ -39,6 +39,8 @@ def tokens(request: PortalRequest, customer: Customer) -> HttpResponse:
                     role=data["role"],
                     expires_in=timedelta(days=data["expires_in_days"]),
                     note=data["note"],
+                    ephemeral=data["ephemeral"],
+                    labels=data["labels"],
                     actor=request_actor(request),
                 )
                 form = MintTokensForm()

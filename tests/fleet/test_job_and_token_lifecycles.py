@@ -25,6 +25,7 @@ def test_the_tables_read_as_the_product_behaves():
         ("running", "failed"),
         ("running", "queued"),  # retried, lease expired, agent decommissioned
         ("queued", "cancelled"),
+        ("running", "cancelled"),  # stopped by its agent when told to (cancel, timeout)
     }
     assert allowed_pairs(TOKEN_TRANSITIONS) == {
         ("outstanding", "redeemed"),

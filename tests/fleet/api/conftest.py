@@ -59,6 +59,14 @@ class ApiClient:
     def get(self, path: str, *, secret: str | None = None, **extra: Any):
         return self.client.get(f"/api/v1{path}", **self._auth(secret), **extra)
 
+    def put(self, path: str, body: Any = None, *, secret: str | None = None):
+        return self.client.put(
+            f"/api/v1{path}",
+            body if body is not None else {},
+            content_type="application/json",
+            **self._auth(secret),
+        )
+
     def delete(self, path: str, *, secret: str | None = None):
         return self.client.delete(f"/api/v1{path}", **self._auth(secret))
 

@@ -134,3 +134,41 @@ def test_one_agent_sixteen_claims_at_once_gets_exactly_its_cap(customer):
     results = run_together([lambda: post("/jobs/claim", secret=agent.secret) for _ in range(16)])
     assert Counter(status for status, _ in results) == {200: 4, 204: 12}
     assert Job.objects.filter(agent_id=agent.agent.pk, status=JobStatus.RUNNING).count() == 4
+
+
+def test_a_paused_agent_claims_nothing_while_the_others_claim_then_resumes(customer):
+    from fleet.services.agent_controls import agent_pause, agent_resume
+
+    factories.license(customer, max_agents=20, max_concurrent_tasks_per_agent=2)
+    agents = [activate(customer) for _ in range(9)]
+    paused = agents[0]
+    for _ in range(30):
+        factories.job(customer, role="coder")
+    agent_pause(agent=paused.agent, reason="maintenance", actor=SYSTEM)
+    # Each agent asks four times at once (the paused one too): 8 agents get 2 jobs each, none to it.
+    calls = [lambda a=a: post("/jobs/claim", secret=a.secret)[0] for a in agents for _ in range(4)]
+    results = run_together(calls)
+    assert results.count(200) == 16
+    assert not Job.objects.filter(agent_id=paused.agent.pk).exists()
+    held = Counter(Job.objects.filter(status=JobStatus.RUNNING).values_list("agent_id", flat=True))
+    assert max(held.values()) == 2 and len(held) == 8
+    agent_resume(agent=paused.agent, actor=SYSTEM)
+    assert post("/jobs/claim", secret=paused.secret)[0] == 200
+
+
+def test_label_routing_stays_exact_under_concurrent_claims_with_the_cap_held(customer):
+    factories.license(customer, max_agents=30, max_concurrent_tasks_per_agent=3)
+    gpu = [activate(customer, labels={"gpu": "a100"}) for _ in range(6)]
+    plain = [activate(customer) for _ in range(6)]
+    for n in range(40):  # 10 need the GPU, 30 do not, interleaved by age
+        factories.job(customer, role="coder", required_labels={"gpu": "a100"} if n % 4 == 0 else {})
+    agents = gpu + plain
+    calls = [lambda a=a: post("/jobs/claim", secret=a.secret)[0] for a in agents for _ in range(5)]
+    results = run_together(calls)
+    assert results.count(200) == 36  # 12 agents at their cap of 3
+    gpu_ids = {a.agent.pk for a in gpu}
+    for job in Job.objects.filter(status=JobStatus.RUNNING):
+        if job.required_labels:
+            assert job.agent_id in gpu_ids, job
+    held = Counter(Job.objects.filter(status=JobStatus.RUNNING).values_list("agent_id", flat=True))
+    assert max(held.values()) == 3

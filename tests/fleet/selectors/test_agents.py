@@ -55,7 +55,7 @@ def test_an_agent_is_found_by_its_secret_with_every_fact_in_one_query(
             agent_latest_release(found),
             agent_upgrade_order(found),
             agent_job_cap(found),
-            found.on_yanked,
+            found.facts.on_yanked if found.facts else None,
         )
 
     assert found == agent

@@ -46,15 +46,30 @@ def test_the_table_reads_as_the_lifecycle():
         ("online", "online"),
         ("online", "offline"),  # the stale sweep
         ("upgrading", "offline"),
+        ("online", "paused"),  # an operator pauses
+        ("offline", "paused"),
+        ("draining", "paused"),  # ...or its last running job finishes
+        ("online", "draining"),  # an operator drains
+        ("offline", "draining"),
+        ("paused", "online"),  # an operator resumes, or the pause times out
+        ("draining", "online"),
         ("online", "decommissioned"),  # an operator
         ("offline", "decommissioned"),
         ("upgrading", "decommissioned"),
+        ("paused", "decommissioned"),
+        ("draining", "decommissioned"),
+        ("offline", "cleaned_up"),  # beat's stale cleanup (opted in)
+        ("paused", "cleaned_up"),
+        ("draining", "cleaned_up"),
+        ("cleaned_up", "offline"),  # undone within 7 days
+        ("cleaned_up", "decommissioned"),  # 7 days later, or an operator
     } == ALLOWED
-    # Decommissioned is the one state nothing leaves, and the one that holds no seat.
+    # Decommissioned is the one state nothing leaves; it and cleaned up (undone within 7
+    # days, then decommissioned) are the ones that hold no seat.
     assert {s for s in AgentStatus.values if not any(s == src for src, _ in ALLOWED)} == {
         "decommissioned"
     }
-    assert set(SEAT_HOLDING) == set(AgentStatus.values) - {"decommissioned"}
+    assert set(SEAT_HOLDING) == set(AgentStatus.values) - {"decommissioned", "cleaned_up"}
     assert MAY_CLAIM in SEAT_HOLDING
 
 

@@ -56,7 +56,15 @@ def test_a_snapshot_holds_the_fleets_numbers(fleet):
     [snap] = fleet_snapshots_take()
     assert snap.taken_at.second == 0
     assert (snap.agents_total, snap.agents_online, snap.agents_busy) == (3, 2, 1)
-    assert snap.agents_by_status == {"online": 3, "offline": 0, "upgrading": 0, "decommissioned": 0}
+    assert snap.agents_by_status == {
+        "online": 3,
+        "offline": 0,
+        "upgrading": 0,
+        "draining": 0,
+        "paused": 0,
+        "cleaned_up": 0,
+        "decommissioned": 0,
+    }
     assert snap.agents_by_role == {"coder": 1, "reviewer": 1, "tester": 1, "indexer": 0}
     assert snap.online_ratio == pytest.approx(2 / 3)
     assert (snap.jobs_completed_last_hour, snap.jobs_failed_last_hour) == (3, 1)

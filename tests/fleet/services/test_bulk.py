@@ -1,0 +1,140 @@
+"""Bulk actions: every agent matching a filter (not just a page), worked through by a task
+in chunks that commit their progress, resumed after a stopped worker, audited once with
+the count."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from fleet.choices import AgentStatus, AuditAction, BulkActionState, JobStatus, MemberRole
+from fleet.models import Agent, AuditEvent, BulkAction, Job
+from fleet.selectors import license_seats
+from fleet.services.audit import SYSTEM
+from fleet.services.bulk import (
+    bulk_action_run,
+    bulk_action_start,
+    bulk_action_step,
+    bulk_actions_stalled,
+)
+from fleet.tasks import mark_stale_agents
+from tests import factories
+from tests.portal.conftest import member_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def start(django_capture_on_commit_callbacks):
+    """bulk_action_start, and what its commit queues (the task) run in-process at once."""
+
+    def call(customer, kind, filters=None, **params):
+        with django_capture_on_commit_callbacks(execute=True):
+            action = bulk_action_start(
+                customer=customer, kind=kind, filters=filters or {}, params=params, actor=SYSTEM
+            )
+        action.refresh_from_db()
+        return action
+
+    return call
+
+
+@pytest.fixture
+def fleet(customer):
+    factories.license(customer, max_agents=500)
+    host = factories.host(customer)
+    now = timezone.now()
+    Agent.objects.bulk_create(
+        [factories.agent_row(customer, host, last_heartbeat_at=now) for _ in range(120)]
+        + [
+            factories.agent_row(customer, host, role="tester", last_heartbeat_at=now)
+            for _ in range(30)
+        ]
+    )
+    return customer
+
+
+def test_a_bulk_decommission_takes_every_matching_agent_not_a_page(fleet, start):
+    coder = Agent.objects.filter(role="coder").first()
+    factories.job(fleet, status="running", agent=coder)
+    assert license_seats(fleet).used == 150
+    action = start(fleet, "decommission", {"role": "coder"})
+    assert (action.state, action.total, action.processed, action.changed) == ("done", 120, 120, 120)
+    assert Agent.objects.filter(status=AgentStatus.DECOMMISSIONED).count() == 120
+    assert Agent.objects.filter(role="tester", status="online").count() == 30
+    assert license_seats(fleet).used == 30
+    assert Job.objects.get().status == JobStatus.QUEUED  # its job back in the queue
+    [event] = AuditEvent.objects.filter(action=AuditAction.AGENTS_BULK)
+    assert event.changes["agents"] == [None, 120] and event.changes["filters"] == [
+        None,
+        "role=coder",
+    ]
+    assert not AuditEvent.objects.filter(action=AuditAction.AGENT_DECOMMISSION).exists()
+
+
+def test_a_stopped_run_is_resumed_where_it_stopped(fleet, monkeypatch):
+    monkeypatch.setattr("fleet.tasks.run_bulk_action.delay", lambda action_id: None)
+    action = bulk_action_start(
+        customer=fleet, kind="pause", filters={}, params={"reason": "freeze"}, actor=SYSTEM
+    )
+    assert not bulk_action_step(action.pk, chunk=50)  # then the worker is killed
+    action.refresh_from_db()
+    assert (action.state, action.processed) == (BulkActionState.RUNNING, 50)
+    assert Agent.objects.filter(status=AgentStatus.PAUSED).count() == 50
+    assert bulk_actions_stalled() == []  # fresh progress: not stalled yet
+    with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False):
+        assert bulk_actions_stalled() == [action.pk]
+    done = bulk_action_run(action.pk)
+    assert (done.state, done.processed, done.changed) == ("done", 150, 150)
+    assert Agent.objects.filter(status=AgentStatus.PAUSED, paused_reason="freeze").count() == 150
+    assert bulk_action_step(action.pk)  # a redelivered message: nothing more
+    assert AuditEvent.objects.filter(action=AuditAction.AGENTS_BULK).count() == 1
+
+
+def test_beat_hands_a_stalled_action_to_a_worker_again(fleet, monkeypatch):
+    queued = []
+    monkeypatch.setattr("fleet.tasks.run_bulk_action.delay", queued.append)
+    action = bulk_action_start(customer=fleet, kind="resume", filters={}, params={}, actor=SYSTEM)
+    with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False):
+        mark_stale_agents.apply()
+    assert queued == [action.pk]  # by beat (its first message was lost)
+
+
+def test_bulk_labels_are_added_and_resume_undoes_a_bulk_pause(fleet, start):
+    start(fleet, "pause", {"role": "tester"}, reason="r")
+    start(fleet, "label", {"role": "tester"}, labels={"pool": "qa"})
+    assert Agent.objects.filter(labels__pool="qa").count() == 30
+    action = start(fleet, "resume")
+    assert (action.total, action.changed) == (150, 30)  # only the paused ones moved
+    assert not Agent.objects.filter(status=AgentStatus.PAUSED).exists()
+
+
+def test_the_portal_asks_and_shows_progress_viewers_refused_tenancy_held(
+    fleet, other_customer, django_user_model, django_capture_on_commit_callbacks
+):
+    owner = member_client(fleet, django_user_model, MemberRole.OWNER, "olga")
+    viewer = member_client(fleet, django_user_model, MemberRole.VIEWER, "vera")
+    page = owner.get(reverse("portal:agents"), {"role": "tester"}).content.decode()
+    assert "Act on all 30 agents matching these filters" in page
+    assert (
+        "Owners and admins act on many agents"
+        in viewer.get(reverse("portal:agents")).content.decode()
+    )
+    refused = viewer.post(reverse("portal:agents_bulk"), {"kind": "decommission"})
+    assert refused.status_code == 403 and not BulkAction.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        owner.post(reverse("portal:agents_bulk"), {"kind": "decommission", "role": "tester"})
+    action = BulkAction.objects.get()
+    response = owner.get(reverse("portal:bulk_detail", args=[action.pk]))
+    page = response.content.decode()
+    assert "30 of 30" in page and "<progress" in page
+    poll = owner.get(reverse("portal:bulk_detail", args=[action.pk]), HTTP_HX_REQUEST="true")
+    assert poll.status_code == 286  # done: htmx stops polling
+    assert (
+        owner.post(reverse("portal:agents_bulk"), {"kind": "pause"}, follow=True).status_code == 200
+    )
+    assert BulkAction.objects.count() == 1  # a pause without a reason is refused
+    theirs = member_client(other_customer, django_user_model, MemberRole.OWNER, "otto")
+    assert theirs.get(reverse("portal:bulk_detail", args=[action.pk])).status_code == 404
