@@ -137,6 +137,7 @@ def test_a_flush_that_finds_the_marker_gone_says_beats_may_be_lost_until_the_swe
     assert presence_flush() == PresenceFlush(0, complete=True)
 
 
+@pytest.mark.redis
 def test_the_sweep_grants_grace_for_a_lost_buffer_whichever_flush_saw_it_first(
     buffer, agents, settings
 ):
