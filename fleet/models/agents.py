@@ -276,10 +276,12 @@ class Agent(models.Model):
         column says so only after the next sweep."""
         if self.status in (DECOMMISSIONED, CLEANED_UP):
             return self.status
+        return self.status if self.heard_since(timezone.now()) else AgentStatus.OFFLINE
+
+    def heard_since(self, now: datetime) -> bool:
+        """heard_q for an agent in hand: heard from within the online window of `now`."""
         window = settings.AGENT_ONLINE_WINDOW
-        if self.last_heartbeat_at is None or self.last_heartbeat_at < timezone.now() - window:
-            return AgentStatus.OFFLINE
-        return self.status
+        return self.last_heartbeat_at is not None and self.last_heartbeat_at >= now - window
 
     def get_presence_display(self) -> str:
         return AgentStatus(self.presence).label

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -24,7 +23,7 @@ from fleet.choices import (
     RolloutState,
     RolloutTargetState,
 )
-from fleet.models import Agent, Job, Rollout, RolloutTarget
+from fleet.models import Job, Rollout, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
 from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import anomaly_open
@@ -79,15 +78,10 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
         .exclude(state=RolloutTargetState.EXCLUDED)
         .select_related("agent")
     )
-    heard_since = now - settings.AGENT_ONLINE_WINDOW
     version = rollout.release.version
-
-    def online(agent: Agent) -> bool:
-        return agent.last_heartbeat_at is not None and agent.last_heartbeat_at >= heard_since
-
     upgraded = [t for t in targets if t.state == RolloutTargetState.SUCCEEDED]
     unhealthy = [
-        t.agent.name for t in upgraded if t.agent.version != version or not online(t.agent)
+        t.agent.name for t in upgraded if t.agent.version != version or not t.agent.heard_since(now)
     ]
     numbers: dict[str, Any] = {"upgraded": len(upgraded), "not_healthy": unhealthy}
     checks = [
@@ -156,7 +150,7 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
                 )
             )
 
-    offline = [t.agent.name for t in targets if not online(t.agent)]
+    offline = [t.agent.name for t in targets if not t.agent.heard_since(now)]
     ratio = 1 - len(offline) / len(targets) if targets else 1.0
     floor = float(rollout.online_ratio_floor)
     numbers.update(online_ratio=round(ratio, 3), offline=offline)

@@ -8,7 +8,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -144,8 +143,8 @@ def rollout_plan(
             field="release",
         )
     behind = [a for a in in_scope if a.version < target]
-    heard_since = timezone.now() - settings.AGENT_ONLINE_WINDOW
-    online = [a for a in behind if a.last_heartbeat_at and a.last_heartbeat_at >= heard_since]
+    now = timezone.now()
+    online = [a for a in behind if a.heard_since(now)]
     if not online:
         raise RolloutRefused(f"No online agent is behind {target}: nothing to upgrade.")
     if canary is not None and canary not in online:
@@ -155,7 +154,7 @@ def rollout_plan(
         )
     role_sizes = Counter(a.role for a in fleet)
     canary = canary or max(
-        online, key=lambda a: (role_sizes[a.role], a.last_heartbeat_at or heard_since, -a.pk)
+        online, key=lambda a: (role_sizes[a.role], a.last_heartbeat_at or now, -a.pk)
     )
     return WavePlan(
         canary=canary,
