@@ -50,14 +50,19 @@ def _working(r: RoleNumbers, cap: int) -> str:
     return f"all {r.can_work} {r.role}s that can work run their {tasks}"
 
 
-def fleet_advice(customer: Customer | int, *, now: datetime | None = None) -> Advice:
+def fleet_advice(
+    customer: Customer | int,
+    *,
+    now: datetime | None = None,
+    roles: list[RoleNumbers] | None = None,
+) -> Advice:
     """What to do about the fleet's size now, role by role, from the same numbers the
     dashboard and Plan show (role_numbers): add agents of a role whose jobs wait with
     every agent busy (how many, and whether the license has the seats); check the agents
     when jobs wait long though they have room; add work when more than a quarter of the
     online agents' time is idle and nothing waits. Never two at once. Five queries."""
     now = now or timezone.now()
-    roles = role_numbers(customer, now=now)
+    roles = roles if roles is not None else role_numbers(customer, now=now)
     license = license_current(customer)
     cap = license.max_concurrent_tasks_per_agent if license else 1
     if not any(r.agents for r in roles) and not any(r.queued for r in roles):
@@ -165,11 +170,13 @@ class SizingRow:
         return "ok"
 
 
-def fleet_sizing(customer: Customer | int, repo_loc: int) -> list[SizingRow]:
+def fleet_sizing(
+    customer: Customer | int, repo_loc: int, *, roles: list[RoleNumbers] | None = None
+) -> list[SizingRow]:
     """The sizing table's row for a repository of `repo_loc` lines against the agents
     that can work now (role_numbers, as the dashboard and advice count them)."""
     table = next(roles for limit, roles in SIZING if limit is None or repo_loc < limit)
-    numbers = {r.role: r for r in role_numbers(customer)}
+    numbers = {r.role: r for r in (roles if roles is not None else role_numbers(customer))}
     return [
         SizingRow(role, lo, hi, numbers[role].can_work, numbers[role].offline)
         for role, (lo, hi) in table.items()

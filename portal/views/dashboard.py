@@ -37,13 +37,14 @@ def _charts(customer: Customer) -> dict[str, Sparkline]:
 
 @member_view()
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
+    roles = selectors.role_numbers(customer)  # the table and the advice read the same
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer),
-        advice=selectors.fleet_advice(customer),
-        roles=selectors.role_numbers(customer),
+        advice=selectors.fleet_advice(customer, roles=roles),
+        roles=roles,
         poll_seconds=settings.PORTAL_POLL_SECONDS,
     )
     if not request.htmx:

@@ -62,3 +62,21 @@ def test_every_page_counts_the_same_fleet_the_same_way(owner, fleet):
     [snapshot] = fleet_snapshots_take()
     assert (snapshot.agents_online, snapshot.agents_total) == (4, 7)
     assert snapshot.queue_depth == coder.queued
+
+
+def test_the_dashboard_and_plan_read_the_role_numbers_once(owner, fleet, monkeypatch):
+    """The role table and the advice (and Plan's sizing) share one role_numbers() read,
+    wherever it is called from."""
+    from fleet.selectors import metrics
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return metrics.role_numbers(*args, **kwargs)
+
+    for where in ("fleet.selectors.role_numbers", "fleet.selectors.advice.role_numbers"):
+        monkeypatch.setattr(where, counted)
+    owner.get("/portal/", HTTP_HX_REQUEST="true")
+    owner.get("/portal/plan/?repo_loc=100000")
+    assert len(calls) == 2  # one a page
