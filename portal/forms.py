@@ -18,6 +18,7 @@ from fleet.models import Agent, Release
 from fleet.policy import (
     AGENT_PAUSE_REASON_MAX,
     AGENT_PAUSE_TIMEOUT_MAX,
+    JOB_MAX_RUNTIME_LIMIT,
     TOKEN_LIFETIME,
     TOKEN_LIFETIME_MAX,
     TOKENS_PER_MINT_MAX,
@@ -123,6 +124,29 @@ class PauseAgentForm(forms.Form):
 
     def clean_reason(self) -> str:
         return self.cleaned_data["reason"].replace("\x00", "").strip()
+
+
+class CustomerSettingsForm(forms.Form):
+    """The customer's own policies (owners set them; the admin shows the same fields)."""
+
+    stale_cleanup_days = forms.IntegerField(
+        label="Clean up agents offline for",
+        min_value=1,
+        max_value=365,
+        required=False,
+        widget=forms.NumberInput(attrs={"placeholder": "days (empty: never)"}),
+        help_text="Days without a heartbeat before beat decommissions an agent and frees its "
+        "seat; listed on Agents a day before, restorable for 7 days. Empty: never.",
+    )
+    job_max_runtime_minutes = forms.IntegerField(
+        label="Default job max runtime",
+        min_value=1,
+        max_value=int(JOB_MAX_RUNTIME_LIMIT.total_seconds() // 60),
+        required=False,
+        widget=forms.NumberInput(attrs={"placeholder": "minutes (empty: 6 hours)"}),
+        help_text="A running job longer than this is told to stop and counted as timed out, "
+        "unless it was submitted with its own max runtime.",
+    )
 
 
 class ApiKeyForm(forms.Form):

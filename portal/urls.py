@@ -57,6 +57,7 @@ urlpatterns = [
     path("keys/", views.api_keys, name="api_keys"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("activity/", views.activity, name="activity"),
+    path("settings/", views.customer_settings, name="settings"),
     path("alerts/", views.alerts, name="alerts"),
     path(
         "alerts/channels/<int:channel_id>/<str:action>/",

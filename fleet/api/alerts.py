@@ -6,7 +6,8 @@ from ninja import Router, Status
 from ninja.pagination import paginate
 
 from fleet.api.auth import api_key_auth, authed_key
-from fleet.api.customers import BoundedPagination, api_key_actor
+from fleet.api.customers import api_key_actor
+from fleet.api.pagination import BoundedPagination
 from fleet.api.schemas import (
     AlertChannelCreatedOut,
     AlertChannelIn,

@@ -6,14 +6,19 @@ from datetime import timedelta
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
-from pydantic import Field
+from ninja.pagination import paginate
 
 from fleet.api.auth import api_key_auth, authed_key
+from fleet.api.pagination import BoundedPagination, KeysetPagination
 from fleet.api.schemas import (
+    AgentFilters,
     AgentLabelsIn,
     AgentOut,
     AgentPauseIn,
+    BulkActionIn,
+    BulkActionOut,
+    CustomerSettingsIn,
+    CustomerSettingsOut,
     FleetMetricsOut,
     MintedTokenOut,
     SeatsOut,
@@ -26,10 +31,20 @@ from fleet.api.throttles import ApiKeyThrottle
 from fleet.choices import TokenStatus
 from fleet.errors import TokenNotOutstanding
 from fleet.http import client_address
-from fleet.models import ActivationToken, Agent
-from fleet.selectors import agent_get, fleet_metrics, license_seats, token_get, token_list
+from fleet.models import ActivationToken, Agent, BulkAction, Customer
+from fleet.selectors import (
+    agent_get,
+    agent_search,
+    bulk_action_get,
+    fleet_metrics,
+    license_seats,
+    token_get,
+    token_list,
+)
 from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
 from fleet.services.audit import Actor
+from fleet.services.bulk import bulk_action_start
+from fleet.services.customers import customer_settings_set
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
 router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
@@ -37,14 +52,6 @@ router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKe
 
 def api_key_actor(request: HttpRequest) -> Actor:
     return Actor.for_api_key(authed_key(request), client_address(request))
-
-
-class BoundedPagination(LimitOffsetPagination):
-    """Limit and offset both bounded, so a huge offset is a 422, not a 500."""
-
-    class Input(Schema):
-        limit: int = Field(50, ge=1, le=200)
-        offset: int = Field(0, ge=0, le=1_000_000)
 
 
 class TokenFilter(Schema):
@@ -115,6 +122,79 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
 )
 def metrics(request: HttpRequest) -> dict:
     return fleet_metrics(authed_key(request).customer_id).as_dict()
+
+
+@router.get(
+    "/settings",
+    response={200: CustomerSettingsOut, **errors(401, 429)},
+    summary="The customer's fleet policies: stale cleanup, default job max runtime",
+)
+def get_settings(request: HttpRequest) -> Customer:
+    return authed_key(request).customer
+
+
+@router.patch(
+    "/settings",
+    response={200: CustomerSettingsOut, **errors(401, 413, 422, 429)},
+    summary="Change the customer's fleet policies (audited)",
+)
+def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
+    """Turning the stale cleanup on (or changing its days) acts a day later, so the portal
+    lists the agents it will clean up first."""
+    customer = Customer.objects.get(pk=authed_key(request).customer_id)
+    sent = body.model_fields_set
+    customer_settings_set(
+        customer=customer,
+        stale_cleanup_days=body.stale_cleanup_days
+        if "stale_cleanup_days" in sent
+        else customer.stale_cleanup_days,
+        job_max_runtime_seconds=body.job_max_runtime_seconds
+        if "job_max_runtime_seconds" in sent
+        else customer.job_max_runtime_seconds,
+        actor=api_key_actor(request),
+    )
+    return customer
+
+
+@router.get(
+    "/agents",
+    response={200: list[AgentOut], **errors(401, 422, 429)},
+    summary="The customer's agents matching the Agents page's filters, newest first",
+)
+@paginate(KeysetPagination)
+def list_agents(request: HttpRequest, filters: Query[AgentFilters]) -> QuerySet[Agent]:
+    """Without a status filter: every agent holding a seat (decommissioned and cleaned-up
+    agents only when asked for by status)."""
+    return agent_search(authed_key(request).customer_id, filters.as_dict())
+
+
+@router.post(
+    "/agents/bulk",
+    response={202: BulkActionOut, **errors(401, 409, 413, 422, 429)},
+    summary="Pause, resume, decommission or label every agent matching filters",
+)
+def start_bulk_action(request: HttpRequest, body: BulkActionIn) -> Status[BulkAction]:
+    """The agents the filters match now are listed, then a worker goes through them in
+    chunks (watch `GET /agents/bulk/{id}`); audited once, with the count, when done. A
+    pause without a reason, or labels without any, is 409 `agent_state_conflict`."""
+    key = authed_key(request)
+    action = bulk_action_start(
+        customer=key.customer,
+        kind=body.action,
+        filters=body.filters.as_dict(),
+        params={"reason": body.reason, "labels": body.labels},
+        actor=api_key_actor(request),
+    )
+    return Status(202, action)
+
+
+@router.get(
+    "/agents/bulk/{action_id}",
+    response={200: BulkActionOut, **errors(401, 404, 422, 429)},
+    summary="A bulk action's progress",
+)
+def get_bulk_action(request: HttpRequest, action_id: int) -> BulkAction:
+    return bulk_action_get(authed_key(request).customer_id, action_id)
 
 
 @router.post(

@@ -11,9 +11,11 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 from fleet import policy
 from fleet.choices import (
     AgentRole,
+    AgentStatus,
     AlertChannelKind,
     AlertEventType,
     AnomalySeverity,
+    BulkActionKind,
     TokenStatus,
     UpgradeOutcome,
 )
@@ -371,6 +373,8 @@ class FleetMetricsOut(Schema):
     online_ratio: float | None
     jobs_completed_last_hour: int
     jobs_completed_previous_hour: int
+    jobs_failed_last_hour: int
+    jobs_timed_out_last_hour: int = Field(description="Stopped past their max runtime.")
     throughput_trend: float | None
     queue_depth: int
     jobs_running: int
@@ -443,6 +447,30 @@ class AgentPauseIn(In):
     )
 
 
+class CustomerSettingsIn(In):
+    """Only the fields sent change; `null` turns a policy off (or back to the default)."""
+
+    stale_cleanup_days: int | None = Field(
+        None,
+        ge=1,
+        le=365,
+        description="Days offline before beat cleans an agent up (restorable for 7 days); "
+        "null: never.",
+    )
+    job_max_runtime_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=int(policy.JOB_MAX_RUNTIME_LIMIT.total_seconds()),
+        description="Default max runtime of a job submitted without its own; null: 6 hours.",
+    )
+
+
+class CustomerSettingsOut(Schema):
+    stale_cleanup_days: int | None
+    stale_cleanup_since: datetime | None
+    job_max_runtime_seconds: int | None
+
+
 class AgentLabelsIn(In):
     labels: Labels
 
@@ -466,6 +494,50 @@ class AgentOut(Schema):
     @staticmethod
     def resolve_host(agent: Any) -> str:
         return agent.host.hostname
+
+
+class AgentFilters(Schema):
+    """The Agents page's filters. Status `online` and `offline` count as every page does
+    (heard from within the online window); `label` is `key=value` or just `key`."""
+
+    status: AgentStatus | None = None
+    role: Str = Field("", max_length=32)
+    version: Str = Field("", max_length=64)
+    host: Str = Field("", max_length=255)
+    zone: Str = Field("", max_length=64)
+    label: Str = Field("", max_length=130)
+    q: Str = Field("", max_length=200, description="Part of a name, unit, hostname or machine id.")
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.model_dump().items() if v}
+
+
+class AgentFiltersIn(AgentFilters, In):
+    pass
+
+
+class BulkActionIn(In):
+    action: BulkActionKind
+    filters: AgentFiltersIn = Field(
+        default_factory=AgentFiltersIn, description="Which agents: every one they match now."
+    )
+    reason: Str = Field(
+        "", max_length=policy.AGENT_PAUSE_REASON_MAX, description="Why (pause: required)."
+    )
+    labels: Labels
+
+
+class BulkActionOut(Schema):
+    id: int
+    action: str = Field(alias="kind")
+    state: str
+    filters: dict[str, str]
+    total: int
+    processed: int
+    changed: int = Field(description="Of the agents gone through, the ones it moved.")
+    percent: int
+    created_at: datetime
+    finished_at: datetime | None
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:

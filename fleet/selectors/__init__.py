@@ -32,6 +32,7 @@ from fleet.selectors.agents import (
     agent_with_facts,
     agents_cleanup_due,
     agents_with_facts,
+    bulk_action_get,
     host_list,
 )
 from fleet.selectors.alerts import (
@@ -113,6 +114,7 @@ __all__ = [
     "audit_list",
     "audit_search",
     "audit_trail",
+    "bulk_action_get",
     "customer_active_agent_count",
     "fleet_advice",
     "fleet_metrics",

@@ -18,7 +18,7 @@ from fleet.choices import (
 )
 from fleet.errors import NotFound
 from fleet.labels import labels_check
-from fleet.models import Agent, Customer, Host, Job, License, Release, RolloutTarget
+from fleet.models import Agent, BulkAction, Customer, Host, Job, License, Release, RolloutTarget
 from fleet.models.agents import CLEAN_UP, SEAT_HOLDING, heard_q, silent_since_q
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.selectors.releases import releases_newest_first
@@ -167,6 +167,13 @@ def agent_get(customer: Customer | int, agent_id: int) -> Agent:
     return agent
 
 
+def bulk_action_get(customer: Customer | int, action_id: int) -> BulkAction:
+    action = BulkAction.objects.filter(customer=customer, pk=action_id).first()
+    if action is None:
+        raise NotFound("No such bulk action.")
+    return action
+
+
 # The Agents page's sortable columns: key → field.
 AGENT_SORTS = {
     "name": "name",
@@ -243,15 +250,16 @@ def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
     }
 
 
-def host_list(customer: Customer | int) -> QuerySet[Host]:
-    """Hosts with their agents counted by role, for the zone mix and memory budget."""
+def host_list(customer: Customer | int, *, label: str = "") -> QuerySet[Host]:
+    """Hosts with their agents counted by role, for the zone mix and memory budget (online
+    as every page counts it). With `label`: the hosts that run an agent carrying it."""
     active = Q(agents__status__in=SEAT_HOLDING)
-    return (
-        Host.objects.filter(customer=customer)
-        .annotate(
-            n_agents=Count("agents", filter=active),
-            n_testers=Count("agents", filter=active & Q(agents__role="tester")),
-            n_online=Count("agents", filter=active & Q(agents__status=AgentStatus.ONLINE)),
-        )
-        .order_by("zone", "hostname")
-    )
+    hosts = Host.objects.filter(customer=customer)
+    if label:
+        labelled = with_label(Agent.objects.for_customer(customer).holding_seat(), "labels", label)
+        hosts = hosts.filter(pk__in=labelled.values("host_id"))
+    return hosts.annotate(
+        n_agents=Count("agents", filter=active),
+        n_testers=Count("agents", filter=active & Q(agents__role="tester")),
+        n_online=Count("agents", filter=active & heard_q(timezone.now(), via="agents__")),
+    ).order_by("zone", "hostname")

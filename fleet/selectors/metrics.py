@@ -8,9 +8,10 @@ from django.db.models import Avg, Count, Min, Q
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
+from fleet.choices import AgentRole, AgentStatus, Channel, JobCancelReason, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job
 from fleet.models.agents import heard_q
+from fleet.selectors.agents import with_label
 from fleet.selectors.licenses import license_current
 from fleet.selectors.releases import release_latest
 from fleet.versions import SemVer
@@ -46,6 +47,8 @@ class FleetMetrics:
     online_ratio: float | None
     jobs_completed_last_hour: int
     jobs_completed_previous_hour: int
+    jobs_failed_last_hour: int
+    jobs_timed_out_last_hour: int  # stopped past their max runtime
     queue_depth: int
     jobs_running: int
     anomalies_unresolved: int
@@ -91,16 +94,24 @@ class RoleNumbers:
         return max(self.can_work - self.busy, 0)
 
 
-def role_numbers(customer: Customer | int, *, now: datetime | None = None) -> list[RoleNumbers]:
+def role_numbers(
+    customer: Customer | int, *, now: datetime | None = None, label: str = ""
+) -> list[RoleNumbers]:
     """Every role's numbers (roles with neither agents nor jobs included, as zeros), in
-    three queries whatever the fleet's size."""
+    three queries whatever the fleet's size. With `label` ("key=value" or "key"): the
+    agents that carry it and the jobs that require it."""
     now = now or timezone.now()
     online = heard_q(now)
+    seated = Agent.objects.for_customer(customer).holding_seat()
+    open_jobs = Job.objects.filter(customer=customer)
+    running = open_jobs.filter(status=JobStatus.RUNNING)
+    if label:
+        seated = with_label(seated, "labels", label)
+        running = with_label(running, "agent__labels", label)
+        open_jobs = with_label(open_jobs, "required_labels", label)
     agents = {
         row["role"]: row
-        for row in Agent.objects.for_customer(customer)
-        .holding_seat()
-        .values("role")
+        for row in seated.values("role")
         .annotate(
             n=Count("pk"),
             online=Count("pk", filter=online),
@@ -110,9 +121,7 @@ def role_numbers(customer: Customer | int, *, now: datetime | None = None) -> li
     }
     jobs = {
         row["role"]: row
-        for row in Job.objects.filter(
-            customer=customer, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
-        )
+        for row in open_jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
         .values("role")
         .annotate(
             queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
@@ -122,8 +131,7 @@ def role_numbers(customer: Customer | int, *, now: datetime | None = None) -> li
         .order_by()
     }
     busy = dict(
-        Job.objects.filter(customer=customer, status=JobStatus.RUNNING)
-        .filter(heard_q(now, via="agent__"))
+        running.filter(heard_q(now, via="agent__"))
         .values("agent__role")
         .annotate(n=Count("agent_id", distinct=True))
         .order_by()
@@ -187,6 +195,15 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
                 finished_at__lte=now - hour,
             ),
         ),
+        failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - hour)),
+        timed_out=Count(
+            "pk",
+            filter=Q(
+                status=JobStatus.CANCELLED,
+                stop_reason=JobCancelReason.TIMED_OUT,
+                finished_at__gt=now - hour,
+            ),
+        ),
         queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
         running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
     )
@@ -210,6 +227,8 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         online_ratio=agents["online"] / agents["active"] if agents["active"] else None,
         jobs_completed_last_hour=jobs["last_hour"],
         jobs_completed_previous_hour=jobs["previous_hour"],
+        jobs_failed_last_hour=jobs["failed"],
+        jobs_timed_out_last_hour=jobs["timed_out"],
         queue_depth=jobs["queued"],
         jobs_running=jobs["running"],
         anomalies_unresolved=anomalies,

@@ -51,6 +51,19 @@ def customer_update(*, customer: Customer, actor: Actor) -> Customer:
     return customer
 
 
+def customer_settings_set(
+    *,
+    customer: Customer,
+    stale_cleanup_days: int | None,
+    job_max_runtime_seconds: int | None,
+    actor: Actor,
+) -> Customer:
+    """The policies a customer's owners set themselves (portal Settings, the API)."""
+    customer.stale_cleanup_days = stale_cleanup_days
+    customer.job_max_runtime_seconds = job_max_runtime_seconds
+    return customer_update(customer=customer, actor=actor)
+
+
 @transaction.atomic
 def membership_set(*, customer: Customer, user: User, role: MemberRole, actor: Actor) -> Membership:
     """Add `user` to `customer` with `role`, or change the role they have."""

@@ -4,7 +4,13 @@ Owners and admins steer; viewers only look (the server refuses them, not just th
 One module a page area, `base` what they share; the views are re-exported here so
 `portal.urls` names them as `views.<name>`."""
 
-from portal.views.account import activity, api_key_revoke_view, api_keys, switch_customer
+from portal.views.account import (
+    activity,
+    api_key_revoke_view,
+    api_keys,
+    customer_settings,
+    switch_customer,
+)
 from portal.views.alerts import alert_channel_action, alert_redeliver_view, alerts
 from portal.views.anomalies import (
     anomalies,
@@ -48,6 +54,7 @@ __all__ = [
     "api_key_revoke_view",
     "api_keys",
     "bulk_detail",
+    "customer_settings",
     "dashboard",
     "hosts",
     "incident_resolve_view",

@@ -14,7 +14,8 @@ from fleet.choices import AuditAction
 from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.services.api_keys import api_key_mint, api_key_revoke
-from portal.forms import ApiKeyForm
+from fleet.services.customers import customer_settings_set
+from portal.forms import ApiKeyForm, CustomerSettingsForm
 from portal.views.base import (
     SESSION_CUSTOMER,
     PortalRequest,
@@ -66,6 +67,33 @@ def api_key_revoke_view(request: PortalRequest, customer: Customer, key_id: int)
     api_key_revoke(key=selectors.api_key_get(customer, key_id), actor=request_actor(request))
     messages.success(request, "The key is revoked; it stops working at once.")
     return redirect("portal:api_keys")
+
+
+@member_view(owner=True, posts_only=True)
+def customer_settings(request: PortalRequest, customer: Customer) -> HttpResponse:
+    """The customer's policies: every member reads them, owners change them."""
+    runtime = customer.job_max_runtime_seconds
+    initial = {
+        "stale_cleanup_days": customer.stale_cleanup_days,
+        "job_max_runtime_minutes": runtime // 60 if runtime else None,
+    }
+    form = CustomerSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        minutes = form.cleaned_data["job_max_runtime_minutes"]
+        customer_settings_set(
+            customer=customer,
+            stale_cleanup_days=form.cleaned_data["stale_cleanup_days"],
+            job_max_runtime_seconds=minutes * 60 if minutes else None,
+            actor=request_actor(request),
+        )
+        messages.success(request, "Settings saved.")
+        return redirect("portal:settings")
+    return render(
+        request,
+        "portal/settings.html",
+        page_context(request, form=form),
+        status=422 if form.errors else 200,
+    )
 
 
 # The areas of the action menu, by the part of an action's value before its dot.

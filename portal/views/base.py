@@ -103,6 +103,12 @@ def member_view(
     return wrap
 
 
+def label_filter(request: HttpRequest) -> str:
+    """The `?label=` filter (key=value, or a bare key) as the pages take it: NUL-free, at
+    most a label's length; text that is no label simply matches nothing."""
+    return request.GET.get("label", "").replace("\x00", "").strip()[:130]
+
+
 def page_context(request: PortalRequest, **extra: object) -> dict[str, object]:
     """What the header of every page needs: the customer, the switcher, the role."""
     membership = request.membership

@@ -4,14 +4,15 @@ second until the action is done."""
 
 from django.contrib import messages
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from fleet import selectors
 from fleet.choices import BulkActionKind, BulkActionState
 from fleet.errors import FleetError
 from fleet.http import request_actor
-from fleet.models import BulkAction, Customer
+from fleet.models import Customer
 from fleet.services.bulk import bulk_action_start
 from portal.forms import BulkActionForm
 from portal.views.base import PortalRequest, member_view, page_context, partial_or_page
@@ -45,7 +46,7 @@ def agents_bulk(request: PortalRequest, customer: Customer) -> HttpResponse:
 
 @member_view()
 def bulk_detail(request: PortalRequest, customer: Customer, action_id: int) -> HttpResponse:
-    action = get_object_or_404(BulkAction, customer=customer, pk=action_id)
+    action = selectors.bulk_action_get(customer, action_id)
     done = action.state == BulkActionState.DONE
     return render(
         request,

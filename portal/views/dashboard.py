@@ -11,7 +11,13 @@ from fleet import policy, selectors
 from fleet.choices import AnomalyKind
 from fleet.models import Customer
 from portal.charts import Sparkline, downsample, sparkline
-from portal.views.base import PortalRequest, member_view, page_context, partial_or_page
+from portal.views.base import (
+    PortalRequest,
+    label_filter,
+    member_view,
+    page_context,
+    partial_or_page,
+)
 
 
 def _charts(customer: Customer) -> dict[str, Sparkline]:
@@ -38,13 +44,15 @@ def _charts(customer: Customer) -> dict[str, Sparkline]:
 @member_view()
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     roles = selectors.role_numbers(customer)  # the table and the advice read the same
+    label = label_filter(request)  # the table only: the advice is about the whole fleet
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer),
         advice=selectors.fleet_advice(customer, roles=roles),
-        roles=roles,
+        roles=selectors.role_numbers(customer, label=label) if label else roles,
+        label=label,
         poll_seconds=settings.PORTAL_POLL_SECONDS,
     )
     if not request.htmx:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # django-stubs-ext is a development dependency
 from portal.forms import AgentLabelsForm, BulkActionForm, PauseAgentForm
 from portal.views.base import (
     PortalRequest,
+    label_filter,
     member_view,
     page_context,
     paginate,
@@ -201,11 +202,16 @@ class HostRow(TypedDict):
 def hosts(request: PortalRequest, customer: Customer) -> HttpResponse:
     # host_list annotates the counts but is typed as plain Hosts; name what it carries
     # (quoted: WithAnnotations with a TypedDict exists for type checkers only).
-    rows = cast("list[WithAnnotations[Host, HostRow]]", list(selectors.host_list(customer)))
+    label = label_filter(request)
+    rows = cast(
+        "list[WithAnnotations[Host, HostRow]]", list(selectors.host_list(customer, label=label))
+    )
     zones: Counter[str] = Counter()
     for host in rows:
         host.budget_mb = host_memory_budget_mb(host.n_agents, host.n_testers)
         zones[host.zone or "no zone"] += host.n_agents
     return render(
-        request, "portal/hosts.html", page_context(request, hosts=rows, zones=dict(zones))
+        request,
+        "portal/hosts.html",
+        page_context(request, hosts=rows, zones=dict(zones), label=label),
     )

@@ -25,6 +25,7 @@ from fleet.services.jobs import job_cancel, job_submit
 from portal.forms import SubmitJobForm
 from portal.views.base import (
     PortalRequest,
+    label_filter,
     member_view,
     page_context,
     paginate,
@@ -61,7 +62,7 @@ def _filters(request: PortalRequest) -> dict[str, str]:
         "status": status if status in JobStatus.values else "",
         "role": role if role in AgentRole.values else "",
         "sort": sort if sort.removeprefix("-") in selectors.JOB_SORTS else "",
-        "label": request.GET.get("label", "").replace("\x00", "").strip()[:130],
+        "label": label_filter(request),
     }
 
 

@@ -1,4 +1,4 @@
-"""One definition of every number: the dashboard, the Agents page, Plan, the per-role
+"""One definition of every number: the dashboard, the Agents and Hosts pages, Plan, the per-role
 table and the snapshot (which the API's metrics and charts read) say the same of the
 same fleet, including agents whose status column is behind (silent, not swept yet) and
 agents that cannot work (upgrading) or hold no seat (decommissioned)."""
@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, JobStatus
-from fleet.selectors import fleet_metrics, role_numbers
+from fleet.selectors import fleet_metrics, host_list, role_numbers
 from fleet.services.snapshots import fleet_snapshots_take
 from tests import factories
 
@@ -55,6 +55,9 @@ def test_every_page_counts_the_same_fleet_the_same_way(owner, fleet):
     assert (online_rows, offline_rows, upgrading_rows) == (3, 3, 1)
     listed = owner.get("/portal/agents/").content.decode()
     assert listed.count('class="pill offline"') == 3  # the silent ones shown offline too
+
+    hosts = host_list(fleet)
+    assert (sum(h.n_online for h in hosts), sum(h.n_agents for h in hosts)) == (4, 7)
 
     plan = owner.get("/portal/plan/?repo_loc=100000").content.decode()
     assert re.search(r"<td>Coder</td><td>3\u20135</td><td>3 .*?3 offline, not counted", plan)

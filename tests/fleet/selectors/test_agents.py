@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from fleet.choices import AgentRole, AgentStatus, Channel, RolloutState, RolloutTargetState
 from fleet.errors import NotFound
@@ -148,7 +151,12 @@ def fleet(customer, other_customer):
             customer, a, name="bravo", role=AgentRole.TESTER, version="1.10.0"
         ),
         "charlie": factories.agent(
-            customer, b, name="charlie", status=AgentStatus.OFFLINE, version="1.9.0"
+            customer,
+            b,
+            name="charlie",
+            status=AgentStatus.OFFLINE,
+            version="1.9.0",
+            last_heartbeat_at=timezone.now() - timedelta(minutes=10),
         ),
         "delta": factories.agent(customer, b, name="delta", role=AgentRole.TESTER),
         "retired": factories.agent(

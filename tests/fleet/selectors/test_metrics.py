@@ -3,11 +3,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fleet.choices import AgentStatus, AnomalyKind, Channel, JobStatus
+from fleet.choices import AgentStatus, AnomalyKind, Channel, JobStatus, MemberRole
 from fleet.models import Anomaly, FleetSnapshot, Job
 from fleet.selectors import fleet_metrics, minor_floor, snapshot_series, throughput_baselines
 from fleet.versions import SemVer
 from tests import factories
+from tests.portal.conftest import member_client
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)
@@ -96,6 +97,8 @@ def test_a_customers_numbers_on_a_small_known_fleet_in_seven_queries(
         "online_ratio": 0.75,
         "jobs_completed_last_hour": 2,
         "jobs_completed_previous_hour": 1,
+        "jobs_failed_last_hour": 1,
+        "jobs_timed_out_last_hour": 0,
         "queue_depth": 2,
         "jobs_running": 1,
         "anomalies_unresolved": 1,
@@ -196,3 +199,20 @@ def test_the_series_is_one_entry_a_minute_oldest_first_with_gaps_as_none(custome
     assert (series[0], series[-5], series[-2], series[-1]) == (old, earlier, later, None)
     assert len(series) == 25 * 60
     assert snapshot_series(customer, hours=1, now=now + timedelta(hours=2)) == []
+
+
+def test_failed_and_timed_out_jobs_of_the_last_hour_are_counted(customer, django_user_model):
+    owner = member_client(customer, django_user_model, MemberRole.OWNER, "olga")
+    now = timezone.now()
+    agent = factories.agent(customer)
+    finished(customer, agent, JobStatus.FAILED, timedelta(minutes=5), now)
+    finished(customer, agent, JobStatus.FAILED, 2 * HOUR, now)  # too old
+    for reason, ago in (("timed_out", timedelta(minutes=9)), ("timed_out", 2 * HOUR)):
+        job = finished(customer, agent, JobStatus.CANCELLED, ago, now)
+        Job.objects.filter(pk=job.pk).update(stop_reason=reason)
+    operator = finished(customer, agent, JobStatus.CANCELLED, timedelta(minutes=1), now)
+    Job.objects.filter(pk=operator.pk).update(stop_reason="operator")  # cancelled, not timed out
+    metrics = fleet_metrics(customer)
+    assert (metrics.jobs_failed_last_hour, metrics.jobs_timed_out_last_hour) == (1, 1)
+    page = owner.get("/portal/").content.decode()
+    assert "1 failed</a>" in page and "1 timed out</a>" in page
