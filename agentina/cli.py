@@ -23,6 +23,7 @@ from agentina.outbox import Outbox
 from agentina.runner import Runner, command_executor, simulated_executor
 from agentina.service import (
     DEFAULT_UNIT_DIR,
+    EXIT_REFUSED,
     agent_command,
     state_dir_for,
     systemctl_commands,
@@ -229,6 +230,15 @@ def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"agent {state.agent_id} running; Ctrl-C drains and exits")
     runner.run(stop)
+    if runner.refused is not None:
+        print(
+            f"agentina: the Control Plane no longer accepts agent {state.agent_id} "
+            f"({runner.refused.detail}): it was decommissioned, or retired after its "
+            f"ephemeral run. Exiting with status {EXIT_REFUSED}, which systemd does not "
+            "restart; to run an agent here again, install it with a new token.",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     state.save(args.state_dir)  # the version may have changed
     print("drained; stopped")
     return 0
@@ -292,7 +302,15 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="what the Control Plane knows of this agent")
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     s.add_argument("--json", action="store_true")
-    r = sub.add_parser("run", help="heartbeat, claim and run jobs, obey upgrades")
+    r = sub.add_parser(
+        "run",
+        help="heartbeat, claim and run jobs, obey upgrades",
+        epilog=(
+            "Exits 0 once stopped (SIGTERM or Ctrl-C drain it) or once an ephemeral agent's "
+            f"one job is reported; {EXIT_REFUSED} when the Control Plane refuses this agent "
+            "(decommissioned or retired): systemd restarts it after neither."
+        ),
+    )
     r.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     r.add_argument("--exec", help="run each job with this command (payload on stdin)")
     return p

@@ -5,62 +5,133 @@ it only once the server answered it (see agentina/outbox.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentina.client import ApiError, Client, Unreachable
 from agentina.outbox import Finished, Outbox
 from agentina.state import AgentState
 
 Executor = Callable[[dict[str, Any]], tuple[bool, Any]]  # payload -> (succeeded, result)
+STOPPED = "stopped"  # what a stopped job's executor returns (the runner discards it)
+STOP_GRACE_SECONDS = 5.0  # SIGTERM to a stopped command's processes, SIGKILL after this
+STOP_POLL_SECONDS = 0.1  # how soon a running command notices it was told to stop
+
+
+@dataclass(frozen=True)
+class StoppableExecutor:
+    """An executor that ends a job early once the runner sets that job's `stop` event (the
+    Control Plane cancelled it, or it ran past its max runtime). Called with the payload
+    alone, as any Executor, nothing stops it."""
+
+    run: Callable[[dict[str, Any], threading.Event], tuple[bool, Any]]
+
+    def __call__(
+        self, payload: dict[str, Any], stop: threading.Event | None = None
+    ) -> tuple[bool, Any]:
+        return self.run(payload, stop or threading.Event())
 
 
 def simulated_executor(
     failure_rate: float = 0.0,
     seconds: tuple[float, float] = (0.2, 1.0),
     rng: random.Random | None = None,
-) -> Executor:
-    """Pretends to work for a moment; fails a share of jobs."""
+) -> StoppableExecutor:
+    """Pretends to work for a moment (less when told to stop); fails a share of jobs."""
     rng = rng or random.Random()
 
-    def run(payload: dict[str, Any]) -> tuple[bool, Any]:
-        time.sleep(rng.uniform(*seconds))
+    def run(payload: dict[str, Any], stop: threading.Event) -> tuple[bool, Any]:
+        if stop.wait(rng.uniform(*seconds)):
+            return False, STOPPED
         if rng.random() < failure_rate:
             return False, "simulated failure"
         return True, {"summary": f"did {payload.get('task', 'the task')}"}
 
-    return run
+    return StoppableExecutor(run)
 
 
-def command_executor(command: str, timeout: float = 3600) -> Executor:
+def command_executor(
+    command: str, timeout: float = 3600, grace: float = STOP_GRACE_SECONDS
+) -> StoppableExecutor:
     """Runs `command` with the payload as JSON on stdin; stdout is the result, the exit
-    code decides success."""
+    code decides success. The command gets a process group of its own (a new session), so
+    when it is stopped (told to, or past `timeout`) everything it started ends with it,
+    not only the shell: see end_process_group."""
 
-    def run(payload: dict[str, Any]) -> tuple[bool, Any]:
-        done = subprocess.run(  # noqa: S602 - the operator's own command line
+    def run(payload: dict[str, Any], stop: threading.Event) -> tuple[bool, Any]:
+        deadline = time.monotonic() + timeout
+        with subprocess.Popen(  # noqa: S602 - the operator's own command line
             command,
             shell=True,
-            input=json.dumps(payload),
-            capture_output=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
-        )
-        output = done.stdout.strip()
+            start_new_session=True,
+        ) as process:
+            stdin: str | None = json.dumps(payload)
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                try:
+                    stdout, stderr = process.communicate(
+                        stdin, timeout=min(STOP_POLL_SECONDS, left)
+                    )
+                    break
+                except subprocess.TimeoutExpired:
+                    stdin = None  # given once: communicate() again goes on writing it
+                if stop.is_set():
+                    end_process_group(process, grace)
+                    return False, STOPPED
+                if time.monotonic() >= deadline:
+                    end_process_group(process, grace)
+                    return False, f"the command ran past its {timeout:g} s timeout and was ended"
+        output = stdout.strip()
         try:
             result: Any = json.loads(output) if output else None
         except json.JSONDecodeError:
             result = output
-        return done.returncode == 0, result if done.returncode == 0 else (done.stderr or output)
+        return process.returncode == 0, result if process.returncode == 0 else (stderr or output)
 
-    return run
+    return StoppableExecutor(run)
+
+
+def end_process_group(process: subprocess.Popen[str], grace: float) -> None:
+    """SIGTERM to the process group `process` leads (the shell and all it started, unless
+    they moved to a session of their own), SIGKILL to whatever is left `grace` seconds
+    later; returns once the shell is reaped."""
+    _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _group_alive(process):
+        _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # all gone already
+        os.killpg(process.pid, signum)
+
+
+def _group_alive(process: subprocess.Popen[str]) -> bool:
+    """Whether any process of the group is left. A zombie counts: an orphan that its init
+    does not reap (PID 1 of some containers) keeps the wait to the full grace; harmless."""
+    process.poll()  # reaps the shell once it ended
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @dataclass
@@ -71,6 +142,21 @@ class Upgrader:
     smoke_check: Callable[[str], bool] = lambda version: True
 
 
+class HeldJob(NamedTuple):
+    """A job the runner holds: its lease, the executor's future, and the event that asks a
+    StoppableExecutor to end it."""
+
+    lease_id: str
+    future: Future[tuple[bool, Any]]
+    stop_requested: threading.Event
+
+    def stop(self) -> None:
+        """Not started yet: it never runs. Running: a StoppableExecutor ends it (a command's
+        processes are terminated); any other executor runs on, its result unused."""
+        self.future.cancel()
+        self.stop_requested.set()
+
+
 @dataclass
 class Runner:
     client: Client
@@ -78,7 +164,7 @@ class Runner:
     executor: Executor
     upgrader: Upgrader = field(default_factory=Upgrader)
     log: Callable[[str], None] = print
-    running: dict[int, tuple[str, Future[tuple[bool, Any]]]] = field(default_factory=dict)
+    running: dict[int, HeldJob] = field(default_factory=dict)
     draining: dict[str, Any] | None = None
     cap: int = 1
     interval: float = 30.0
@@ -95,6 +181,9 @@ class Runner:
     ephemeral: bool = False
     claimed: int = 0
     done: bool = False
+    # Set when the server refused this agent's secret at start (401): it was decommissioned
+    # (an ephemeral agent retires itself), and no retry or restart can bring it back.
+    refused: ApiError | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=16)
@@ -140,27 +229,32 @@ class Runner:
             if not job:
                 break
             self.claimed += 1
-            future = self.pool.submit(self.executor, job["payload"])
-            self.running[job["id"]] = (job["lease_id"], future)
+            self.running[job["id"]] = self._execute(job["lease_id"], job["payload"])
+
+    def _execute(self, lease_id: str, payload: dict[str, Any]) -> HeldJob:
+        stop = threading.Event()
+        if isinstance(self.executor, StoppableExecutor):
+            future = self.pool.submit(self.executor, payload, stop)
+        else:
+            future = self.pool.submit(self.executor, payload)
+        return HeldJob(lease_id, future, stop)
 
     def _stop(self, job_ids: list[int]) -> None:
-        """Jobs the server told it to stop (cancelled, or past their max runtime): cancel
-        each one's future (a job not started yet never runs; one already running is left
-        to end on its own and its result discarded), and report it stopped through the
-        outbox, so the report survives faults like any result."""
+        """Jobs the server told it to stop (cancelled, or past their max runtime): stop
+        each one (see HeldJob.stop; its result, if any, is discarded), and report it
+        stopped through the outbox, so the report survives faults like any result."""
         for job_id in job_ids:
             held = self.running.pop(job_id, None)
             if held is None:
                 continue
-            lease, future = held
-            future.cancel()
-            self.outbox.put(Finished(job_id, lease, False, error="stopped", stopped=True))
+            held.stop()
+            self.outbox.put(Finished(job_id, held.lease_id, False, error=STOPPED, stopped=True))
             self.log(f"job {job_id}: stopped, as the Control Plane asked")
         self.send_outbox(now_or_never=True)
 
     def _collect(self) -> None:
         """Finished jobs move to the outbox: on disk before the server is asked."""
-        for job_id, (lease, future) in list(self.running.items()):
+        for job_id, (lease, future, _) in list(self.running.items()):
             if not future.done():
                 continue
             try:
@@ -239,7 +333,8 @@ class Runner:
 
     def _start_when_reachable(self, stop: threading.Event) -> bool:
         """start(), retried with backoff while the server is away (a restart, an outage);
-        False when stopped first, or when the server no longer knows this agent."""
+        False when stopped first, or when the server no longer knows this agent (then
+        `refused` says why)."""
         delay = self.retry_base
         while not stop.is_set():
             try:
@@ -249,7 +344,11 @@ class Runner:
                 self.log(f"the Control Plane is unreachable: {exc}; retrying in {delay:.3g} s")
             except ApiError as exc:
                 if exc.status == 401:
-                    self.log(f"the Control Plane refused this agent: {exc}; stopping")
+                    self.refused = exc
+                    self.log(
+                        f"the Control Plane refused this agent ({exc}): it was decommissioned, "
+                        "or retired after its ephemeral run; stopping for good"
+                    )
                     return False
                 self.log(f"the Control Plane did not answer: {exc}; retrying in {delay:.3g} s")
             stop.wait(delay)
@@ -281,7 +380,7 @@ class Runner:
     def shutdown(self) -> None:
         """Drain: finish what is held and send its results; then an ephemeral agent tells
         the server it exits for good."""
-        wait([future for _, future in self.running.values()])
+        wait([held.future for held in self.running.values()])
         self._collect()
         self.send_outbox(now_or_never=True)
         if self.outbox.job_ids():

@@ -20,6 +20,10 @@ _BARE_ARGUMENT = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 # The agent drains on SIGTERM: it finishes the jobs it holds before it exits. Past the
 # default job lease (300 s) the server hands an unfinished job to another agent anyway.
 DRAIN_SECONDS = 300
+# `agentina run` exits with this status when the Control Plane refuses the agent's secret:
+# it was decommissioned, or retired after its ephemeral run. No restart can help, so the
+# unit lists it in RestartPreventExitStatus=. (77 is EX_NOPERM in sysexits.h.)
+EXIT_REFUSED = 77
 
 
 def unit_name_problem(name: str) -> str | None:
@@ -75,8 +79,10 @@ def unit_file(
     command: list[str],
     exec_command: str | None = None,
 ) -> str:
-    """The unit's text: `agentina run` on the state dir, restarted whenever it stops,
-    started at boot once enabled."""
+    """The unit's text: `agentina run` on the state dir, started at boot once enabled,
+    restarted when it fails. A clean exit is final (stopped, or an ephemeral agent retired
+    after its job), and so is EXIT_REFUSED: a retired agent restarted would only be
+    refused again, forever."""
     run = [*command, "run", "--state-dir", state_dir]
     if exec_command:
         run += ["--exec", exec_command]
@@ -91,7 +97,8 @@ def unit_file(
         "[Service]",
         "Type=simple",
         f"ExecStart={' '.join(systemd_quote(part) for part in run)}",
-        "Restart=always",
+        "Restart=on-failure",
+        f"RestartPreventExitStatus={EXIT_REFUSED}",
         "RestartSec=5",
         "Environment=PYTHONUNBUFFERED=1",
         # SIGTERM to the agent alone, which drains; its jobs' processes finish first.

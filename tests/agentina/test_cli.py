@@ -234,10 +234,10 @@ def test_the_runner_claims_up_to_its_cap_reports_results_and_running_jobs():
     runner.start()
     runner.step()
     assert sorted(runner.running) == [1, 2]  # the cap: no third claim
-    runner.running[1][1].result()
+    runner.running[1].future.result()
     runner.step()
     release.set()
-    runner.running[2][1].result()
+    runner.running[2].future.result()
     runner.step()
     calls = [(c[1].rsplit("/api/v1", 1)[1], c[2]) for c in fake.transport.calls]
     assert calls[4] == ("/jobs/1/complete", {"lease_id": "l1", "result": {"pr": 1}})

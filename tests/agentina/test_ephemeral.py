@@ -4,17 +4,21 @@ cleanly; its seat is free at once."""
 
 import pytest
 
+from agentina import cli
 from agentina.client import Client
 from agentina.outbox import Outbox
 from agentina.runner import Runner
+from agentina.service import EXIT_REFUSED, unit_file
 from agentina.state import AgentState
 from fleet.choices import AgentStatus, JobStatus
 from fleet.models import ActivationToken, Agent, Job
 from fleet.selectors import license_seats
+from fleet.services.agents import agent_decommission
 from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
 from tests import factories
 from tests.agentina.test_activation_recovery import activate
+from tests.agentina.test_install import read_unit, systemd_restarts
 from tests.agentina.test_outbox import Clock, FaultyServer
 
 pytestmark = pytest.mark.django_db
@@ -61,8 +65,8 @@ def test_an_ephemeral_agent_runs_one_job_and_is_retired_its_seat_free_at_once(
     assert r.ephemeral and r.cap == 1
     r.step()  # claims one job only (the license would allow four)
     assert len(r.running) == 1
-    [(_, future)] = r.running.values()
-    future.result(timeout=5)
+    [held] = r.running.values()
+    held.future.result(timeout=5)
     r.step()  # the result is delivered: the server retires it
     retired = Agent.objects.get()
     assert retired.status == AgentStatus.DECOMMISSIONED
@@ -97,3 +101,64 @@ def test_a_normal_agents_exit_changes_nothing(tmp_path, full, server):
     assert client.exit() == {"decommissioned": False}
     assert Agent.objects.get(pk=agent.pk).status == AgentStatus.ONLINE
     assert not ActivationToken.objects.get().ephemeral
+
+
+def agent_run(tmp_path, server, monkeypatch) -> int:
+    """`agentina run --exec cat` on the state dir, as its unit starts it (a job's result
+    is its payload), until it stops by itself."""
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # pytest's handlers stay
+    args = cli.parser().parse_args(["run", "--state-dir", str(tmp_path / "state"), "--exec", "cat"])
+    secret = AgentState.load(tmp_path / "state").secret
+    return cli.cmd_run(args, Client("http://cp.test", secret, server, retries=0))
+
+
+def the_unit(tmp_path):
+    path = tmp_path / "agentina@coder.service"
+    path.write_text(
+        unit_file(
+            unit_name="agentina@coder",
+            state_dir=str(tmp_path / "state"),
+            role="coder",
+            server="http://cp.test",
+            command=["/usr/bin/agentina"],
+            exec_command="cat",
+        )
+    )
+    return read_unit(path)
+
+
+def test_a_retired_ephemeral_agent_is_not_brought_back_by_systemd(
+    tmp_path, full, server, settings, monkeypatch, capsys
+):
+    settings.AGENT_HEARTBEAT_SECONDS = settings.AGENT_HEARTBEAT_MAX_SECONDS = 0  # no waits
+    _, secret = token_mint(customer=full, ephemeral=True, actor=SYSTEM)
+    assert activate(tmp_path, secret, server) == 0
+    job = factories.job(full, payload={"task": "t0"})
+    unit = the_unit(tmp_path)
+
+    status = agent_run(tmp_path, server, monkeypatch)  # its one job, then it is retired
+    assert status == 0
+    assert Job.objects.get(pk=job.pk).result == {"task": "t0"}
+    assert Agent.objects.get().status == AgentStatus.DECOMMISSIONED
+    assert not systemd_restarts(unit, status)
+
+    # Started again all the same (the host rebooted, the unit enabled): refused, it says
+    # so once and exits with the status its unit does not restart.
+    capsys.readouterr()
+    asked = len(server.sent)
+    status = agent_run(tmp_path, server, monkeypatch)
+    assert status == EXIT_REFUSED
+    assert [path for path, _ in server.sent[asked:]] == ["/agents/me"]
+    assert "no longer accepts agent" in capsys.readouterr().err
+    assert not systemd_restarts(unit, status)
+
+
+def test_a_decommissioned_agent_exits_with_the_status_systemd_does_not_restart(
+    tmp_path, full, server, monkeypatch, capsys
+):
+    _, secret = token_mint(customer=full, actor=SYSTEM)
+    assert activate(tmp_path, secret, server) == 0
+    agent_decommission(agent=Agent.objects.get(), actor=SYSTEM)
+    assert agent_run(tmp_path, server, monkeypatch) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert f"status {EXIT_REFUSED}" in err and "install it with a new token" in err

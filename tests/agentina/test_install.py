@@ -5,7 +5,10 @@ systemctl (or says how, where there is none). Installing twice is harmless."""
 import configparser
 import os
 import shlex
+import shutil
 import stat
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from django.utils import timezone
 
 from agentina import cli
 from agentina.client import ApiError, Client
-from agentina.service import systemd_quote, unit_file
+from agentina.service import EXIT_REFUSED, systemd_quote, unit_file, unit_path, unit_write
 from agentina.state import AgentState
 from fleet.models import ActivationToken, Agent, Anomaly
 from fleet.services.audit import SYSTEM
@@ -70,6 +73,18 @@ def read_unit(path: Path) -> configparser.ConfigParser:
     return unit
 
 
+def systemd_restarts(unit: configparser.ConfigParser, status: int) -> bool:
+    """Whether systemd restarts the service after its process exits with `status`, as
+    systemd.service(5) decides it from Restart=, SuccessExitStatus= and
+    RestartPreventExitStatus= (for an exit status; a signal is another matter)."""
+    service = unit["Service"]
+    if str(status) in service.get("RestartPreventExitStatus", "").split():
+        return False
+    clean = status == 0 or str(status) in service.get("SuccessExitStatus", "").split()
+    policy = service.get("Restart", "no")
+    return {"always": True, "on-success": clean, "on-failure": not clean}.get(policy, False)
+
+
 def exec_start(unit: configparser.ConfigParser) -> list[str]:
     """ExecStart as systemd splits it (its quoting is the shell's for what we write)."""
     return shlex.split(unit["Service"]["ExecStart"].replace("%%", "%").replace("$$", "$"))
@@ -90,7 +105,7 @@ def test_install_activates_and_writes_a_unit_that_runs_the_agent(tmp_path, token
     unit = read_unit(path)
     assert exec_start(unit)[-3:] == ["run", "--state-dir", str(tmp_path / "state")]
     assert os.path.isabs(exec_start(unit)[0])
-    assert unit["Service"]["Restart"] == "always"
+    assert unit["Service"]["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
     out = capsys.readouterr().out
     assert "activated as a coder" in out
@@ -270,3 +285,36 @@ def test_the_unit_quotes_what_systemd_would_read_otherwise(tmp_path):
         'run-job --repo "$REPO"',
     ]
     assert systemd_quote("/var/lib/agentina/coder") == "/var/lib/agentina/coder"
+
+
+def test_the_unit_restarts_a_failed_agent_not_a_stopped_retired_or_refused_one(tmp_path, token):
+    assert install(tmp_path, token, "--no-start") == 0
+    unit = read_unit(tmp_path / "units" / "agentina@coder.service")
+    assert systemd_restarts(unit, 1)  # a crash: a traceback, or an error `main` reports
+    assert not systemd_restarts(unit, 0)  # drained on a stop, or its ephemeral job done
+    assert not systemd_restarts(unit, EXIT_REFUSED)  # decommissioned or retired: for good
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_reads_every_line_of_the_unit(tmp_path):
+    path = unit_path(tmp_path, "agentina@coder")
+    unit_write(
+        path,
+        unit_file(
+            unit_name="agentina@coder",
+            state_dir="/var/lib/agentina/coder",
+            role="coder",
+            server="https://cp.example.com",
+            command=[sys.executable, "-m", "agentina.cli"],
+            exec_command="run-job --repo x",
+        ),
+    )
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    ignored = [line for line in checked.stderr.splitlines() if "ignoring" in line]
+    assert ignored == []  # systemd logs a line it cannot parse, and ignores it

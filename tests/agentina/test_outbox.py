@@ -121,8 +121,8 @@ def runner_for(tmp_path, server, clock=None, logs=None, runs=None) -> Runner:
 def claim_and_finish(runner: Runner) -> int:
     runner.start()
     runner.step()  # heartbeat (one job waits), claim
-    [(job_id, (_, future))] = runner.running.items()
-    future.result(timeout=5)
+    [(job_id, held)] = runner.running.items()
+    held.future.result(timeout=5)
     return job_id
 
 
@@ -273,7 +273,7 @@ def test_while_a_result_waits_the_heartbeat_names_its_job(tmp_path):
         IDLE,  # (within the next backoff: not sent)
     )
     runner.step()
-    runner.running[4][1].result(timeout=5)
+    runner.running[4].future.result(timeout=5)
     runner.step()
     runner.clock.now += 1  # type: ignore[attr-defined]
     runner.step()
@@ -300,7 +300,7 @@ def test_a_final_refusal_drops_the_result(tmp_path, status, code):
         logs=logs,
     )
     runner.step()
-    runner.running[4][1].result(timeout=5)
+    runner.running[4].future.result(timeout=5)
     runner.step()
     assert runner.held_job_ids() == []
     assert list(tmp_path.joinpath(OUTBOX_DIR).iterdir()) == []
