@@ -205,6 +205,17 @@ PRESENCE_FLUSH_SECONDS = env.int("PRESENCE_FLUSH_SECONDS", default=10)
 ALERT_DELIVERY_SWEEP_SECONDS = env.int("ALERT_DELIVERY_SWEEP_SECONDS", default=10)
 
 
+# Retention (fleet/services/retention.py; the README's table): how long each kind of row is
+# kept. Minutes stay at least a day, since the dashboard's 24-hour charts read them.
+RETAIN_MINUTE_SNAPSHOTS_HOURS = max(env.int("RETAIN_MINUTE_SNAPSHOTS_HOURS", default=48), 24)
+RETAIN_HOURLY_ROLLUPS_DAYS = env.int("RETAIN_HOURLY_ROLLUPS_DAYS", default=90)
+RETAIN_JOBS_DAYS = env.int("RETAIN_JOBS_DAYS", default=90)
+RETAIN_AUDIT_DAYS = env.int("RETAIN_AUDIT_DAYS", default=400)
+RETAIN_ANOMALIES_DAYS = env.int("RETAIN_ANOMALIES_DAYS", default=180)
+RETAIN_ALERTS_DAYS = env.int("RETAIN_ALERTS_DAYS", default=30)
+RETAIN_TOKENS_DAYS = env.int("RETAIN_TOKENS_DAYS", default=90)
+
+
 def _every(task: str, seconds: int) -> dict:
     """A beat entry every `seconds`; a run still queued when the next is due is dropped."""
     return {
@@ -227,6 +238,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.anomalies_daily_digest",
         "schedule": crontab(hour=23, minute=55),
         "options": {"expires": 3600},
+    },
+    "roll-up-and-prune": {
+        "task": "fleet.roll_up_and_prune",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 3000},
     },
     "expire-tokens": {
         "task": "fleet.expire_tokens",
@@ -284,6 +300,9 @@ JOB_LEASE = timedelta(seconds=env.int("JOB_LEASE_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
 THROUGHPUT_DROP_FRACTION = env.float("THROUGHPUT_DROP_FRACTION", default=0.3)
 PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=15)  # live numbers refresh
+# GET /metrics (Prometheus): a customer API key scrapes its own fleet; this bearer token
+# scrapes every customer's. Empty: no staff scrape.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Alerts. Webhook, Slack and PagerDuty URLs may not resolve to private, loopback or
 # link-local addresses (SSRF) unless ALERT_ALLOW_PRIVATE_NETWORKS (on-premises receivers;

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from config.api import api
+from fleet import prometheus
 
 # The product docs name /admin/agents, /admin/jobs and /admin/anomalies.
 admin_shortcuts = [
@@ -29,5 +30,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("portal/", include("portal.urls")),
+    path("metrics", prometheus.metrics, name="metrics"),
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
 ]

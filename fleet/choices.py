@@ -155,6 +155,11 @@ class AlertDeliveryState(models.TextChoices):
     FOLDED = "folded", "Held back (per-minute limit), summarised"
 
 
+class RollupResolution(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
 class BulkActionKind(models.TextChoices):
     PAUSE = "pause", "Pause"
     RESUME = "resume", "Resume"

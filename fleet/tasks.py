@@ -22,7 +22,9 @@ from fleet.services.bulk import bulk_action_run, bulk_actions_stalled
 from fleet.services.cleanup import agents_clean_up_stale
 from fleet.services.detections import fleet_detect
 from fleet.services.presence import presence_flush
+from fleet.services.retention import retention_prune
 from fleet.services.rollouts import rollouts_advance_all
+from fleet.services.rollups import rollups_daily, rollups_hourly
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.sweeps import agents_mark_stale
 from fleet.services.tokens import token_expire_overdue
@@ -103,6 +105,24 @@ def run_bulk_action(action_id: int) -> dict[str, int]:
         action.total,
     )
     return {"processed": action.processed, "changed": action.changed}
+
+
+@shared_task(name="fleet.roll_up_and_prune", bind=True, time_limit=1800, soft_time_limit=1700)
+def roll_up_and_prune(self: Task) -> dict[str, int | bool]:
+    """Fold the finished hours and days, then delete what retention says is past its
+    period (never before it is folded)."""
+    if not _claimed(self.name, 3600):
+        return {}
+    hours, days = rollups_hourly(), rollups_daily()
+    pruned = retention_prune()
+    logger.info(
+        "retention: %d hour(s) and %d day(s) rolled up; pruned %s%s",
+        hours,
+        days,
+        ", ".join(f"{n} {name}" for name, n in pruned.deleted.items() if n) or "nothing",
+        "" if pruned.complete else " (budget spent: the next run goes on)",
+    )
+    return {"hours": hours, "days": days, **pruned.deleted, "complete": pruned.complete}
 
 
 @shared_task(name="fleet.expire_tokens")

@@ -12,7 +12,14 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from model_bakery import baker
 
-from fleet.choices import AgentRole, AgentStatus, AnomalyKind, AuditAction, MemberRole
+from fleet.choices import (
+    AgentRole,
+    AgentStatus,
+    AnomalyKind,
+    AuditAction,
+    MemberRole,
+    RollupResolution,
+)
 from fleet.models import (
     ActivationToken,
     Agent,
@@ -21,6 +28,7 @@ from fleet.models import (
     AuditEvent,
     Customer,
     CustomerApiKey,
+    FleetRollup,
     FleetSnapshot,
     Host,
     Job,
@@ -182,6 +190,26 @@ def snapshot(customer: Customer, taken_at: datetime | None = None, **kwargs: Any
     """The customer's numbers for one minute (this one unless `taken_at` says)."""
     taken_at = taken_at or timezone.now().replace(second=0, microsecond=0)
     return baker.make(FleetSnapshot, customer=customer, taken_at=taken_at, **kwargs)
+
+
+def day_ago_hours(
+    customer: Customer | int, now: datetime, days: range, jobs_completed: int, **kwargs: Any
+) -> None:
+    """For each of `days`, the hourly rollups of the two clock hours that the hour up to
+    `now`'s time of day spans: a throughput baseline of `jobs_completed` on each day."""
+    key = "customer" if isinstance(customer, Customer) else "customer_id"
+    for day in days:
+        later = (now - timedelta(days=day)).replace(minute=0, second=0, microsecond=0)
+        for start in (later - timedelta(hours=1), later):
+            baker.make(
+                FleetRollup,
+                **{key: customer},
+                resolution=RollupResolution.HOUR,
+                period_start=start,
+                minutes=60,
+                jobs_completed=jobs_completed,
+                **kwargs,
+            )
 
 
 def sweep_state(name: str = STALE_SWEEP, **kwargs: Any) -> SweepState:

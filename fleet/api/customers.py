@@ -181,7 +181,7 @@ def start_bulk_action(request: HttpRequest, body: BulkActionIn) -> Status[BulkAc
     action = bulk_action_start(
         customer=key.customer,
         kind=body.action,
-        filters=body.filters.as_dict(),
+        filters=body.filters.as_dict() if body.filters else {},
         params={"reason": body.reason, "labels": body.labels},
         actor=api_key_actor(request),
     )

@@ -518,8 +518,8 @@ class AgentFiltersIn(AgentFilters, In):
 
 class BulkActionIn(In):
     action: BulkActionKind
-    filters: AgentFiltersIn = Field(
-        default_factory=AgentFiltersIn, description="Which agents: every one they match now."
+    filters: AgentFiltersIn | None = Field(
+        None, description="Which agents: every one they match now (none: every agent)."
     )
     reason: Str = Field(
         "", max_length=policy.AGENT_PAUSE_REASON_MAX, description="Why (pause: required)."

@@ -6,7 +6,7 @@ from fleet.models.audit import AuditEvent
 from fleet.models.bulk import BulkAction
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
-from fleet.models.metrics import FleetSnapshot, SweepState
+from fleet.models.metrics import FleetRollup, FleetSnapshot, SweepState
 from fleet.models.releases import Release
 from fleet.models.rollouts import Rollout, RolloutTarget
 from fleet.models.tenancy import Customer, Membership
@@ -24,6 +24,7 @@ __all__ = [
     "BulkAction",
     "Customer",
     "CustomerApiKey",
+    "FleetRollup",
     "FleetSnapshot",
     "Host",
     "Job",

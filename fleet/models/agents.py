@@ -154,6 +154,16 @@ def heard_q(now: datetime, *, via: str = "") -> Q:
     return Q(**{f"{via}last_heartbeat_at__gte": now - settings.AGENT_ONLINE_WINDOW})
 
 
+def presence_sql(now: datetime) -> Case:
+    """Agent.presence in SQL, for agents holding a seat: the status column when the agent
+    was heard within the online window, else offline (the sweep may not have said so yet)."""
+    return Case(
+        When(heard_q(now), then=F("status")),
+        default=Value(AgentStatus.OFFLINE),
+        output_field=models.CharField(),
+    )
+
+
 def silent_since_q(cutoff: datetime) -> Q:
     """Not heard from since `cutoff` (never heard: registered before it): what the stale
     cleanup takes, and what it announces."""

@@ -30,7 +30,10 @@ class AlertEvent(models.Model):
                 fields=["customer", "dedup_key"], name="alert_event_one_per_dedup_key"
             ),
         ]
-        indexes = [models.Index(fields=["customer", "-created_at"], name="alert_event_recent")]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="alert_event_recent"),
+            models.Index(fields=["created_at"], name="alert_event_created"),  # the prune
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:

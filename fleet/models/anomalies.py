@@ -41,7 +41,14 @@ class Anomaly(models.Model):
                 name="anomaly_one_open_per_fingerprint",
             ),
         ]
-        indexes = [models.Index(fields=["customer", "resolved_at"], name="anomaly_customer_open")]
+        indexes = [
+            models.Index(fields=["customer", "resolved_at"], name="anomaly_customer_open"),
+            models.Index(  # the prune of resolved findings, across customers
+                fields=["resolved_at"],
+                condition=models.Q(resolved_at__isnull=False),
+                name="anomaly_resolved_at",
+            ),
+        ]
         ordering = ["-last_seen"]
         verbose_name_plural = "anomalies"
 

@@ -33,7 +33,10 @@ class BulkAction(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["state", "progressed_at"], name="bulk_action_state")]
+        indexes = [
+            models.Index(fields=["state", "progressed_at"], name="bulk_action_state"),
+            models.Index(fields=["finished_at"], name="bulk_action_finished"),  # the prune
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display().lower()} of {self.total} agents"

@@ -127,6 +127,18 @@ class Job(models.Model):
             models.Index(
                 fields=["customer", "status", "finished_at"], name="job_customer_finished"
             ),
+            # Beat reads jobs by time across customers: the snapshot's completions and
+            # waits, the hourly rollup, the prune.
+            models.Index(
+                fields=["finished_at"],
+                condition=models.Q(finished_at__isnull=False),
+                name="job_finished_at",
+            ),
+            models.Index(
+                fields=["started_at"],
+                condition=models.Q(started_at__isnull=False),
+                name="job_started_at",
+            ),
         ]
         ordering = ["-queued_at"]
 

@@ -1,5 +1,6 @@
 from django.db import models
 
+from fleet.choices import RollupResolution
 from fleet.models.tenancy import Customer
 
 
@@ -59,6 +60,50 @@ class FleetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class FleetRollup(models.Model):
+    """A customer's fleet over one hour or one day, folded from its minute snapshots (an
+    hour) or its hours (a day) before those are pruned: what the long charts and the
+    throughput baselines read. Job counts are exact, counted from the jobs' own rows while
+    they exist; the rest says how each minute value was folded."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="rollups")
+    resolution = models.CharField(max_length=8, choices=RollupResolution.choices)
+    period_start = models.DateTimeField()
+    minutes = models.PositiveIntegerField(
+        default=0, help_text="Minute snapshots folded in: 60 (or 1,440) is a whole period."
+    )
+    jobs_completed = models.PositiveIntegerField(default=0, help_text="Succeeded in the period.")
+    jobs_failed = models.PositiveIntegerField(default=0, help_text="Failed in the period.")
+    agents_total = models.PositiveIntegerField(default=0, help_text="The most in any minute.")
+    online_ratio = models.FloatField(null=True, blank=True, help_text="The worst minute's.")
+    online_ratio_avg = models.FloatField(null=True, blank=True)
+    queue_depth = models.PositiveIntegerField(default=0, help_text="The deepest minute's.")
+    wait_p50_seconds = models.FloatField(null=True, blank=True, help_text="Average of minutes.")
+    wait_p95_seconds = models.FloatField(null=True, blank=True, help_text="The worst minute's.")
+    idle_ratio = models.FloatField(null=True, blank=True, help_text="Average of minutes.")
+    anomalies_unresolved = models.PositiveIntegerField(null=True, blank=True, help_text="Most.")
+    agents_not_on_latest = models.PositiveIntegerField(null=True, blank=True, help_text="Most.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "resolution", "period_start"], name="rollup_one_per_period"
+            ),
+        ]
+        # The newest period rolled up, and the prune, read by period across customers.
+        indexes = [models.Index(fields=["resolution", "period_start"], name="rollup_period")]
+        ordering = ["-period_start"]
+
+    def __str__(self) -> str:
+        return f"{self.customer} {self.resolution} @ {self.period_start:%Y-%m-%d %H:%M}"
+
+    @property
+    def jobs_completed_last_hour(self) -> float:
+        """Completions an hour, averaged over the period: what the throughput chart shows."""
+        hours = 24 if self.resolution == RollupResolution.DAY else 1
+        return self.jobs_completed / hours
 
 
 class SweepState(models.Model):

@@ -114,6 +114,7 @@ class Rollout(models.Model):
                 name="rollout_batch_fraction_below_whole",
             ),
         ]
+        indexes = [models.Index(fields=["finished_at"], name="rollout_finished")]  # the prune
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

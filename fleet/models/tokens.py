@@ -80,7 +80,14 @@ class ActivationToken(models.Model):
     objects = TokenQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["customer", "status"], name="token_customer_status")]
+        indexes = [
+            models.Index(fields=["customer", "status"], name="token_customer_status"),
+            models.Index(  # the daily expiry and the prune, across customers
+                fields=["expires_at"],
+                condition=~models.Q(status="redeemed"),
+                name="token_unredeemed_expires",
+            ),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

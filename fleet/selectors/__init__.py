@@ -57,11 +57,14 @@ from fleet.selectors.licenses import (
     license_seats,
 )
 from fleet.selectors.metrics import (
+    CHART_RANGES,
+    ChartRange,
     FleetMetrics,
     RoleNumbers,
     fleet_metrics,
     minor_floor,
     role_numbers,
+    rollup_series,
     snapshot_series,
     throughput_baselines,
 )
@@ -77,6 +80,7 @@ from fleet.selectors.tokens import token_get, token_list
 
 __all__ = [
     "AGENT_SORTS",
+    "CHART_RANGES",
     "JOB_SORTS",
     "MACHINE_ACTIONS",
     "SIZING",
@@ -84,6 +88,7 @@ __all__ = [
     "Advice",
     "AgentFacts",
     "BatchProgress",
+    "ChartRange",
     "FleetMetrics",
     "Incident",
     "RoleNumbers",
@@ -133,6 +138,7 @@ __all__ = [
     "rollout_batches",
     "rollout_get",
     "rollout_list",
+    "rollup_series",
     "snapshot_series",
     "throughput_baselines",
     "token_get",

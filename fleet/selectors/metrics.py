@@ -4,12 +4,19 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Min, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import AgentRole, AgentStatus, Channel, JobCancelReason, JobStatus
-from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job
+from fleet.choices import (
+    AgentRole,
+    AgentStatus,
+    Channel,
+    JobCancelReason,
+    JobStatus,
+    RollupResolution,
+)
+from fleet.models import Agent, Anomaly, Customer, FleetRollup, FleetSnapshot, Job
 from fleet.models.agents import heard_q
 from fleet.selectors.agents import with_label
 from fleet.selectors.licenses import license_current
@@ -18,23 +25,33 @@ from fleet.versions import SemVer
 
 
 def throughput_baselines(now: datetime, customer: Customer | int | None = None) -> dict[int, float]:
-    """By customer: the average of jobs completed in the hour up to this time of day on
-    the previous days (from the minute snapshots)."""
-    windows = Q()
+    """By customer: jobs completed in the hour up to this time of day, averaged over the
+    previous days that have it (THROUGHPUT_BASELINE_DAYS). Read from the hourly rollups'
+    exact counts: the hour straddles two clock hours, each weighed by its share of it."""
+    into_hour = now - now.replace(minute=0, second=0, microsecond=0)
+    share = into_hour / timedelta(hours=1)  # of the later clock hour
+    weights: dict[datetime, tuple[int, float]] = {}
     for day in range(1, policy.THROUGHPUT_BASELINE_DAYS + 1):
-        at = now - timedelta(days=day)
-        windows |= Q(
-            taken_at__gte=at - timedelta(minutes=2), taken_at__lte=at + timedelta(minutes=2)
-        )
-    snapshots = FleetSnapshot.objects.filter(windows)
+        later = now - timedelta(days=day) - into_hour
+        weights[later - timedelta(hours=1)] = (day, 1 - share)
+        if share:  # on the hour, the earlier clock hour is the whole window
+            weights[later] = (day, share)
+    rollups = FleetRollup.objects.filter(resolution=RollupResolution.HOUR, period_start__in=weights)
     if customer is not None:
-        snapshots = snapshots.filter(customer=customer)
-    return dict(
-        snapshots.values("customer_id")
-        .annotate(avg=Avg("jobs_completed_last_hour"))
-        .order_by()
-        .values_list("customer_id", "avg")
-    )
+        rollups = rollups.filter(customer=customer)
+    days: dict[int, dict[int, list[float]]] = {}
+    for customer_id, start, jobs in rollups.values_list(
+        "customer_id", "period_start", "jobs_completed"
+    ):
+        day, weight = weights[start]
+        days.setdefault(customer_id, {}).setdefault(day, []).append(weight * jobs)
+    needed = 2 if share else 1  # a day counts when it has every hour of its window
+    baselines = {}
+    for customer_id, by_day in days.items():
+        whole = [sum(parts) for parts in by_day.values() if len(parts) >= needed]
+        if whole:
+            baselines[customer_id] = round(sum(whole) / len(whole), 3)
+    return baselines
 
 
 @dataclass(frozen=True)
@@ -262,3 +279,47 @@ def snapshot_series(
     first = min(by_minute)  # from the customer's first minute
     last = max(max(by_minute), now - minute)  # this minute's may not be taken yet
     return [by_minute.get(first + minute * i) for i in range((last - first) // minute + 1)]
+
+
+# The dashboard's chart ranges: each reads the resolution kept that long (retention).
+@dataclass(frozen=True)
+class ChartRange:
+    key: str
+    words: str  # "24 h", for "24 h ago"
+    resolution: str | None  # None: minute snapshots
+    periods: int
+
+
+CHART_RANGES = {
+    r.key: r
+    for r in (
+        ChartRange("24h", "24 h", None, 24),
+        ChartRange("30d", "30 days", RollupResolution.HOUR, 30 * 24),
+        ChartRange("1y", "12 months", RollupResolution.DAY, 365),
+    )
+}
+
+
+def rollup_series(
+    customer: Customer | int, resolution: str, *, periods: int, now: datetime | None = None
+) -> list[FleetRollup | None]:
+    """The customer's finished hours (or days) of the last `periods`, oldest first: one
+    entry a period from its first, None for a period with no rollup (a gap in the chart)."""
+    step = timedelta(days=1) if resolution == RollupResolution.DAY else timedelta(hours=1)
+    now = now or timezone.now()
+    end = now.replace(minute=0, second=0, microsecond=0)
+    if resolution == RollupResolution.DAY:
+        end = end.replace(hour=0)
+    by_start = {
+        r.period_start: r
+        for r in FleetRollup.objects.filter(
+            customer=customer,
+            resolution=resolution,
+            period_start__gte=end - step * periods,
+            period_start__lt=end,
+        )
+    }
+    if not by_start:
+        return []
+    first = min(by_start)
+    return [by_start.get(first + step * i) for i in range((end - first) // step)]

@@ -5,12 +5,9 @@ customers, agents or jobs). Charts, trends, detections and /fleet/metrics read t
 No minute is lost: when beat resumes after missing some (beat, worker or broker down),
 the missed minutes are rebuilt from the timestamps that outlive them, and marked so."""
 
-import statistics
-from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
@@ -19,51 +16,11 @@ from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.models.agents import heard_q
 from fleet.selectors import minor_floor, release_latest
+from fleet.selectors.waits import wait_percentiles
 from fleet.services.presence import presence_flush
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
-
-# Waits: jobs started in the window (queued -> started), and jobs still queued (queued ->
-# now), so a stalled queue shows long waits instead of no number at all.
-_WAITS_POSTGRES = """
-SELECT customer_id,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY wait),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY wait)
-  FROM (SELECT customer_id, EXTRACT(EPOCH FROM started_at - queued_at) AS wait
-          FROM fleet_job WHERE started_at >= %s
-        UNION ALL
-        SELECT customer_id, EXTRACT(EPOCH FROM %s - queued_at)
-          FROM fleet_job WHERE status = %s) AS waits
- GROUP BY customer_id
-"""
-
-
-def _wait_percentiles(since: datetime, now: datetime) -> dict[int, tuple[float, float]]:
-    """p50 and p95 of the waits of jobs started since `since` and of jobs still queued."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_WAITS_POSTGRES, [since, now, JobStatus.QUEUED])
-            return {c: (float(p50), float(p95)) for c, p50, p95 in cursor.fetchall()}
-    # SQLite (the embedded default) has no percentile function: two queries, sorted here.
-    waits: dict[int, list[float]] = defaultdict(list)
-    started = Job.objects.filter(started_at__gte=since).values_list(
-        "customer_id", "queued_at", "started_at"
-    )
-    queued = Job.objects.filter(status=JobStatus.QUEUED).values_list("customer_id", "queued_at")
-    for customer_id, queued_at, started_at in started:
-        if started_at is not None:
-            waits[customer_id].append((started_at - queued_at).total_seconds())
-    for customer_id, queued_at in queued:
-        waits[customer_id].append((now - queued_at).total_seconds())
-    return {c: _percentiles(values) for c, values in waits.items()}
-
-
-def _percentiles(values: list[float]) -> tuple[float, float]:
-    if len(values) == 1:
-        return values[0], values[0]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[49], cuts[94]
 
 
 def _version_counts() -> dict[str, Any]:
@@ -121,7 +78,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         )
         .order_by()
     }
-    waits = _wait_percentiles(now - policy.WAIT_WINDOW, now)
+    waits = wait_percentiles(now - policy.WAIT_WINDOW, now)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")

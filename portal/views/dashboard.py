@@ -1,7 +1,7 @@
 """The dashboard: the four numbers with their 24-hour charts, which htmx polls, and the
 advice and anti-patterns, which a poll leaves alone."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -17,11 +17,17 @@ from portal.views.base import (
     member_view,
     page_context,
     partial_or_page,
+    query_string,
 )
 
 
-def _charts(customer: Customer) -> dict[str, Sparkline]:
-    series = selectors.snapshot_series(customer)
+def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, Sparkline]:
+    """The four numbers over the range, at the resolution retention keeps that long."""
+    series: Sequence[object | None] = (
+        selectors.snapshot_series(customer, hours=chart_range.periods)
+        if chart_range.resolution is None
+        else selectors.rollup_series(customer, chart_range.resolution, periods=chart_range.periods)
+    )
 
     def chart(
         field: str,
@@ -45,11 +51,19 @@ def _charts(customer: Customer) -> dict[str, Sparkline]:
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     roles = selectors.role_numbers(customer)  # the table and the advice read the same
     label = label_filter(request)  # the table only: the advice is about the whole fleet
+    chart_range = selectors.CHART_RANGES.get(
+        request.GET.get("range", ""), selectors.CHART_RANGES["24h"]
+    )
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
         target=policy.ONLINE_RATIO_TARGET,
-        charts=_charts(customer),
+        charts=_charts(customer, chart_range),
+        chart_range=chart_range,
+        chart_ranges=[
+            (r, query_string(label=label, range=r.key)) for r in selectors.CHART_RANGES.values()
+        ],
+        poll_query=query_string(label=label, range=chart_range.key),
         advice=selectors.fleet_advice(customer, roles=roles),
         roles=selectors.role_numbers(customer, label=label) if label else roles,
         label=label,

@@ -64,7 +64,7 @@ def test_hosts_filter_by_label(owner, fleet):
 
 def test_the_dashboard_role_table_filters_by_label_and_its_poll_keeps_it(owner, fleet):
     page = owner.get(reverse("portal:dashboard"), {"label": "gpu=a100"}).content.decode()
-    assert 'hx-get="/portal/?label=gpu%3Da100"' in page
+    assert 'hx-get="/portal/?label=gpu%3Da100&amp;range=24h"' in page
     assert "agents labelled <code>gpu=a100</code>" in page
     assert '<tr data-role="coder"><td>Coder</td><td>2 of 2' in page
     whole = owner.get(reverse("portal:dashboard")).content.decode()

@@ -22,6 +22,7 @@ from fleet.choices import (
     Channel,
     JobStatus,
     MemberRole,
+    RollupResolution,
     TokenStatus,
 )
 from fleet.management.commands.simulate_fleet import simulator_state_root
@@ -30,6 +31,7 @@ from fleet.models import (
     Agent,
     Anomaly,
     Customer,
+    FleetRollup,
     FleetSnapshot,
     Host,
     Job,
@@ -45,6 +47,7 @@ from fleet.services.customers import customer_create, membership_set
 from fleet.services.detections import fleet_detect
 from fleet.services.licenses import license_create
 from fleet.services.releases import release_publish
+from fleet.services.rollups import rollups_daily
 from fleet.services.snapshots import fleet_snapshots_take
 from fleet.services.tokens import token_mint
 
@@ -142,6 +145,7 @@ class Command(BaseCommand):
                     )
             for spec in CUSTOMERS:
                 self._customer(spec)
+            rollups_daily()  # the seeded hours, folded into days for the 12-month chart
             fleet_detect(fleet_snapshots_take())
         self.stdout.write(
             self.style.SUCCESS(f"Demo data ready. Logins (password for all: {DEMO_PASSWORD}):")
@@ -334,7 +338,8 @@ class Command(BaseCommand):
         )
 
     def _history(self, customer: Customer, agents: list[Agent]) -> None:
-        """A day of minute snapshots, so charts, trends and baselines have a past."""
+        """A day of minute snapshots and a month of hourly rollups (folded into days), so
+        charts, trends and baselines have a past."""
         now = timezone.now().replace(second=0, microsecond=0)
         rng = random.Random(customer.slug)
         total = len(agents)
@@ -369,3 +374,29 @@ class Command(BaseCommand):
                 )
             )
         FleetSnapshot.objects.bulk_create(rows, ignore_conflicts=True)
+        this_hour = now.replace(minute=0)
+        hours = []
+        for n in range(1, 30 * 24 + 1):
+            start = this_hour - timedelta(hours=n)
+            daytime = 8 <= start.hour < 20
+            online = total - (1 if rng.random() < 0.05 else 0)
+            hours.append(
+                FleetRollup(
+                    customer=customer,
+                    resolution=RollupResolution.HOUR,
+                    period_start=start,
+                    minutes=60,
+                    jobs_completed=round((24 if daytime else 16) * total + rng.uniform(-8, 8)),
+                    jobs_failed=rng.choice([0, 0, 1]),
+                    agents_total=total,
+                    online_ratio=online / total,
+                    online_ratio_avg=(online + total) / 2 / total,
+                    queue_depth=round((7 if daytime else 3) + rng.uniform(-2, 2)),
+                    wait_p50_seconds=rng.uniform(20, 60),
+                    wait_p95_seconds=rng.uniform(90, 300),
+                    idle_ratio=rng.uniform(0.1, 0.3) if daytime else rng.uniform(0.4, 0.6),
+                    anomalies_unresolved=rng.choice([1, 2, 3]),
+                    agents_not_on_latest=total // 2,
+                )
+            )
+        FleetRollup.objects.bulk_create(hours, ignore_conflicts=True)

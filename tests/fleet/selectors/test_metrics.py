@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AnomalyKind, Channel, JobStatus, MemberRole
-from fleet.models import Anomaly, FleetSnapshot, Job
+from fleet.models import Anomaly, FleetRollup, FleetSnapshot, Job
 from fleet.selectors import fleet_metrics, minor_floor, snapshot_series, throughput_baselines
 from fleet.versions import SemVer
 from tests import factories
@@ -64,9 +64,9 @@ def small_fleet(customer, other_customer, now):
     Job.objects.create(customer=customer, role="coder", agent=a, status=JobStatus.RUNNING)
     anomaly(customer, 1)
     anomaly(customer, 2, resolved=True)
-    # The same minute on two previous days: a baseline of (6 + 3) / 2 completions.
-    snapshot(customer, now - timedelta(days=1), jobs_completed_last_hour=6)
-    snapshot(customer, now - timedelta(days=2, minutes=1), jobs_completed_last_hour=3)
+    # The same hour on two previous days: a baseline of (6 + 3) / 2 completions.
+    factories.day_ago_hours(customer, now, range(1, 2), jobs_completed=6)
+    factories.day_ago_hours(customer, now, range(2, 3), jobs_completed=3)
     snapshot(customer, now - timedelta(minutes=2), idle_ratio=0.5, wait_p50_seconds=1.0)
     latest = snapshot(
         customer,
@@ -160,15 +160,31 @@ def test_without_a_baseline_the_trend_compares_with_the_hour_before(customer, no
 def test_baselines_average_this_time_of_day_over_the_previous_week_per_customer(
     customer, other_customer, now
 ):
-    snapshot(customer, now - timedelta(days=1, minutes=2), jobs_completed_last_hour=10)
-    snapshot(customer, now - timedelta(days=7) + timedelta(minutes=2), jobs_completed_last_hour=20)
-    snapshot(customer, now - timedelta(days=3, minutes=5), jobs_completed_last_hour=1000)
-    snapshot(customer, now - timedelta(days=8), jobs_completed_last_hour=1000)
-    snapshot(customer, now - timedelta(hours=1), jobs_completed_last_hour=1000)
-    snapshot(other_customer, now - timedelta(days=1), jobs_completed_last_hour=7)
+    factories.day_ago_hours(customer, now, range(1, 2), jobs_completed=10)
+    factories.day_ago_hours(customer, now, range(7, 8), jobs_completed=20)
+    factories.day_ago_hours(customer, now, range(8, 9), jobs_completed=1000)  # too old
+    factories.day_ago_hours(other_customer, now, range(1, 2), jobs_completed=7)
+    # Day 3 has only one of its two hours: an incomplete window is no baseline.
+    later = (now - timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+    factories.day_ago_hours(customer, later + timedelta(days=3), range(3, 4), jobs_completed=0)
+    FleetRollup.objects.filter(customer=customer, period_start=later).delete()
+    # Minute snapshots no longer make the baseline (they are kept 48 hours).
+    snapshot(customer, now - timedelta(days=2), jobs_completed_last_hour=1000)
 
     assert throughput_baselines(now) == {customer.pk: 15.0, other_customer.pk: 7.0}
     assert throughput_baselines(now, customer) == {customer.pk: 15.0}
+
+
+def test_a_baseline_weighs_the_two_clock_hours_its_hour_spans(customer):
+    at = timezone.now().replace(hour=14, minute=15, second=0, microsecond=0)
+    day = at - timedelta(days=1)
+    for start, jobs in ((day.replace(minute=0) - HOUR, 80), (day.replace(minute=0), 40)):
+        FleetRollup.objects.create(
+            customer=customer, resolution="hour", period_start=start, jobs_completed=jobs
+        )
+    # 13:15 to 14:15: three quarters of the 13:00 hour, a quarter of the 14:00 hour.
+    assert throughput_baselines(at) == {customer.pk: 0.75 * 80 + 0.25 * 40}
+    assert throughput_baselines(at.replace(minute=0)) == {customer.pk: 80.0}
 
 
 @pytest.mark.parametrize(

@@ -106,13 +106,7 @@ def test_repeated_failures_of_one_agent(healthy):
 
 def test_throughput_drop_against_the_same_hour_with_a_steady_queue(healthy):
     now = timezone.now().replace(second=0, microsecond=0)
-    for day in range(1, 8):
-        factories.snapshot(
-            healthy,
-            taken_at=now - timedelta(days=day),
-            jobs_completed_last_hour=100,
-            queue_depth=5,
-        )
+    factories.day_ago_hours(healthy, now, range(1, 8), jobs_completed=100)
     factories.snapshot(healthy, taken_at=now - timedelta(hours=1), queue_depth=6)
     for _ in range(5):
         factories.job(healthy, role="coder")  # the queue still holds work
