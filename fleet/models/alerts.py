@@ -142,6 +142,11 @@ class AlertDelivery(models.Model):
                 name="alert_delivery_due",
             ),
             models.Index(fields=["channel", "created_at"], name="alert_delivery_channel"),
+            models.Index(  # held back by the storm cap, waiting for their summary
+                fields=["created_at"],
+                condition=models.Q(state=AlertDeliveryState.FOLDED, summarised_in__isnull=True),
+                name="alert_delivery_folded",
+            ),
         ]
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "alert deliveries"

@@ -34,7 +34,11 @@ class BulkAction(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["state", "progressed_at"], name="bulk_action_state"),
+            models.Index(  # the sweep's stalled actions: the few not done
+                fields=["progressed_at"],
+                condition=~models.Q(state=BulkActionState.DONE),
+                name="bulk_action_open",
+            ),
             models.Index(fields=["finished_at"], name="bulk_action_finished"),  # the prune
         ]
 

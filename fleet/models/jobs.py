@@ -139,6 +139,13 @@ class Job(models.Model):
                 condition=models.Q(started_at__isnull=False),
                 name="job_started_at",
             ),
+            # Running jobs (as many as agents can hold): the sweep's expired leases and
+            # max runtimes, the snapshot's running counts.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status=JobStatus.RUNNING),
+                name="job_running",
+            ),
         ]
         ordering = ["-queued_at"]
 

@@ -82,11 +82,9 @@ class ActivationToken(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["customer", "status"], name="token_customer_status"),
-            models.Index(  # the daily expiry and the prune, across customers
-                fields=["expires_at"],
-                condition=~models.Q(status="redeemed"),
-                name="token_unredeemed_expires",
-            ),
+            # The daily expiry (outstanding) and the prune (expired, revoked), across
+            # customers.
+            models.Index(fields=["status", "expires_at"], name="token_status_expires"),
         ]
         ordering = ["-created_at"]
 

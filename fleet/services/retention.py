@@ -18,7 +18,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from fleet.choices import (
-    AlertDeliveryState,
     BulkActionState,
     JobStatus,
     RolloutState,
@@ -77,7 +76,6 @@ def _days(setting: str) -> Callable[[], timedelta]:
 
 
 FINISHED_JOBS = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
-FINAL_DELIVERIES = [AlertDeliveryState.SUCCEEDED, AlertDeliveryState.FAILED]
 
 RULES: list[Kept] = [
     Kept(
@@ -118,10 +116,8 @@ RULES: list[Kept] = [
         "alerts and their deliveries",
         AlertEvent,
         _days("RETAIN_ALERTS_DAYS"),
-        lambda cutoff: (
-            Q(created_at__lt=cutoff)
-            & ~Q(deliveries__state__in=[s for s in AlertDeliveryState if s not in FINAL_DELIVERIES])
-        ),
+        # Deliveries are retried for a day at most (retry_until): weeks later all are final.
+        lambda cutoff: Q(created_at__lt=cutoff),
     ),
     Kept(
         "unredeemed tokens",

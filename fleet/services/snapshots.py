@@ -69,7 +69,12 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     )
     jobs = {
         row["customer_id"]: row
-        for row in Job.objects.values("customer_id")
+        for row in Job.objects.filter(  # open jobs, and those finished within the hour
+            Q(status=JobStatus.QUEUED)
+            | Q(status=JobStatus.RUNNING)
+            | Q(finished_at__gt=now - HOUR)
+        )
+        .values("customer_id")
         .annotate(
             completed=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - HOUR)),
             failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - HOUR)),
@@ -165,8 +170,11 @@ def snapshots_backfill(minutes: list[datetime], customers: list[int]) -> int:
     for at in minutes:
         jobs = {
             row["customer_id"]: row
-            for row in Job.objects.filter(
-                Q(finished_at__isnull=True) | Q(finished_at__gt=at - HOUR), queued_at__lte=at
+            for row in Job.objects.filter(  # unfinished now (queued, running) or lately
+                Q(status=JobStatus.QUEUED)
+                | Q(status=JobStatus.RUNNING)
+                | Q(finished_at__gt=at - HOUR),
+                queued_at__lte=at,
             )
             .values("customer_id")
             .annotate(
