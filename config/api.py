@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
-from fleet.api import activity, agents, alerts, customers, jobs, rollouts
+from fleet.api import activity, agents, alerts, anomalies, customers, jobs, rollouts
 from fleet.api.schemas import ErrorOut
 from fleet.errors import FleetError, ServiceUnavailable, database_fault_is_transient
 from fleet.selectors.readiness import readiness
@@ -30,6 +30,7 @@ api = NinjaAPI(
     urls_namespace="api-v1",
 )
 api.add_router("", agents.router)
+api.add_router("", anomalies.router)
 api.add_router("", jobs.router)
 api.add_router("", customers.router)
 api.add_router("", alerts.router)

@@ -210,3 +210,11 @@ class AgentStateConflict(FleetError):
 class JobNotStopping(FleetError):
     code = "job_not_stopping"
     status = 409
+
+
+class AnomalyOpenElsewhere(FleetError):
+    """A resolved finding whose fingerprint has a newer open finding stays resolved: the
+    cause folds into that one now."""
+
+    code = "anomaly_open_elsewhere"
+    status = 409

@@ -54,6 +54,9 @@ class WaveDefaults:
     agent_deadline: timedelta = timedelta(minutes=30)  # an agent told to upgrade; then failed
 
 
+# The longest soak and watch a wave may be given (the Upgrades page and the API).
+CANARY_SOAK_MAX_HOURS = 24 * 14
+BATCH_WATCH_MAX_MINUTES = 24 * 60
 WAVE = WaveDefaults()
 WAVE_BASELINE_WINDOW = timedelta(hours=24)  # the upgraded agents' work before, to compare
 WAVE_MIN_BASELINE_JOBS = 3  # fewer jobs than this before the upgrade: too little to compare

@@ -18,6 +18,8 @@ from fleet.models import Agent, Release
 from fleet.policy import (
     AGENT_PAUSE_REASON_MAX,
     AGENT_PAUSE_TIMEOUT_MAX,
+    BATCH_WATCH_MAX_MINUTES,
+    CANARY_SOAK_MAX_HOURS,
     JOB_MAX_RUNTIME_LIMIT,
     TOKEN_LIFETIME,
     TOKEN_LIFETIME_MAX,
@@ -188,7 +190,9 @@ class StartRolloutForm(forms.Form):
         queryset=Agent.objects.none(), required=False, empty_label="The healthiest online agent"
     )
     canary_soak_hours = forms.IntegerField(
-        min_value=0, max_value=24 * 14, initial=WAVE.canary_soak // timedelta(hours=1)
+        min_value=0,
+        max_value=CANARY_SOAK_MAX_HOURS,
+        initial=WAVE.canary_soak // timedelta(hours=1),
     )
     batch_percent = forms.IntegerField(
         min_value=1,
@@ -197,7 +201,9 @@ class StartRolloutForm(forms.Form):
         help_text="Of the remaining agents, per batch.",
     )
     batch_watch_minutes = forms.IntegerField(
-        min_value=0, max_value=24 * 60, initial=WAVE.batch_watch // timedelta(minutes=1)
+        min_value=0,
+        max_value=BATCH_WATCH_MAX_MINUTES,
+        initial=WAVE.batch_watch // timedelta(minutes=1),
     )
     online_floor_percent = forms.IntegerField(
         min_value=0,

@@ -9,8 +9,6 @@ from fleet.api.schemas import (
     ActivateIn,
     ActivateOut,
     AgentMeOut,
-    AnomalyIn,
-    AnomalyOut,
     ExitOut,
     HeartbeatIn,
     HeartbeatOut,
@@ -23,7 +21,7 @@ from fleet.api.schemas import (
     errors,
 )
 from fleet.api.throttles import ClientAddressThrottle
-from fleet.choices import AnomalyKind, Channel
+from fleet.choices import Channel
 from fleet.errors import AgentGone
 from fleet.http import client_address
 from fleet.models import Agent, License
@@ -43,8 +41,6 @@ from fleet.services.agents import (
     agent_update_available,
     heartbeat_interval,
 )
-from fleet.services.anomalies import anomaly_open
-from fleet.services.audit import Actor
 from fleet.services.jobs import jobs_to_stop
 from fleet.versions import SemVer
 
@@ -218,26 +214,3 @@ def upgrade_result(request: HttpRequest, body: UpgradeResultIn) -> OkOut:
         ip_address=client_address(request),
     )
     return OkOut(ok=True)
-
-
-@router.post(
-    "/anomalies",
-    auth=agent_auth,
-    response={200: AnomalyOut, **errors(401, 413, 422)},
-    summary="Report a finding; repeats of a fingerprint fold into one row",
-)
-def report_anomaly(request: HttpRequest, body: AnomalyIn) -> AnomalyOut:
-    agent = authed_agent(request)
-    anomaly = anomaly_open(
-        customer=agent.customer_id,
-        kind=AnomalyKind.AGENT_REPORTED,
-        fingerprint=f"agent:{agent.pk}:{body.fingerprint or body.message[:120]}",
-        message=body.message,
-        severity=body.severity,
-        agent_id=agent.pk,
-        job_id=agent.jobs.filter(pk=body.job_id).values_list("pk", flat=True).first()
-        if body.job_id
-        else None,
-        actor=Actor.for_agent(agent, client_address(request)),
-    )
-    return AnomalyOut.from_orm(anomaly)

@@ -1,5 +1,5 @@
-"""Customer automation with an API key: activation tokens, agent controls and the fleet's
-numbers."""
+"""Customer automation with an API key: activation tokens, agent controls, hosts, findings
+and the fleet's numbers."""
 
 from datetime import timedelta
 
@@ -20,6 +20,8 @@ from fleet.api.schemas import (
     CustomerSettingsIn,
     CustomerSettingsOut,
     FleetMetricsOut,
+    HostFilters,
+    HostOut,
     MintedTokenOut,
     SeatsOut,
     TokenOut,
@@ -31,12 +33,13 @@ from fleet.api.throttles import ApiKeyThrottle
 from fleet.choices import TokenStatus
 from fleet.errors import TokenNotOutstanding
 from fleet.http import client_address
-from fleet.models import ActivationToken, Agent, BulkAction, Customer
+from fleet.models import ActivationToken, Agent, BulkAction, Customer, Host
 from fleet.selectors import (
     agent_get,
     agent_search,
     bulk_action_get,
     fleet_metrics,
+    host_list,
     license_seats,
     token_get,
     token_list,
@@ -237,3 +240,15 @@ def resume_agent(request: HttpRequest, agent_id: int) -> Agent:
     agent = agent_get(authed_key(request).customer_id, agent_id)
     agent_resume(agent=agent, actor=api_key_actor(request))
     return agent_get(agent.customer_id, agent.pk)
+
+
+@router.get(
+    "/hosts",
+    response={200: list[HostOut], **errors(401, 422, 429)},
+    summary="The customer's hosts with their agents counted, newest first",
+)
+@paginate(KeysetPagination)
+def list_hosts(request: HttpRequest, filters: Query[HostFilters]) -> QuerySet[Host]:
+    """As the Hosts page shows them: agents holding a seat, testers and online agents on
+    each, and the memory they want against the host's own."""
+    return host_list(authed_key(request).customer_id, label=filters.label, zone=filters.zone)

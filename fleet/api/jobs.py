@@ -3,14 +3,18 @@
 from datetime import timedelta
 from typing import Annotated
 
+from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Header, Router, Status
+from ninja import Header, Query, Router, Status
+from ninja.pagination import paginate
 
 from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
+from fleet.api.pagination import KeysetPagination
 from fleet.api.schemas import (
     ClaimOut,
     CompleteIn,
     FailIn,
+    JobFilters,
     JobOut,
     JobSubmitIn,
     StoppedIn,
@@ -19,7 +23,7 @@ from fleet.api.schemas import (
 from fleet.api.throttles import ApiKeyThrottle
 from fleet.http import client_address
 from fleet.models import Job
-from fleet.selectors import agent_job_cap, job_get
+from fleet.selectors import agent_job_cap, job_get, job_list
 from fleet.services.audit import Actor
 from fleet.services.jobs import (
     job_cancel,
@@ -133,6 +137,23 @@ def submit(
         actor=Actor.for_api_key(key, client_address(request)),
     )
     return Status(201 if created else 200, job)
+
+
+@router.get(
+    "/jobs",
+    auth=api_key_auth,
+    throttle=[ApiKeyThrottle()],
+    response={200: list[JobOut], **errors(401, 422, 429)},
+    summary="The customer's jobs matching the Jobs page's filters, newest first",
+)
+@paginate(KeysetPagination)
+def list_jobs(request: HttpRequest, filters: Query[JobFilters]) -> QuerySet[Job]:
+    return job_list(
+        authed_key(request).customer_id,
+        filters.status or "",
+        role=filters.role or "",
+        label=filters.label,
+    )
 
 
 @router.get(

@@ -3,7 +3,7 @@ oversized strings and out-of-range numbers are refused with 422 naming the field
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
@@ -16,11 +16,16 @@ from fleet.choices import (
     AlertEventType,
     AnomalySeverity,
     BulkActionKind,
+    JobStatus,
+    RolloutAction,
+    RolloutState,
     TokenStatus,
     UpgradeOutcome,
 )
 from fleet.labels import labels_check
-from fleet.models import ActivationToken
+from fleet.models import ActivationToken, Anomaly, Rollout
+from fleet.selectors import BatchProgress, rollout_batches
+from fleet.services.detections import host_memory_budget_mb
 from fleet.versions import SemVer
 
 
@@ -538,6 +543,235 @@ class BulkActionOut(Schema):
     percent: int
     created_at: datetime
     finished_at: datetime | None
+
+
+# --- hosts, jobs, anomalies and upgrade waves (customer automation) ---------------------
+
+
+class HostFilters(Schema):
+    """The Hosts page's filter: `label` (`key=value` or just `key`) keeps the hosts running
+    an agent that carries it; `zone` keeps one zone's hosts."""
+
+    label: Str = Field("", max_length=130)
+    zone: Str = Field("", max_length=64)
+
+
+class HostOut(Schema):
+    id: int
+    hostname: str
+    machine_id: str
+    zone: str
+    memory_mb: int | None
+    n_agents: int = Field(description="Agents holding a seat on the host.")
+    n_testers: int
+    n_online: int = Field(description="Of those, heard from within the online window.")
+    memory_budget_mb: int = Field(
+        description=f"The memory its agents want: {policy.IDLE_AGENT_MB} MB an agent, "
+        f"{policy.TESTER_WORKLOAD_MB} MB more a tester."
+    )
+    last_seen_at: datetime | None
+
+    @staticmethod
+    def resolve_memory_budget_mb(host: Any) -> int:
+        return host_memory_budget_mb(host.n_agents, host.n_testers)
+
+
+class JobFilters(Schema):
+    """The Jobs page's filters; `label` (`key=value` or just `key`) keeps the jobs that
+    require it."""
+
+    status: JobStatus | None = None
+    role: AgentRole | None = None
+    label: Str = Field("", max_length=130)
+
+
+class AnomalyFilters(Schema):
+    state: Literal["open", "resolved", "all"] = Field(
+        "open", description="The Anomalies page's tabs: unresolved (`open`), `resolved`, `all`."
+    )
+
+
+class AnomalyNoteIn(In):
+    note: RequiredStr = Field(max_length=2000, description="What you did, or why (audited).")
+
+
+class AnomalyDetailOut(AnomalyOut):
+    """A finding as the customer reads it: what, on which agent, and how it was closed."""
+
+    cause: str = Field(
+        description="What the findings of one incident share: the fingerprint without the "
+        "agent or job it names."
+    )
+    agent_id: int | None
+    agent_name: str | None
+    job_id: int | None
+    resolved_at: datetime | None
+    resolved_by: str | None = Field(
+        description="The member who resolved it; null when an API key or Agentina did."
+    )
+    resolution_note: str
+
+    @staticmethod
+    def resolve_agent_name(anomaly: Anomaly) -> str | None:
+        return anomaly.agent.name if anomaly.agent else None
+
+    @staticmethod
+    def resolve_resolved_by(anomaly: Anomaly) -> str | None:
+        return anomaly.resolved_by.get_username() if anomaly.resolved_by else None
+
+
+class RolloutStartIn(In):
+    """The Upgrades page's form. The defaults are the product's promise: one canary soaked
+    24 h, then batches of 25% of the rest, each watched 1 h, with 95% of the wave's agents
+    online."""
+
+    release: Version = Field(description="The version to move to: a release your channel sees.")
+    canary_agent_id: int | None = Field(
+        None,
+        ge=1,
+        le=2**62,
+        description="An online agent behind the release; null: the healthiest online agent "
+        "of the largest role.",
+    )
+    canary_soak_hours: int = Field(
+        policy.WAVE.canary_soak // timedelta(hours=1), ge=0, le=policy.CANARY_SOAK_MAX_HOURS
+    )
+    batch_percent: int = Field(
+        int(policy.WAVE.batch_fraction * 100),
+        ge=1,
+        le=99,
+        description="Of the remaining agents, per batch (all at once is refused).",
+    )
+    batch_watch_minutes: int = Field(
+        policy.WAVE.batch_watch // timedelta(minutes=1), ge=0, le=policy.BATCH_WATCH_MAX_MINUTES
+    )
+    online_floor_percent: int = Field(
+        int(policy.WAVE.online_ratio_floor * 100),
+        ge=0,
+        le=100,
+        description="The share of the wave's agents that must be online for it to go on.",
+    )
+    reason: RequiredStr = Field(max_length=500, description="Why (audited).")
+
+
+class RolloutSteerIn(In):
+    reason: RequiredStr = Field(max_length=2000, description="Why (audited).")
+
+
+class RolloutFloorIn(RolloutSteerIn):
+    floor_percent: int = Field(
+        ge=0, le=100, description="The share of the wave's agents that must be online."
+    )
+
+
+class GateCheckOut(Schema):
+    name: str
+    passed: bool
+    text: str = Field(
+        description="What was measured against which threshold, and the agents behind a failure."
+    )
+
+
+class GateOut(Schema):
+    at: datetime | None = None
+    passed: bool
+    checks: list[GateCheckOut]
+
+
+class RolloutBatchOut(Schema):
+    number: int | None = Field(
+        description="0: the canary; null: the agents the wave excluded (offline when it began)."
+    )
+    label: str
+    total: int
+    succeeded: int
+    counts: dict[str, int] = Field(description="The step's agents in each state.")
+
+
+class RolloutOut(Schema):
+    id: int
+    state: RolloutState
+    release: str
+    canary_agent_id: int | None
+    canary_agent: str | None
+    current_batch: int = Field(description="0 is the canary.")
+    batches_total: int
+    agents: int = Field(description="Agents in the wave (the excluded ones not counted).")
+    agents_upgraded: int
+    canary_soak_hours: float
+    batch_percent: int
+    batch_watch_minutes: float
+    online_floor_percent: int
+    throughput_drop_tolerance_percent: int
+    scope: dict[str, list[Any]] = Field(description="{role, zone, host}: {} is the whole fleet.")
+    paused_reason: str
+    gates_waived_batch: int | None = Field(description="A step resumed anyway: its gates pass.")
+    last_gate: GateOut | None = Field(description="The latest gate, each check in words.")
+    actions: list[RolloutAction] = Field(
+        description="What you may do to the wave now: POST /rollouts/{id}/<action> with `_` "
+        "written `-`."
+    )
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_release(rollout: Rollout) -> str:
+        return str(rollout.release.version)
+
+    @staticmethod
+    def resolve_canary_agent(rollout: Rollout) -> str | None:
+        return rollout.canary_agent.name if rollout.canary_agent else None
+
+    @staticmethod
+    def resolve_agents(rollout: Any) -> int:
+        return rollout.n_targets  # rollout_list's annotation
+
+    @staticmethod
+    def resolve_agents_upgraded(rollout: Any) -> int:
+        return rollout.n_done
+
+    @staticmethod
+    def resolve_canary_soak_hours(rollout: Rollout) -> float:
+        return rollout.canary_soak / timedelta(hours=1)
+
+    @staticmethod
+    def resolve_batch_watch_minutes(rollout: Rollout) -> float:
+        return rollout.batch_watch / timedelta(minutes=1)
+
+    @staticmethod
+    def resolve_batch_percent(rollout: Rollout) -> int:
+        return int(rollout.batch_fraction * 100)
+
+    @staticmethod
+    def resolve_online_floor_percent(rollout: Rollout) -> int:
+        return int(rollout.online_ratio_floor * 100)
+
+    @staticmethod
+    def resolve_throughput_drop_tolerance_percent(rollout: Rollout) -> int:
+        return int(rollout.throughput_drop_tolerance * 100)
+
+    @staticmethod
+    def resolve_last_gate(rollout: Rollout) -> dict[str, Any] | None:
+        checks = rollout.last_gate.get("checks") if rollout.last_gate else None
+        if not checks:
+            return None
+        passed = all(check["passed"] for check in checks)
+        return {"at": rollout.last_gate.get("at"), "passed": passed, "checks": checks}
+
+    @staticmethod
+    def resolve_actions(rollout: Rollout) -> list[str]:
+        return [action.value for action in rollout.actions]
+
+
+class RolloutDetailOut(RolloutOut):
+    """One wave as its portal page shows it (its steps cost one more query: never list these)."""
+
+    batches: list[RolloutBatchOut] = Field(description="Each step's progress; the canary first.")
+
+    @staticmethod
+    def resolve_batches(rollout: Rollout) -> list[BatchProgress]:
+        return rollout_batches(rollout)
 
 
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:

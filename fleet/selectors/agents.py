@@ -250,11 +250,14 @@ def agent_filter_choices(customer: Customer | int) -> dict[str, list[str]]:
     }
 
 
-def host_list(customer: Customer | int, *, label: str = "") -> QuerySet[Host]:
+def host_list(customer: Customer | int, *, label: str = "", zone: str = "") -> QuerySet[Host]:
     """Hosts with their agents counted by role, for the zone mix and memory budget (online
-    as every page counts it). With `label`: the hosts that run an agent carrying it."""
+    as every page counts it). With `label`: the hosts that run an agent carrying it; with
+    `zone`: the hosts in that zone."""
     active = Q(agents__status__in=SEAT_HOLDING)
     hosts = Host.objects.filter(customer=customer)
+    if zone:
+        hosts = hosts.filter(zone=zone)
     if label:
         labelled = with_label(Agent.objects.for_customer(customer).holding_seat(), "labels", label)
         hosts = hosts.filter(pk__in=labelled.values("host_id"))

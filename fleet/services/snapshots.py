@@ -70,9 +70,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     jobs = {
         row["customer_id"]: row
         for row in Job.objects.filter(  # open jobs, and those finished within the hour
-            Q(status=JobStatus.QUEUED)
-            | Q(status=JobStatus.RUNNING)
-            | Q(finished_at__gt=now - HOUR)
+            Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING) | Q(finished_at__gt=now - HOUR)
         )
         .values("customer_id")
         .annotate(
