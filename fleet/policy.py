@@ -94,3 +94,10 @@ ALERT_LICENSE_EXPIRY_DAYS = (14, 3)  # license.expiring this many days before va
 ALERT_ONLINE_RATIO_MINUTES = 5  # minutes under ONLINE_RATIO_TARGET before the ratio alert
 ALERT_AGENTS_LISTED = 50  # agents named in one agents.offline event (the count is exact)
 ALERT_EVENT_TYPES_MAX = 32  # event names in one channel's filter
+
+
+# --- lists at fleet scale -----------------------------------------------------------------
+
+# Lists count at most this many rows (and page through as many): past it a page says
+# "more than 10,000" instead of counting a year of history on every view; filters narrow.
+COUNT_CAP = 10_000

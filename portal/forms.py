@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -184,10 +185,33 @@ class PlanForm(forms.Form):
     )
 
 
+class AgentPickerInput(forms.TextInput):
+    """Type part of a name; the options are the first matching agents, asked of the server
+    as you type (htmx), never every agent of the fleet in the page."""
+
+    def __init__(self, options_url: str) -> None:
+        super().__init__(
+            attrs={
+                "list": "canary-options",
+                "placeholder": "The healthiest online agent",
+                "autocomplete": "off",
+                "hx-get": options_url,
+                "hx-trigger": "input changed delay:250ms, focus once",
+                "hx-target": "#canary-options",
+                "hx-swap": "innerHTML",
+            }
+        )
+
+
+CANARY_CHOICE = re.compile(r"#(\d{1,18})\)?\s*$")  # "coder-3 (#123)", as the options read
+
+
 class StartRolloutForm(forms.Form):
     release = forms.ModelChoiceField(queryset=Release.objects.none(), empty_label=None)
-    canary = forms.ModelChoiceField(
-        queryset=Agent.objects.none(), required=False, empty_label="The healthiest online agent"
+    canary = forms.CharField(
+        required=False,
+        max_length=250,
+        help_text="Type to search the online agents; empty: the healthiest one.",
     )
     canary_soak_hours = forms.IntegerField(
         min_value=0,
@@ -219,10 +243,30 @@ class StartRolloutForm(forms.Form):
         *,
         releases: QuerySet[Release],
         agents: QuerySet[Agent],
+        options_url: str,
     ) -> None:
         super().__init__(data)
         cast(forms.ModelChoiceField, self.fields["release"]).queryset = releases
-        cast(forms.ModelChoiceField, self.fields["canary"]).queryset = agents
+        self.agents = agents
+        self.fields["canary"].widget = AgentPickerInput(options_url)
+
+    def clean_canary(self) -> Agent | None:
+        """An option as the picker offers it ("name (#id)"), or a name one online agent
+        has; one query either way."""
+        text = self.cleaned_data["canary"].replace("\x00", "").strip()
+        if not text:
+            return None
+        chosen = CANARY_CHOICE.search(text)
+        if chosen:
+            agent = self.agents.filter(pk=int(chosen.group(1))).first()
+        else:
+            named = list(self.agents.filter(name=text)[:2])
+            if len(named) > 1:
+                raise forms.ValidationError(f"Several online agents are named {text}: pick one.")
+            agent = named[0] if named else None
+        if agent is None:
+            raise forms.ValidationError(f"No online agent matches {text}: pick one from the list.")
+        return agent
 
     def settings(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -32,6 +32,7 @@ urlpatterns = [
     path("agents/", views.agents, name="agents"),
     path("agents/<int:agent_id>/", views.agent_detail, name="agent_detail"),
     path("agents/bulk/", views.agents_bulk, name="agents_bulk"),
+    path("agents/options/", views.agent_options, name="agent_options"),
     path("agents/bulk/<int:action_id>/", views.bulk_detail, name="bulk_detail"),
     path(
         "agents/<int:agent_id>/decommission/",
@@ -57,6 +58,7 @@ urlpatterns = [
     path("keys/", views.api_keys, name="api_keys"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api_key_revoke"),
     path("activity/", views.activity, name="activity"),
+    path("activity/export/", views.activity_export, name="activity_export"),
     path("settings/", views.customer_settings, name="settings"),
     path("alerts/", views.alerts, name="alerts"),
     path(

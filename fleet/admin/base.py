@@ -13,12 +13,17 @@ from django.template.response import TemplateResponse
 
 from fleet.http import request_actor
 from fleet.models import Customer
+from fleet.paging import CappedPaginator
 from fleet.selectors import fleet_metrics
 
 
 class NoDeleteAdmin(admin.ModelAdmin):
     """Rows here are history: suspend, yank or revoke instead of deleting (and unlike a
-    delete, those are audited)."""
+    delete, those are audited). Lists count at most COUNT_CAP rows, and never the whole
+    table beside a filtered one (a year of audit events is not counted per page view)."""
+
+    paginator = CappedPaginator
+    show_full_result_count = False
 
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False

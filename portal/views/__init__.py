@@ -6,6 +6,7 @@ One module a page area, `base` what they share; the views are re-exported here s
 
 from portal.views.account import (
     activity,
+    activity_export,
     api_key_revoke_view,
     api_keys,
     customer_settings,
@@ -32,14 +33,16 @@ from portal.views.fleet import (
 )
 from portal.views.jobs import job_cancel_view, job_detail, jobs
 from portal.views.plan import plan
-from portal.views.rollouts import upgrade_detail, upgrade_steer, upgrades
+from portal.views.rollouts import agent_options, upgrade_detail, upgrade_steer, upgrades
 from portal.views.tokens import token_revoke_view, tokens
 
 __all__ = [
     "activity",
+    "activity_export",
     "agent_decommission_view",
     "agent_detail",
     "agent_labels_view",
+    "agent_options",
     "agent_pause_view",
     "agent_restore_view",
     "agent_resume_view",

@@ -1,18 +1,33 @@
-"""The member's account: which customer they act for, its API keys and its audit log."""
+"""The member's account: which customer they act for, its API keys and its audit log
+(read on the Activity page, downloaded by owners and admins)."""
 
+from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
 from fleet.choices import AuditAction
 from fleet.http import request_actor
-from fleet.models import Customer
+from fleet.models import AuditEvent, Customer
+from fleet.selectors.audit_export import (
+    BOUND_MAX_LENGTH,
+    ExportFormat,
+    ExportRange,
+    ExportRangeError,
+    audit_export,
+    audit_export_events,
+    audit_in_range,
+    export_range,
+)
 from fleet.services.api_keys import api_key_mint, api_key_revoke
 from fleet.services.customers import customer_settings_set
 from portal.forms import ApiKeyForm, CustomerSettingsForm
@@ -55,7 +70,7 @@ def api_keys(request: PortalRequest, customer: Customer) -> HttpResponse:
             request,
             form=form,
             minted=minted,
-            keys=selectors.api_key_list(customer),
+            page=paginate(request, selectors.api_key_list(customer)),
         ),
         status=422 if form.errors else 200,
     )
@@ -123,32 +138,100 @@ def _action_menu() -> list[tuple[str, list[tuple[str, str]]]]:
     return list(areas.items())
 
 
-@member_view()
-def activity(request: PortalRequest, customer: Customer) -> HttpResponse:
+# The Activity page's range as its form names it, for messages about a bad one.
+RANGE_FIELDS = {"since": "From", "until": "To", "format": "Format"}
+
+
+@dataclass(frozen=True)
+class ActivityFilters:
+    """The Activity page's filters as the request gave them (unknown values dropped, the
+    range's text kept to show back), and the range they name, or the reason they name none."""
+
+    values: dict[str, str]
+    period: ExportRange
+    error: str = ""
+
+
+def _activity_filters(request: PortalRequest) -> ActivityFilters:
     actor, action = request.GET.get("actor", ""), request.GET.get("action", "")
-    filters = {
+    since, until = request.GET.get("since", ""), request.GET.get("until", "")
+    values = {
         "actor": actor if actor in selectors.ActorKind.values else "",
         "action": action if action in AuditAction.values else "",
         "machine": "1" if request.GET.get("machine") == "1" else "",
+        # Shown back in the form as given, less what no form field can hold.
+        "since": since.replace("\x00", "").strip()[:BOUND_MAX_LENGTH],
+        "until": until.replace("\x00", "").strip()[:BOUND_MAX_LENGTH],
     }
-    events = selectors.audit_search(
+    try:
+        return ActivityFilters(values, export_range(since, until))
+    except ExportRangeError as exc:
+        return ActivityFilters(values, ExportRange(), f"“{RANGE_FIELDS[exc.field]}” {exc.message}.")
+
+
+def _activity_events(customer: Customer, filters: ActivityFilters) -> QuerySet[AuditEvent]:
+    """The customer's events the filters pick, without their range (an export closes it)."""
+    return audit_export_events(
         customer,
-        actor=filters["actor"],
-        action=filters["action"],
-        machine=bool(filters["machine"]),
+        actor=filters.values["actor"],
+        action=filters.values["action"],
+        machine=bool(filters.values["machine"]),
     )
+
+
+def _activity_page(
+    request: PortalRequest, customer: Customer, filters: ActivityFilters, error: str = ""
+) -> HttpResponse:
+    error = error or filters.error
+    events = audit_in_range(_activity_events(customer, filters), filters.period)
+    values = filters.values
     return render(
         request,
         partial_or_page(request, "portal/activity.html", "events"),
         page_context(
             request,
             page=paginate(request, events),
-            filters=filters,
+            filters=values,
             actors=selectors.ActorKind.choices,
             actions=_action_menu(),
-            query=urlencode({k: v for k, v in filters.items() if v}),
-            filtered=bool(filters["actor"] or filters["action"]),
+            query=urlencode({k: v for k, v in values.items() if v}),
+            filtered=any(values[k] for k in ("actor", "action", "since", "until")),
             # Naming an action shows it, machine or not.
-            machine_hidden=not (filters["machine"] or filters["action"]),
+            machine_hidden=not (values["machine"] or values["action"]),
+            range_error=error,
+            export_formats=ExportFormat.choices,
         ),
+        status=422 if error else 200,
     )
+
+
+@member_view()
+def activity(request: PortalRequest, customer: Customer) -> HttpResponse:
+    return _activity_page(request, customer, _activity_filters(request))
+
+
+@never_cache
+@member_view(steer=True)
+def activity_export(request: PortalRequest, customer: Customer) -> HttpResponse:
+    """The events the Activity page shows with these filters, as a CSV or JSON Lines
+    download, streamed. Owners and admins only: the log names people and their
+    addresses. Bad input shows the page again with the reason (422)."""
+    filters = _activity_filters(request)
+    fmt = request.GET.get("format", "")
+    if filters.error or fmt not in ExportFormat.values:
+        return _activity_page(
+            request, customer, filters, filters.error or "Choose CSV or JSON Lines to download."
+        )
+    export = audit_export(
+        _activity_events(customer, filters),
+        ExportFormat(fmt),
+        name=customer.slug,
+        period=filters.period,
+    )
+    response = StreamingHttpResponse(
+        export.chunks,
+        content_type=export.content_type,
+        headers={"Content-Disposition": content_disposition_header(True, export.filename)},
+    )
+    # member_view is typed for HttpResponse; Django serves any HttpResponseBase.
+    return cast(HttpResponse, response)

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.models import User
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -21,6 +21,7 @@ from fleet import selectors
 from fleet.choices import MemberRole
 from fleet.errors import NotFound
 from fleet.models import Customer, Membership
+from fleet.paging import CappedPaginator
 from portal.forms import NoteForm
 
 STEERING = (MemberRole.OWNER, MemberRole.ADMIN)  # mint, revoke, resolve, submit
@@ -150,7 +151,7 @@ def sort_links(columns: dict[str, str], filters: dict[str, str]) -> list[SortLin
 
 
 def paginate(request: HttpRequest, rows: QuerySet[M]) -> Page[M]:
-    return Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    return CappedPaginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
 def partial_or_page(request: HtmxRequest, template: str, partial: str) -> str:

@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from django.contrib import messages
 from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
@@ -23,7 +24,7 @@ from fleet.services.rollouts import (
     rollout_skip_soak,
     rollout_start,
 )
-from portal.forms import StartRolloutForm
+from portal.forms import CANARY_CHOICE, StartRolloutForm
 from portal.views.base import (
     PortalRequest,
     member_view,
@@ -32,14 +33,32 @@ from portal.views.base import (
     partial_or_page,
 )
 
+AGENT_OPTIONS = 20  # the picker's options as you type
+
 
 def _start_form(customer: Customer, data: QueryDict | None = None) -> StartRolloutForm:
     license = selectors.license_current(customer)
     releases = selectors.release_list_for(license.channel if license else Channel.STABLE)
     online = selectors.agent_search(customer, {"status": AgentStatus.ONLINE})
-    form = StartRolloutForm(data, releases=releases, agents=online)
+    form = StartRolloutForm(
+        data, releases=releases, agents=online, options_url=reverse("portal:agent_options")
+    )
     form.fields["release"].initial = releases.first()  # the newest release the fleet sees
     return form
+
+
+@member_view()
+def agent_options(request: PortalRequest, customer: Customer) -> HttpResponse:
+    """The picker's options: the first online agents whose name, unit or host has the text
+    typed (`q`, or the picker field's own name, as htmx sends it)."""
+    text = (request.GET.get("q") or request.GET.get("canary") or "").replace("\x00", "")
+    text = CANARY_CHOICE.sub("", text).strip()[:200]
+    agents = selectors.agent_search(customer, {"status": AgentStatus.ONLINE, "q": text})
+    return render(
+        request,
+        "portal/upgrades.html#agent_options",
+        {"agents": agents.order_by("name", "pk")[:AGENT_OPTIONS]},
+    )
 
 
 @member_view(owner=True, posts_only=True)

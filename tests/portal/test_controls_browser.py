@@ -84,7 +84,7 @@ def test_bulk_decommission_of_2000_agents_with_a_visible_progress_bar(
     sign_in(page, live_server)
     page.goto(f"{live_server.url}/portal/agents/")
     page.click("#bulk summary")
-    expect(page.locator("#bulk")).to_contain_text("Act on all 2000 agents")
+    expect(page.locator("#bulk")).to_contain_text("Act on all 2,000 agents")
     page.select_option("#bulk select[name=kind]", "decommission")
     page.click("#bulk button")
     bar = page.locator("#bulk-progress progress")

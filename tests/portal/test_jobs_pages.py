@@ -277,7 +277,8 @@ def test_durations_read_in_their_two_largest_units():
 
 # --- queries --------------------------------------------------------------------------
 
-LIST_QUERIES = 6  # session, user, memberships, counts, page count, page with agents
+# session, user, memberships, a bounded count per status (5), page count, page with agents
+LIST_QUERIES = 10
 DETAIL_QUERIES = 5  # session, user, memberships, the job with its agent, its timeline
 
 
