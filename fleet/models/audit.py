@@ -31,7 +31,11 @@ class AuditEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["customer", "-at"], name="audit_customer_at")]
+        indexes = [
+            models.Index(fields=["customer", "-at"], name="audit_customer_at"),
+            # The API's cursor pages: a customer's events by id, however many others have.
+            models.Index(fields=["customer", "id"], name="audit_customer_id"),
+        ]
         ordering = ["-at", "-id"]
 
     def __str__(self) -> str:

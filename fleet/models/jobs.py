@@ -124,6 +124,10 @@ class Job(models.Model):
                 name="job_queue_labelled",
             ),
             models.Index(fields=["agent", "status"], name="job_agent_status"),
+            # A customer's jobs newest first: the Jobs page (by queue time) and the API's
+            # cursor pages (by id), each read from its index without a sort.
+            models.Index(fields=["customer", "-queued_at", "-id"], name="job_customer_newest"),
+            models.Index(fields=["customer", "id"], name="job_customer_id"),
             models.Index(
                 fields=["customer", "status", "finished_at"], name="job_customer_finished"
             ),

@@ -202,27 +202,33 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         )
     )
     hour = timedelta(hours=1)
-    jobs = Job.objects.filter(scope).aggregate(
-        last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
-        previous_hour=Count(
-            "pk",
-            filter=Q(
-                status=JobStatus.SUCCEEDED,
-                finished_at__gt=now - 2 * hour,
-                finished_at__lte=now - hour,
+    # Open jobs and those finished within two hours: never the customer's whole history.
+    recent = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING)
+    jobs = (
+        Job.objects.filter(scope)
+        .filter(recent | Q(finished_at__gt=now - 2 * hour))
+        .aggregate(
+            last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
+            previous_hour=Count(
+                "pk",
+                filter=Q(
+                    status=JobStatus.SUCCEEDED,
+                    finished_at__gt=now - 2 * hour,
+                    finished_at__lte=now - hour,
+                ),
             ),
-        ),
-        failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - hour)),
-        timed_out=Count(
-            "pk",
-            filter=Q(
-                status=JobStatus.CANCELLED,
-                stop_reason=JobCancelReason.TIMED_OUT,
-                finished_at__gt=now - hour,
+            failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - hour)),
+            timed_out=Count(
+                "pk",
+                filter=Q(
+                    status=JobStatus.CANCELLED,
+                    stop_reason=JobCancelReason.TIMED_OUT,
+                    finished_at__gt=now - hour,
+                ),
             ),
-        ),
-        queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
-        running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+            queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
+            running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
+        )
     )
     anomalies = Anomaly.objects.filter(scope, resolved_at__isnull=True).count()
     snapshot = (
