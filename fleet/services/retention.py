@@ -36,6 +36,7 @@ from fleet.models import (
     Rollout,
 )
 from fleet.selectors.audit import MACHINE_ACTIONS
+from fleet.services.rollups import rollup_newest
 
 CHUNK = 5000
 BUDGET_SECONDS = 600.0  # one run's share; a backlog (a year, at first) takes a few runs
@@ -54,18 +55,9 @@ class Kept:
     chunk: int = CHUNK
 
 
-def _newest(resolution: str) -> datetime | None:
-    return (
-        FleetRollup.objects.filter(resolution=resolution)
-        .order_by("-period_start")
-        .values_list("period_start", flat=True)
-        .first()
-    )
-
-
 def _folded(field: str, resolution: str, cutoff: datetime) -> Q:
     """Rows older than the cutoff, but never past what the coarser rollup holds yet."""
-    newest = _newest(resolution)
+    newest = rollup_newest(resolution)
     if newest is None:
         return Q(pk__in=[])  # nothing rolled up yet: nothing goes
     return Q(**{f"{field}__lt": min(cutoff, newest)})

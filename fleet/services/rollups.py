@@ -57,7 +57,8 @@ def _fields(row: dict[str, Any]) -> dict[str, Any]:
     return {name.removeprefix("folded_"): value for name, value in row.items()}
 
 
-def _newest(resolution: str) -> datetime | None:
+def rollup_newest(resolution: str) -> datetime | None:
+    """The start of the newest period rolled up at this resolution (any customer)."""
     return (
         FleetRollup.objects.filter(resolution=resolution)
         .order_by("-period_start")
@@ -85,7 +86,7 @@ def rollups_hourly(*, now: datetime | None = None) -> int:
     reaches back to the oldest minute or job there is, so every job's count survives it."""
     now = now or timezone.now()
     end = _hour(now)
-    newest = _newest(RollupResolution.HOUR)
+    newest = rollup_newest(RollupResolution.HOUR)
     if newest is not None:
         start = _hour(newest + HOUR - REROLL)
     else:  # the first run: from the oldest minute or finished job there is
@@ -155,7 +156,7 @@ def rollups_daily(*, now: datetime | None = None) -> int:
     """Fold every finished day (UTC) from its hours, the last day again."""
     now = now or timezone.now()
     end = _day(now)
-    newest = _newest(RollupResolution.DAY)
+    newest = rollup_newest(RollupResolution.DAY)
     oldest_hour = (
         FleetRollup.objects.filter(resolution=RollupResolution.HOUR)
         .order_by("period_start")
