@@ -47,6 +47,24 @@ def _day(at: datetime) -> datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+# How a minute's (or an hour's) value folds into its period: the worst of the online
+# ratio, the most of what piles up, the average of the rest.
+FOLDS = {
+    "agents_total": Max,
+    "online_ratio": Min,
+    "queue_depth": Max,
+    "wait_p50_seconds": Avg,
+    "wait_p95_seconds": Max,
+    "idle_ratio": Avg,
+    "anomalies_unresolved": Max,
+    "agents_not_on_latest": Max,
+}
+
+
+def _folds() -> dict[str, Any]:
+    return {name: fold(name) for name, fold in FOLDS.items()}
+
+
 def _as(**aggregates: Any) -> dict[str, Any]:
     """Aggregates under names no field has (an annotation named like a field would be
     read by the next aggregate of that field); `_fields` names them back."""
@@ -113,20 +131,7 @@ def rollups_hourly(*, now: datetime | None = None) -> int:
         FleetSnapshot.objects.filter(taken_at__gte=start, taken_at__lt=end)
         .annotate(period=TruncHour("taken_at"))
         .values("customer_id", "period")
-        .annotate(
-            **_as(
-                minutes=Count("pk"),
-                agents_total=Max("agents_total"),
-                online_ratio=Min("online_ratio"),
-                online_ratio_avg=Avg("online_ratio"),
-                queue_depth=Max("queue_depth"),
-                wait_p50_seconds=Avg("wait_p50_seconds"),
-                wait_p95_seconds=Max("wait_p95_seconds"),
-                idle_ratio=Avg("idle_ratio"),
-                anomalies_unresolved=Max("anomalies_unresolved"),
-                agents_not_on_latest=Max("agents_not_on_latest"),
-            )
-        )
+        .annotate(**_as(minutes=Count("pk"), online_ratio_avg=Avg("online_ratio"), **_folds()))
         .order_by()
     )
     for row in minutes:
@@ -179,15 +184,8 @@ def rollups_daily(*, now: datetime | None = None) -> int:
                 minutes=Sum("minutes"),
                 jobs_completed=Sum("jobs_completed"),
                 jobs_failed=Sum("jobs_failed"),
-                agents_total=Max("agents_total"),
-                online_ratio=Min("online_ratio"),
                 online_ratio_avg=Avg("online_ratio_avg"),
-                queue_depth=Max("queue_depth"),
-                wait_p50_seconds=Avg("wait_p50_seconds"),
-                wait_p95_seconds=Max("wait_p95_seconds"),
-                idle_ratio=Avg("idle_ratio"),
-                anomalies_unresolved=Max("anomalies_unresolved"),
-                agents_not_on_latest=Max("agents_not_on_latest"),
+                **_folds(),
             )
         )
         .order_by()
