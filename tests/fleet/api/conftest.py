@@ -71,6 +71,19 @@ class ApiClient:
         return self.client.delete(f"/api/v1{path}", **self._auth(secret))
 
 
+def walk(api: ApiClient, path: str, query: str = "") -> list[dict]:
+    """Every page of a cursor-paged list, two rows a page, following `next` as given."""
+    seen: list[dict] = []
+    url: str | None = f"{path}?page_size=2&{query}"
+    while url:
+        response = api.get(url)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        seen += body["results"]
+        url = body["next"] and body["next"].split("/api/v1", 1)[1]
+    return seen
+
+
 @dataclass
 class ActivatedAgent:
     agent: Agent

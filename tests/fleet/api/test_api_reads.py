@@ -18,22 +18,9 @@ from fleet.models import Agent, Anomaly, AuditEvent, Host, Job
 from fleet.services.api_keys import api_key_mint
 from fleet.services.audit import SYSTEM
 from tests import factories
-from tests.fleet.api.conftest import ApiClient
+from tests.fleet.api.conftest import ApiClient, walk
 
 pytestmark = pytest.mark.django_db
-
-
-def walk(api: ApiClient, path: str, query: str = "") -> list[dict]:
-    """Every page of a list, two rows a page, following `next` as given."""
-    seen: list[dict] = []
-    url: str | None = f"{path}?page_size=2&{query}"
-    while url:
-        response = api.get(url)
-        assert response.status_code == 200, response.content
-        body = response.json()
-        seen += body["results"]
-        url = body["next"] and body["next"].split("/api/v1", 1)[1]
-    return seen
 
 
 def ids(rows: list[dict]) -> list[int]:

@@ -20,7 +20,7 @@ from fleet.services.audit import SYSTEM
 from fleet.services.rollouts import rollout_record_result, rollouts_advance_all
 from fleet.versions import SemVer
 from tests import factories
-from tests.fleet.api.conftest import ApiClient
+from tests.fleet.api.conftest import ApiClient, walk
 
 pytestmark = pytest.mark.django_db
 
@@ -30,18 +30,6 @@ STEERS = ("pause", "resume", "resume-anyway", "set-floor", "skip-soak", "retry-f
 
 def steer_body(action: str) -> dict:
     return {"reason": "testing", **({"floor_percent": 80} if action == "set-floor" else {})}
-
-
-def walk(api: ApiClient, path: str) -> list[dict]:
-    seen: list[dict] = []
-    url: str | None = f"{path}?page_size=2"
-    while url:
-        response = api.get(url)
-        assert response.status_code == 200, response.content
-        body = response.json()
-        seen += body["results"]
-        url = body["next"] and body["next"].split("/api/v1", 1)[1]
-    return seen
 
 
 def problem_fields(response) -> list[str]:
