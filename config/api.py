@@ -8,26 +8,72 @@ from http import HTTPStatus
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, connections
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_cache_control
 from ninja import NinjaAPI, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
+from ninja.openapi.schema import OpenAPISchema
+from ninja.operation import Operation
+from ninja.types import DictStrAny
+from pydantic import Field
 
 from fleet.api import activity, agents, alerts, anomalies, customers, jobs, rollouts
+from fleet.api.auth import ApiKeyAuth
+from fleet.api.json_body import HostileJsonValue, StrictJsonParser
 from fleet.api.schemas import ErrorOut
-from fleet.errors import FleetError, ServiceUnavailable, database_fault_is_transient
+from fleet.errors import (
+    BadRequest,
+    BodyTooLarge,
+    FleetError,
+    InternalError,
+    InvalidInput,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+    database_fault_is_transient,
+    error_body,
+)
 from fleet.selectors.readiness import readiness
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 
-api = NinjaAPI(
+
+class _ScopedOpenAPISchema(OpenAPISchema):
+    """Ninja's document, with the scope an API key needs in each operation's security
+    requirement (OpenAPI 3.1 lets a bearer scheme name the roles it needs)."""
+
+    def operation_security(self, operation: Operation) -> list[DictStrAny] | None:
+        security = super().operation_security(operation)
+        for requirement, auth in zip(security or [], operation.auth_callbacks, strict=False):
+            if isinstance(auth, ApiKeyAuth):
+                requirement[type(auth).__name__] = [str(auth.scope)]
+        return security
+
+
+class AgentinaApi(NinjaAPI):
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: DictStrAny | None = None
+    ) -> OpenAPISchema:
+        if path_prefix is None:
+            path_prefix = self.get_root_path(path_params or {})
+        return _ScopedOpenAPISchema(self, path_prefix)
+
+
+api = AgentinaApi(
     title="Agentina Control Plane API",
     version="1",
     description="Agents activate with a single-use token, then heartbeat, claim and finish "
     "jobs, and report findings and upgrade results with their own secret. Customer "
-    "automation mints tokens, submits jobs and reads the fleet's numbers with an API key. "
-    "Every error has the body {code, detail, ...}.",
+    "automation mints tokens, submits jobs and reads the fleet's numbers with an API key "
+    "holding the scope each operation names in its security requirement. Every error has "
+    "the body {code, detail, ..., docs_url}; docs_url leads to the code's entry on "
+    "/docs/troubleshooting.",
     urls_namespace="api-v1",
+    parser=StrictJsonParser(),
 )
 api.add_router("", agents.router)
 api.add_router("", anomalies.router)
@@ -42,14 +88,9 @@ class HealthOut(Schema):
     status: str
 
 
-def _error(
-    request: HttpRequest, status: int, code: str, detail: str, **extra: object
-) -> HttpResponse:
-    return api.create_response(request, {"code": code, "detail": detail, **extra}, status=status)
-
-
 @api.exception_handler(FleetError)
 def _fleet_error(request: HttpRequest, exc: FleetError) -> HttpResponse:
+    """Every error answer of the API, in the one body (error_body adds its docs_url)."""
     response = api.create_response(request, exc.as_body(), status=exc.status)
     if isinstance(exc, ServiceUnavailable):
         response["Retry-After"] = str(exc.retry_after)
@@ -68,19 +109,19 @@ def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespons
             }
         )
     detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
-    return _error(request, 422, "invalid_input", detail, errors=errors)
+    return _fleet_error(request, InvalidInput(detail, errors=errors))
 
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return _error(
-        request, 401, "unauthorized", "Missing, malformed, revoked or unknown credentials."
+    return _fleet_error(
+        request, Unauthorized("Missing, malformed, revoked or unknown credentials.")
     )
 
 
 @api.exception_handler(Throttled)
 def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
-    response = _error(request, 429, "rate_limited", "Too many requests; slow down.")
+    response = _fleet_error(request, RateLimited("Too many requests; slow down."))
     if exc.wait:
         response["Retry-After"] = str(max(1, round(exc.wait)))
     return response
@@ -88,25 +129,30 @@ def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    if exc.status_code == 400:  # Ninja could not parse the body as JSON
-        return _error(
+    hostile = exc.__cause__
+    if isinstance(hostile, HostileJsonValue):  # parsed, but NaN or a lone surrogate in it
+        return _fleet_error(
             request,
-            422,
-            "invalid_json",
-            "The body is not valid JSON.",
-            errors=[{"field": "", "message": str(exc)}],
+            InvalidInput(
+                str(hostile), errors=[{"field": hostile.field, "message": hostile.message}]
+            ),
         )
-    return _error(request, exc.status_code, f"http_{exc.status_code}", str(exc))
+    if exc.status_code == 400:  # Ninja could not parse the body as JSON
+        return _fleet_error(
+            request,
+            InvalidJson("The body is not valid JSON.", errors=[{"field": "", "message": str(exc)}]),
+        )
+    return _fleet_error(request, _error_for_status(exc.status_code, str(exc)))
 
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return _error(request, 413, "body_too_large", "The request body is over the size limit.")
+    return _fleet_error(request, BodyTooLarge("The request body is over the size limit."))
 
 
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return _error(request, 404, "not_found", "Not found.")
+    return _fleet_error(request, NotFound("Not found."))
 
 
 def _drop_broken_connections() -> None:
@@ -146,7 +192,7 @@ def _database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unhandled error on %s %s", request.method, request.path)
-    return _error(request, 500, "internal_error", "Something went wrong on our side.")
+    return _fleet_error(request, InternalError("Something went wrong on our side."))
 
 
 @api.get("/health", response={200: HealthOut}, tags=["meta"], auth=None)
@@ -169,6 +215,7 @@ class ReadyOut(Schema):
 class ReadyErrorOut(ErrorOut):
     """The error shape every API error has, with the checks that failed."""
 
+    code: str = Field(json_schema_extra={"enum": [ServiceUnavailable.code]})
     status: str
     checks: dict[str, CheckOut]
 
@@ -181,8 +228,9 @@ def ready(request: HttpRequest) -> Status[ReadyOut | ReadyErrorOut]:
     checks = {name: CheckOut(**vars(check)) for name, check in state.checks.items()}
     if not state.ready:
         response = ReadyErrorOut(
-            code="service_unavailable",
-            detail="The database is unreachable: this process cannot serve.",
+            **error_body(
+                ServiceUnavailable.code, "The database is unreachable: this process cannot serve."
+            ),
             status="unavailable",
             checks=checks,
         )
@@ -190,13 +238,25 @@ def ready(request: HttpRequest) -> Status[ReadyOut | ReadyErrorOut]:
     return Status(200, ReadyOut(status="degraded" if state.degraded else "ready", checks=checks))
 
 
-_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    500: "internal_error",
+# The error an answer's status alone stands for (Django answered before any operation).
+_STATUS_ERRORS: dict[int, type[FleetError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: BodyTooLarge,
+    429: RateLimited,
+    500: InternalError,
+    503: ServiceUnavailable,
 }
+
+
+def _error_for_status(status: int, detail: str) -> FleetError:
+    """An error of the catalogue for a bare status: its own, else the 4xx or 5xx one."""
+    error_class = _STATUS_ERRORS.get(status) or (InternalError if status >= 500 else BadRequest)
+    exc = error_class(detail)
+    exc.status = status
+    return exc
 
 
 def _phrase(status: int) -> str:
@@ -218,13 +278,28 @@ def api_error_body_middleware(get_response: Callable[[HttpRequest], HttpResponse
             and not response.get("Content-Type", "").startswith("application/json")
         ):
             status = response.status_code
-            replacement = JsonResponse(
-                {"code": _CODES.get(status, f"http_{status}"), "detail": _phrase(status)},
-                status=status,
-            )
+            error = _error_for_status(status, _phrase(status))
+            replacement = JsonResponse(error.as_body(), status=status)
             if response.has_header("Allow"):
                 replacement["Allow"] = response["Allow"]
             return replacement
+        return response
+
+    return middleware
+
+
+def api_no_store_middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:
+    """Every answer under /api/ is `Cache-Control: no-store` (and `Pragma: no-cache` for
+    HTTP/1.0 caches): some carry a secret shown once (minted tokens, an agent's secret at
+    activation or rotation, a webhook's signing secret) and all carry one customer's data,
+    so no browser, proxy or client cache may keep any. Set once here, so that no operation
+    that returns a secret can forget it."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if request.path.startswith(API_PREFIX):
+            patch_cache_control(response, no_store=True)  # keeps what an operation set
+            response["Pragma"] = "no-cache"
         return response
 
     return middleware

@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "fleet",
     "portal",
 ]
@@ -51,29 +54,47 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "config.security.content_security_policy",
+    "config.api.api_no_store_middleware",
     "config.api.api_error_body_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "portal.second_factor.second_factor_gate",
+    "portal.limits.portal_write_limit",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
-# Repeated failed logins (portal and admin) lock out per username and client address.
+# Sign-in under attack (portal and admin; the README's "Sign-in and lockouts"), every
+# limit at the client address fleet.http.client_address reads (NUM_PROXIES, one rule
+# everywhere): django-axes locks one (username, address) pair after LOGIN_FAILURE_LIMIT
+# wrong passwords for LOGIN_LOCKOUT_MINUTES; fleet/login_throttle.py slows one username
+# from every address, and one address trying any username, with doubling delays once
+# their free failures are spent. A locked-out user unlocks themselves by email.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "fleet.login_throttle.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env.int("NUM_PROXIES", default=0)
+AXES_CLIENT_IP_CALLABLE = "fleet.http.client_address"
+AXES_LOCKOUT_CALLABLE = "portal.views.lockout.locked_out"
+# An attempt refused during a lockout is no new failure: a lockout ends its
+# LOGIN_LOCKOUT_MINUTES after the wrong password that caused it, however often it is retried.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+LOGIN_ACCOUNT_FREE_FAILURES = env.int("LOGIN_ACCOUNT_FREE_FAILURES", default=10)
+LOGIN_ADDRESS_FREE_FAILURES = env.int("LOGIN_ADDRESS_FREE_FAILURES", default=30)
+LOGIN_DELAY_MAX_SECONDS = env.int("LOGIN_DELAY_MAX_SECONDS", default=900)
+# Portal writes (POST, PUT, PATCH, DELETE) one signed-in user may make, counted in the cache.
+PORTAL_WRITE_RATE = env.str("PORTAL_WRITE_RATE", default="60/min")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -124,6 +145,17 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"
+# Sessions live in the database beside their user's id (fleet/sessions.py), so removing a
+# member ends their sessions at once.
+SESSION_ENGINE = "fleet.sessions"
+# A password-reset link works once, for this long.
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT_SECONDS", default=3600)
+# Two-factor sign-in (django-otp: an authenticator app, recovery codes). Staff must use it
+# everywhere (portal and admin) unless this is off; it is off by default only under DEBUG,
+# so `make run`'s demo staff login works without a phone.
+STAFF_REQUIRE_2FA = env.bool("STAFF_REQUIRE_2FA", default=not DEBUG)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Agentina")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a TOTP key or its QR code
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -267,7 +299,8 @@ if CACHE_URL.startswith("redis"):
 else:
     CACHES = {"default": env.cache_url_config(CACHE_URL)}
 
-# API: the client address comes from REMOTE_ADDR, or from the last NUM_PROXIES entries of
+# The client address (fleet.http.client_address: the API's throttles, the sign-in limits,
+# the audit log) comes from REMOTE_ADDR, or from the last NUM_PROXIES entries of
 # X-Forwarded-For when that many trusted proxies stand in front (never the whole header).
 NINJA_NUM_PROXIES = env.int("NUM_PROXIES", default=0)
 API_THROTTLE_RATES = {
@@ -328,3 +361,11 @@ EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
 EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Agentina <alerts@agentina.localhost>")
+
+# Single sign-on: each customer's own OpenID Connect provider (portal/sso.py, with
+# mozilla-django-oidc), set up by staff in the admin (Customer SSO). Its backend signs in
+# only the provider's callback, never a password.
+AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "portal.sso.CustomerOidcBackend"]
+OIDC_AUTHENTICATION_CALLBACK_URL = "portal:sso_callback"
+OIDC_RP_SCOPES = "openid email"
+OIDC_TIMEOUT = env.int("SSO_TIMEOUT_SECONDS", default=10)  # each call to a provider

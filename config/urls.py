@@ -4,6 +4,17 @@ from django.views.generic import RedirectView
 
 from config.api import api
 from fleet import prometheus
+from portal.views import docs
+
+# The product's docs: public, no login (error bodies link to /docs/troubleshooting#code).
+docs_urls = (
+    [
+        path("", docs.docs_index, name="index"),
+        path("security", docs.security, name="security"),
+        path("troubleshooting", docs.troubleshooting, name="troubleshooting"),
+    ],
+    "docs",
+)
 
 # The product docs name /admin/agents, /admin/jobs and /admin/anomalies.
 admin_shortcuts = [
@@ -31,5 +42,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("portal/", include("portal.urls")),
     path("metrics", prometheus.metrics, name="metrics"),
+    path("docs/", include(docs_urls)),
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
 ]

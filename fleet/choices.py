@@ -223,6 +223,14 @@ class AuditAction(models.TextChoices):
     MEMBERSHIP_CREATE = "membership.create", "Member added"
     MEMBERSHIP_UPDATE = "membership.update", "Member's role changed"
     MEMBERSHIP_REMOVE = "membership.remove", "Member removed"
+    MEMBERSHIP_INVITE = "membership.invite", "Member invited by email"
+    MEMBERSHIP_INVITE_WITHDRAW = "membership.invite_withdraw", "Invitation withdrawn"
+    MEMBERSHIP_INVITE_ACCEPT = "membership.invite_accept", "Invitation accepted"
+    USER_TWO_FACTOR_ENABLE = "user.two_factor_enable", "Two-factor sign-in turned on"
+    USER_TWO_FACTOR_DISABLE = "user.two_factor_disable", "Two-factor sign-in turned off"
+    USER_RECOVERY_CODES = "user.recovery_codes", "Recovery codes replaced"
+    USER_RECOVERY_CODE_USED = "user.recovery_code_used", "Signed in with a recovery code"
+    USER_PASSWORD_RESET = "user.password_reset", "Password reset by email"
     LICENSE_CREATE = "license.create", "License created"
     LICENSE_UPDATE = "license.update", "License updated"
     LICENSE_SUSPEND = "license.suspend", "License suspended"
@@ -245,3 +253,21 @@ class AuditAction(models.TextChoices):
     ALERT_CHANNEL_DISABLE = "alert_channel.disable", "Alert channel disabled after 24 h of failures"
     ALERT_CHANNEL_ENABLE = "alert_channel.enable", "Alert channel enabled again"
     ALERT_REDELIVER = "alert.redeliver", "Alert delivery retried by hand"
+
+
+class ApiKeyScope(models.TextChoices):
+    """What a customer API key may do. `read` reads what the portal shows every member
+    (never a secret); each other scope is one area's writes. /metrics takes `read`."""
+
+    READ = "read", "Read: the fleet, jobs, findings, waves, settings, activity, metrics"
+    TOKENS = "tokens", "Tokens: mint and revoke activation tokens"
+    JOBS = "jobs", "Jobs: submit and cancel jobs"
+    AGENTS = "agents", "Agents: pause, resume, label, act in bulk"
+    ALERTS = "alerts", "Alerts: alert channels (their URLs), resolve and reopen findings"
+    ROLLOUTS = "rollouts", "Rollouts: start and steer upgrade waves (owners grant it)"
+    SETTINGS = "settings", "Settings: change the fleet policies (owners grant it)"
+
+    @classmethod
+    def owners_grant(cls) -> frozenset[str]:
+        """Scopes whose writes only owners make on the portal, so only owners mint them."""
+        return frozenset({cls.ROLLOUTS, cls.SETTINGS})

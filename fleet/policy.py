@@ -101,3 +101,27 @@ ALERT_EVENT_TYPES_MAX = 32  # event names in one channel's filter
 # Lists count at most this many rows (and page through as many): past it a page says
 # "more than 10,000" instead of counting a year of history on every view; filters narrow.
 COUNT_CAP = 10_000
+
+
+# --- members and sign-in ------------------------------------------------------------------
+
+INVITATION_LIFETIME = timedelta(days=7)  # an invitation link works once, until then
+RECOVERY_CODES = 10  # recovery codes a user holds; using one spends it
+
+
+# --- sign-in and abuse limits ---------------------------------------------------------------
+
+# Wrong passwords past the free ones (LOGIN_ACCOUNT_FREE_FAILURES for a username from
+# anywhere, LOGIN_ADDRESS_FREE_FAILURES for an address with any username) make the next
+# attempt wait this long, doubling with each further one (up to LOGIN_DELAY_MAX_SECONDS).
+LOGIN_DELAY_FIRST = timedelta(seconds=2)
+LOGIN_ACCOUNT_FAILURE_WINDOW = timedelta(days=1)  # a username's failures are counted this long
+LOGIN_ADDRESS_FAILURE_WINDOW = timedelta(hours=1)  # an address's (shared by a whole office)
+LOGIN_UNLOCK_LIFETIME = timedelta(hours=1)  # an unlock link works once, this long
+LOGIN_UNLOCK_MAILS_PER_HOUR = 3  # unlock mails one user gets; more asks send nothing
+LOGIN_UNLOCK_ASKS_PER_ADDRESS = "10/hour"  # unlock requests from one address, any username
+
+# Outstanding (unredeemed, unexpired) activation tokens a customer may hold at once, per
+# seat of its license: enough to enrol the whole fleet twice, not a stockpile of secrets.
+OUTSTANDING_TOKENS_PER_SEAT = 2
+API_KEYS_PER_CUSTOMER_MAX = 20  # active (unrevoked) API keys of one customer

@@ -27,9 +27,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from fleet import policy
-from fleet.api.auth import api_key_auth
+from fleet.api.auth import key_read
 from fleet.choices import AgentRole, AgentStatus, Channel, JobCancelReason, JobStatus
-from fleet.errors import ServiceUnavailable, database_fault_is_transient
+from fleet.errors import (
+    FleetError,
+    ServiceUnavailable,
+    Unauthorized,
+    database_fault_is_transient,
+)
 from fleet.models import Agent, Anomaly, Customer, Job, License
 from fleet.models.agents import SEAT_HOLDING, heard_q, presence_sql
 from fleet.selectors import minor_floor, release_latest
@@ -314,8 +319,9 @@ def _digest(text: str) -> bytes:
 
 def metrics_scraper(request: HttpRequest) -> Scraper | None:
     """The scraper a bearer credential names: the staff token (METRICS_TOKEN; empty turns
-    it off), compared in constant time, or a customer API key not revoked (looked up as
-    the customer API does, and touched as used). None for anything else."""
+    it off), compared in constant time, or a customer API key with the `read` scope
+    (authenticated as the customer API does: an expired key or one without the scope
+    raises its FleetError). None for anything else."""
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
@@ -323,34 +329,36 @@ def metrics_scraper(request: HttpRequest) -> Scraper | None:
     staff_token = settings.METRICS_TOKEN
     if staff_token and hmac.compare_digest(_digest(credential), _digest(staff_token)):
         return Scraper(customer=None)
-    key = api_key_auth.authenticate(request, credential)
+    key = key_read.authenticate(request, credential)
     return Scraper(customer=key.customer) if key is not None else None
 
 
-def _error(status: int, code: str, detail: str) -> JsonResponse:
-    return JsonResponse({"code": code, "detail": detail}, status=status)
+def _error(exc: FleetError) -> JsonResponse:
+    response = JsonResponse(exc.as_body(), status=exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="agentina-metrics"'
+    return response
 
 
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """GET /metrics in the Prometheus text format, for a customer API key or the staff
-    token; 401 with WWW-Authenticate otherwise, 503 while the database is away."""
+    token; 401 with WWW-Authenticate otherwise (an expired key too), 403 for a key without
+    the `read` scope, 503 while the database is away."""
     try:
         scraper = metrics_scraper(request)
         if scraper is None:
-            response = _error(
-                401, "unauthorized", "Missing, malformed, revoked or unknown credentials."
-            )
-            response["WWW-Authenticate"] = 'Bearer realm="agentina-metrics"'
-            return response
+            return _error(Unauthorized("Missing, malformed, revoked or unknown credentials."))
         scrapes = fleet_scrape(scraper.customer)
+    except FleetError as exc:
+        return _error(exc)
     except DatabaseError as exc:
         if not database_fault_is_transient(exc):
             raise
         logger.warning("database unavailable on GET /metrics: %s", type(exc).__name__)
         unavailable = ServiceUnavailable()
-        response = _error(unavailable.status, unavailable.code, unavailable.detail)
+        response = _error(unavailable)
         response["Retry-After"] = str(unavailable.retry_after)
         return response
     registry = CollectorRegistry()

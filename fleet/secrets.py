@@ -8,6 +8,7 @@ Only the SHA-256 digest and a short display prefix are stored.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -28,6 +29,7 @@ class SecretKind(StrEnum):
     ACTIVATION_TOKEN = "agtn_act_"  # noqa: S105
     AGENT_SECRET = "agtn_agt_"  # noqa: S105
     API_KEY = "agtn_key_"
+    INVITATION = "agtn_inv_"
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,24 @@ def secret_is_well_formed(plaintext: str, kind: SecretKind) -> bool:
 
 def secret_matches(plaintext: str, digest: str) -> bool:
     return hmac.compare_digest(secret_digest(plaintext), digest)
+
+
+# Recovery codes: 16 characters of lowercase base32 (80 bits), shown in groups of four;
+# stored as a 16-character digest (96 bits of SHA-256: django-otp's token column holds 16).
+_RECOVERY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_RECOVERY_LEN = 16
+
+
+def recovery_code_mint() -> str:
+    code = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LEN))
+    return "-".join(code[i : i + 4] for i in range(0, _RECOVERY_LEN, 4))
+
+
+def recovery_code_normalize(text: str) -> str:
+    """A code as typed (any case, with or without dashes and spaces), as minted."""
+    return "".join(c for c in text.lower() if c in _RECOVERY_ALPHABET)
+
+
+def recovery_code_digest(code: str) -> str:
+    digest = hashlib.sha256(recovery_code_normalize(code).encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:16]

@@ -4,6 +4,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django import forms
+from django.contrib.auth.forms import UserCreationForm
 from django.db.models import QuerySet
 from django.http import QueryDict
 
@@ -12,7 +13,9 @@ from fleet.choices import (
     AlertChannelKind,
     AlertEventType,
     AnomalySeverity,
+    ApiKeyScope,
     BulkActionKind,
+    MemberRole,
 )
 from fleet.labels import labels_parse
 from fleet.models import Agent, Release
@@ -29,6 +32,7 @@ from fleet.policy import (
 )
 
 ROLE_CHOICES = [("", "Any role"), *AgentRole.choices]
+API_KEY_LIFETIME_MAX_DAYS = 3650
 
 
 class LabelsField(forms.CharField):
@@ -153,7 +157,35 @@ class CustomerSettingsForm(forms.Form):
 
 
 class ApiKeyForm(forms.Form):
+    """A key's name, scopes and expiry. A member may grant only the scopes whose writes
+    their role makes on the portal (ApiKeyScope.owners_grant() takes an owner)."""
+
     name = forms.CharField(max_length=100, help_text="What the key is for, e.g. CI.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKeyScope.choices,
+        initial=[ApiKeyScope.READ],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What the key may do; an operation needing another scope is refused (403).",
+    )
+    expires_in_days = forms.IntegerField(
+        label="Expires in",
+        min_value=1,
+        max_value=API_KEY_LIFETIME_MAX_DAYS,
+        required=False,
+        widget=forms.NumberInput(attrs={"placeholder": "days (empty: never)"}),
+        help_text="Days until the key stops working; empty: until revoked.",
+    )
+
+    def __init__(self, *args: Any, owner: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not owner:
+            field = cast(forms.MultipleChoiceField, self.fields["scopes"])
+            field.choices = [
+                (value, label)
+                for value, label in ApiKeyScope.choices
+                if value not in ApiKeyScope.owners_grant()
+            ]
+            field.help_text += " Only owners grant the rollouts and settings scopes."
 
 
 class AlertChannelForm(forms.Form):
@@ -277,3 +309,47 @@ class StartRolloutForm(forms.Form):
             "batch_watch": timedelta(minutes=data["batch_watch_minutes"]),
             "online_ratio_floor": Decimal(data["online_floor_percent"]) / 100,
         }
+
+
+# --- members and sign-in --------------------------------------------------------------------
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254, help_text="The link goes there; it works once.")
+    role = forms.ChoiceField(choices=MemberRole.choices, initial=MemberRole.VIEWER)
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=MemberRole.choices)
+
+
+class TwoFactorPolicyForm(forms.Form):
+    require_two_factor = forms.BooleanField(
+        required=False, label="Require two-factor sign-in for every member"
+    )
+
+
+class CodeForm(forms.Form):
+    """A 6-digit authenticator code, or a recovery code."""
+
+    code = forms.CharField(
+        max_length=64,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false"}
+        ),
+    )
+
+    def clean_code(self) -> str:
+        code = self.cleaned_data["code"].strip()
+        if "\x00" in code:
+            raise forms.ValidationError("That is not a code.")
+        return code
+
+
+class InvitationSignUpForm(UserCreationForm):
+    """A new account for an invitation: a username and a password (Django's validators);
+    the address is the invitation's."""
+
+    def __init__(self, *args: Any, email: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance.email = email  # the password may not resemble it either

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from portal import views
+from portal import sso, views
 
 app_name = "portal"
 
@@ -12,6 +12,8 @@ urlpatterns = [
         auth_views.LoginView.as_view(template_name="registration/login.html"),
         name="login",
     ),
+    path("login/unlock/", views.login_unlock, name="login_unlock"),
+    path("login/unlock/<str:token>/", views.login_unlock_confirm, name="login_unlock_confirm"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password/",
@@ -26,7 +28,41 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(template_name="registration/password_done.html"),
         name="password_done",
     ),
+    path("login/verify/", views.second_factor, name="second_factor"),
+    path("two-factor/", views.two_factor, name="two_factor"),
+    path("password/reset/", views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password/reset/sent/",
+        views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password/reset/done/",
+        auth_views.PasswordResetCompleteView.as_view(
+            template_name="registration/password_reset_complete.html"
+        ),
+        name="password_reset_complete",
+    ),
     path("switch/", views.switch_customer, name="switch"),
+    path("sso/", sso.sso_choose, name="sso"),
+    path("sso/callback/", sso.SsoCallbackView.as_view(), name="sso_callback"),
+    path("sso/<slug:slug>/", sso.SsoStartView.as_view(), name="sso_start"),
+    path("members/", views.members, name="members"),
+    path("members/two-factor/", views.members_two_factor_view, name="members_two_factor"),
+    path("members/<int:membership_id>/role/", views.member_role_view, name="member_role"),
+    path("members/<int:membership_id>/remove/", views.member_remove_view, name="member_remove"),
+    path(
+        "members/invitations/<int:invitation_id>/withdraw/",
+        views.invitation_withdraw_view,
+        name="invitation_withdraw",
+    ),
+    path("invitations/accept/", views.invitation_accept_view, name="invitation_accept"),
+    path("invitations/<str:token>/", views.invitation_open, name="invitation_open"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke_view, name="token_revoke"),
     path("agents/", views.agents, name="agents"),

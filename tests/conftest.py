@@ -108,6 +108,7 @@ def _fresh_throttles(settings):
 
     cache.clear()
     settings.API_THROTTLE_RATES = {"activate": "10000/min", "api_key": "10000/min"}
+    settings.PORTAL_WRITE_RATE = "10000/min"
 
 
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")

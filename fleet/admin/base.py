@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -17,7 +19,29 @@ from fleet.paging import CappedPaginator
 from fleet.selectors import fleet_metrics
 
 
-class NoDeleteAdmin(admin.ModelAdmin):
+class ValidatedFiltersAdmin(admin.ModelAdmin):
+    """A list's query is checked before Django builds the list from it: what no database
+    can take (NUL, which PostgreSQL refuses in any text; a date-hierarchy year past
+    Python's dates) raises IncorrectLookupParameters, which Django's changelist turns into
+    its "?e=1" redirect to the unfiltered list (the same as for a lookup it cannot apply),
+    never a 500. Other malformed values (a word where an id goes, an unknown choice) Django
+    already refuses that way, or they match nothing."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                raise IncorrectLookupParameters(f"NUL in the filter {name!r}")
+        if self.date_hierarchy:
+            for part in ("year", "month", "day"):
+                value = request.GET.get(f"{self.date_hierarchy}__{part}")
+                if value is not None and not (
+                    value.isascii() and value.isdigit() and len(value) <= 4
+                ):
+                    raise IncorrectLookupParameters(f"{part} {value!r} is no date part")
+        return super().get_changelist_instance(request)
+
+
+class NoDeleteAdmin(ValidatedFiltersAdmin):
     """Rows here are history: suspend, yank or revoke instead of deleting (and unlike a
     delete, those are audited). Lists count at most COUNT_CAP rows, and never the whole
     table beside a filtered one (a year of audit events is not counted per page view)."""
@@ -55,7 +79,8 @@ class FleetNumbersMixin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         raw = request.GET.get(self.customer_param, "")
-        customer = Customer.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
+        wellformed = raw.isascii() and raw.isdigit() and len(raw) < 19  # not "²", not past bigint
+        customer = Customer.objects.filter(pk=int(raw)).first() if wellformed else None
         extra = {
             "fleet_numbers": fleet_metrics(customer),
             "fleet_scope": customer.name if customer else "every fleet",

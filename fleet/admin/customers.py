@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -15,7 +15,7 @@ from django.forms import BaseInlineFormSet
 from django.http import HttpRequest
 
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline
-from fleet.errors import InvalidLicense, LicenseBelowActiveAgents
+from fleet.errors import InvalidLicense, LastOwner, LicenseBelowActiveAgents
 from fleet.http import request_actor
 from fleet.models import Agent, Customer, License, Membership
 from fleet.selectors import license_current
@@ -178,13 +178,16 @@ class CustomerAdmin(NoDeleteAdmin):
             stored = (
                 Membership.objects.select_related("customer", "user").get(pk=pk) if pk else None
             )
-            if stored is None:
-                if not deleted:
-                    membership_set(customer=form.instance, user=user, role=role, actor=actor)
-            elif deleted:
-                membership_remove(membership=stored, actor=actor)
-            else:
-                membership_replace(membership=stored, user=user, role=role, actor=actor)
+            try:
+                if stored is None:
+                    if not deleted:
+                        membership_set(customer=form.instance, user=user, role=role, actor=actor)
+                elif deleted:
+                    membership_remove(membership=stored, actor=actor)
+                else:
+                    membership_replace(membership=stored, user=user, role=role, actor=actor)
+            except LastOwner as exc:
+                messages.error(request, exc.detail)
         return None
 
 

@@ -10,7 +10,7 @@ from ninja import Query, Router, Schema
 from ninja.pagination import paginate
 from pydantic import Field, ValidationInfo, field_validator
 
-from fleet.api.auth import api_key_auth, authed_key
+from fleet.api.auth import authed_key, key_read
 from fleet.api.pagination import KeysetPagination
 from fleet.api.schemas import errors
 from fleet.api.throttles import ApiKeyThrottle
@@ -31,7 +31,7 @@ from fleet.selectors.audit_export import (
     utc_iso,
 )
 
-router = Router(tags=["activity"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
+router = Router(tags=["activity"], auth=key_read, throttle=[ApiKeyThrottle()])
 
 BOUND_HELP = (
     "a date (2025-03-31, UTC) or an ISO 8601 date and time (2025-03-31T12:00:00Z; "
@@ -140,7 +140,7 @@ class ActivityOut(Schema):
 
 @router.get(
     "/activity",
-    response={200: list[ActivityOut], **errors(401, 422, 429)},
+    response={200: list[ActivityOut], **errors(401, 403, 422, 429)},
     summary="The customer's audit log with the Activity page's filters, newest first",
 )
 @paginate(KeysetPagination)
@@ -155,7 +155,7 @@ EXPORT_CONTENT = {"schema": {"type": "string"}}
 
 @router.get(
     "/activity/export",
-    response=errors(401, 422, 429),
+    response=errors(401, 403, 422, 429),
     summary="Download the audit log as CSV or JSON Lines (streamed), oldest first",
     openapi_extra={
         "responses": {

@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.pagination import paginate
 
-from fleet.api.auth import api_key_auth, authed_key
+from fleet.api.auth import authed_key, key_alerts
 from fleet.api.customers import api_key_actor
 from fleet.api.pagination import BoundedPagination
 from fleet.api.schemas import (
@@ -20,12 +20,14 @@ from fleet.models import AlertChannel
 from fleet.selectors import alert_channel_get, alert_channel_list
 from fleet.services.alerts import alert_channel_create, alert_channel_delete, alert_channel_test
 
-router = Router(tags=["alerts"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
+# Every operation, the list too, takes `alerts`: a webhook or Slack URL often carries a
+# secret of its own, which a read-only key has no need to see.
+router = Router(tags=["alerts"], auth=key_alerts, throttle=[ApiKeyThrottle()])
 
 
 @router.post(
     "/alerts/channels",
-    response={201: AlertChannelCreatedOut, **errors(401, 413, 422, 429)},
+    response={201: AlertChannelCreatedOut, **errors(401, 403, 413, 422, 429)},
     summary="Add an alert channel (a webhook's signing secret is in this answer only)",
 )
 def create_channel(request: HttpRequest, body: AlertChannelIn) -> Status[AlertChannelCreatedOut]:
@@ -47,7 +49,7 @@ def create_channel(request: HttpRequest, body: AlertChannelIn) -> Status[AlertCh
 
 @router.get(
     "/alerts/channels",
-    response={200: list[AlertChannelOut], **errors(401, 422, 429)},
+    response={200: list[AlertChannelOut], **errors(401, 403, 422, 429)},
     summary="The customer's alert channels, oldest first",
 )
 @paginate(BoundedPagination)
@@ -57,7 +59,7 @@ def list_channels(request: HttpRequest) -> QuerySet[AlertChannel]:
 
 @router.delete(
     "/alerts/channels/{channel_id}",
-    response={204: None, **errors(401, 404, 422, 429)},
+    response={204: None, **errors(401, 403, 404, 422, 429)},
     summary="Remove an alert channel and its delivery log",
 )
 def delete_channel(request: HttpRequest, channel_id: int) -> Status[None]:
@@ -68,7 +70,7 @@ def delete_channel(request: HttpRequest, channel_id: int) -> Status[None]:
 
 @router.post(
     "/alerts/channels/{channel_id}/test",
-    response={202: AlertTestOut, **errors(401, 404, 422, 429)},
+    response={202: AlertTestOut, **errors(401, 403, 404, 422, 429)},
     summary="Send an alert.test event to the channel now",
 )
 def test_channel(request: HttpRequest, channel_id: int) -> Status[AlertTestOut]:

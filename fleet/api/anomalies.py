@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from ninja import Query, Router
 from ninja.pagination import paginate
 
-from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
+from fleet.api.auth import agent_auth, authed_agent, authed_key, key_alerts, key_read
 from fleet.api.customers import api_key_actor
 from fleet.api.pagination import KeysetPagination
 from fleet.api.schemas import (
@@ -56,10 +56,10 @@ def report_anomaly(request: HttpRequest, body: AnomalyIn) -> AnomalyOut:
 
 @router.get(
     "/anomalies",
-    auth=api_key_auth,
+    auth=key_read,
     throttle=[ApiKeyThrottle()],
     tags=["customer automation"],
-    response={200: list[AnomalyDetailOut], **errors(401, 422, 429)},
+    response={200: list[AnomalyDetailOut], **errors(401, 403, 422, 429)},
     summary="The customer's findings: unresolved, resolved or all, newest first",
 )
 @paginate(KeysetPagination)
@@ -71,10 +71,10 @@ def list_anomalies(request: HttpRequest, filters: Query[AnomalyFilters]) -> Quer
 
 @router.post(
     "/anomalies/{anomaly_id}/resolve",
-    auth=api_key_auth,
+    auth=key_alerts,
     throttle=[ApiKeyThrottle()],
     tags=["customer automation"],
-    response={200: AnomalyDetailOut, **errors(401, 404, 413, 422, 429)},
+    response={200: AnomalyDetailOut, **errors(401, 403, 404, 413, 422, 429)},
     summary="Resolve a finding with a note (idempotent)",
 )
 def resolve_anomaly(request: HttpRequest, anomaly_id: int, body: AnomalyNoteIn) -> Anomaly:
@@ -92,10 +92,10 @@ def resolve_anomaly(request: HttpRequest, anomaly_id: int, body: AnomalyNoteIn) 
 
 @router.post(
     "/anomalies/{anomaly_id}/reopen",
-    auth=api_key_auth,
+    auth=key_alerts,
     throttle=[ApiKeyThrottle()],
     tags=["customer automation"],
-    response={200: AnomalyDetailOut, **errors(401, 404, 409, 413, 422, 429)},
+    response={200: AnomalyDetailOut, **errors(401, 403, 404, 409, 413, 422, 429)},
     summary="Reopen a resolved finding with a note: it is not fixed (idempotent)",
 )
 def reopen_anomaly(request: HttpRequest, anomaly_id: int, body: AnomalyNoteIn) -> Anomaly:

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.pagination import paginate
 
-from fleet.api.auth import api_key_auth, authed_key
+from fleet.api.auth import authed_key, key_agents, key_read, key_settings, key_tokens
 from fleet.api.pagination import BoundedPagination, KeysetPagination
 from fleet.api.schemas import (
     AgentFilters,
@@ -50,7 +50,8 @@ from fleet.services.bulk import bulk_action_start
 from fleet.services.customers import customer_settings_set
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
-router = Router(tags=["customer automation"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
+# Reads take the `read` scope; each write names its own.
+router = Router(tags=["customer automation"], auth=key_read, throttle=[ApiKeyThrottle()])
 
 
 def api_key_actor(request: HttpRequest) -> Actor:
@@ -63,12 +64,14 @@ class TokenFilter(Schema):
 
 @router.post(
     "/tokens",
-    response={201: TokensMintedOut, **errors(401, 403, 413, 422, 429)},
+    auth=key_tokens,
+    response={201: TokensMintedOut, **errors(401, 403, 409, 413, 422, 429)},
     summary="Mint activation tokens, one per intended agent",
 )
 def mint_tokens(request: HttpRequest, body: TokensMintIn) -> Status[TokensMintedOut]:
     """Each secret appears in this response only. Refused with 403 `license_full` when the
-    license has fewer free seats than tokens asked for; outstanding tokens reserve nothing."""
+    license has fewer free seats than tokens asked for; outstanding tokens reserve nothing,
+    but past twice the seats of them outstanding a mint is 409 `token_limit_reached`."""
     customer = authed_key(request).customer
     minted = tokens_mint_for_seats(
         customer=customer,
@@ -94,7 +97,7 @@ def mint_tokens(request: HttpRequest, body: TokensMintIn) -> Status[TokensMinted
 
 @router.get(
     "/tokens",
-    response={200: list[TokenOut], **errors(401, 422, 429)},
+    response={200: list[TokenOut], **errors(401, 403, 422, 429)},
     summary="The customer's activation tokens, newest first",
 )
 @paginate(BoundedPagination)
@@ -104,7 +107,8 @@ def list_tokens(request: HttpRequest, filters: Query[TokenFilter]) -> QuerySet[A
 
 @router.delete(
     "/tokens/{token_id}",
-    response={200: TokenOut, **errors(401, 404, 409, 422, 429)},
+    auth=key_tokens,
+    response={200: TokenOut, **errors(401, 403, 404, 409, 422, 429)},
     summary="Revoke an outstanding token (idempotent)",
 )
 def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
@@ -120,7 +124,7 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
 
 @router.get(
     "/fleet/metrics",
-    response={200: FleetMetricsOut, **errors(401, 429)},
+    response={200: FleetMetricsOut, **errors(401, 403, 429)},
     summary="The four numbers: online ratio, throughput, anomalies, version skew",
 )
 def metrics(request: HttpRequest) -> dict:
@@ -129,7 +133,7 @@ def metrics(request: HttpRequest) -> dict:
 
 @router.get(
     "/settings",
-    response={200: CustomerSettingsOut, **errors(401, 429)},
+    response={200: CustomerSettingsOut, **errors(401, 403, 429)},
     summary="The customer's fleet policies: stale cleanup, default job max runtime",
 )
 def get_settings(request: HttpRequest) -> Customer:
@@ -138,7 +142,8 @@ def get_settings(request: HttpRequest) -> Customer:
 
 @router.patch(
     "/settings",
-    response={200: CustomerSettingsOut, **errors(401, 413, 422, 429)},
+    auth=key_settings,
+    response={200: CustomerSettingsOut, **errors(401, 403, 413, 422, 429)},
     summary="Change the customer's fleet policies (audited)",
 )
 def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
@@ -161,7 +166,7 @@ def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
 
 @router.get(
     "/agents",
-    response={200: list[AgentOut], **errors(401, 422, 429)},
+    response={200: list[AgentOut], **errors(401, 403, 422, 429)},
     summary="The customer's agents matching the Agents page's filters, newest first",
 )
 @paginate(KeysetPagination)
@@ -173,7 +178,8 @@ def list_agents(request: HttpRequest, filters: Query[AgentFilters]) -> QuerySet[
 
 @router.post(
     "/agents/bulk",
-    response={202: BulkActionOut, **errors(401, 409, 413, 422, 429)},
+    auth=key_agents,
+    response={202: BulkActionOut, **errors(401, 403, 409, 413, 422, 429)},
     summary="Pause, resume, decommission or label every agent matching filters",
 )
 def start_bulk_action(request: HttpRequest, body: BulkActionIn) -> Status[BulkAction]:
@@ -193,7 +199,7 @@ def start_bulk_action(request: HttpRequest, body: BulkActionIn) -> Status[BulkAc
 
 @router.get(
     "/agents/bulk/{action_id}",
-    response={200: BulkActionOut, **errors(401, 404, 422, 429)},
+    response={200: BulkActionOut, **errors(401, 403, 404, 422, 429)},
     summary="A bulk action's progress",
 )
 def get_bulk_action(request: HttpRequest, action_id: int) -> BulkAction:
@@ -202,7 +208,8 @@ def get_bulk_action(request: HttpRequest, action_id: int) -> BulkAction:
 
 @router.post(
     "/agents/{agent_id}/pause",
-    response={200: AgentOut, **errors(401, 404, 409, 413, 422, 429)},
+    auth=key_agents,
+    response={200: AgentOut, **errors(401, 403, 404, 409, 413, 422, 429)},
     summary="Pause (or drain) an agent: it finishes its running jobs and claims nothing",
 )
 def pause_agent(request: HttpRequest, agent_id: int, body: AgentPauseIn) -> Agent:
@@ -222,7 +229,8 @@ def pause_agent(request: HttpRequest, agent_id: int, body: AgentPauseIn) -> Agen
 
 @router.put(
     "/agents/{agent_id}/labels",
-    response={200: AgentOut, **errors(401, 404, 413, 422, 429)},
+    auth=key_agents,
+    response={200: AgentOut, **errors(401, 403, 404, 413, 422, 429)},
     summary="Replace an agent's labels (what label-routed jobs it may claim)",
 )
 def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -> Agent:
@@ -233,7 +241,8 @@ def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -
 
 @router.post(
     "/agents/{agent_id}/resume",
-    response={200: AgentOut, **errors(401, 404, 422, 429)},
+    auth=key_agents,
+    response={200: AgentOut, **errors(401, 403, 404, 422, 429)},
     summary="Resume a paused or draining agent (idempotent)",
 )
 def resume_agent(request: HttpRequest, agent_id: int) -> Agent:
@@ -244,7 +253,7 @@ def resume_agent(request: HttpRequest, agent_id: int) -> Agent:
 
 @router.get(
     "/hosts",
-    response={200: list[HostOut], **errors(401, 422, 429)},
+    response={200: list[HostOut], **errors(401, 403, 422, 429)},
     summary="The customer's hosts with their agents counted, newest first",
 )
 @paginate(KeysetPagination)

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Header, Query, Router, Status
 from ninja.pagination import paginate
 
-from fleet.api.auth import agent_auth, api_key_auth, authed_agent, authed_key
+from fleet.api.auth import agent_auth, authed_agent, authed_key, key_jobs, key_read
 from fleet.api.pagination import KeysetPagination
 from fleet.api.schemas import (
     ClaimOut,
@@ -93,9 +93,9 @@ def stopped(request: HttpRequest, job_id: int, body: StoppedIn) -> Job:
 
 @router.post(
     "/jobs/{job_id}/cancel",
-    auth=api_key_auth,
+    auth=key_jobs,
     throttle=[ApiKeyThrottle()],
-    response={200: JobOut, **errors(401, 404, 409, 422, 429)},
+    response={200: JobOut, **errors(401, 403, 404, 409, 422, 429)},
     summary="Cancel a job: a queued one at once, a running one by its agent (idempotent)",
 )
 def cancel(request: HttpRequest, job_id: int) -> Job:
@@ -111,9 +111,9 @@ def cancel(request: HttpRequest, job_id: int) -> Job:
 
 @router.post(
     "/jobs",
-    auth=api_key_auth,
+    auth=key_jobs,
     throttle=[ApiKeyThrottle()],
-    response={200: JobOut, 201: JobOut, **errors(401, 409, 413, 422, 429)},
+    response={200: JobOut, 201: JobOut, **errors(401, 403, 409, 413, 422, 429)},
     summary="Submit a job for a role",
 )
 def submit(
@@ -141,9 +141,9 @@ def submit(
 
 @router.get(
     "/jobs",
-    auth=api_key_auth,
+    auth=key_read,
     throttle=[ApiKeyThrottle()],
-    response={200: list[JobOut], **errors(401, 422, 429)},
+    response={200: list[JobOut], **errors(401, 403, 422, 429)},
     summary="The customer's jobs matching the Jobs page's filters, newest first",
 )
 @paginate(KeysetPagination)
@@ -158,9 +158,9 @@ def list_jobs(request: HttpRequest, filters: Query[JobFilters]) -> QuerySet[Job]
 
 @router.get(
     "/jobs/{job_id}",
-    auth=api_key_auth,
+    auth=key_read,
     throttle=[ApiKeyThrottle()],
-    response={200: JobOut, **errors(401, 404, 422, 429)},
+    response={200: JobOut, **errors(401, 403, 404, 422, 429)},
     summary="A job of this customer",
 )
 def get_job(request: HttpRequest, job_id: int) -> Job:

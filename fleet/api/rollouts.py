@@ -12,7 +12,7 @@ from ninja import Router, Status
 from ninja.errors import ValidationError
 from ninja.pagination import paginate
 
-from fleet.api.auth import api_key_auth, authed_key
+from fleet.api.auth import authed_key, key_read, key_rollouts
 from fleet.api.customers import api_key_actor
 from fleet.api.pagination import KeysetPagination
 from fleet.api.schemas import (
@@ -44,10 +44,11 @@ from fleet.services.rollouts import (
     rollout_start,
 )
 
-router = Router(tags=["upgrade waves"], auth=api_key_auth, throttle=[ApiKeyThrottle()])
+# Reads take the `read` scope; starting and steering waves take `rollouts`.
+router = Router(tags=["upgrade waves"], auth=key_read, throttle=[ApiKeyThrottle()])
 
 # Every steering answer: the wave as it is now (as GET /rollouts/{id} reads it), or why not.
-STEERED = {200: RolloutDetailOut, **errors(401, 404, 409, 413, 422, 429)}
+STEERED = {200: RolloutDetailOut, **errors(401, 403, 404, 409, 413, 422, 429)}
 
 
 def _invalid(field: str, message: str) -> ValidationError:
@@ -57,7 +58,7 @@ def _invalid(field: str, message: str) -> ValidationError:
 
 @router.get(
     "/rollouts",
-    response={200: list[RolloutOut], **errors(401, 422, 429)},
+    response={200: list[RolloutOut], **errors(401, 403, 422, 429)},
     summary="The customer's upgrade waves, newest first",
 )
 @paginate(KeysetPagination)
@@ -67,7 +68,8 @@ def list_rollouts(request: HttpRequest) -> QuerySet[Rollout]:
 
 @router.post(
     "/rollouts",
-    response={201: RolloutDetailOut, **errors(401, 409, 413, 422, 429)},
+    auth=key_rollouts,
+    response={201: RolloutDetailOut, **errors(401, 403, 409, 413, 422, 429)},
     summary="Start an upgrade wave to a release",
 )
 def start_rollout(request: HttpRequest, body: RolloutStartIn) -> Status[Rollout]:
@@ -103,7 +105,7 @@ def start_rollout(request: HttpRequest, body: RolloutStartIn) -> Status[Rollout]
 
 @router.get(
     "/rollouts/{rollout_id}",
-    response={200: RolloutDetailOut, **errors(401, 404, 422, 429)},
+    response={200: RolloutDetailOut, **errors(401, 403, 404, 422, 429)},
     summary="An upgrade wave: its state, each step's progress and the latest gate in words",
 )
 def get_rollout(request: HttpRequest, rollout_id: int) -> Rollout:
@@ -127,6 +129,7 @@ def _steer(
 
 @router.post(
     "/rollouts/{rollout_id}/pause",
+    auth=key_rollouts,
     response=STEERED,
     summary="Pause a wave: nobody more is offered the version until it resumes",
 )
@@ -136,6 +139,7 @@ def pause_rollout(request: HttpRequest, rollout_id: int, body: RolloutSteerIn) -
 
 @router.post(
     "/rollouts/{rollout_id}/resume",
+    auth=key_rollouts,
     response=STEERED,
     summary="Resume a paused wave where it stopped; the gates run again before its next step",
 )
@@ -145,6 +149,7 @@ def resume_rollout(request: HttpRequest, rollout_id: int, body: RolloutSteerIn) 
 
 @router.post(
     "/rollouts/{rollout_id}/resume-anyway",
+    auth=key_rollouts,
     response=STEERED,
     summary="Resume a paused wave and waive the gates for its current step only",
 )
@@ -156,6 +161,7 @@ def resume_rollout_anyway(request: HttpRequest, rollout_id: int, body: RolloutSt
 
 @router.post(
     "/rollouts/{rollout_id}/set-floor",
+    auth=key_rollouts,
     response=STEERED,
     summary="Change the share of the wave's agents that must be online for it to go on",
 )
@@ -166,6 +172,7 @@ def set_rollout_floor(request: HttpRequest, rollout_id: int, body: RolloutFloorI
 
 @router.post(
     "/rollouts/{rollout_id}/skip-soak",
+    auth=key_rollouts,
     response=STEERED,
     summary="End the current soak or watch now; the gates still run before the next step",
 )
@@ -175,6 +182,7 @@ def skip_rollout_soak(request: HttpRequest, rollout_id: int, body: RolloutSteerI
 
 @router.post(
     "/rollouts/{rollout_id}/retry-failed",
+    auth=key_rollouts,
     response=STEERED,
     summary="Offer the version again to the current step's agents that failed or rolled back",
 )
@@ -186,6 +194,7 @@ def retry_failed_rollout_agents(
 
 @router.post(
     "/rollouts/{rollout_id}/abort",
+    auth=key_rollouts,
     response=STEERED,
     summary="Abort a wave: agents not yet told stay on their version",
 )

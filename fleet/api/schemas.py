@@ -3,10 +3,11 @@ oversized strings and out-of-range numbers are refused with 422 naming the field
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue, StringConstraints, create_model
 
 from fleet import policy
 from fleet.choices import (
@@ -22,6 +23,7 @@ from fleet.choices import (
     TokenStatus,
     UpgradeOutcome,
 )
+from fleet.errors import error_codes_for_status
 from fleet.labels import labels_check
 from fleet.models import ActivationToken, Anomaly, Rollout
 from fleet.selectors import BatchProgress, rollout_batches
@@ -91,8 +93,15 @@ class In(Schema):
 
 
 class ErrorOut(Schema):
+    """Every error answer: a stable code, words for people, what the error adds (`errors`
+    naming fields, `required_scope`...) and where the code is explained."""
+
     code: str
     detail: str
+    docs_url: str = Field(
+        description="The code's entry on /docs/troubleshooting: what it means, what to do.",
+        examples=["/docs/troubleshooting#insufficient_scope"],
+    )
 
 
 class LicenseLimitsOut(Schema):
@@ -774,9 +783,23 @@ class RolloutDetailOut(RolloutOut):
         return rollout_batches(rollout)
 
 
+@cache
+def error_out_for_status(status: int) -> type[ErrorOut]:
+    """ErrorOut whose `code` lists (as an enum, in the document only) the codes of the
+    error catalogue (fleet/errors.py) with this status."""
+    codes: list[JsonValue] = [*error_codes_for_status(status)]
+    return create_model(
+        f"ErrorOut{status}",
+        __base__=ErrorOut,
+        __doc__=f"An error answer with status {status}: one of the codes listed, each "
+        "explained at its docs_url.",
+        code=(str, Field(json_schema_extra={"enum": codes})),
+    )
+
+
 def errors(*statuses: int) -> dict[int, type[ErrorOut]]:
     """Declare the error statuses an operation can answer, so the OpenAPI document is true.
     Every operation may answer 503 `service_unavailable` with Retry-After (the database
     briefly unreachable, read-only or full: nothing was done, send it again), so 503 is
     always declared."""
-    return dict.fromkeys((*statuses, 503), ErrorOut)
+    return {status: error_out_for_status(status) for status in (*statuses, 503)}

@@ -64,11 +64,15 @@ class FixedWindowThrottle(BaseThrottle):
     def ident(self, request: HttpRequest) -> str | None:
         return client_address(request)
 
+    def rate(self) -> str:
+        """'30/min': read on each request, so a deployment (or a test) can change it."""
+        return settings.API_THROTTLE_RATES[self.scope]
+
     def allow_request(self, request: HttpRequest) -> bool:
         ident = self.ident(request)
         if ident is None:
             return True
-        limit, period = parse_rate(settings.API_THROTTLE_RATES[self.scope])
+        limit, period = parse_rate(self.rate())
         now = time.time()
         window = int(now // period)
         key = f"throttle:{self.scope}:{ident}:{window}"

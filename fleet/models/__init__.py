@@ -9,7 +9,9 @@ from fleet.models.licenses import License
 from fleet.models.metrics import FleetRollup, FleetSnapshot, SweepState
 from fleet.models.releases import Release
 from fleet.models.rollouts import Rollout, RolloutTarget
-from fleet.models.tenancy import Customer, Membership
+from fleet.models.sessions import UserSession
+from fleet.models.sso import CustomerSso, SsoIdentity
+from fleet.models.tenancy import Customer, Invitation, Membership
 from fleet.models.tokens import ActivationToken
 
 __all__ = [
@@ -24,14 +26,18 @@ __all__ = [
     "BulkAction",
     "Customer",
     "CustomerApiKey",
+    "CustomerSso",
     "FleetRollup",
     "FleetSnapshot",
     "Host",
+    "Invitation",
     "Job",
     "License",
     "Membership",
     "Release",
     "Rollout",
     "RolloutTarget",
+    "SsoIdentity",
     "SweepState",
+    "UserSession",
 ]

@@ -1,6 +1,9 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from fleet.choices import MemberRole
 
@@ -34,6 +37,12 @@ class Customer(models.Model):
         help_text="When the cleanup was turned on: it acts a day later, so what it will do "
         "is on the portal first.",
     )
+    require_two_factor = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Every member signs in with a second factor (an authenticator app); "
+        "members without one are sent to set it up before they use the portal.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -58,3 +67,51 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.customer} ({self.role})"
+
+
+class Invitation(models.Model):
+    """An owner's invitation to join a customer at a role: a single-use link sent by email,
+    good until `expires_at`. Only its token's digest is stored (fleet/secrets.py); at most
+    one invitation per address is open at a time (sending again replaces it)."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(help_text="Lowercased; the account that accepts must have it.")
+    role = models.CharField(max_length=16, choices=MemberRole.choices, default=MemberRole.VIEWER)
+    digest = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    OPEN = Q(accepted_at__isnull=True, revoked_at__isnull=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "email"],
+                condition=Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                name="invitation_one_open_per_email",
+            ),
+            models.CheckConstraint(
+                condition=Q(accepted_at__isnull=True) | Q(revoked_at__isnull=True),
+                name="invitation_accepted_or_withdrawn",
+            ),
+        ]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.email} as {self.role}"
+
+    def state(self, now: datetime) -> str:
+        """accepted, withdrawn, expired or open: what its link does now."""
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "withdrawn"
+        return "expired" if self.expires_at <= now else "open"

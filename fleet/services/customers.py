@@ -4,8 +4,10 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from fleet.choices import AuditAction, MemberRole
+from fleet.errors import LastOwner, NotAllowed, NotFound
 from fleet.models import Customer, Membership
 from fleet.services.audit import Actor, audit_record, model_changes
+from fleet.sessions import user_sessions_end
 
 CUSTOMER_EDITABLE = [
     "name",
@@ -14,6 +16,7 @@ CUSTOMER_EDITABLE = [
     "notes",
     "job_max_runtime_seconds",
     "stale_cleanup_days",
+    "require_two_factor",
 ]
 
 
@@ -64,36 +67,104 @@ def customer_settings_set(
     return customer_update(customer=customer, actor=actor)
 
 
+def _memberships_locked(customer: Customer | int) -> list[Membership]:
+    """Every membership of the customer, locked in id order (two changes never deadlock),
+    so the owners counted next stay counted until the change commits."""
+    return list(
+        Membership.objects.select_for_update()
+        .filter(customer=customer)
+        .select_related("user", "customer")
+        .order_by("pk")
+    )
+
+
+def _refuse_last_owner(locked: list[Membership], membership: Membership) -> None:
+    """Refuse a change that takes `membership` (an owner) out of the owners when it is the
+    customer's only one."""
+    owners = [m for m in locked if m.role == MemberRole.OWNER]
+    if membership.role == MemberRole.OWNER and len(owners) == 1:
+        raise LastOwner(
+            f"{membership.user.get_username()} is the last owner of {membership.customer}: "
+            "make another member an owner first.",
+            membership_id=membership.pk,
+        )
+
+
+def _role_change(membership: Membership, role: MemberRole, actor: Actor) -> Membership:
+    old_role = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        actor=actor,
+        action=AuditAction.MEMBERSHIP_UPDATE,
+        target=membership,
+        customer=membership.customer_id,
+        changes={"role": [old_role, str(role)]},
+    )
+    return membership
+
+
 @transaction.atomic
 def membership_set(*, customer: Customer, user: User, role: MemberRole, actor: Actor) -> Membership:
-    """Add `user` to `customer` with `role`, or change the role they have."""
-    membership, created = Membership.objects.select_for_update().get_or_create(
+    """Add `user` to `customer` with `role`, or change the role they have (never the last
+    owner's)."""
+    locked = _memberships_locked(customer)
+    membership = next((m for m in locked if m.user_id == user.pk), None)
+    if membership is not None:
+        if membership.role != role:
+            if role != MemberRole.OWNER:
+                _refuse_last_owner(locked, membership)
+            _role_change(membership, role, actor)
+        return membership
+    membership, created = Membership.objects.get_or_create(
         customer=customer, user=user, defaults={"role": role}
     )
-    if created or membership.role != role:
-        old_role = membership.role
-        membership.role = role
-        membership.save(update_fields=["role"])
+    if created:
         audit_record(
             actor=actor,
-            action=AuditAction.MEMBERSHIP_CREATE if created else AuditAction.MEMBERSHIP_UPDATE,
+            action=AuditAction.MEMBERSHIP_CREATE,
             target=membership,
             customer=customer,
-            changes={"role": [None if created else old_role, str(role)]},
+            changes={"role": [None, str(role)]},
         )
     return membership
 
 
 @transaction.atomic
+def membership_role_change(*, membership: Membership, role: MemberRole, actor: Actor) -> Membership:
+    """Give an existing member another role (owners on the Members page). The customer's
+    memberships are locked first, so two owners demoting each other at once cannot leave
+    it without an owner: the second sees the first's change and is refused."""
+    locked = _memberships_locked(membership.customer_id)
+    current = next((m for m in locked if m.pk == membership.pk), None)
+    if current is None:
+        raise NotFound("No such member.")
+    if current.role == role:
+        return current
+    if role != MemberRole.OWNER:
+        _refuse_last_owner(locked, current)
+    return _role_change(current, role, actor)
+
+
+@transaction.atomic
 def membership_remove(*, membership: Membership, actor: Actor) -> None:
+    """Take a member out of the customer (never its last owner) and sign them out
+    everywhere: their sessions are deleted in the same transaction, so the next request
+    of any of their browsers is anonymous. Removing one already gone does nothing."""
+    locked = _memberships_locked(membership.customer_id)
+    current = next((m for m in locked if m.pk == membership.pk), None)
+    if current is None:
+        return
+    _refuse_last_owner(locked, current)
     audit_record(
         actor=actor,
         action=AuditAction.MEMBERSHIP_REMOVE,
-        target=membership,
-        customer=membership.customer,
-        changes={"user": [membership.user.get_username(), None], "role": [membership.role, None]},
+        target=current,
+        customer=current.customer_id,
+        changes={"user": [current.user.get_username(), None], "role": [current.role, None]},
     )
-    membership.delete()
+    current.delete()
+    user_sessions_end(current.user)
 
 
 @transaction.atomic
@@ -104,6 +175,23 @@ def membership_replace(
     role may change); another user means the old member is removed and the new one added,
     so the audit log shows who left and who joined rather than a user silently swapped."""
     customer = membership.customer
-    if membership.user_id != user.pk:
-        membership_remove(membership=membership, actor=actor)
-    return membership_set(customer=customer, user=user, role=role, actor=actor)
+    if membership.user_id == user.pk:
+        return membership_set(customer=customer, user=user, role=role, actor=actor)
+    # The newcomer first, so replacing the last owner by another owner is allowed.
+    added = membership_set(customer=customer, user=user, role=role, actor=actor)
+    membership_remove(membership=membership, actor=actor)
+    return added
+
+
+def customer_two_factor_require(*, customer: Customer, required: bool, actor: Actor) -> Customer:
+    """An owner makes every member sign in with a second factor (or stops doing so). Only
+    one who uses it themselves may turn it on, so nobody locks the customer out blind;
+    members without one are sent to set it up at their next page."""
+    from fleet.selectors import user_has_second_factor
+
+    if required and (actor.user is None or not user_has_second_factor(actor.user)):
+        raise NotAllowed(
+            "Turn on two-factor sign-in for your own account first (Two-factor, at the top)."
+        )
+    customer.require_two_factor = required
+    return customer_update(customer=customer, actor=actor)

@@ -5,9 +5,9 @@ from django.utils import timezone
 
 from fleet import policy
 from fleet.choices import AuditAction, TokenStatus
-from fleet.errors import SeatLimitReached
+from fleet.errors import SeatLimitReached, TokenLimitReached
 from fleet.labels import labels_check
-from fleet.models import ActivationToken, Customer
+from fleet.models import ActivationToken, Customer, License
 from fleet.models.tokens import EXPIRE, REVOKE
 from fleet.secrets import SecretKind, secret_mint
 from fleet.selectors import license_seats
@@ -115,14 +115,29 @@ def tokens_mint_for_seats(
     actor: Actor,
 ) -> list[tuple[ActivationToken, str]]:
     """Mint `count` tokens, one per intended agent, while the license has that many free
-    seats. Outstanding tokens reserve nothing: the seat is taken at activation."""
+    seats and the customer stays within its outstanding tokens (OUTSTANDING_TOKENS_PER_SEAT
+    per seat; the license row is locked while they are counted, so concurrent mints cannot
+    pass it together). Outstanding tokens reserve nothing: the seat is taken at activation."""
+    now = timezone.now()
+    license_require_admitting(
+        License.objects.select_for_update().filter(customer=customer, is_current=True).first(),
+        now=now,
+    )
     seats = license_seats(customer)
-    license_require_admitting(seats.license, now=timezone.now())
     if count > seats.free:
         raise SeatLimitReached(
             f"{seats.free} of {seats.max_agents} seats are free; {count} token(s) asked for. "
             "Decommission agents or raise max_agents first.",
             **seats.as_dict(),
+        )
+    limit = policy.OUTSTANDING_TOKENS_PER_SEAT * seats.max_agents
+    if seats.outstanding_tokens + count > limit:
+        raise TokenLimitReached(
+            f"{seats.outstanding_tokens} token(s) are outstanding and {count} more asked for; "
+            f"at most {limit} may be outstanding at once ({policy.OUTSTANDING_TOKENS_PER_SEAT} "
+            f"per seat of {seats.max_agents}). Revoke unused tokens or let them expire first.",
+            outstanding_tokens=seats.outstanding_tokens,
+            outstanding_tokens_max=limit,
         )
     return [
         token_mint(

@@ -89,6 +89,16 @@ WORDINGS: dict[str, Wording] = {
     A.MEMBERSHIP_CREATE: Wording("{who} added {target} as a member"),
     A.MEMBERSHIP_UPDATE: Wording("{who} changed the role of {target}"),
     A.MEMBERSHIP_REMOVE: Wording("{who} removed {target} from the members", frozenset({"user"})),
+    A.MEMBERSHIP_INVITE: Wording("{who} invited {target}", frozenset({"email"})),
+    A.MEMBERSHIP_INVITE_WITHDRAW: Wording(
+        "{who} withdrew the invitation of {target}", frozenset({"email"})
+    ),
+    A.MEMBERSHIP_INVITE_ACCEPT: Wording("{who} accepted the invitation of {target}"),
+    A.USER_TWO_FACTOR_ENABLE: Wording("{who} turned on two-factor sign-in"),
+    A.USER_TWO_FACTOR_DISABLE: Wording("{who} turned off two-factor sign-in"),
+    A.USER_RECOVERY_CODES: Wording("{who} replaced their recovery codes"),
+    A.USER_RECOVERY_CODE_USED: Wording("{who} signed in with a recovery code"),
+    A.USER_PASSWORD_RESET: Wording("{who} reset their password by email"),
     A.LICENSE_CREATE: Wording("{who} created {target}"),
     A.LICENSE_UPDATE: Wording("{who} updated {target}"),
     A.LICENSE_SUSPEND: Wording("{who} suspended {target}", frozenset({"suspended"})),
@@ -167,6 +177,7 @@ TARGETS: dict[str, Callable[[AuditEvent], tuple[str, str | None]]] = {
     "fleet.release": lambda e: (f"release {e.target_repr.partition(' (')[0]}", None),
     "fleet.license": lambda e: ("the license", None),
     "fleet.membership": lambda e: (e.target_repr.partition(" @ ")[0], None),
+    "fleet.invitation": lambda e: (e.target_repr, None),
     "fleet.customer": lambda e: (e.target_repr, None),
     "fleet.bulkaction": lambda e: (e.target_repr, _url("portal:bulk_detail", e.target_id)),
 }

@@ -32,11 +32,31 @@ from portal.views.fleet import (
     hosts,
 )
 from portal.views.jobs import job_cancel_view, job_detail, jobs
+from portal.views.lockout import login_unlock, login_unlock_confirm
+from portal.views.members import (
+    invitation_accept_view,
+    invitation_open,
+    invitation_withdraw_view,
+    member_remove_view,
+    member_role_view,
+    members,
+    members_two_factor_view,
+)
 from portal.views.plan import plan
 from portal.views.rollouts import agent_options, upgrade_detail, upgrade_steer, upgrades
+from portal.views.sign_in import (
+    PasswordResetConfirmView,
+    PasswordResetDoneView,
+    PasswordResetView,
+    second_factor,
+    two_factor,
+)
 from portal.views.tokens import token_revoke_view, tokens
 
 __all__ = [
+    "PasswordResetConfirmView",
+    "PasswordResetDoneView",
+    "PasswordResetView",
     "activity",
     "activity_export",
     "agent_decommission_view",
@@ -61,13 +81,24 @@ __all__ = [
     "dashboard",
     "hosts",
     "incident_resolve_view",
+    "invitation_accept_view",
+    "invitation_open",
+    "invitation_withdraw_view",
     "job_cancel_view",
     "job_detail",
     "jobs",
+    "login_unlock",
+    "login_unlock_confirm",
+    "member_remove_view",
+    "member_role_view",
+    "members",
+    "members_two_factor_view",
     "plan",
+    "second_factor",
     "switch_customer",
     "token_revoke_view",
     "tokens",
+    "two_factor",
     "upgrade_detail",
     "upgrade_steer",
     "upgrades",

@@ -2,6 +2,7 @@
 (read on the Activity page, downloaded by owners and admins)."""
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import cast
 from urllib.parse import urlencode
 
@@ -10,12 +11,14 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
-from fleet.choices import AuditAction
+from fleet.choices import AuditAction, MemberRole
+from fleet.errors import FleetError
 from fleet.http import request_actor
 from fleet.models import AuditEvent, Customer
 from fleet.selectors.audit_export import (
@@ -54,15 +57,25 @@ def switch_customer(request: HttpRequest) -> HttpResponse:
 @never_cache
 @member_view(steer=True, posts_only=True)
 def api_keys(request: PortalRequest, customer: Customer) -> HttpResponse:
-    form = ApiKeyForm()
+    """Mint (a member grants at most the scopes their role may use) and list keys."""
+    owner = request.membership.role == MemberRole.OWNER
+    form = ApiKeyForm(owner=owner)
     minted = None
     if request.method == "POST":
-        form = ApiKeyForm(request.POST)
+        form = ApiKeyForm(request.POST, owner=owner)
         if form.is_valid():
-            minted = api_key_mint(
-                customer=customer, name=form.cleaned_data["name"], actor=request_actor(request)
-            )
-            form = ApiKeyForm()
+            days = form.cleaned_data["expires_in_days"]
+            try:
+                minted = api_key_mint(
+                    customer=customer,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                    actor=request_actor(request),
+                )
+                form = ApiKeyForm(owner=owner)
+            except FleetError as exc:  # at the cap of active keys
+                form.add_error("name", exc.detail)
     return render(
         request,
         partial_or_page(request, "portal/api_keys.html", "mint"),
@@ -120,6 +133,7 @@ ACTION_AREAS = {
     "anomaly": "Findings",
     "customer": "Customer and members",
     "membership": "Customer and members",
+    "user": "Sign-in",
     "license": "License",
     "release": "Releases",
     "rollout": "Upgrade waves",

@@ -23,6 +23,7 @@ from fleet.errors import NotFound
 from fleet.models import Customer, Membership
 from fleet.paging import CappedPaginator
 from portal.forms import NoteForm
+from portal.second_factor import redirect_to, user_is_verified, with_next
 
 STEERING = (MemberRole.OWNER, MemberRole.ADMIN)  # mint, revoke, resolve, submit
 SESSION_CUSTOMER = "portal_customer"
@@ -86,6 +87,12 @@ def member_view(
             if membership is None:
                 return render(request, "portal/no_customer.html")
             member.membership = membership
+            if not user_is_verified(member.user) and any(
+                m.customer.require_two_factor for m in member.memberships
+            ):
+                # A customer of theirs requires a second factor: set it up (or sign in
+                # with it) before anything else; no query, the memberships are in hand.
+                return redirect_to(with_next(reverse("portal:two_factor"), request), request)
             checked = request.method == "POST" or not posts_only
             if checked and (
                 (owner and membership.role != MemberRole.OWNER)

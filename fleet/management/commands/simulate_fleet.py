@@ -12,9 +12,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agentina.simulate import Fleet
-from fleet.models import Customer
-from fleet.services.api_keys import api_key_mint
+from fleet.models import Customer, CustomerApiKey
+from fleet.services.api_keys import api_key_mint, api_key_revoke
 from fleet.services.audit import Actor
+
+SIMULATOR_KEY = "fleet simulator"  # the name of the API key each run mints
 
 
 def simulator_state_root(customer: Customer) -> Path:
@@ -73,9 +75,14 @@ class Command(BaseCommand):
         customer = Customer.objects.filter(slug=o["customer"]).first()
         if customer is None:
             raise CommandError(f"No customer {o['customer']!r}.")
-        _, key = api_key_mint(
-            customer=customer, name="fleet simulator", actor=Actor(label="manage.py simulate_fleet")
-        )
+        actor = Actor(label="manage.py simulate_fleet")
+        # One key per run; the previous runs' are revoked, so `make run` again and again
+        # never reaches the customer's cap on active keys.
+        for old in CustomerApiKey.objects.filter(
+            customer=customer, name=SIMULATOR_KEY, revoked_at__isnull=True
+        ):
+            api_key_revoke(key=old, actor=actor)
+        _, key = api_key_mint(customer=customer, name=SIMULATOR_KEY, actor=actor)
         fleet = Fleet(
             server=o["server"],
             api_key=key,

@@ -180,6 +180,7 @@ def test_a_full_license_refuses_and_the_token_stays_redeemable(anon, customer):
         "detail": "",
         "max_agents": 1,
         "active_agents": 1,
+        "docs_url": "/docs/troubleshooting#license_full",
     }
     token.refresh_from_db()
     assert token.status == TokenStatus.OUTSTANDING

@@ -334,7 +334,7 @@ def test_the_lists_need_a_key(anon, agent):
 
 def test_the_new_operations_are_in_the_openapi_document_with_their_errors(client):
     paths = client.get("/api/v1/openapi.json").json()["paths"]
-    lists = {"200", "401", "422", "429", "503"}
+    lists = {"200", "401", "403", "422", "429", "503"}
     assert set(paths["/api/v1/hosts"]["get"]["responses"]) == lists
     assert set(paths["/api/v1/jobs"]["get"]["responses"]) == lists
     assert set(paths["/api/v1/anomalies"]["get"]["responses"]) == lists

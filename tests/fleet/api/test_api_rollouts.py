@@ -354,6 +354,7 @@ def test_the_new_operations_are_in_the_openapi_document_with_their_errors(client
     assert set(paths["/api/v1/rollouts"]["get"]["responses"]) == {
         "200",
         "401",
+        "403",
         "422",
         "429",
         "503",
@@ -361,6 +362,7 @@ def test_the_new_operations_are_in_the_openapi_document_with_their_errors(client
     assert set(paths["/api/v1/rollouts"]["post"]["responses"]) == {
         "201",
         "401",
+        "403",
         "409",
         "413",
         "422",

@@ -109,8 +109,8 @@ def test_asking_for_more_tokens_than_free_seats_mints_none(licensed):
 def test_outstanding_tokens_reserve_no_seat_and_decommissioned_agents_free_theirs(licensed):
     tokens_mint_for_seats(customer=licensed, count=3, actor=SYSTEM)
     tokens_mint_for_seats(
-        customer=licensed, count=3, actor=SYSTEM
-    )  # the first three reserve nothing
+        customer=licensed, count=2, actor=SYSTEM
+    )  # the first three reserve nothing (up to twice the seats may be outstanding)
     agents = [factories.agent(licensed) for _ in range(3)]
     with pytest.raises(SeatLimitReached):
         tokens_mint_for_seats(customer=licensed, count=1, actor=SYSTEM)
