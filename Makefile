@@ -50,19 +50,29 @@ clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .mypy_cache .ruff_cache
 
 ## make bench: seed 100,000 agents and 1,000,000 jobs in PostgreSQL, drive the real app under
-## gunicorn with wrk (apt-get install wrk), print the hot paths and beat's sweeps in one table.
+## gunicorn with wrk (apt-get install wrk), print the hot paths and beat's sweeps in one table;
+## then seed a year of one 100,000-agent customer on top and print a second table: every
+## portal page and admin changelist, every Celery task, and the retention run over the year.
+## make bench-pages: the second table only (no wrk). BENCH_ARGS="--page-requests 5" is quicker.
 ## BENCH_DATABASE_URL (database *_bench, recreated) and BENCH_REDIS_URL (emptied) may be set.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agentina_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
 BENCH_ENV = DEBUG=false SECRET_KEY=bench-only-not-a-secret-bench-only-not-a-secret \
 	SECURE_SSL_REDIRECT=false DATABASE_URL=$(BENCH_DATABASE_URL) \
 	PRESENCE_BUFFER_URL=$(BENCH_REDIS_URL) STATICFILES_BACKEND=django.contrib.staticfiles.storage.StaticFilesStorage
-bench: $(VENV)/.installed-run
-	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+define BENCH_FRESH_DB
 	$(BIN)/python -c 'import psycopg, sys; u=sys.argv[1]; name=u.rsplit("/",1)[1]; assert name.endswith("_bench"), name; c=psycopg.connect(u.rsplit("/",1)[0]+"/postgres", autocommit=True); c.execute(f"DROP DATABASE IF EXISTS {name}"); c.execute(f"CREATE DATABASE {name}")' $(BENCH_DATABASE_URL)
 	$(BIN)/python -c 'import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()' $(BENCH_REDIS_URL)
 	$(BENCH_ENV) $(BIN)/python manage.py migrate -v0
+endef
+.PHONY: bench-pages
+bench: $(VENV)/.installed-run
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BENCH_FRESH_DB)
 	$(BENCH_ENV) $(BIN)/python scripts/bench/bench.py $(BENCH_ARGS)
+bench-pages: $(VENV)/.installed-run
+	$(BENCH_FRESH_DB)
+	$(BENCH_ENV) $(BIN)/python scripts/bench/bench.py --only year $(BENCH_ARGS)
 
 ## make soak: 3 web processes, 2 workers and beat on PostgreSQL and a redis-server of its own,
 ## 1,000 simulated agents for 10 minutes through a Redis kill, a PostgreSQL restart (simulated

@@ -4,12 +4,16 @@ Seeds 100,000 agents (100 per customer, 4 per host) with real secrets and 1,000,
 by set-based SQL, starts the real app under gunicorn (2 sync workers, the Redis presence
 buffer on), drives it from loopback with wrk, and prints one table: a no-op endpoint,
 the heartbeat and the claim (requests/s, p50/p99, ratio to the no-op, SQL statements a
-request), then the stale sweep, the snapshot and the presence flush. Runs only against a
-database whose name ends in "_bench" (`make bench` makes one), never real data.
+request), then the stale sweep, the snapshot and the presence flush. Then a second
+table: a year in service of one customer with 100,000 agents seeded on top (year.py),
+every portal page and admin changelist timed, every Celery task run, and the retention
+run over the year's backlog (pages.py). Runs only against a database whose name ends in
+"_bench" (`make bench` makes one), never real data.
 
-A script beside the product, not part of it: `python scripts/bench/bench.py [--agents N]
-[--jobs N] [--runs N] [--seconds S] [--connections C]`, with the settings in the
-environment (`make bench` sets them)."""
+A script beside the product, not part of it: `python scripts/bench/bench.py [--only load
+| --only year] [--agents N] [--jobs N] [--runs N] [--seconds S] [--connections C]
+[--audit-events N] [--page-requests N] [--page-budget S]`, with the settings in the
+environment (`make bench` sets them; `make bench-pages` is `--only year`)."""
 
 # ruff: noqa: E402  (Django is set up before the product's modules are imported)
 import argparse
@@ -33,6 +37,9 @@ import django
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# What the tasks run here queue (alert sends, bulk actions) goes to a broker folder of the
+# bench's own, never to a worker of the project's.
+os.environ.setdefault("CELERY_BROKER_DIR", tempfile.mkdtemp(prefix="agentina-bench-broker-"))
 django.setup()
 
 import redis
@@ -167,24 +174,31 @@ class Bench:
 
     def run(self) -> None:
         options = self.options
+        load, year = options["only"] in (None, "load"), options["only"] in (None, "year")
         if connection.vendor != "postgresql" or not connection.settings_dict["NAME"].endswith(
             "_bench"
         ):
             raise BenchRefused("bench runs on a PostgreSQL database named *_bench only.")
-        if not shutil.which("wrk"):
+        if load and not shutil.which("wrk"):
             raise BenchRefused("bench drives the app with wrk: apt-get install wrk")
         if not settings.PRESENCE_BUFFER_URL:
             raise BenchRefused("Set PRESENCE_BUFFER_URL to a Redis database (make bench does).")
-        workdir = Path(tempfile.mkdtemp(prefix="agentina-bench-"))
-        secrets_file = self._seed(options["agents"], options["jobs"], workdir)
-        loads, statements, rss = self._drive(secrets_file, workdir)
-        beat = [self._cold_lookups(secrets_file), *self._beat()]
-        self._report(loads, statements, rss, beat)
+        self._seed(options["agents"], options["jobs"])
+        if load:
+            workdir = Path(tempfile.mkdtemp(prefix="agentina-bench-"))
+            secrets_file = self._secrets(workdir)
+            loads, statements, rss = self._drive(secrets_file, workdir)
+            beat = [self._cold_lookups(secrets_file), *self._beat()]
+            self._report(loads, statements, rss, beat)
+        if year:
+            from pages import YearBench  # (imports the product: after django.setup)
+
+            YearBench(options, self.say).run()
 
     def say(self, line: str) -> None:
         print(line, flush=True)
 
-    def _seed(self, agents: int, jobs: int, workdir: Path) -> Path:
+    def _seed(self, agents: int, jobs: int) -> None:
         if not Agent.objects.exists():
             started = time.perf_counter()
             with connection.cursor() as cursor:
@@ -201,6 +215,8 @@ class Bench:
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE")  # as autovacuum would have by now
             self.say(f"seeded in {time.perf_counter() - started:.1f} s")
+
+    def _secrets(self, workdir: Path) -> Path:
         # Real secrets for every agent (the seed's digests match none), shown to wrk only.
         fleet = list(Agent.objects.order_by("pk").values_list("pk", "version"))
         ids = [pk for pk, _ in fleet]
@@ -462,6 +478,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="Length of each wrk run.")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--only",
+        choices=["load", "year"],
+        help="load: the first table only (wrk); year: the second only (pages, tasks, prune).",
+    )
+    parser.add_argument("--year-agents", type=int, default=100_000)
+    parser.add_argument("--year-jobs", type=int, default=1_000_000)
+    parser.add_argument("--audit-events", type=int, default=10_000_000)
+    parser.add_argument("--page-requests", type=int, default=20, help="Requests a page.")
+    parser.add_argument(
+        "--page-budget", type=float, default=30, help="Seconds a page may take (then >= 5)."
+    )
+    parser.add_argument("--prune-runs", type=int, default=20, help="At most this many.")
     Bench(vars(parser.parse_args(argv))).run()
 
 
