@@ -202,7 +202,9 @@ class JobAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_filter = ["status", "role", "customer"]
     list_select_related = ["customer", "agent"]
     search_fields = ["=id", "agent__name", "customer__name"]
-    date_hierarchy = "queued_at"
+    # Newest first by id (the primary key, read backwards); a date drill-down would be a
+    # DISTINCT over every job kept.
+    ordering = ["-id"]
 
 
 class AnomalyOpenFilter(admin.SimpleListFilter):

@@ -35,6 +35,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["customer", "-at"], name="audit_customer_at"),
             # The API's cursor pages: a customer's events by id, however many others have.
             models.Index(fields=["customer", "id"], name="audit_customer_id"),
+            # One object's trail (an agent's or a job's page).
+            models.Index(
+                fields=["customer", "target_type", "target_id", "at"], name="audit_target"
+            ),
         ]
         ordering = ["-at", "-id"]
 

@@ -34,6 +34,7 @@ from fleet.selectors.agents import (
     agents_with_facts,
     bulk_action_get,
     host_list,
+    zone_mix,
 )
 from fleet.selectors.alerts import (
     alert_channel_get,
@@ -164,4 +165,5 @@ __all__ = [
     "two_factor_requirement",
     "upgrade_history",
     "user_has_second_factor",
+    "zone_mix",
 ]

@@ -1,7 +1,6 @@
 """Agents and hosts: find an agent among many, see its history, decommission it (which
 frees its seat); hosts with their zone mix and memory budget."""
 
-from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypedDict, cast
 
@@ -203,15 +202,17 @@ def hosts(request: PortalRequest, customer: Customer) -> HttpResponse:
     # host_list annotates the counts but is typed as plain Hosts; name what it carries
     # (quoted: WithAnnotations with a TypedDict exists for type checkers only).
     label = label_filter(request)
-    rows = cast(
-        "list[WithAnnotations[Host, HostRow]]", list(selectors.host_list(customer, label=label))
-    )
-    zones: Counter[str] = Counter()
-    for host in rows:
+    page = paginate(request, selectors.host_list(customer, label=label))
+    for host in cast("list[WithAnnotations[Host, HostRow]]", page.object_list):
         host.budget_mb = host_memory_budget_mb(host.n_agents, host.n_testers)
-        zones[host.zone or "no zone"] += host.n_agents
     return render(
         request,
         "portal/hosts.html",
-        page_context(request, hosts=rows, zones=dict(zones), label=label),
+        page_context(
+            request,
+            page=page,
+            zones=selectors.zone_mix(customer, label=label),
+            label=label,
+            query=query_string(label=label),
+        ),
     )
