@@ -2,11 +2,25 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from fleet.choices import RolloutTargetState
 from fleet.errors import NotFound
 from fleet.models import Agent, Customer, Rollout, RolloutTarget
+
+
+def _targets_counted(where: Q) -> Coalesce:
+    """A wave's targets matching `where`, counted for each wave a page shows (a correlated
+    subquery: a list of 50 waves never aggregates every target of every wave first)."""
+    counted = (
+        RolloutTarget.objects.filter(where, rollout=OuterRef("pk"))
+        .order_by()
+        .values("rollout")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted), 0)
 
 
 def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
@@ -14,8 +28,8 @@ def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
         Rollout.objects.filter(customer=customer)
         .select_related("release", "canary_agent")
         .annotate(
-            n_targets=Count("targets", filter=~Q(targets__state=RolloutTargetState.EXCLUDED)),
-            n_done=Count("targets", filter=Q(targets__state=RolloutTargetState.SUCCEEDED)),
+            n_targets=_targets_counted(~Q(state=RolloutTargetState.EXCLUDED)),
+            n_done=_targets_counted(Q(state=RolloutTargetState.SUCCEEDED)),
         )
         .order_by("-created_at")
     )
