@@ -119,6 +119,9 @@ def _repo_of(customer: Customer) -> str:
     return next((r for r in REPOS if r.startswith(customer.slug)), REPOS[0])
 
 
+JOBS_AN_HOUR_PER_AGENT = 24  # per seeded agent: about what `make run` then finishes an hour
+
+
 class Command(BaseCommand):
     help = "Seed demo customers, fleets, jobs and anomalies, and print the demo logins."
 
@@ -338,6 +341,8 @@ class Command(BaseCommand):
         )
 
     def _history(self, customer: Customer, agents: list[Agent]) -> None:
+        # The simulated agents (`make run`) work around the clock at about this pace, so
+        # the seeded past does too: the throughput trend reads about 100% at any hour.
         """A day of minute snapshots and a month of hourly rollups (folded into days), so
         charts, trends and baselines have a past."""
         now = timezone.now().replace(second=0, microsecond=0)
@@ -361,7 +366,7 @@ class Command(BaseCommand):
                     online_ratio=online / total,
                     # about what the simulated agents finish (`make run`)
                     jobs_completed_last_hour=round(
-                        (24 if daytime else 16) * total + rng.uniform(-8, 8)
+                        JOBS_AN_HOUR_PER_AGENT * total + rng.uniform(-8, 8)
                     ),
                     queue_depth=max(0, round((5 if daytime else 2) + rng.uniform(-2, 2))),
                     jobs_running=busy,
@@ -386,7 +391,7 @@ class Command(BaseCommand):
                     resolution=RollupResolution.HOUR,
                     period_start=start,
                     minutes=60,
-                    jobs_completed=round((24 if daytime else 16) * total + rng.uniform(-8, 8)),
+                    jobs_completed=round(JOBS_AN_HOUR_PER_AGENT * total + rng.uniform(-8, 8)),
                     jobs_failed=rng.choice([0, 0, 1]),
                     agents_total=total,
                     online_ratio=online / total,
