@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from fleet import policy
 from fleet.api.throttles import CACHE_FAULTS
@@ -38,6 +39,12 @@ from fleet.http import client_address
 logger = logging.getLogger(__name__)
 
 ACCOUNT, ADDRESS = "account", "address"
+# A browser that signed in as a user (or unlocked them by email) before carries this
+# signed cookie: the account's delay does not apply to it, so a stranger filling the
+# account's count never keeps its owner out (OWASP's "device cookie").
+KNOWN_BROWSER_COOKIE = "agentina_known_browser"
+KNOWN_BROWSER_SALT = "fleet.login_throttle.known_browser"
+KNOWN_BROWSER_MAX_AGE = 365 * 24 * 3600
 TURN_SECONDS = 30  # an attempt claimed in a delay that never reports frees its turn after this
 
 
@@ -66,18 +73,21 @@ class _Counter:
         return f"login:{self.key}:turn:{failures}"
 
 
+def _digest(username: str) -> str:
+    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def _account(username: str) -> _Counter:
-    digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return _Counter(
         ACCOUNT,
-        f"{ACCOUNT}:{digest}",
+        f"{ACCOUNT}:{_digest(username)}",
         settings.LOGIN_ACCOUNT_FREE_FAILURES,
         int(policy.LOGIN_ACCOUNT_FAILURE_WINDOW.total_seconds()),
     )
 
 
-def _counters(username: str, address: str | None) -> list[_Counter]:
-    counters = [_account(username)]
+def _counters(username: str, address: str | None, *, known_browser: bool) -> list[_Counter]:
+    counters = [] if known_browser else [_account(username)]
     if address:
         counters.append(
             _Counter(
@@ -104,14 +114,17 @@ def _cache_failed(exc: Exception) -> None:
     )
 
 
-def login_delay_claim(username: str, address: str | None) -> LoginDelay | None:
+def login_delay_claim(
+    username: str, address: str | None, *, known_browser: bool = False
+) -> LoginDelay | None:
     """None when `username` may try a password from `address` now; else how long it must
     wait. In a delay, the one attempt it allows is claimed here, so only one of several
-    parallel attempts gets it (the others wait a second)."""
+    parallel attempts gets it (the others wait a second). A browser known to this user
+    waits only for its address's delay, never the account's."""
     now = time.time()
     try:
         claims: list[str] = []
-        for counter in _counters(username, address):
+        for counter in _counters(username, address, known_browser=known_browser):
             failures = cache.get(counter.failures_key()) or 0
             if failures < counter.free:
                 continue
@@ -132,7 +145,7 @@ def login_failure_record(username: str, address: str | None) -> None:
     """A wrong password for `username` from `address`: one more failure on each count."""
     now = time.time()
     try:
-        for counter in _counters(username, address):
+        for counter in _counters(username, address, known_browser=False):
             cache.add(counter.failures_key(), 0, timeout=counter.window)
             try:
                 cache.incr(counter.failures_key())
@@ -153,6 +166,40 @@ def login_failures_clear(username: str) -> None:
         _cache_failed(exc)
 
 
+def known_browser_mark(request: HttpRequest, username: str) -> None:
+    """This browser signed in as `username` (or unlocked them): known_browser_cookie sets
+    the cookie on the way out."""
+    request.known_browser = _digest(username)  # type: ignore[attr-defined]
+
+
+def _known_browser(request: HttpRequest, username: str) -> bool:
+    known = request.get_signed_cookie(
+        KNOWN_BROWSER_COOKIE, default=None, salt=KNOWN_BROWSER_SALT, max_age=KNOWN_BROWSER_MAX_AGE
+    )
+    return known is not None and known == _digest(username)
+
+
+def known_browser_cookie(get_response: Callable[[HttpRequest], HttpResponse]) -> Any:
+    """Middleware: sets the known-browser cookie for a request known_browser_mark marked."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        digest = getattr(request, "known_browser", None)
+        if digest:
+            response.set_signed_cookie(
+                KNOWN_BROWSER_COOKIE,
+                digest,
+                salt=KNOWN_BROWSER_SALT,
+                max_age=KNOWN_BROWSER_MAX_AGE,
+                secure=settings.SESSION_COOKIE_SECURE,
+                httponly=True,
+                samesite="Lax",
+            )
+        return response
+
+    return middleware
+
+
 class LoginThrottleBackend:
     """Checks the delays before a password is: listed after axes' backend and before
     Django's ModelBackend. Authenticates nobody itself; refuses (PermissionDenied, which
@@ -170,7 +217,9 @@ class LoginThrottleBackend:
             username = kwargs.get(get_user_model().USERNAME_FIELD)
         if request is None or username is None or password is None:
             return None
-        delay = login_delay_claim(username, client_address(request))
+        delay = login_delay_claim(
+            username, client_address(request), known_browser=_known_browser(request, username)
+        )
         if delay is not None:
             request.login_delay = delay  # type: ignore[attr-defined]
             # As axes does for its own lockout: axes records no failure for a refused
@@ -192,5 +241,7 @@ def record_failed_sign_in(
 
 
 def record_sign_in(sender: object, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    """user_logged_in: the account's failures are forgiven."""
+    """user_logged_in: the account's failures are forgiven, and this browser is known."""
     login_failures_clear(user.get_username())
+    if request is not None:
+        known_browser_mark(request, user.get_username())

@@ -25,10 +25,10 @@ class SessionStore(DatabaseSessionStore):
         return session
 
 
-def user_sessions_end(user: User) -> int:
-    """Sign `user` out everywhere: every session of theirs is deleted, so their next
-    request is anonymous. Returns how many there were."""
+def user_sessions_end(user: User, *, keep: str | None = None) -> int:
+    """Sign `user` out everywhere (but the session `keep`, the one acting): every other
+    session of theirs is deleted, so its next request is anonymous. Returns how many."""
     from fleet.models import UserSession
 
-    deleted, _ = UserSession.objects.filter(user_id=user.pk).delete()
+    deleted, _ = UserSession.objects.filter(user_id=user.pk).exclude(session_key=keep).delete()
     return deleted

@@ -71,9 +71,12 @@ def _recovery_codes_issue(user: User) -> list[str]:
     return codes
 
 
-def two_factor_enable(*, user: User, code: str, actor: Actor) -> tuple[TOTPDevice, list[str]]:
+def two_factor_enable(
+    *, user: User, code: str, actor: Actor, keep_session: str | None = None
+) -> tuple[TOTPDevice, list[str]]:
     """Turn two-factor on once the user proves their app has the key (a current code):
-    the device is confirmed and recovery codes are issued (shown once, by the caller)."""
+    the device is confirmed, recovery codes are issued (shown once, by the caller), and
+    every other session of the user ends (one stolen before never gave a code)."""
     codes: list[str] = []
     with transaction.atomic():
         if user_has_second_factor(user):
@@ -94,6 +97,7 @@ def two_factor_enable(*, user: User, code: str, actor: Actor) -> tuple[TOTPDevic
             device.save(update_fields=["confirmed"])
             TOTPDevice.objects.filter(user=user, confirmed=False).delete()
             codes = _recovery_codes_issue(user)
+            user_sessions_end(user, keep=keep_session)
             audit_record(
                 actor=actor, action=AuditAction.USER_TWO_FACTOR_ENABLE, target=user, customer=None
             )

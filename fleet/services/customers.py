@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -34,16 +36,22 @@ def customer_create(
 
 
 @transaction.atomic
-def customer_update(*, customer: Customer, actor: Actor) -> Customer:
-    """Save edits already set on `customer` (by a form), recording what changed."""
+def customer_update(
+    *, customer: Customer, actor: Actor, fields: Sequence[str] = CUSTOMER_EDITABLE
+) -> Customer:
+    """Save edits already set on `customer` (by a form), recording what changed. Only
+    `fields` are compared and written: a caller that edits two settings never writes back
+    a stale copy of the others (another owner's change made meanwhile stays)."""
     before = Customer.objects.select_for_update().get(pk=customer.pk)
-    changes = model_changes(before, customer, CUSTOMER_EDITABLE)
+    changes = model_changes(before, customer, list(fields))
+    written = list(changes)
     if "stale_cleanup_days" in changes:
         # Turned on, or its days changed: it acts a day later, so the portal lists what it
         # will do first (an agent already past the new window is not taken at once).
         customer.stale_cleanup_since = timezone.now() if customer.stale_cleanup_days else None
+        written.append("stale_cleanup_since")
     if changes:
-        customer.save(update_fields=[*changes, "stale_cleanup_since"])
+        customer.save(update_fields=written)
         audit_record(
             actor=actor,
             action=AuditAction.CUSTOMER_UPDATE,
@@ -64,7 +72,9 @@ def customer_settings_set(
     """The policies a customer's owners set themselves (portal Settings, the API)."""
     customer.stale_cleanup_days = stale_cleanup_days
     customer.job_max_runtime_seconds = job_max_runtime_seconds
-    return customer_update(customer=customer, actor=actor)
+    return customer_update(
+        customer=customer, actor=actor, fields=["stale_cleanup_days", "job_max_runtime_seconds"]
+    )
 
 
 def _memberships_locked(customer: Customer | int) -> list[Membership]:
@@ -194,4 +204,4 @@ def customer_two_factor_require(*, customer: Customer, required: bool, actor: Ac
             "Turn on two-factor sign-in for your own account first (Two-factor, at the top)."
         )
     customer.require_two_factor = required
-    return customer_update(customer=customer, actor=actor)
+    return customer_update(customer=customer, actor=actor, fields=["require_two_factor"])

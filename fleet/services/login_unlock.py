@@ -129,7 +129,13 @@ def login_unlock_redeem(*, token: str, address: str | None) -> AbstractBaseUser 
         raise ServiceUnavailable("The unlock cannot be checked right now; try again.") from exc
     if not first_use:
         return None
-    axes_reset(username=user.get_username())
+    # Axes' lockout of the address the link was opened from: a stranger's locked-out
+    # addresses stay locked out. The account's delay ends for everyone (and the browser
+    # that opened the link is known from now on: portal/views/lockout.py).
+    if address:
+        axes_reset(ip=address, username=user.get_username())
+    else:
+        axes_reset(username=user.get_username())
     login_failures_clear(user.get_username())
     logger.info("sign-in unlocked by email link for user %s (from %s)", user.pk, address)
     return user

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 from fleet import policy
 from fleet.errors import ServiceUnavailable
 from fleet.http import client_address
+from fleet.login_throttle import known_browser_mark
 from fleet.services.login_unlock import (
     LOGIN_MAX_LENGTH,
     login_unlock_redeem,
@@ -100,4 +101,5 @@ def login_unlock_confirm(request: HttpRequest, token: str) -> HttpResponse:
         )
     if user is None:
         return render(request, "registration/unlock.html", {"state": "invalid"}, status=410)
+    known_browser_mark(request, user.get_username())
     return render(request, "registration/unlock.html", {"state": "done", "unlocked": user})

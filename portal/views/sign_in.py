@@ -119,7 +119,10 @@ def two_factor(request: HttpRequest) -> HttpResponse:
         if request.method == "POST" and form.is_valid():
             try:
                 device, codes = two_factor_enable(
-                    user=user, code=form.cleaned_data["code"], actor=actor
+                    user=user,
+                    code=form.cleaned_data["code"],
+                    actor=actor,
+                    keep_session=request.session.session_key,
                 )
             except FleetError as exc:
                 form.add_error("code", exc.detail)

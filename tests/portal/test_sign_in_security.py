@@ -180,11 +180,15 @@ def test_a_locked_out_user_unlocks_signing_in_by_email(client, ada, throttled):
     path = link.split("://", 1)[1].partition("/")[2]
     # Opening the link (a mail scanner does) spends nothing; the button unlocks.
     assert client.get(f"/{path}").status_code == 200
-    done = client.post(f"/{path}", REMOTE_ADDR=PROXY)
+    done = client.post(f"/{path}", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="203.0.113.66")
     assert done.status_code == 200
     assert b"is unlocked" in done.content
-    assert not AccessAttempt.objects.filter(username="ada").exists()
-    # Both lockouts are gone: the locked address and the account's delay.
+    # Axes' lockout is lifted for the address the link was opened from only: the others'
+    # failures stay (a stranger's addresses are not unlocked with hers).
+    remaining = AccessAttempt.objects.filter(username="ada")
+    assert not remaining.filter(ip_address="203.0.113.66").exists()
+    assert remaining.filter(ip_address="203.0.113.1").exists()
+    # Both lockouts are gone for her: the locked address and the account's delay.
     assert sign_in(client, "ada", PASSWORD, address="203.0.113.66").status_code == 302
     # Single use.
     client.logout()
@@ -222,3 +226,24 @@ def test_a_forged_or_mangled_unlock_link_is_refused(client, ada):
     client.post(reverse("portal:login_unlock"), {"login": "ada"})
     path = unlock_link(mail.outbox[0]).split("://", 1)[1].partition("/")[2]
     assert client.post(f"/{path[:-3]}x/").status_code == 410
+
+
+def test_a_stranger_filling_the_accounts_count_never_keeps_its_owner_out(ada, throttled):
+    """The account's delay stops guessers, not the browser ada signed in with before (a
+    signed cookie): a stranger spending the free failures from many addresses, and one
+    more each time a wait ends, cannot keep her out."""
+    from django.test import Client
+
+    hers, strangers = Client(), Client()
+    assert sign_in(hers, "ada", PASSWORD, address="198.51.100.7").status_code == 302
+    hers.post(reverse("portal:logout"))  # signing out ends the session, not the cookie
+    with time_machine.travel(timezone.now(), tick=False):
+        for address in addresses(12):
+            sign_in(strangers, "ada", "wrong", address=address)
+        assert sign_in(strangers, "ada", PASSWORD, address="203.0.113.200").status_code == 429
+        forged = Client()
+        forged.cookies["agentina_known_browser"] = (
+            hers.cookies["agentina_known_browser"].value + "x"
+        )
+        assert sign_in(forged, "ada", PASSWORD, address="198.51.100.9").status_code == 429
+        assert sign_in(hers, "ada", PASSWORD, address="198.51.100.7").status_code == 302

@@ -123,3 +123,39 @@ def test_staff_cannot_turn_it_off_when_staff_must_use_it(ann, settings):
     settings.STAFF_REQUIRE_2FA = True
     with pytest.raises(NotAllowed, match="staff"):
         two_factor_disable(user=ann, code=codes[0], actor=SYSTEM)
+
+
+def test_turning_two_factor_on_ends_every_other_session(ann):
+    """A session taken before (a phished password) never gave a code: it ends, the one that
+    turned two-factor on stays."""
+    from django.test import Client
+
+    from fleet.models import UserSession
+
+    stolen, mine = Client(), Client()
+    stolen.force_login(ann)
+    mine.force_login(ann)
+    assert UserSession.objects.filter(user_id=ann.pk).count() == 2
+    device = two_factor_setup_device(ann)
+    two_factor_enable(
+        user=ann,
+        code=authenticator_code(device),
+        actor=SYSTEM,
+        keep_session=mine.session.session_key,
+    )
+    assert list(
+        UserSession.objects.filter(user_id=ann.pk).values_list("session_key", flat=True)
+    ) == [mine.session.session_key]
+
+
+def test_a_settings_save_from_a_stale_copy_keeps_another_owners_two_factor_rule(customer):
+    from fleet.models import Customer
+    from fleet.services.customers import customer_settings_set
+
+    stale = Customer.objects.get(pk=customer.pk)  # loaded before the rule was turned on
+    Customer.objects.filter(pk=customer.pk).update(require_two_factor=True)
+    customer_settings_set(
+        customer=stale, stale_cleanup_days=14, job_max_runtime_seconds=None, actor=SYSTEM
+    )
+    customer.refresh_from_db()
+    assert (customer.require_two_factor, customer.stale_cleanup_days) == (True, 14)
