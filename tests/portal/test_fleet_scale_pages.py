@@ -72,7 +72,7 @@ def test_lists_count_at_most_the_cap_and_say_so(owner, fleet, monkeypatch):
     counts = [q["sql"] for q in ctx.captured_queries if "COUNT(" in q["sql"]]
     assert counts and all("LIMIT 56" in sql for sql in counts)
     narrowed = owner.get(reverse("portal:agents"), {"q": "coder-1"}).content.decode()
-    assert "55+" not in narrowed  # ten match: counted exactly, one page
+    assert "55+ in all" not in narrowed and "Act on all 10 agents" in narrowed  # counted
 
     for _ in range(60):
         factories.job(fleet[0].customer, status=JobStatus.SUCCEEDED)
