@@ -74,7 +74,7 @@ def a_year(customer, other_customer):
         c.stale_cleanup_since = now - timedelta(days=400)
         c.save()
         agents = [factories.agent(c) for _ in range(5)]
-        minutes = range(0, 365 * 24 * 60, 97)
+        minutes = range(0, 365 * 24 * 60, 397)
         FleetSnapshot.objects.bulk_create(
             FleetSnapshot(customer=c, taken_at=now - timedelta(minutes=m)) for m in minutes
         )
@@ -84,7 +84,7 @@ def a_year(customer, other_customer):
                 resolution=RollupResolution.HOUR,
                 period_start=(now - timedelta(hours=h)).replace(minute=0),
             )
-            for h in range(2, 365 * 24, 7)
+            for h in range(2, 365 * 24, 29)
         )
         FleetRollup.objects.bulk_create(
             FleetRollup(
@@ -100,10 +100,10 @@ def a_year(customer, other_customer):
                 role="coder",
                 agent=agents[n % 5],
                 status=JobStatus.SUCCEEDED,
-                started_at=now - timedelta(minutes=n * 66 + 5),
-                finished_at=now - timedelta(minutes=n * 66),
+                started_at=now - timedelta(minutes=n * 263 + 5),
+                finished_at=now - timedelta(minutes=n * 263),
             )
-            for n in range(8_000)
+            for n in range(2_000)
         )
         AuditEvent.objects.bulk_create(
             AuditEvent(
@@ -114,7 +114,7 @@ def a_year(customer, other_customer):
                 target_id=str(n),
                 target_repr="job",
             )
-            for n in range(8_000)
+            for n in range(2_000)
         )
         Anomaly.objects.bulk_create(
             Anomaly(
@@ -124,7 +124,7 @@ def a_year(customer, other_customer):
                 message="m",
                 resolved_at=now - timedelta(hours=n * 3),
             )
-            for n in range(3_000)
+            for n in range(1_000)
         )
         AlertEvent.objects.bulk_create(
             AlertEvent(
