@@ -24,11 +24,11 @@ from fleet.api.schemas import (
     errors,
 )
 from fleet.api.throttles import ApiKeyThrottle
-from fleet.choices import AgentStatus, Channel
+from fleet.choices import AgentStatus
 from fleet.models import Rollout
 from fleet.selectors import (
     agent_search,
-    license_current,
+    customer_channel,
     release_list_for,
     rollout_get,
     rollout_list,
@@ -78,8 +78,7 @@ def start_rollout(request: HttpRequest, body: RolloutStartIn) -> Status[Rollout]
     yanked release, when an agent already runs a newer version (a wave never downgrades),
     when no online agent is behind the release, or for a canary not behind it."""
     customer = authed_key(request).customer
-    license = license_current(customer)
-    releases = release_list_for(license.channel if license else Channel.STABLE)
+    releases = release_list_for(customer_channel(customer))
     release = releases.filter(version=body.release).first()
     if release is None:
         raise _invalid("release", f"No release {body.release} in your channel.")

@@ -54,6 +54,7 @@ from fleet.selectors.jobs import JOB_SORTS, job_counts, job_get, job_list
 from fleet.selectors.licenses import (
     Seats,
     customer_active_agent_count,
+    customer_channel,
     license_current,
     license_seats,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "audit_trail",
     "bulk_action_get",
     "customer_active_agent_count",
+    "customer_channel",
     "fleet_advice",
     "fleet_metrics",
     "fleet_sizing",

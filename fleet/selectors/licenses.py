@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from fleet.choices import Channel
 from fleet.models import ActivationToken, Agent, Customer, License
 
 
@@ -14,6 +15,12 @@ def customer_active_agent_count(customer: Customer | int) -> int:
 
 def license_current(customer: Customer | int) -> License | None:
     return License.objects.filter(customer=customer, is_current=True).first()
+
+
+def customer_channel(customer: Customer | int) -> str:
+    """The release channel the customer's license follows (stable without a license)."""
+    license = license_current(customer)
+    return license.channel if license else Channel.STABLE
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from fleet.choices import (
 from fleet.models import Agent, Anomaly, Customer, FleetRollup, FleetSnapshot, Job
 from fleet.models.agents import heard_q
 from fleet.selectors.agents import with_label
-from fleet.selectors.licenses import license_current
+from fleet.selectors.licenses import customer_channel
 from fleet.selectors.releases import release_latest
 from fleet.versions import SemVer
 
@@ -183,8 +183,7 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
     (staff's view), measured against the stable channel, without snapshot rates."""
     now = now or timezone.now()
     scope = Q(customer=customer) if customer is not None else Q()
-    license = license_current(customer) if customer is not None else None
-    latest = release_latest(license.channel if license else Channel.STABLE)
+    latest = release_latest(customer_channel(customer) if customer is not None else Channel.STABLE)
     latest_version = latest.version if latest else None
     version_counts: dict[str, Any] = {}
     if latest_version is not None:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from fleet import selectors
-from fleet.choices import AgentStatus, Channel, RolloutAction
+from fleet.choices import AgentStatus, RolloutAction
 from fleet.errors import FleetError
 from fleet.http import request_actor
 from fleet.models import Customer
@@ -37,8 +37,7 @@ AGENT_OPTIONS = 20  # the picker's options as you type
 
 
 def _start_form(customer: Customer, data: QueryDict | None = None) -> StartRolloutForm:
-    license = selectors.license_current(customer)
-    releases = selectors.release_list_for(license.channel if license else Channel.STABLE)
+    releases = selectors.release_list_for(selectors.customer_channel(customer))
     online = selectors.agent_search(customer, {"status": AgentStatus.ONLINE})
     form = StartRolloutForm(
         data, releases=releases, agents=online, options_url=reverse("portal:agent_options")
