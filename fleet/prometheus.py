@@ -37,6 +37,7 @@ from fleet.errors import (
 )
 from fleet.models import Agent, Anomaly, Customer, Job, License
 from fleet.models.agents import SEAT_HOLDING, heard_q, presence_sql
+from fleet.models.jobs import FINISHED_JOB_STATUSES
 from fleet.selectors import minor_floor, release_latest
 from fleet.selectors.waits import wait_percentiles
 from fleet.versions import SemVer
@@ -145,13 +146,13 @@ def fleet_scrape(customer: Customer | None, *, now: datetime | None = None) -> l
                 scrape.agents_minor_behind += n
 
     recent = Q(finished_at__gt=now - HOUR)
-    finished = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
     jobs = (
         # Open jobs, and those finished within the hour: (customer, status, finished_at)
         # is indexed, so a customer's old history is not read.
         Job.objects.filter(scope)
         .filter(
-            Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]) | Q(recent, status__in=finished)
+            Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+            | Q(recent, status__in=FINISHED_JOB_STATUSES)
         )
         .values("customer_id", "role")
         .annotate(

@@ -8,6 +8,8 @@ from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+# A job in one of these has its finished_at set, and keeps it.
+FINISHED_JOB_STATUSES = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
 CLAIM = Transition("claim", frozenset({QUEUED}), RUNNING, "an online agent's claim, under its cap")
 SUCCEED = Transition(
     "succeed", frozenset({RUNNING}), JobStatus.SUCCEEDED, "its agent's complete, under its lease"
@@ -135,6 +137,7 @@ class Job(models.Model):
             # waits, the hourly rollup, the prune.
             models.Index(
                 fields=["finished_at"],
+                include=["customer", "status"],  # the snapshot counts from the index alone
                 condition=models.Q(finished_at__isnull=False),
                 name="job_finished_at",
             ),
@@ -149,6 +152,12 @@ class Job(models.Model):
                 fields=["lease_expires_at"],
                 condition=models.Q(status=JobStatus.RUNNING),
                 name="job_running",
+            ),
+            # A customer's running jobs and their agents: who is busy (the dashboard).
+            models.Index(
+                fields=["customer", "agent"],
+                condition=models.Q(status=JobStatus.RUNNING),
+                name="job_running_customer",
             ),
         ]
         ordering = ["-queued_at"]

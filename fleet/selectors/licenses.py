@@ -43,12 +43,14 @@ class Seats:
         }
 
 
-def license_seats(customer: Customer | int) -> Seats:
+def license_seats(customer: Customer | int, *, used: int | None = None) -> Seats:
+    """`used`: the agents holding a seat, when the caller counted them already (the
+    dashboard's numbers did, in the same scan)."""
     license = license_current(customer)
     outstanding = ActivationToken.objects.for_customer(customer).usable(timezone.now()).count()
     return Seats(
         license=license,
         max_agents=license.max_agents if license else 0,
-        used=customer_active_agent_count(customer),
+        used=customer_active_agent_count(customer) if used is None else used,
         outstanding_tokens=outstanding,
     )

@@ -1,6 +1,6 @@
 """The fleet's numbers: live counts, snapshot rates and throughput baselines."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from fleet.choices import (
 )
 from fleet.models import Agent, Anomaly, Customer, FleetRollup, FleetSnapshot, Job
 from fleet.models.agents import heard_q
+from fleet.models.jobs import FINISHED_JOB_STATUSES
 from fleet.selectors.agents import with_label
 from fleet.selectors.licenses import customer_channel
 from fleet.selectors.releases import release_latest
@@ -77,6 +78,8 @@ class FleetMetrics:
     wait_p50_seconds: float | None = None
     wait_p95_seconds: float | None = None
     snapshot_at: datetime | None = None
+    # The same counts by role (the dashboard's table reads these: one scan of the fleet).
+    roles: list["RoleNumbers"] = field(default_factory=list, repr=False)
 
     @property
     def throughput_trend(self) -> float | None:
@@ -86,7 +89,8 @@ class FleetMetrics:
         return self.jobs_completed_last_hour / reference if reference else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "throughput_trend": self.throughput_trend}
+        numbers = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "roles"}
+        return {**numbers, "throughput_trend": self.throughput_trend}
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class RoleNumbers:
     running: int  # jobs running
     queued: int  # jobs waiting
     oldest_wait_seconds: float | None  # how long the oldest waiting job has waited
+    behind: int = 0  # not on the latest release (counted when role_numbers is given it)
+    minor_behind: int = 0  # more than one minor version behind it
 
     @property
     def offline(self) -> int:
@@ -112,20 +118,34 @@ class RoleNumbers:
 
 
 def role_numbers(
-    customer: Customer | int, *, now: datetime | None = None, label: str = ""
+    customer: Customer | int | None,
+    *,
+    now: datetime | None = None,
+    label: str = "",
+    latest: SemVer | None = None,
 ) -> list[RoleNumbers]:
     """Every role's numbers (roles with neither agents nor jobs included, as zeros), in
-    three queries whatever the fleet's size. With `label` ("key=value" or "key"): the
-    agents that carry it and the jobs that require it."""
+    two queries whatever the fleet's size; `customer=None` is every fleet together. With
+    `label` ("key=value" or "key"): the agents that carry it and the jobs that require it.
+    With `latest`: how many agents are behind it, counted in the same scan."""
     now = now or timezone.now()
     online = heard_q(now)
-    seated = Agent.objects.for_customer(customer).holding_seat()
-    open_jobs = Job.objects.filter(customer=customer)
+    seated = Agent.objects.holding_seat()
+    open_jobs = Job.objects.all()
+    if customer is not None:
+        seated = seated.filter(customer=customer)
+        open_jobs = open_jobs.filter(customer=customer)
     running = open_jobs.filter(status=JobStatus.RUNNING)
     if label:
         seated = with_label(seated, "labels", label)
         running = with_label(running, "agent__labels", label)
         open_jobs = with_label(open_jobs, "required_labels", label)
+    version_counts: dict[str, Any] = {}
+    if latest is not None:
+        version_counts = {
+            "behind": Count("pk", filter=~Q(version=latest)),
+            "minor_behind": Count("pk", filter=Q(version__lt=minor_floor(latest))),
+        }
     agents = {
         row["role"]: row
         for row in seated.values("role")
@@ -133,6 +153,10 @@ def role_numbers(
             n=Count("pk"),
             online=Count("pk", filter=online),
             can_work=Count("pk", filter=online & ~Q(status=AgentStatus.UPGRADING)),
+            # Online and holding a running job: the running jobs' agents are hashed once
+            # (a few thousand ids), never joined row by row to the whole fleet.
+            busy=Count("pk", filter=online & Q(pk__in=running.values("agent_id"))),
+            **version_counts,
         )
         .order_by()
     }
@@ -147,13 +171,6 @@ def role_numbers(
         )
         .order_by()
     }
-    busy = dict(
-        running.filter(heard_q(now, via="agent__"))
-        .values("agent__role")
-        .annotate(n=Count("agent_id", distinct=True))
-        .order_by()
-        .values_list("agent__role", "n")
-    )
     numbers = []
     for role in AgentRole.values:
         a, j = agents.get(role, {}), jobs.get(role, {})
@@ -164,10 +181,12 @@ def role_numbers(
                 agents=a.get("n", 0),
                 online=a.get("online", 0),
                 can_work=a.get("can_work", 0),
-                busy=busy.get(role, 0),
+                busy=a.get("busy", 0),
                 running=j.get("running", 0),
                 queued=j.get("queued", 0),
                 oldest_wait_seconds=(now - oldest).total_seconds() if oldest else None,
+                behind=a.get("behind", 0),
+                minor_behind=a.get("minor_behind", 0),
             )
         )
     return numbers
@@ -179,55 +198,32 @@ def minor_floor(latest: SemVer) -> SemVer:
 
 
 def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = None) -> FleetMetrics:
-    """Seven queries whatever the fleet's size. `customer=None` is every fleet together
+    """Eight queries whatever the fleet's size. `customer=None` is every fleet together
     (staff's view), measured against the stable channel, without snapshot rates."""
     now = now or timezone.now()
     scope = Q(customer=customer) if customer is not None else Q()
     latest = release_latest(customer_channel(customer) if customer is not None else Channel.STABLE)
     latest_version = latest.version if latest else None
-    version_counts: dict[str, Any] = {}
-    if latest_version is not None:
-        version_counts = {
-            "behind": Count("pk", filter=~Q(version=latest_version)),
-            "minor_behind": Count("pk", filter=Q(version__lt=minor_floor(latest_version))),
-        }
-    agents = (
-        Agent.objects.filter(scope)
-        .holding_seat()
-        .aggregate(
-            active=Count("pk"),
-            online=Count("pk", filter=heard_q(now)),
-            **version_counts,
-        )
-    )
+    roles = role_numbers(customer, now=now, latest=latest_version)
     hour = timedelta(hours=1)
-    # Open jobs and those finished within two hours: never the customer's whole history.
-    recent = Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING)
-    jobs = (
-        Job.objects.filter(scope)
-        .filter(recent | Q(finished_at__gt=now - 2 * hour))
-        .aggregate(
-            last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
-            previous_hour=Count(
-                "pk",
-                filter=Q(
-                    status=JobStatus.SUCCEEDED,
-                    finished_at__gt=now - 2 * hour,
-                    finished_at__lte=now - hour,
-                ),
+    # Open jobs are counted by role; those finished within two hours here, a tight range
+    # of (customer, status, finished_at), never the customer's whole history.
+    jobs = Job.objects.filter(
+        scope, status__in=FINISHED_JOB_STATUSES, finished_at__gt=now - 2 * hour
+    ).aggregate(
+        last_hour=Count("pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__gt=now - hour)),
+        previous_hour=Count(
+            "pk", filter=Q(status=JobStatus.SUCCEEDED, finished_at__lte=now - hour)
+        ),
+        failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - hour)),
+        timed_out=Count(
+            "pk",
+            filter=Q(
+                status=JobStatus.CANCELLED,
+                stop_reason=JobCancelReason.TIMED_OUT,
+                finished_at__gt=now - hour,
             ),
-            failed=Count("pk", filter=Q(status=JobStatus.FAILED, finished_at__gt=now - hour)),
-            timed_out=Count(
-                "pk",
-                filter=Q(
-                    status=JobStatus.CANCELLED,
-                    stop_reason=JobCancelReason.TIMED_OUT,
-                    finished_at__gt=now - hour,
-                ),
-            ),
-            queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
-            running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
-        )
+        ),
     )
     anomalies = Anomaly.objects.filter(scope, resolved_at__isnull=True).count()
     snapshot = (
@@ -242,26 +238,28 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         if customer is not None
         else None
     )
+    active, online = sum(r.agents for r in roles), sum(r.online for r in roles)
     return FleetMetrics(
         at=now,
-        agents_active=agents["active"],
-        agents_online=agents["online"],
-        online_ratio=agents["online"] / agents["active"] if agents["active"] else None,
+        agents_active=active,
+        agents_online=online,
+        online_ratio=online / active if active else None,
         jobs_completed_last_hour=jobs["last_hour"],
         jobs_completed_previous_hour=jobs["previous_hour"],
         jobs_failed_last_hour=jobs["failed"],
         jobs_timed_out_last_hour=jobs["timed_out"],
-        queue_depth=jobs["queued"],
-        jobs_running=jobs["running"],
+        queue_depth=sum(r.queued for r in roles),
+        jobs_running=sum(r.running for r in roles),
         anomalies_unresolved=anomalies,
         latest_version=str(latest_version) if latest_version else None,
-        agents_not_on_latest=agents.get("behind", 0),
-        agents_minor_behind=agents.get("minor_behind", 0),
+        agents_not_on_latest=sum(r.behind for r in roles),
+        agents_minor_behind=sum(r.minor_behind for r in roles),
         throughput_baseline=baseline,
         idle_ratio=snapshot.idle_ratio if snapshot else None,
         wait_p50_seconds=snapshot.wait_p50_seconds if snapshot else None,
         wait_p95_seconds=snapshot.wait_p95_seconds if snapshot else None,
         snapshot_at=snapshot.taken_at if snapshot else None,
+        roles=roles,
     )
 
 

@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from fleet.choices import (
     BulkActionState,
-    JobStatus,
     RolloutState,
     RollupResolution,
     TokenStatus,
@@ -35,6 +34,7 @@ from fleet.models import (
     Job,
     Rollout,
 )
+from fleet.models.jobs import FINISHED_JOB_STATUSES
 from fleet.selectors.audit import MACHINE_ACTIONS
 from fleet.services.rollups import rollup_newest
 
@@ -67,8 +67,6 @@ def _days(setting: str) -> Callable[[], timedelta]:
     return lambda: timedelta(days=getattr(settings, setting))
 
 
-FINISHED_JOBS = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
-
 RULES: list[Kept] = [
     Kept(
         "minute snapshots",
@@ -89,7 +87,7 @@ RULES: list[Kept] = [
         "finished jobs",
         Job,
         _days("RETAIN_JOBS_DAYS"),
-        lambda cutoff: Q(finished_at__lt=cutoff, status__in=FINISHED_JOBS),
+        lambda cutoff: Q(finished_at__lt=cutoff, status__in=FINISHED_JOB_STATUSES),
     ),
     Kept(
         "claims and completions in the audit log",

@@ -49,14 +49,15 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
 
 @member_view()
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
-    roles = selectors.role_numbers(customer)  # the table and the advice read the same
+    metrics = selectors.fleet_metrics(customer)
+    roles = metrics.roles  # the numbers, the table and the advice read one scan
     label = label_filter(request)  # the table only: the advice is about the whole fleet
     chart_range = selectors.CHART_RANGES.get(
         request.GET.get("range", ""), selectors.CHART_RANGES["24h"]
     )
     context = page_context(
         request,
-        metrics=selectors.fleet_metrics(customer),
+        metrics=metrics,
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer, chart_range),
         chart_range=chart_range,
@@ -71,7 +72,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     )
     if not request.htmx:
         # The header and the findings lie outside the numbers a poll swaps in.
-        seats = selectors.license_seats(customer)
+        seats = selectors.license_seats(customer, used=metrics.agents_active)
         context.update(
             license=seats.license,
             seats=seats,

@@ -151,9 +151,9 @@ def test_advice_reads_only_this_customer(customer, other_customer):
     assert fleet_advice(customer).verdict == "sized_right"
 
 
-def test_advice_is_five_queries_whatever_the_fleet(customer, django_assert_num_queries):
+def test_advice_is_four_queries_whatever_the_fleet(customer, django_assert_num_queries):
     build(customer, Fleet(online={"coder": 30, "tester": 10}, busy=1, idle_hour=0.4))
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(4):
         assert fleet_advice(customer).verdict == "add_work"
 
 

@@ -84,10 +84,10 @@ def small_fleet(customer, other_customer, now):
     return latest
 
 
-def test_a_customers_numbers_on_a_small_known_fleet_in_seven_queries(
+def test_a_customers_numbers_on_a_small_known_fleet_in_eight_queries(
     customer, small_fleet, now, django_assert_num_queries
 ):
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         metrics = fleet_metrics(customer, now=now)
 
     assert metrics.as_dict() == {
