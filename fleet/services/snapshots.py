@@ -69,7 +69,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     # finished_at): each read where it lies, never an OR over the whole table.
     jobs: dict[int, dict[str, int]] = defaultdict(dict)
     for row in (
-        Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        Job.objects.filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING))
         .values("customer_id")
         .annotate(
             queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
