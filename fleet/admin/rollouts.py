@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline, note_action
-from fleet.choices import ACTIVE_ROLLOUT_STATES, RolloutTargetState
+from fleet.choices import ACTIVE_ROLLOUT_STATES
 from fleet.errors import FleetError
 from fleet.http import request_actor
 from fleet.models import Rollout, RolloutTarget
 from fleet.selectors import rollout_batches
+from fleet.selectors.rollouts import with_target_counts
 from fleet.services.audit import SYSTEM, Actor
 from fleet.services.rollouts import (
     rollout_abort,
@@ -120,15 +121,7 @@ class RolloutAdmin(NoDeleteAdmin):
     raw_id_fields = ["canary_agent"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Rollout]:
-        done = Q(targets__state=RolloutTargetState.SUCCEEDED)
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                n_targets=Count("targets", filter=~Q(targets__state=RolloutTargetState.EXCLUDED)),
-                n_done=Count("targets", filter=done),
-            )
-        )
+        return with_target_counts(super().get_queryset(request))  # as the portal counts
 
     def has_change_permission(self, request: HttpRequest, obj: Rollout | None = None) -> bool:
         return obj is None and super().has_change_permission(request)  # actions, not edits

@@ -101,6 +101,10 @@ class Rollout(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A finished wave's targets never change again: their counts are kept when it ends,
+    # so lists of waves do not count a whole fleet's targets again for every wave.
+    final_targets = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    final_done = models.PositiveIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -134,7 +138,10 @@ class Rollout(models.Model):
 class RolloutTarget(models.Model):
     """One agent in a rollout's frozen membership."""
 
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="targets")
+    # Indexed by rollout_target_state (and the unique pair), not on its own.
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="targets", db_index=False
+    )
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="rollout_targets")
     batch = models.PositiveIntegerField(null=True, blank=True, help_text="0 is the canary.")
     state = models.CharField(
@@ -148,6 +155,10 @@ class RolloutTarget(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["rollout", "agent"], name="rollout_target_unique"),
+        ]
+        indexes = [
+            # A wave's targets in a state, counted from the index alone (every wave list).
+            models.Index(fields=["rollout", "state"], name="rollout_target_state"),
         ]
         ordering = ["rollout", "batch", "agent__name"]
 

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from fleet.choices import RolloutTargetState
@@ -10,7 +10,7 @@ from fleet.errors import NotFound
 from fleet.models import Agent, Customer, Rollout, RolloutTarget
 
 
-def _targets_counted(where: Q) -> Coalesce:
+def targets_counted(where: Q) -> Coalesce:
     """A wave's targets matching `where`, counted for each wave a page shows (a correlated
     subquery: a list of 50 waves never aggregates every target of every wave first)."""
     counted = (
@@ -23,16 +23,30 @@ def _targets_counted(where: Q) -> Coalesce:
     return Coalesce(Subquery(counted), 0)
 
 
-def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
-    return (
-        Rollout.objects.filter(customer=customer)
-        .select_related("release", "canary_agent")
-        .annotate(
-            n_targets=_targets_counted(~Q(state=RolloutTargetState.EXCLUDED)),
-            n_done=_targets_counted(Q(state=RolloutTargetState.SUCCEEDED)),
-        )
-        .order_by("-created_at")
+TARGETED = ~Q(state=RolloutTargetState.EXCLUDED)
+DONE = Q(state=RolloutTargetState.SUCCEEDED)
+
+
+def with_target_counts(waves: QuerySet[Rollout]) -> QuerySet[Rollout]:
+    """n_targets and n_done of each wave: kept when it finished, else counted (COALESCE
+    runs the count only for waves still going)."""
+    return waves.annotate(
+        n_targets=Coalesce("final_targets", targets_counted(TARGETED), output_field=IntegerField()),
+        n_done=Coalesce("final_done", targets_counted(DONE), output_field=IntegerField()),
     )
+
+
+def rollout_final_counts(rollout: Rollout) -> dict[str, int]:
+    """A wave's targets and those upgraded, counted once (when it finishes)."""
+    return RolloutTarget.objects.filter(rollout=rollout).aggregate(
+        final_targets=Count("pk", filter=TARGETED), final_done=Count("pk", filter=DONE)
+    )
+
+
+def rollout_list(customer: Customer | int) -> QuerySet[Rollout]:
+    return with_target_counts(
+        Rollout.objects.filter(customer=customer).select_related("release", "canary_agent")
+    ).order_by("-created_at")
 
 
 def rollout_get(customer: Customer | int, rollout_id: int) -> Rollout:

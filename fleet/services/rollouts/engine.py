@@ -25,6 +25,7 @@ from fleet.choices import (
 )
 from fleet.models import Job, Rollout, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
+from fleet.selectors.rollouts import rollout_final_counts
 from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import anomaly_open
 from fleet.services.audit import SYSTEM, Actor, audit_record
@@ -331,12 +332,20 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         return _next_step(rollout, now)
 
 
+def rollout_counts_keep(rollout: Rollout) -> None:
+    """A wave that ended keeps its target counts (its targets no longer change)."""
+    for name, n in rollout_final_counts(rollout).items():
+        setattr(rollout, name, n)
+    rollout.save(update_fields=["final_targets", "final_done"])
+
+
 def _next_step(rollout: Rollout, now: datetime) -> str:
     old = rollout.current_batch
     if old >= rollout.batches_total:
         rollout.state = RolloutState.COMPLETED
         rollout.finished_at = now
         rollout.save(update_fields=["state", "finished_at", "last_gate"])
+        rollout_counts_keep(rollout)
         audit_record(
             actor=SYSTEM,
             action=AuditAction.ROLLOUT_COMPLETE,

@@ -16,7 +16,7 @@ from fleet.choices import (
 from fleet.errors import RolloutRefused, RolloutStateError
 from fleet.models import Rollout, RolloutTarget
 from fleet.services.audit import Actor, audit_record
-from fleet.services.rollouts.engine import pause_wave
+from fleet.services.rollouts.engine import pause_wave, rollout_counts_keep
 from fleet.services.rollouts.planning import require_operator
 from fleet.services.rollouts.reports import rollout_targets_exclude
 
@@ -110,6 +110,7 @@ def rollout_abort(*, rollout: Rollout, actor: Actor, reason: str) -> Rollout:
     rollout_targets_exclude(
         RolloutTarget.objects.filter(rollout=rollout), detail="The wave was aborted."
     )
+    rollout_counts_keep(rollout)
     agent_facts_changed(customer_id=rollout.customer_id)
     _audit(rollout, actor, AuditAction.ROLLOUT_ABORT, reason)
     return rollout

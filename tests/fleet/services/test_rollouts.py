@@ -15,9 +15,11 @@ from django.utils import timezone
 from fleet.choices import AnomalyKind, JobStatus, RolloutState, RolloutTargetState
 from fleet.errors import NotAllowed, RolloutRefused
 from fleet.models import Agent, Anomaly, AuditEvent, Job, Release, Rollout, RolloutTarget
+from fleet.selectors import rollout_list
 from fleet.services.agents import agent_decommission
 from fleet.services.audit import SYSTEM, Actor
 from fleet.services.rollouts import (
+    rollout_abort,
     rollout_advance,
     rollout_resume,
     rollout_resume_anyway,
@@ -210,6 +212,26 @@ def test_a_full_wave_canary_a_day_then_four_watched_batches(fleet):
         "success rate": True,
         "online ratio": True,
     }
+    # The wave that ended keeps its counts, and every list of waves reads those (its
+    # targets are not counted again).
+    assert (rollout.final_targets, rollout.final_done) == (20, 20)
+    Rollout.objects.filter(pk=rollout.pk).update(final_done=19)
+    listed = rollout_list(fleet.customer).get(pk=rollout.pk)
+    assert (listed.n_targets, listed.n_done) == (20, 19)
+
+
+def test_an_aborted_wave_keeps_the_counts_it_ended_with(fleet):
+    rollout = fleet.rollout
+    live = rollout_list(fleet.customer).get(pk=rollout.pk)
+    assert (live.n_targets, live.n_done, live.final_targets) == (20, 0, None)  # counted
+    fleet.run(hours=24.5)  # the canary upgrades, then the first batch is offered
+    rollout_abort(rollout=rollout, actor=SYSTEM, reason="enough")
+    rollout.refresh_from_db()
+    counted = RolloutTarget.objects.filter(rollout=rollout)
+    assert rollout.final_done == counted.filter(state="succeeded").count() >= 1
+    assert rollout.final_targets == counted.exclude(state="excluded").count() < 20
+    listed = rollout_list(fleet.customer).get(pk=rollout.pk)
+    assert (listed.n_targets, listed.n_done) == (rollout.final_targets, rollout.final_done)
 
 
 def checks(rollout: Rollout) -> dict[str, bool]:
