@@ -15,7 +15,7 @@ class CappedPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         rows = cast("QuerySet[Any]", self.object_list)  # every list paged here is a queryset
-        return rows[: policy.COUNT_CAP + 1].count()
+        return rows.order_by()[: policy.COUNT_CAP + 1].count()  # any rows: no sort
 
     @property
     def capped(self) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
@@ -106,11 +107,16 @@ class HostAdmin(ReadOnlyAdmin):
     search_fields = ["hostname", "machine_id", "customer__name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(n_agents=Count("agents", filter=Q(agents__status__in=SEAT_HOLDING)))
+        # Counted for the hosts a page shows (a correlated subquery), never grouped over
+        # every host's agents first.
+        seated = (
+            Agent.objects.filter(host=OuterRef("pk"), status__in=SEAT_HOLDING)
+            .order_by()
+            .values("host")
+            .annotate(n=Count("pk"))
+            .values("n")
         )
+        return super().get_queryset(request).annotate(n_agents=Coalesce(Subquery(seated), 0))
 
     @admin.display(description="agents", ordering="n_agents")
     def agent_count(self, obj: WithAnnotations[Host, HostColumns]) -> int:
@@ -133,7 +139,6 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_filter = ["status", "role", "host__zone", "version", "customer"]
     list_select_related = ["customer", "host"]
     search_fields = ["name", "unit_name", "host__hostname", "host__machine_id", "customer__name"]
-    date_hierarchy = "registered_at"
     exclude = ["secret_digest"]
     actions = ["pause", "drain", "resume", "decommission"]
 

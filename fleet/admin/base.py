@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from fleet.http import request_actor
 from fleet.models import Customer
 from fleet.paging import CappedPaginator
-from fleet.selectors import fleet_metrics
+from fleet.selectors import fleet_numbers_taken
 
 
 class ValidatedFiltersAdmin(admin.ModelAdmin):
@@ -70,7 +70,8 @@ class ReadOnlyAdmin(NoDeleteAdmin):
 
 
 class FleetNumbersMixin(admin.ModelAdmin):
-    """Shows the four numbers above the list: every fleet, or the customer filtered on."""
+    """Shows the four numbers above the list, as the newest minute snapshot took them:
+    every fleet, or the customer filtered on."""
 
     change_list_template = "admin/fleet/change_list_numbers.html"
     customer_param = "customer__id__exact"
@@ -82,7 +83,7 @@ class FleetNumbersMixin(admin.ModelAdmin):
         wellformed = raw.isascii() and raw.isdigit() and len(raw) < 19  # not "²", not past bigint
         customer = Customer.objects.filter(pk=int(raw)).first() if wellformed else None
         extra = {
-            "fleet_numbers": fleet_metrics(customer),
+            "fleet_numbers": fleet_numbers_taken(customer),
             "fleet_scope": customer.name if customer else "every fleet",
             **(extra_context or {}),
         }

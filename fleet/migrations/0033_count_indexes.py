@@ -43,6 +43,18 @@ class Migration(migrations.Migration):
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='targets', to='fleet.rollout'),
         ),
         migrations.AddIndex(
+            model_name='agent',
+            index=models.Index(fields=['customer', 'name'], name='agent_customer_name'),
+        ),
+        migrations.AddIndex(
+            model_name='agent',
+            index=models.Index(fields=['name'], name='agent_name'),
+        ),
+        migrations.AddIndex(
+            model_name='agent',
+            index=models.Index(fields=['version', 'status'], name='agent_version'),
+        ),
+        migrations.AddIndex(
             model_name='job',
             index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['finished_at'], include=('customer', 'status'), name='job_finished_at'),
         ),

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from fleet import policy
@@ -260,6 +260,62 @@ def fleet_metrics(customer: Customer | int | None, *, now: datetime | None = Non
         wait_p95_seconds=snapshot.wait_p95_seconds if snapshot else None,
         snapshot_at=snapshot.taken_at if snapshot else None,
         roles=roles,
+    )
+
+
+@dataclass(frozen=True)
+class TakenNumbers:
+    """The four numbers as the newest minute snapshot took them, summed over the fleets it
+    covers: what staff's admin lists show above them (every fleet at once, without counting
+    every agent and job again on each view). Version skew is against each customer's own
+    channel."""
+
+    at: datetime  # the minute the snapshot stands for
+    agents_active: int
+    agents_online: int
+    jobs_completed_last_hour: int
+    jobs_completed_previous_hour: int | None  # None: no snapshot an hour before it
+    queue_depth: int
+    anomalies_unresolved: int
+    agents_not_on_latest: int
+    agents_minor_behind: int
+    latest_version: str | None  # one customer's: its channel's latest
+
+    @property
+    def online_ratio(self) -> float | None:
+        return self.agents_online / self.agents_active if self.agents_active else None
+
+
+def fleet_numbers_taken(customer: Customer | None) -> TakenNumbers | None:
+    """Three indexed reads of the minute snapshots (None before the first one)."""
+    rows = FleetSnapshot.objects.all() if customer is None else customer.snapshots.all()
+    at = rows.aggregate(at=Max("taken_at"))["at"]
+    if at is None:
+        return None
+    taken = rows.filter(taken_at=at).aggregate(
+        active=Sum("agents_total", default=0),
+        online=Sum("agents_online", default=0),
+        completed=Sum("jobs_completed_last_hour", default=0),
+        queued=Sum("queue_depth", default=0),
+        anomalies=Sum("anomalies_unresolved", default=0),
+        behind=Sum("agents_not_on_latest", default=0),
+        minor_behind=Sum("agents_minor_behind", default=0),
+    )
+    before = rows.filter(taken_at=at - timedelta(hours=1)).aggregate(
+        n=Count("pk"), completed=Sum("jobs_completed_last_hour", default=0)
+    )
+    latest = release_latest(customer_channel(customer)) if customer is not None else None
+    return TakenNumbers(
+        at=at,
+        agents_active=taken["active"],
+        agents_online=taken["online"],
+        jobs_completed_last_hour=taken["completed"],
+        jobs_completed_previous_hour=before["completed"] if before["n"] else None,
+        queue_depth=taken["queued"],
+        anomalies_unresolved=taken["anomalies"],
+        agents_not_on_latest=taken["behind"],
+        agents_minor_behind=taken["minor_behind"],
+        latest_version=str(latest.version) if latest else None,
     )
 
 

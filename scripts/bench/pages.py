@@ -222,9 +222,12 @@ def _second_factor_passed(client: Client, user: User) -> None:
         from django_otp.plugins.otp_totp.models import TOTPDevice
     except ImportError:
         return
+    from portal.second_factor import SESSION_PENDING
+
     device, _ = TOTPDevice.objects.get_or_create(user=user, name="bench", confirmed=True)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.pop(SESSION_PENDING, None)  # a second run finds the device: its code was given
     session.save()
 
 

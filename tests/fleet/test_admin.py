@@ -17,6 +17,7 @@ from fleet.models import (
     Rollout,
 )
 from fleet.services.audit import SYSTEM, audit_record
+from fleet.services.snapshots import fleet_snapshots_take
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -413,11 +414,17 @@ def test_agents_jobs_and_anomalies_pages_show_the_four_numbers(
     factories.agent(
         other_customer, last_heartbeat_at=timezone.now() - timezone.timedelta(minutes=9)
     )
+    before = staff_client.get(reverse("admin:fleet_agent_changelist"))
+    assert before.context["fleet_numbers"] is None  # no snapshot yet: no box
+    assert b"Online ratio" not in before.content
+    fleet_snapshots_take()
+    factories.agent(customer)  # after the snapshot: the box says so at the next minute
     for model in ("agent", "job", "anomaly"):
         everyone = staff_client.get(reverse(f"admin:fleet_{model}_changelist"))
         assert everyone.context["fleet_numbers"].agents_active == 2
         assert b"every fleet" in everyone.content
         assert b"50%" in everyone.content  # online ratio, fleet-wide
+        assert b"As the minute snapshot of" in everyone.content
     one = staff_client.get(
         reverse("admin:fleet_agent_changelist"), {"customer__id__exact": customer.pk}
     )
