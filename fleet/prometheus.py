@@ -37,7 +37,7 @@ from fleet.errors import (
 )
 from fleet.models import Agent, Anomaly, Customer, Job, License
 from fleet.models.agents import SEAT_HOLDING, heard_q, presence_sql
-from fleet.models.jobs import FINISHED_JOB_STATUSES
+from fleet.models.jobs import FINISHED_JOB_STATUSES, OPEN_JOB
 from fleet.selectors import minor_floor, release_latest
 from fleet.selectors.waits import wait_percentiles
 from fleet.versions import SemVer
@@ -150,10 +150,7 @@ def fleet_scrape(customer: Customer | None, *, now: datetime | None = None) -> l
         # Open jobs, and those finished within the hour: (customer, status, finished_at)
         # is indexed, so a customer's old history is not read.
         Job.objects.filter(scope)
-        .filter(
-            Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
-            | Q(recent, status__in=FINISHED_JOB_STATUSES)
-        )
+        .filter(OPEN_JOB | Q(recent, status__in=FINISHED_JOB_STATUSES))
         .values("customer_id", "role")
         .annotate(
             completed=Count("pk", filter=recent & Q(status=JobStatus.SUCCEEDED)),

@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='agent',
-            index=models.Index(fields=['customer', 'name'], name='agent_customer_name'),
+            index=models.Index(fields=['customer', 'status', 'name', 'id'], name='agent_customer_list'),
         ),
         migrations.AddIndex(
             model_name='agent',

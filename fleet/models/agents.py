@@ -273,9 +273,10 @@ class Agent(models.Model):
         indexes = [
             # last_heartbeat_at stays unindexed so a heartbeat's UPDATE can be a HOT update.
             models.Index(fields=["customer", "status"], name="agent_customer_status"),
-            # Lists by name (the portal's per customer, the admin's across them) read in
-            # order, never sorting a whole fleet; agents per release count from an index.
-            models.Index(fields=["customer", "name"], name="agent_customer_name"),
+            # Lists by status and name (the portal's per customer, the admin's by name
+            # across them) read in order, never sorting a whole fleet; agents per release
+            # count from an index.
+            models.Index(fields=["customer", "status", "name", "id"], name="agent_customer_list"),
             models.Index(fields=["name"], name="agent_name"),
             models.Index(fields=["version", "status"], name="agent_version"),
         ]

@@ -10,6 +10,9 @@ from fleet.models.tenancy import Customer
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 # A job in one of these has its finished_at set, and keeps it.
 FINISHED_JOB_STATUSES = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
+# Queued or running, written as an OR (never an IN list): each status has its partial index,
+# and only an OR lets the planner read both, however its row estimates come out.
+OPEN_JOB = models.Q(status=QUEUED) | models.Q(status=RUNNING)
 CLAIM = Transition("claim", frozenset({QUEUED}), RUNNING, "an online agent's claim, under its cap")
 SUCCEED = Transition(
     "succeed", frozenset({RUNNING}), JobStatus.SUCCEEDED, "its agent's complete, under its lease"

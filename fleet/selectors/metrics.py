@@ -18,7 +18,7 @@ from fleet.choices import (
 )
 from fleet.models import Agent, Anomaly, Customer, FleetRollup, FleetSnapshot, Job
 from fleet.models.agents import heard_q
-from fleet.models.jobs import FINISHED_JOB_STATUSES
+from fleet.models.jobs import FINISHED_JOB_STATUSES, OPEN_JOB
 from fleet.selectors.agents import with_label
 from fleet.selectors.licenses import customer_channel
 from fleet.selectors.releases import release_latest
@@ -162,7 +162,7 @@ def role_numbers(
     }
     jobs = {
         row["role"]: row
-        for row in open_jobs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        for row in open_jobs.filter(OPEN_JOB)
         .values("role")
         .annotate(
             queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),

@@ -16,6 +16,7 @@ from fleet import policy
 from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.models.agents import heard_q
+from fleet.models.jobs import OPEN_JOB
 from fleet.selectors import minor_floor, release_latest
 from fleet.selectors.waits import wait_percentiles
 from fleet.services.presence import presence_flush
@@ -69,7 +70,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     # finished_at): each read where it lies, never an OR over the whole table.
     jobs: dict[int, dict[str, int]] = defaultdict(dict)
     for row in (
-        Job.objects.filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING))
+        Job.objects.filter(OPEN_JOB)
         .values("customer_id")
         .annotate(
             queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
