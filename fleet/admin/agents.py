@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
@@ -17,6 +16,7 @@ from fleet.errors import AgentStateConflict
 from fleet.http import request_actor
 from fleet.models import ActivationToken, Agent, Anomaly, CustomerApiKey, Host, Job
 from fleet.models.agents import SEAT_HOLDING
+from fleet.paging import count_of
 from fleet.services.agent_controls import agent_pause, agent_resume
 from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
@@ -107,16 +107,8 @@ class HostAdmin(ReadOnlyAdmin):
     search_fields = ["hostname", "machine_id", "customer__name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        # Counted for the hosts a page shows (a correlated subquery), never grouped over
-        # every host's agents first.
-        seated = (
-            Agent.objects.filter(host=OuterRef("pk"), status__in=SEAT_HOLDING)
-            .order_by()
-            .values("host")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        return super().get_queryset(request).annotate(n_agents=Coalesce(Subquery(seated), 0))
+        seated = Agent.objects.filter(status__in=SEAT_HOLDING)
+        return super().get_queryset(request).annotate(n_agents=count_of(seated, "host"))
 
     @admin.display(description="agents", ordering="n_agents")
     def agent_count(self, obj: WithAnnotations[Host, HostColumns]) -> int:

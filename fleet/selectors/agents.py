@@ -20,6 +20,7 @@ from fleet.errors import NotFound
 from fleet.labels import labels_check
 from fleet.models import Agent, BulkAction, Customer, Host, Job, License, Release, RolloutTarget
 from fleet.models.agents import CLEAN_UP, SEAT_HOLDING, heard_q, silent_since_q
+from fleet.paging import count_of
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.selectors.releases import releases_newest_first
 from fleet.versions import SemVer
@@ -266,15 +267,17 @@ def host_list(customer: Customer | int, *, label: str = "", zone: str = "") -> Q
     """Hosts with their agents counted by role, for the zone mix and memory budget (online
     as every page counts it). With `label`: the hosts that run an agent carrying it; with
     `zone`: the hosts in that zone."""
-    active = Q(agents__status__in=SEAT_HOLDING)
+    seated = Agent.objects.filter(status__in=SEAT_HOLDING)
     hosts = Host.objects.filter(customer=customer)
     if zone:
         hosts = hosts.filter(zone=zone)
     if label:
         labelled = with_label(Agent.objects.for_customer(customer).holding_seat(), "labels", label)
         hosts = hosts.filter(pk__in=labelled.values("host_id"))
+    # Counted for the hosts a page shows (correlated subqueries), never grouped over every
+    # host's agents first.
     return hosts.annotate(
-        n_agents=Count("agents", filter=active),
-        n_testers=Count("agents", filter=active & Q(agents__role="tester")),
-        n_online=Count("agents", filter=active & heard_q(timezone.now(), via="agents__")),
+        n_agents=count_of(seated, "host"),
+        n_testers=count_of(seated.filter(role="tester"), "host"),
+        n_online=count_of(seated.filter(heard_q(timezone.now())), "host"),
     ).order_by("zone", "hostname")

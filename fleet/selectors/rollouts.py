@@ -2,25 +2,18 @@
 
 from dataclasses import dataclass
 
-from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, IntegerField, Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from fleet.choices import RolloutTargetState
 from fleet.errors import NotFound
 from fleet.models import Agent, Customer, Rollout, RolloutTarget
+from fleet.paging import count_of
 
 
 def targets_counted(where: Q) -> Coalesce:
-    """A wave's targets matching `where`, counted for each wave a page shows (a correlated
-    subquery: a list of 50 waves never aggregates every target of every wave first)."""
-    counted = (
-        RolloutTarget.objects.filter(where, rollout=OuterRef("pk"))
-        .order_by()
-        .values("rollout")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted), 0)
+    """A wave's targets matching `where`, counted for each wave a page shows."""
+    return count_of(RolloutTarget.objects.filter(where), "rollout")
 
 
 TARGETED = ~Q(state=RolloutTargetState.EXCLUDED)
