@@ -18,13 +18,16 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from agentina.signing import VERSION
+
 PACKAGE = "agentina"
 MAX_UNPACKED_BYTES = 64 * 1024 * 1024
 MAX_MEMBERS = 2000
 _VERSION_LINE = re.compile(r'^__version__ = ".*"$', re.MULTILINE)
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+\-]{0,63}")
-# Test-only hook (documented in tests/test_upgrade_end_to_end.py): a release built with a
-# fault stamps it into its __init__.py, which the agent honours; see agentina/upgrade.py.
+# Test-only hook (documented in tests/test_upgrade_end_to_end.py) for broken releases:
+# "smoke" stamps `__test_fault__ = "smoke"` into __init__.py, which makes the smoke check's
+# self-test fail (agentina/upgrade.py); "crash" makes `agentina.runner` raise ImportError,
+# so the release cannot even start.
 FAULTS = ("smoke", "crash")
 
 
@@ -41,7 +44,7 @@ def source_dir() -> Path:
 def build_from_source(version: str, dest_dir: str | Path, *, fault: str | None = None) -> Path:
     """Write `agentina-<version>.tar.gz` into `dest_dir` from the running agent's source,
     with `__version__` stamped to `version`. `fault` is a test-only hook (see FAULTS)."""
-    if not _VERSION.fullmatch(version):
+    if not VERSION.fullmatch(version):
         raise ValueError(f"version {version!r} is not a release version")
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"fault must be one of {FAULTS}")
@@ -64,6 +67,8 @@ def build_from_source(version: str, dest_dir: str | Path, *, fault: str | None =
                 data = path.read_bytes()
                 if relative.as_posix() == "__init__.py":
                     data = _stamp(data.decode(), version, fault).encode()
+                elif relative.as_posix() == "runner.py" and fault == "crash":
+                    data += b'\nraise ImportError("test-only: a deliberately broken release")\n'
                 _add_file(tar, name, data)
     with open(archive, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
         gz.write(buffer.getvalue())
@@ -74,8 +79,8 @@ def _stamp(source: str, version: str, fault: str | None) -> str:
     stamped, count = _VERSION_LINE.subn(f'__version__ = "{version}"', source)
     if count != 1:
         raise ValueError("agentina/__init__.py has no single __version__ line to stamp")
-    if fault:
-        stamped += f'__test_fault__ = "{fault}"  # test-only: a deliberately broken release\n'
+    if fault == "smoke":
+        stamped += '__test_fault__ = "smoke"  # test-only: its self-test fails\n'
     return stamped
 
 

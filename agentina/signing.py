@@ -30,7 +30,7 @@ SIGNATURE_BYTES = 64
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_B64_LENGTH = 88  # base64 of 64 bytes, padded
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+\-]{0,63}")
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+\-]{0,63}")
 
 
 class SignatureInvalid(ValueError):
@@ -39,7 +39,7 @@ class SignatureInvalid(ValueError):
 
 def release_statement(version: str, sha256: str, size: int) -> bytes:
     """The bytes a release signature covers."""
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
         raise SignatureInvalid(f"version {version!r} is not a release version")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise SignatureInvalid("sha256 must be 64 lowercase hex characters")
