@@ -18,6 +18,7 @@ from fleet.choices import (
     AnomalySeverity,
     BulkActionKind,
     JobStatus,
+    RollbackLevel,
     RolloutAction,
     RolloutState,
     TokenStatus,
@@ -153,6 +154,32 @@ class UpgradeOrderOut(Schema):
     version: str
     rollout_id: int
     drain: bool
+    sha256: str | None = Field(
+        None, description="The artifact's SHA-256; null: the release has no artifact."
+    )
+    size: int | None = Field(None, description="The artifact's size in bytes.")
+    signature: str | None = Field(
+        None,
+        description="Ed25519 signature (base64 of 64 bytes) over agentina.signing's "
+        "release statement: version, sha256 and size.",
+    )
+    url: str | None = Field(None, description="Where to download the artifact (this server).")
+
+
+class ReleaseOut(Schema):
+    version: str
+    channel: str
+    sha256: str
+    size: int
+    signature: str
+    url: str = Field(description="The artifact's path on this server; `Range` resumes.")
+
+
+class SigningKeyOut(Schema):
+    algorithm: str = Field(description="Always ed25519.")
+    public_key: str | None = Field(
+        description="Base64 of the 32 raw bytes; null: this server signs no releases."
+    )
 
 
 class HeartbeatIn(In):
@@ -224,6 +251,14 @@ class UpgradeResultIn(In):
     from_version: Version
     to_version: Version
     detail: Str = Field("", max_length=2000)
+    rolled_back_to: Version | None = Field(
+        None, description="The version the agent runs after a rollback."
+    )
+    rollback_level: RollbackLevel | None = Field(
+        None,
+        description="previous: back to the version it ran; last_known_good: that one "
+        "failed too, so the last version that passed a smoke check and ran a day.",
+    )
 
 
 class AnomalyIn(In):

@@ -43,6 +43,27 @@ class Customer(models.Model):
         help_text="Every member signs in with a second factor (an authenticator app); "
         "members without one are sent to set it up before they use the portal.",
     )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        db_default="UTC",
+        help_text="An IANA time zone (Europe/Berlin): the maintenance window is in it.",
+    )
+    maintenance_days = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="ISO weekdays (1 Monday … 7 Sunday) on which a maintenance window opens; "
+        "empty: no window, upgrade waves step at any time.",
+    )
+    maintenance_start = models.TimeField(
+        null=True, blank=True, help_text="Local time the window opens."
+    )
+    maintenance_end = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="Local time the window closes (earlier than the start: the next day).",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -46,6 +46,10 @@ def agents_with_facts() -> QuerySet[Agent]:
         ),
         upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
         upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
+        # Its download (sha256 "" when the release has no artifact), in the same SELECT.
+        upgrade_sha256=Subquery(order.values("rollout__release__sha256")[:1]),
+        upgrade_size=Subquery(order.values("rollout__release__size")[:1]),
+        upgrade_signature=Subquery(order.values("rollout__release__signature")[:1]),
         on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
         stop_jobs=Exists(
             Job.objects.filter(
@@ -59,6 +63,9 @@ def agents_with_facts() -> QuerySet[Agent]:
 class UpgradeOrder:
     version: SemVer
     rollout_id: int
+    sha256: str = ""  # "" when the release has no artifact (nothing to download)
+    size: int | None = None
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,9 @@ class AgentFacts:
     on_yanked: bool  # its version was yanked
     stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
 
-    @property
-    def latest_release(self) -> SemVer | None:
-        """The release the agent should be on (an agent on a yanked release newer than
-        this one is told to move to it too)."""
-        return self.latest_any if self.channel == Channel.BETA else self.latest_stable
+    def latest_release(self, channel: str | None) -> SemVer | None:
+        """The newest release of a channel (beta sees stable ones too)."""
+        return self.latest_any if channel == Channel.BETA else self.latest_stable
 
 
 def agent_with_facts(agent: Agent) -> Agent:
@@ -90,7 +95,15 @@ def agent_with_facts(agent: Agent) -> Agent:
         job_cap=row["license_max_concurrent"] or 0,
         latest_stable=row["latest_stable"],
         latest_any=row["latest_any"],
-        upgrade=UpgradeOrder(version, row["upgrade_rollout_id"]) if version else None,
+        upgrade=UpgradeOrder(
+            version,
+            row["upgrade_rollout_id"],
+            row["upgrade_sha256"] or "",
+            row["upgrade_size"],
+            row["upgrade_signature"] or "",
+        )
+        if version
+        else None,
         on_yanked=row["on_yanked"],
         stop_jobs=row["stop_jobs"],
     )
@@ -108,6 +121,9 @@ _FACT_ANNOTATIONS = frozenset(
         "latest_any",
         "upgrade_rollout_id",
         "upgrade_version",
+        "upgrade_sha256",
+        "upgrade_size",
+        "upgrade_signature",
         "on_yanked",
         "stop_jobs",
     }
@@ -125,9 +141,20 @@ def agent_for_secret(secret: str) -> Agent | None:
     return agent_with_facts(agent)
 
 
+def agent_channel(agent: Agent) -> str | None:
+    """The update channel an agent follows: its own pin, else its license's."""
+    return agent.update_channel or (agent.facts.channel if agent.facts else None)
+
+
 def agent_latest_release(agent: Agent) -> SemVer | None:
-    """The release the agent should be on, as its facts say (None without facts)."""
-    return agent.facts.latest_release if agent.facts else None
+    """The release the agent should be on, as its row and facts say (None without facts):
+    the version it is pinned to, else the latest of the channel it follows (an agent on
+    a yanked release newer than that is told to move to it too). No query."""
+    if agent.facts is None:
+        return None
+    if agent.pinned_version is not None:
+        return agent.pinned_version
+    return agent.facts.latest_release(agent_channel(agent))
 
 
 def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:
