@@ -38,17 +38,19 @@ from agentina.service import (
 from agentina.signing import VERSION, SignatureInvalid
 from agentina.state import AgentState, install_key
 from agentina.upgrade import (
+    RUN_PID,
     Deadlines,
     Installs,
     RestartRequested,
     VersionedUpgrader,
-    Watcher,
     relaunch_if_elsewhere,
     request_upgrade,
     restart,
     run_argv,
     smoke_check,
+    write_pid,
 )
+from agentina.upgrade import main as watch_main
 
 DEFAULT_STATE_DIR = "/var/lib/agentina"
 ROLES = ["coder", "reviewer", "tester", "indexer"]
@@ -282,6 +284,7 @@ def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    write_pid(args.state_dir, RUN_PID)
     print(f"agent {state.agent_id} running {__version__}; Ctrl-C drains and exits", flush=True)
     try:
         upgrader.first_start(runner)  # a new version proves itself (the smoke check)
@@ -325,7 +328,7 @@ def cmd_smoke(args: argparse.Namespace, client: Client | None = None) -> int:
 
 def cmd_watch(args: argparse.Namespace, client: Client | None = None) -> int:
     """Run by the old version before it switches (detached); not for people."""
-    return Watcher(Path(args.state_dir), log=lambda m: print(f"watch: {m}", flush=True)).run()
+    return watch_main(["watch", args.state_dir])
 
 
 def cmd_upgrade(args: argparse.Namespace, client: Client | None = None) -> int:

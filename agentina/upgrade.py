@@ -60,6 +60,8 @@ DOWNLOADS_DIR = "downloads"
 RELEASE_KEY_FILE = "release.key"
 WATCH_LOG = "watch.log"
 AGENT_LOG = "agentina.log"
+RUN_PID = "run.pid"  # the process running the agent now (`agentina run`)
+WATCH_PID = "watch.pid"  # the start watcher's, while one runs
 PREVIOUS, LAST_KNOWN_GOOD, NEW = "previous", "last_known_good", "new"
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
 ARTIFACT_PATH_PREFIX = "/api/v1/releases/"
@@ -316,6 +318,11 @@ def verify(path: Path, release: dict[str, Any], public_key_b64: str | None) -> N
 # --- processes: watcher, restart ----------------------------------------------------------
 
 
+def write_pid(state_dir: str | Path, name: str) -> None:
+    with contextlib.suppress(OSError):
+        (Path(state_dir) / name).write_text(f"{os.getpid()}\n")
+
+
 def under_systemd() -> bool:
     return bool(os.environ.get("INVOCATION_ID"))
 
@@ -360,7 +367,9 @@ def spawn_watcher(state_dir: Path, unit_name: str) -> None:
     from this process: under systemd as a transient unit of its own (the agent's unit
     kills what is left in its cgroup when it restarts), else in a new session."""
     root = running_root()
-    command = agentina_command("watch", "--state-dir", str(state_dir))
+    # This module alone (not the CLI, which imports everything): the fewer modules the
+    # watcher needs, the fewer can break it.
+    command = [sys.executable, "-P", "-m", "agentina.upgrade", "watch", str(state_dir)]
     systemd_run = shutil.which("systemd-run")
     if under_systemd() and systemd_run:
         scope = [] if os.geteuid() == 0 else ["--user"]
@@ -781,3 +790,17 @@ class Watcher:
         self.children[child.pid] = child
         self.log(f"started {target} as process {child.pid}")
         return child.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m agentina.upgrade watch STATE_DIR`: how an upgrade starts its watcher."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "watch":
+        print("usage: python -m agentina.upgrade watch STATE_DIR", file=sys.stderr)
+        return 2
+    write_pid(args[1], WATCH_PID)
+    return Watcher(Path(args[1]), log=lambda m: print(f"watch: {m}", flush=True)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
