@@ -20,6 +20,7 @@ from fleet.http import request_actor
 from fleet.models import Agent, Customer, License, Membership
 from fleet.selectors import license_current
 from fleet.services.customers import (
+    MAINTENANCE_WINDOW_FIELDS,
     customer_create,
     customer_update,
     membership_remove,
@@ -118,6 +119,10 @@ class CustomerAdmin(NoDeleteAdmin):
     date_hierarchy = "created_at"
     inlines = [MembershipInline, LicenseInline]
     readonly_fields = ["stale_cleanup_since"]
+
+    def get_exclude(self, request: HttpRequest, obj: Customer | None = None) -> list[str]:
+        # A new customer starts without a maintenance window (waves step at any time).
+        return [] if obj else ["time_zone", *MAINTENANCE_WINDOW_FIELDS]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         current = License.objects.filter(customer=OuterRef("pk"), is_current=True)

@@ -19,7 +19,12 @@ CUSTOMER_EDITABLE = [
     "job_max_runtime_seconds",
     "stale_cleanup_days",
     "require_two_factor",
+    "time_zone",
+    "maintenance_days",
+    "maintenance_start",
+    "maintenance_end",
 ]
+MAINTENANCE_WINDOW_FIELDS = ["maintenance_days", "maintenance_start", "maintenance_end"]
 
 
 @transaction.atomic

@@ -60,20 +60,20 @@ def _measured_copy(artifact: IO[bytes], limit: int) -> Iterator[_Measured]:
     whole, never held in memory). The copy is deleted on leaving, whatever happens."""
     declared = getattr(artifact, "size", None)
     if isinstance(declared, int) and declared > limit:
-        raise _too_large(limit)
+        raise release_too_large(limit)
     digest, size = hashlib.sha256(), 0
     with tempfile.TemporaryFile(prefix="agentina-release-") as copy:
         while chunk := artifact.read(CHUNK):
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                raise release_too_large(limit)
             digest.update(chunk)
             copy.write(chunk)
         copy.seek(0)
         yield _Measured(copy, digest.hexdigest(), size)
 
 
-def _too_large(limit: int) -> ReleaseArtifactTooLarge:
+def release_too_large(limit: int) -> ReleaseArtifactTooLarge:
     return ReleaseArtifactTooLarge(
         f"The artifact is over the {limit} bytes a release may have (RELEASE_MAX_BYTES); "
         "nothing was stored.",
