@@ -276,6 +276,9 @@ def download(
                             handle.truncate(0)
                             raise VerifyFailed(f"the artifact is longer than its {size} bytes")
                         handle.write(chunk)
+                if written < size:  # the answer ended whole, short of the stated size
+                    part.unlink()
+                    raise VerifyFailed(f"the artifact has {written} bytes, the release says {size}")
         except httpx.HTTPError as exc:
             failure = str(exc) or type(exc).__name__
             sleep(min(0.5 * 2**attempt, 5))
@@ -568,8 +571,8 @@ class VersionedUpgrader:
             raise VerifyFailed("this artifact was refused already")
         url = artifact_url(client.server, release["url"])
         part = self.state_dir / DOWNLOADS_DIR / f"{version}.tar.gz.part"
-        download(url, client.secret, part, size)
         try:
+            download(url, client.secret, part, size)
             verify(part, {**release, "version": version}, self.installs.pinned_key())
         except VerifyFailed:
             part.unlink(missing_ok=True)
