@@ -365,26 +365,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def spawn_watcher(state_dir: Path, unit_name: str) -> None:
-    """Start `agentina watch` from the code running now (the known-good version), detached
-    from this process: under systemd as a transient unit of its own (the agent's unit
-    kills what is left in its cgroup when it restarts), else in a new session."""
+def spawn_watcher(state_dir: Path, unit_name: str) -> str | None:
+    """Start the watcher from the code running now (the known-good version), detached from
+    this process: under systemd as a transient unit of its own (the agent's unit kills
+    what is left in its cgroup when it restarts), else in a new session. Returns why it
+    could not be started, or None."""
     root = running_root()
     # This module alone (not the CLI, which imports everything): the fewer modules the
     # watcher needs, the fewer can break it.
     command = [sys.executable, "-P", "-m", "agentina.upgrade", "watch", str(state_dir)]
     systemd_run = shutil.which("systemd-run")
     if under_systemd() and systemd_run:
-        scope = [] if os.geteuid() == 0 else ["--user"]
-        command = [
-            systemd_run,
-            *scope,
-            "--collect",
-            "--quiet",
-            f"--unit={unit_name}-watch-{int(time.time())}",
-            f"--setenv=PYTHONPATH={root}",
-            *command,
-        ]
+        started = subprocess.run(  # noqa: S603 - systemd-run, our own arguments
+            [
+                systemd_run,
+                *systemctl_scope(),
+                "--collect",
+                "--quiet",
+                f"--unit={unit_name}-watch-{int(time.time())}",
+                f"--setenv=PYTHONPATH={root}",
+                *command,
+            ],
+            env=python_env(root),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return None if started.returncode == 0 else f"systemd-run: {started.stderr.strip()}"
     log = open(state_dir / WATCH_LOG, "ab")  # noqa: SIM115 - handed to the child
     with log:
         subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
@@ -396,6 +403,12 @@ def spawn_watcher(state_dir: Path, unit_name: str) -> None:
             start_new_session=True,
             close_fds=True,
         )
+    return None
+
+
+def systemctl_scope() -> list[str]:
+    """A root agent's units are the system's; anyone else's are their user's."""
+    return [] if os.geteuid() == 0 else ["--user"]
 
 
 def run_argv(state_dir: str | Path, exec_command: str | None) -> list[str]:
@@ -541,7 +554,17 @@ class VersionedUpgrader:
                 "systemd": under_systemd(),
                 "unit": runner.state.unit_name,
             }
-        spawn_watcher(self.state_dir, runner.state.unit_name)
+        unwatched = spawn_watcher(self.state_dir, runner.state.unit_name)
+        if unwatched:
+            with self.installs.change() as data:
+                data["pending"] = None
+            detail = f"no watcher could be started ({unwatched}); {new} was not switched to"
+            self.log(f"upgrade to {new} abandoned: {detail}")
+            runner.outbox.put_report(
+                UpgradeReport("start_failed", reported_from, new, detail, old, PREVIOUS)
+            )
+            runner.send_outbox(now_or_never=True)
+            return
         self.installs.switch(new)
         self.log(f"installed {new} and switched to it; restarting (the watcher stands by)")
         raise RestartRequested(new)
@@ -770,11 +793,11 @@ class Watcher:
         """The agent restarted on `current`: by its unit under systemd, else ended (if it
         hangs) and started anew by this watcher. Returns the pid to watch (0: systemd's)."""
         if pending.get("systemd"):
-            scope = [] if os.geteuid() == 0 else ["--user"]
-            systemctl = shutil.which("systemctl") or "systemctl"
-            subprocess.run(  # noqa: S603 - systemctl, our own arguments
-                [systemctl, *scope, "restart", f"{pending['unit']}.service"], check=False
-            )
+            systemctl = [shutil.which("systemctl") or "systemctl", *systemctl_scope()]
+            unit = f"{pending['unit']}.service"
+            # A crash loop may have hit the unit's start limit: cleared, or restart is refused.
+            for action in ("reset-failed", "restart"):
+                subprocess.run([*systemctl, action, unit], check=False)  # noqa: S603
             return 0
         pid = int(pending.get("pid", 0))
         if pid > 0 and self._alive(pid):

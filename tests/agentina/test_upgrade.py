@@ -424,3 +424,38 @@ def test_upgrade_by_hand_is_taken_once_by_the_running_agent(tmp_path, capsys):
         "--exec",
         "cat",
     ]
+
+
+def test_under_systemd_the_watcher_restarts_the_unit_past_its_start_limit(tmp_path, monkeypatch):
+    host = Host(tmp_path)
+    ran = []
+    monkeypatch.setattr(upgrade.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(upgrade.subprocess, "run", lambda argv, **kw: ran.append(argv[-2:]))
+    pid = Watcher(host.dir, log=lambda m: None)._restart({"systemd": True, "unit": "a@c"}, "1.0.0")
+    assert pid == 0
+    assert ran == [["reset-failed", "a@c.service"], ["restart", "a@c.service"]]
+
+
+def test_an_upgrade_no_watcher_can_guard_is_abandoned_before_the_switch(
+    tmp_path, archive, keys, httpserver, monkeypatch
+):
+    """Under systemd a watcher that cannot be started (no user bus, say) abandons the
+    upgrade before the switch, and says so."""
+    private, public = keys
+    httpserver.expect_request(PATH).respond_with_data(archive.read_bytes())
+    states = tmp_path / "state"
+    Installs(states).pin_key(public)
+    monkeypatch.setenv("INVOCATION_ID", "0123")
+    monkeypatch.setattr(upgrade.shutil, "which", lambda name: f"/usr/bin/{name}")
+    refused = upgrade.subprocess.CompletedProcess([], 1, "", "Failed to connect to bus")
+    monkeypatch.setattr(upgrade.subprocess, "run", lambda argv, **kw: refused)
+    transport = FakeTransport((200, {"ok": True}))
+    client = Client(httpserver.url_for("/").rstrip("/"), "s", transport, sleep=lambda s: None)
+    runner = Runner(client, state(), simulated_executor(), outbox=Outbox.in_state_dir(states))
+    runner.upgrader = VersionedUpgrader(states, ["run"], log=lambda m: None)
+    runner._upgrade(release_of(archive, private))
+    body = transport.calls[0][2]
+    assert (body["outcome"], body["rolled_back_to"]) == ("start_failed", RUNNING)
+    assert "Failed to connect to bus" in body["detail"]
+    assert Installs(states).current_version() is None
+    assert Installs(states).load()["pending"] is None
