@@ -263,8 +263,30 @@ def cmd_status(args: argparse.Namespace, client: Client | None = None) -> int:
         me = client.me()
     finally:
         client.close()
-    print(json.dumps(me, indent=2) if args.json else "\n".join(status_lines(me)))
+    if args.json:
+        print(json.dumps(me, indent=2))
+    else:
+        print("\n".join(status_lines(me) + install_lines(Installs(args.state_dir))))
     return 0
+
+
+def install_lines(installs: Installs) -> list[str]:
+    """The versioned installs on this host, once an upgrade made them."""
+    current = installs.current_version()
+    if current is None:
+        return []
+    data = installs.load()
+    pending = data.get("pending") or {}
+    lines = [
+        f"installed    {current} (current), previous {data.get('previous') or '—'}, "
+        f"last known good {data.get('last_known_good') or '—'}"
+    ]
+    if pending:
+        lines.append(
+            f"upgrading    {pending.get('from')} → {pending.get('to')}: waiting for "
+            f"{pending.get('expect')} to come up ({pending.get('level')})"
+        )
+    return lines
 
 
 def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:

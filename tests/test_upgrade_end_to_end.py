@@ -190,7 +190,9 @@ def release_key(settings, tmp_path):
     return private, public
 
 
-def test_agents_upgrade_for_real_and_roll_back_what_fails(live_server, release_key, tmp_path):
+def test_agents_upgrade_for_real_and_roll_back_what_fails(
+    live_server, release_key, tmp_path, capsys
+):
     release_key, public = release_key
     factories.release(BASE)
     publish(GOOD, release_key, tmp_path)
@@ -249,6 +251,10 @@ def test_agents_upgrade_for_real_and_roll_back_what_fails(live_server, release_k
         assert good.installs.load()["previous"] == BASE
         assert {p.name for p in good.installs.versions.iterdir()} == {GOOD, BASE}
         assert not list((good.state / "outbox" / "upgrades").glob("*.json"))
+        capsys.readouterr()
+        status = cli.parser().parse_args(["status", "--state-dir", str(good.state)])
+        assert cli.cmd_status(status) == 0
+        assert f"installed    {GOOD} (current), previous {BASE}" in capsys.readouterr().out
 
         # By hand, a version that then breaks on disk (its runner module): the next upgrade
         # crashes, its previous (this one) fails to start too, and the last known good runs.
