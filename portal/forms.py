@@ -15,6 +15,7 @@ from fleet.choices import (
     AnomalySeverity,
     ApiKeyScope,
     BulkActionKind,
+    Channel,
     MemberRole,
 )
 from fleet.labels import labels_parse
@@ -97,6 +98,22 @@ class NoteForm(forms.Form):
 class AgentLabelsForm(forms.Form):
     labels = LabelsField(
         help_text="key=value pairs; jobs that require labels go only to agents that have them."
+    )
+
+
+class AgentUpdatePinForm(forms.Form):
+    channel = forms.ChoiceField(
+        choices=[("", "Its license's channel"), *Channel.choices],
+        required=False,
+        label="Channel",
+    )
+    version = forms.CharField(
+        max_length=64,
+        required=False,
+        label="Version",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. 1.10.0; empty: no pin"}),
+        help_text="Pinned to a version, the agent is told of nothing newer and waves to "
+        "other versions leave it out.",
     )
 
 

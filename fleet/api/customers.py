@@ -15,6 +15,7 @@ from fleet.api.schemas import (
     AgentLabelsIn,
     AgentOut,
     AgentPauseIn,
+    AgentUpdatePinIn,
     BulkActionIn,
     BulkActionOut,
     CustomerSettingsIn,
@@ -44,7 +45,12 @@ from fleet.selectors import (
     token_get,
     token_list,
 )
-from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
+from fleet.services.agent_controls import (
+    agent_labels_set,
+    agent_pause,
+    agent_resume,
+    agent_update_pin_set,
+)
 from fleet.services.audit import Actor
 from fleet.services.bulk import bulk_action_start
 from fleet.services.customers import customer_settings_set
@@ -236,6 +242,26 @@ def pause_agent(request: HttpRequest, agent_id: int, body: AgentPauseIn) -> Agen
 def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -> Agent:
     agent = agent_get(authed_key(request).customer_id, agent_id)
     agent_labels_set(agent=agent, labels=body.labels, actor=api_key_actor(request))
+    return agent_get(agent.customer_id, agent.pk)
+
+
+@router.put(
+    "/agents/{agent_id}/update-pin",
+    auth=key_agents,
+    response={200: AgentOut, **errors(401, 403, 404, 413, 422, 429)},
+    summary="Pin an agent to an update channel or an exact release (null lifts a pin)",
+)
+def set_agent_update_pin(request: HttpRequest, agent_id: int, body: AgentUpdatePinIn) -> Agent:
+    """The agent's heartbeat `update_available` follows the pin at once; a wave to another
+    version leaves a version-pinned agent out. 422 `invalid_version` for a version that
+    is not published (or is yanked)."""
+    agent = agent_get(authed_key(request).customer_id, agent_id)
+    agent_update_pin_set(
+        agent=agent,
+        channel=body.channel or "",
+        version=body.version,
+        actor=api_key_actor(request),
+    )
     return agent_get(agent.customer_id, agent.pk)
 
 

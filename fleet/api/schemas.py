@@ -17,6 +17,7 @@ from fleet.choices import (
     AlertEventType,
     AnomalySeverity,
     BulkActionKind,
+    Channel,
     JobStatus,
     RollbackLevel,
     RolloutAction,
@@ -524,6 +525,15 @@ class AgentLabelsIn(In):
     labels: Labels
 
 
+class AgentUpdatePinIn(In):
+    channel: Channel | None = Field(
+        None, description="The channel it follows; null: its license's."
+    )
+    version: Version | None = Field(
+        None, description="Exactly this published release; null: no version pin."
+    )
+
+
 class AgentOut(Schema):
     id: int
     name: str
@@ -535,10 +545,22 @@ class AgentOut(Schema):
     paused_reason: str
     paused_until: datetime | None
     labels: dict[str, str]
+    update_channel: str | None = Field(
+        description="The update channel it is pinned to; null: its license's."
+    )
+    pinned_version: str | None = Field(description="The release it is pinned to, if any.")
 
     @staticmethod
     def resolve_version(agent: Any) -> str:
         return str(agent.version)
+
+    @staticmethod
+    def resolve_update_channel(agent: Any) -> str | None:
+        return agent.update_channel or None
+
+    @staticmethod
+    def resolve_pinned_version(agent: Any) -> str | None:
+        return str(agent.pinned_version) if agent.pinned_version else None
 
     @staticmethod
     def resolve_host(agent: Any) -> str:

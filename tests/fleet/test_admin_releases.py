@@ -47,3 +47,29 @@ def test_a_refused_upload_is_a_form_error_and_stores_nothing(staff_client, relea
     assert b"RELEASE_MAX_BYTES" in big.content
     assert not Release.objects.exists()
     assert release_keys.stored_files() == []
+
+
+def test_staff_pin_agents_with_an_admin_action(staff_client, customer):
+    from fleet.models import Agent
+    from tests import factories
+
+    factories.release("1.10.0")
+    agents = [factories.agent(customer) for _ in range(2)]
+    response = staff_client.post(
+        reverse("admin:fleet_agent_changelist"),
+        {
+            "action": "pin_updates",
+            "_selected_action": [a.pk for a in agents],
+            "apply": "1",
+            "note": "beta 1.10.0",
+        },
+    )
+    assert response.status_code == 302
+    pins = set(Agent.objects.values_list("update_channel", "pinned_version"))
+    assert {(c, str(v)) for c, v in pins} == {("beta", "1.10.0")}
+    assert AuditEvent.objects.filter(action="agent.update_pin").count() == 2
+    staff_client.post(
+        reverse("admin:fleet_agent_changelist"),
+        {"action": "pin_updates", "_selected_action": [agents[0].pk], "apply": "1", "note": "none"},
+    )
+    assert Agent.objects.get(pk=agents[0].pk).pinned_version is None

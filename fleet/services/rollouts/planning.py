@@ -15,6 +15,7 @@ from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
     AuditAction,
+    Channel,
     MemberRole,
     RolloutState,
     RolloutTargetState,
@@ -100,6 +101,14 @@ def _in_scope(agents: Any, scope: dict[str, list[Any]]) -> Any:
     return agents
 
 
+def _follows(agent: Agent, release: Release) -> bool:
+    """An agent pinned to another version, or to stable for a beta release, is left out
+    of the wave (its pin says where it goes)."""
+    if agent.pinned_version is not None:
+        return agent.pinned_version == release.version
+    return not (release.channel == Channel.BETA and agent.update_channel == Channel.STABLE)
+
+
 @dataclass(frozen=True)
 class WavePlan:
     canary: Agent
@@ -133,7 +142,9 @@ def rollout_plan(
     target = release.version
     active = Agent.objects.for_customer(customer).holding_seat()
     fleet = list(active.select_related("host"))
-    in_scope = list(_in_scope(active, scope or {}).select_related("host"))
+    in_scope = [
+        a for a in _in_scope(active, scope or {}).select_related("host") if _follows(a, release)
+    ]
     ahead = [a for a in in_scope if a.version > target]
     if ahead:
         names = ", ".join(f"{a.name} ({a.version})" for a in ahead[:5])
