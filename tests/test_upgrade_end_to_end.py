@@ -101,7 +101,7 @@ class Host:
 
     def log(self) -> str:
         texts = [f"--- {self.name}"]
-        for name in ("agent.out", "agentina.log", "watch.log", "upgrade.json"):
+        for name in ("agent.out", "restart.out", "agentina.log", "watch.log", "upgrade.json"):
             path = self.state / name
             if path.exists():
                 texts.append(f"{name}:\n{path.read_text()[-3000:]}")
@@ -139,6 +139,13 @@ def start_host(name: str, customer, server: str, work: Path, **flags: str) -> Ho
     for flag, value in flags.items():
         argv += [f"--{flag.replace('_', '-')}", value]
     assert cli.cmd_activate(cli.parser().parse_args(argv), Client(server)) == 0
+    process = launch(state, work, "agent.out")
+    return Host(name, state, json.loads((state / "agent.json").read_text())["agent_id"], process)
+
+
+def launch(state: Path, work: Path, out_name: str) -> subprocess.Popen:
+    """`python -m agentina run` from this repository, not under systemd (restarts are
+    re-execs), with short deadlines."""
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -146,10 +153,10 @@ def start_host(name: str, customer, server: str, work: Path, **flags: str) -> Ho
         "AGENTINA_START_DEADLINE": "8",
         "AGENTINA_SMOKE_DEADLINE": "5",
     }
-    env.pop("INVOCATION_ID", None)  # not under systemd: restarts are re-execs
-    out = open(state / "agent.out", "ab")  # noqa: SIM115 - the child's
+    env.pop("INVOCATION_ID", None)
+    out = open(state / out_name, "ab")  # noqa: SIM115 - the child's
     with out:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-P", "-m", "agentina", "run", "--state-dir", str(state)],
             env=env,
             cwd=work,
@@ -157,7 +164,6 @@ def start_host(name: str, customer, server: str, work: Path, **flags: str) -> Ho
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Host(name, state, json.loads((state / "agent.json").read_text())["agent_id"], process)
 
 
 def wave(customer, version: str, host: Host) -> Rollout:
@@ -256,6 +262,12 @@ def test_agents_upgrade_for_real_and_roll_back_what_fails(
         assert cli.cmd_status(status) == 0
         assert f"installed    {GOOD} (current), previous {BASE}" in capsys.readouterr().out
 
+        # Restarted by whatever starts it (systemd's ExecStart runs the installed
+        # package, here this repository's 1.10.0), it runs `current`: 1.99.0.
+        good.process.send_signal(signal.SIGTERM)
+        assert good.process.wait(timeout=10) == 0  # idle: drained at once
+        good.process = launch(good.state, tmp_path, "restart.out")
+
         # By hand, a version that then breaks on disk (its runner module): the next upgrade
         # crashes, its previous (this one) fails to start too, and the last known good runs.
         settled("lkg", GOOD, AuditAction.AGENT_UPGRADE_SUCCEEDED)
@@ -295,6 +307,8 @@ def test_agents_upgrade_for_real_and_roll_back_what_fails(
             assert not host.installs.installed(version)
             assert host.installs.current_version() is None  # nothing was switched
         assert Rollout.objects.get(pk=good_wave.pk).state != "paused"
+        assert wait_for(lambda: "running 1.99.0" in (good.state / "restart.out").read_text(), 10)
+        assert good.process.poll() is None
     finally:
         for host in hosts.values():
             host.stop()

@@ -459,3 +459,16 @@ def test_an_upgrade_no_watcher_can_guard_is_abandoned_before_the_switch(
     assert "Failed to connect to bus" in body["detail"]
     assert Installs(states).current_version() is None
     assert Installs(states).load()["pending"] is None
+
+
+def test_agentina_smoke_says_whether_this_version_passes(tmp_path, capsys):
+    state().save(tmp_path)
+    args = cli.parser().parse_args(["smoke", "--state-dir", str(tmp_path), "--exec", "cat"])
+    answers = [(200, {"agent_id": 1}), (200, {"next_heartbeat_seconds": 1})]
+    passing = Client("http://cp.test", "s", FakeTransport(*answers), sleep=lambda s: None)
+    assert cli.cmd_smoke(args, passing) == 0
+    assert f"{RUNNING}: authenticated, heartbeat sent" in capsys.readouterr().out
+    refused = FakeTransport((401, {"code": "unauthorized", "detail": "no"}))
+    failing = Client("http://cp.test", "s", refused, sleep=lambda s: None)
+    assert cli.cmd_smoke(args, failing) == 1
+    assert f"the smoke check of {RUNNING} failed: ApiError" in capsys.readouterr().err
