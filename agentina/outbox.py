@@ -9,6 +9,7 @@ loses no result, and names the waiting jobs in its heartbeats so their leases ho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -46,6 +47,11 @@ class UpgradeReport:
     detail: str = ""
     rolled_back_to: str | None = None
     rollback_level: str | None = None
+
+
+def _report_name(to_version: str) -> str:
+    """A file name for any version string (it comes from the server: never a path)."""
+    return hashlib.sha256(to_version.encode()).hexdigest()[:32]
 
 
 class Outbox:
@@ -96,7 +102,7 @@ class Outbox:
         if self.directory is not None:
             self._write_file(
                 self.directory / UPGRADE_REPORTS_DIR,
-                report.to_version,
+                _report_name(report.to_version),
                 json.dumps(asdict(report)),
             )
 
@@ -107,7 +113,7 @@ class Outbox:
         self._reports.pop(to_version, None)
         if self.directory is not None:
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / UPGRADE_REPORTS_DIR / f"{to_version}.json").unlink()
+                (self.directory / UPGRADE_REPORTS_DIR / f"{_report_name(to_version)}.json").unlink()
 
     def job_ids(self) -> list[int]:
         return sorted(self._waiting)

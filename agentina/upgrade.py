@@ -527,16 +527,26 @@ class VersionedUpgrader:
         if new == old:
             runner.client.upgrade_result("succeeded", reported_from, new, "already running it")
             return
-        try:
-            archive = self.fetch(runner.client, order)
-        except VerifyFailed as exc:
-            self.log(f"upgrade to {new} refused: {exc}; staying on {old}")
-            runner.outbox.put_report(UpgradeReport("verify_failed", reported_from, new, str(exc)))
-            runner.send_outbox(now_or_never=True)
+        if not signing.VERSION.fullmatch(new):  # it names directories: checked first
+            self.log(f"an upgrade order named no release version ({new[:64]!r}); ignored")
             return
-        self.installs.adopt_running(old)
-        self.installs.install(archive, new)
-        archive.unlink(missing_ok=True)
+        part = self.state_dir / DOWNLOADS_DIR / f"{new}.tar.gz.part"
+        try:
+            self.fetch(runner.client, order, part)  # Unreachable: kept, resumed next time
+        except VerifyFailed as exc:
+            self._abandon(runner, "verify_failed", new, str(exc))
+            return
+        try:
+            self.installs.adopt_running(old)
+            self.installs.install(part, new)
+        except artifact.UnsafeArchive as exc:  # signed, yet not an archive to unpack
+            self._abandon(runner, "verify_failed", new, str(exc))
+            return
+        except OSError as exc:  # a full disk, say: the running version stays
+            self._abandon(runner, "start_failed", new, f"it could not be installed: {exc}")
+            return
+        finally:
+            part.unlink(missing_ok=True)
         with self.installs.change() as data:
             if not data.get(LAST_KNOWN_GOOD):
                 data[LAST_KNOWN_GOOD] = old  # it ran before any versioned upgrade
@@ -558,19 +568,34 @@ class VersionedUpgrader:
         if unwatched:
             with self.installs.change() as data:
                 data["pending"] = None
-            detail = f"no watcher could be started ({unwatched}); {new} was not switched to"
-            self.log(f"upgrade to {new} abandoned: {detail}")
-            runner.outbox.put_report(
-                UpgradeReport("start_failed", reported_from, new, detail, old, PREVIOUS)
-            )
-            runner.send_outbox(now_or_never=True)
+            detail = f"no watcher could be started ({unwatched}); it was not switched to"
+            self._abandon(runner, "start_failed", new, detail)
             return
         self.installs.switch(new)
         self.log(f"installed {new} and switched to it; restarting (the watcher stands by)")
         raise RestartRequested(new)
 
-    def fetch(self, client: Client, order: dict[str, Any]) -> Path:
-        """The order's artifact, downloaded and verified: else VerifyFailed."""
+    def _abandon(self, runner: Runner, outcome: str, new: str, detail: str) -> None:
+        """Nothing was switched: the running version stays, and the report says why (a
+        start_failed also names the version the agent is back on)."""
+        old = agentina.__version__
+        self.log(f"upgrade to {new} abandoned: {detail}; staying on {old}")
+        back = None if outcome == "verify_failed" else old
+        runner.outbox.put_report(
+            UpgradeReport(
+                outcome,
+                runner.state.version,
+                new,
+                detail,
+                rolled_back_to=back,
+                rollback_level=PREVIOUS if back else None,
+            )
+        )
+        runner.send_outbox(now_or_never=True)
+
+    def fetch(self, client: Client, order: dict[str, Any], part: Path) -> None:
+        """The order's artifact, downloaded into `part` and verified: else VerifyFailed
+        (and `part` is gone)."""
         version = str(order["version"])
         try:
             release = order if order.get("sha256") else client.release(version)
@@ -593,7 +618,6 @@ class VersionedUpgrader:
         if key in self.refused:
             raise VerifyFailed("this artifact was refused already")
         url = artifact_url(client.server, release["url"])
-        part = self.state_dir / DOWNLOADS_DIR / f"{version}.tar.gz.part"
         try:
             download(url, client.secret, part, size)
             verify(part, {**release, "version": version}, self.installs.pinned_key())
@@ -601,7 +625,6 @@ class VersionedUpgrader:
             part.unlink(missing_ok=True)
             self.refused.add(key)
             raise
-        return part
 
     # the new version's first start
     def first_start(self, runner: Runner) -> str | None:

@@ -472,3 +472,48 @@ def test_agentina_smoke_says_whether_this_version_passes(tmp_path, capsys):
     failing = Client("http://cp.test", "s", refused, sleep=lambda s: None)
     assert cli.cmd_smoke(args, failing) == 1
     assert f"the smoke check of {RUNNING} failed: ApiError" in capsys.readouterr().err
+
+
+def upgrader_on(states: Path, server: str, *answers) -> tuple[Runner, FakeTransport]:
+    transport = FakeTransport(*answers)
+    client = Client(server, "s", transport, sleep=lambda s: None)
+    runner = Runner(client, state(), simulated_executor(), outbox=Outbox.in_state_dir(states))
+    runner.upgrader = VersionedUpgrader(states, ["run"], log=lambda m: None)
+    return runner, transport
+
+
+def test_an_order_whose_version_would_name_another_directory_is_refused(tmp_path):
+    states = tmp_path / "host" / "state"
+    runner, transport = upgrader_on(states, "http://cp.test")
+    runner._upgrade({"version": "../../../escaped", "sha256": "0" * 64, "size": 1, "url": PATH})
+    assert transport.calls == []  # ignored: nothing fetched, nothing to report it as
+    assert not list(tmp_path.rglob("*"))  # nothing written anywhere
+    # A report's file is never named by the version it carries.
+    outbox = Outbox.in_state_dir(states)
+    outbox.put_report(UpgradeReport("verify_failed", "1.0.0", "../../../escaped"))
+    assert [p.parent.name for p in tmp_path.rglob("*.json")] == ["upgrades"]
+    assert Outbox.in_state_dir(states).reports()[0].to_version == "../../../escaped"
+    outbox.remove_report("../../../escaped")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_signed_archive_that_is_unsafe_to_unpack_is_refused(tmp_path, keys, httpserver):
+    private, public = keys
+    import io
+    import tarfile
+
+    hostile = tmp_path / "hostile.tar.gz"
+    with tarfile.open(hostile, "w:gz") as tar:
+        link = tarfile.TarInfo("agentina/__init__.py")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link, io.BytesIO())
+    httpserver.expect_request(PATH).respond_with_data(hostile.read_bytes())
+    states = tmp_path / "state"
+    Installs(states).pin_key(public)
+    runner, transport = upgrader_on(states, httpserver.url_for("/").rstrip("/"), (200, {}))
+    runner._upgrade(release_of(hostile, private))
+    body = transport.calls[0][2]
+    assert (body["outcome"], "rolled_back_to" in body) == ("verify_failed", False)
+    assert "is a link" in body["detail"]
+    assert not Installs(states).installed("1.99.0")
+    assert not list((states / "downloads").iterdir())
