@@ -670,6 +670,11 @@ class VersionedUpgrader:
     def _confirm_new(self, runner: Runner, pending: dict[str, Any]) -> None:
         version = agentina.__version__
         with self.installs.change() as data:
+            if (data.get("pending") or {}).get("expect") != version:
+                # The watcher gave up on it first (a smoke check slower than the start
+                # deadline) and switched back: its decision stands.
+                self.log(f"{version} passed its smoke check too late; the watcher rolled back")
+                raise RestartRequested(self.installs.current_version())
             data[PREVIOUS] = pending["from"]
             data["good"] = {"version": version, "since": time.time()}
             data["pending"] = None

@@ -517,3 +517,21 @@ def test_a_signed_archive_that_is_unsafe_to_unpack_is_refused(tmp_path, keys, ht
     assert "is a link" in body["detail"]
     assert not Installs(states).installed("1.99.0")
     assert not list((states / "downloads").iterdir())
+
+
+def test_a_smoke_check_passed_after_the_watcher_rolled_back_does_not_undo_it(tmp_path, monkeypatch):
+    host = Host(tmp_path)
+    watcher = Watcher(host.dir, log=lambda m: None)
+    monkeypatch.setattr(watcher, "_restart", lambda pending, target: 1)
+
+    def slow_smoke_check(runner, deadline):
+        watcher.escalate(host.installs.load()["pending"], gone=False)  # past the deadline
+        return None
+
+    monkeypatch.setattr(upgrade, "smoke_check", slow_smoke_check)
+    with pytest.raises(RestartRequested):
+        host.upgrader.first_start(host.runner)
+    data = host.installs.load()
+    assert host.installs.current_version() == "1.0.0"
+    assert (data["pending"]["level"], data[PREVIOUS]) == (PREVIOUS, "0.9.0")
+    assert [r.outcome for r in host.reports()] == ["start_failed"]
