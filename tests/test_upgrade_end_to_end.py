@@ -1,6 +1,7 @@
 """End to end, with real processes: agents run by `python -m agentina run` from this
 repository (version agentina.__version__) against Django's live server on PostgreSQL are
-upgraded to signed releases built with agentina.artifact.build_from_source, and really
+upgraded to signed releases published with `manage.py release_publish --from-source` (or
+`--artifact` for a broken build), and really
 download, verify, install, restart, smoke-check themselves and roll back.
 
 Broken releases come from a test-only hook of the artifact builder (agentina/artifact.py
@@ -25,17 +26,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 import agentina
 from agentina import cli
 from agentina.artifact import build_from_source
 from agentina.client import Client
-from agentina.signing import generate_keypair, sign_release
-from agentina.upgrade import RUN_PID, WATCH_PID, Installs, file_digest
+from agentina.signing import generate_keypair, save_private_key, sign_release
+from agentina.upgrade import RUN_PID, WATCH_PID, Installs
 from fleet.choices import AuditAction
 from fleet.models import Agent, AuditEvent, Release, Rollout
 from fleet.services.audit import SYSTEM
-from fleet.services.releases import release_publish
 from fleet.services.rollouts import rollout_start
 from fleet.services.tokens import token_mint
 from tests import factories
@@ -117,18 +118,13 @@ class Host:
         self.process.wait(timeout=10)
 
 
-def publish(version: str, key, work: Path, fault: str | None = None) -> Path:
-    archive = build_from_source(version, work / "builds", fault=fault)
-    sha256, size = file_digest(archive)
-    with open(archive, "rb") as handle:
-        release_publish(
-            version=version,
-            artifact=handle,
-            artifact_name=archive.name,
-            signature=sign_release(key, version, sha256, size),
-            actor=SYSTEM,
-        )
-    return archive
+def publish(version: str, key_file: Path, work: Path, fault: str | None = None) -> None:
+    """`manage.py release_publish VERSION --from-source`; a broken release is built with a
+    test-only fault and published with --artifact."""
+    source = ["--from-source"]
+    if fault:
+        source = ["--artifact", str(build_from_source(version, work / "builds", fault=fault))]
+    call_command("release_publish", version, *source, "--signing-key", str(key_file))
 
 
 def start_host(name: str, customer, server: str, work: Path, **flags: str) -> Host:
@@ -199,13 +195,14 @@ def release_key(settings, tmp_path):
 def test_agents_upgrade_for_real_and_roll_back_what_fails(
     live_server, release_key, tmp_path, capsys
 ):
-    release_key, public = release_key
+    private, public = release_key
+    key_file = save_private_key(private, tmp_path / "release.pem")
     factories.release(BASE)
-    publish(GOOD, release_key, tmp_path)
-    publish(SMOKE_FAILS, release_key, tmp_path, fault="smoke")
-    publish(CRASHES, release_key, tmp_path, fault="crash")
-    publish(TAMPERED, release_key, tmp_path)
-    publish(WRONG_SIGNATURE, release_key, tmp_path)
+    publish(GOOD, key_file, tmp_path)
+    publish(SMOKE_FAILS, key_file, tmp_path, fault="smoke")
+    publish(CRASHES, key_file, tmp_path, fault="crash")
+    publish(TAMPERED, key_file, tmp_path)
+    publish(WRONG_SIGNATURE, key_file, tmp_path)
     # One byte of a stored artifact changed; another release's signature made by a key
     # the agents never pinned (over the right statement).
     stored = Path(Release.objects.get(version=TAMPERED).artifact.path)
