@@ -258,6 +258,11 @@ def download(
                     failure = "the server refused the range"
                     continue
                 if response.status_code == 206 and have:
+                    served = response.headers.get("Content-Range", "")
+                    if not served.startswith(f"bytes {have}-"):  # not where it left off
+                        part.unlink(missing_ok=True)
+                        failure = f"the server resumed elsewhere ({served!r})"
+                        continue
                     mode, written = "ab", have
                 elif response.status_code == 200:
                     mode, written = "wb", 0

@@ -113,7 +113,8 @@ def test_a_broken_download_resumes_with_range(tmp_path, archive, httpserver):
 
         seen.append((request.headers.get("Range"), request.headers.get("Authorization")))
         start = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
-        return Response(data[start:], status=206)
+        served = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        return Response(data[start:], status=206, headers={"Content-Range": served})
 
     httpserver.expect_request(PATH).respond_with_handler(ranged)
     part = tmp_path / "downloads" / "1.99.0.tar.gz.part"
@@ -122,6 +123,19 @@ def test_a_broken_download_resumes_with_range(tmp_path, archive, httpserver):
     download(httpserver.url_for(PATH), "agtn_agt_s", part, len(data))
     assert part.read_bytes() == data
     assert seen == [("bytes=1000-", "Bearer agtn_agt_s")]
+
+
+def test_a_resume_from_elsewhere_is_not_appended(tmp_path, archive, httpserver):
+    from werkzeug.wrappers import Response
+
+    data = archive.read_bytes()
+    answers = [Response(data[:10], status=206, headers={"Content-Range": "bytes 0-9/10"})]
+    answers.append(Response(data))
+    httpserver.expect_request(PATH).respond_with_handler(lambda request: answers.pop(0))
+    part = tmp_path / "1.99.0.part"
+    part.write_bytes(data[:1000])
+    download(httpserver.url_for(PATH), "s", part, len(data), sleep=lambda s: None)
+    assert part.read_bytes() == data
 
 
 def test_a_server_that_ignores_range_starts_the_download_over(tmp_path, archive, httpserver):
