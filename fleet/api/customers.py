@@ -53,7 +53,7 @@ from fleet.services.agent_controls import (
 )
 from fleet.services.audit import Actor
 from fleet.services.bulk import bulk_action_start
-from fleet.services.customers import customer_settings_set
+from fleet.services.customers import customer_maintenance_window_set, customer_settings_set
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
 # Reads take the `read` scope; each write names its own.
@@ -140,7 +140,8 @@ def metrics(request: HttpRequest) -> dict:
 @router.get(
     "/settings",
     response={200: CustomerSettingsOut, **errors(401, 403, 429)},
-    summary="The customer's fleet policies: stale cleanup, default job max runtime",
+    summary="The customer's fleet policies: stale cleanup, default job max runtime, "
+    "maintenance window",
 )
 def get_settings(request: HttpRequest) -> Customer:
     return authed_key(request).customer
@@ -157,6 +158,21 @@ def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
     lists the agents it will clean up first."""
     customer = Customer.objects.get(pk=authed_key(request).customer_id)
     sent = body.model_fields_set
+    # The window first: a refused one leaves everything as it was.
+    window = {"time_zone", "maintenance_days", "maintenance_start", "maintenance_end"}
+    if sent & window:
+        customer_maintenance_window_set(
+            customer=customer,
+            time_zone=body.time_zone if body.time_zone is not None else customer.time_zone,
+            days=body.maintenance_days
+            if "maintenance_days" in sent and body.maintenance_days is not None
+            else customer.maintenance_days,
+            start=body.maintenance_start
+            if "maintenance_start" in sent
+            else customer.maintenance_start,
+            end=body.maintenance_end if "maintenance_end" in sent else customer.maintenance_end,
+            actor=api_key_actor(request),
+        )
     customer_settings_set(
         customer=customer,
         stale_cleanup_days=body.stale_cleanup_days

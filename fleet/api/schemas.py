@@ -2,7 +2,7 @@
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -513,12 +513,32 @@ class CustomerSettingsIn(In):
         le=int(policy.JOB_MAX_RUNTIME_LIMIT.total_seconds()),
         description="Default max runtime of a job submitted without its own; null: 6 hours.",
     )
+    time_zone: str | None = Field(
+        None, max_length=64, description="IANA time zone the maintenance window is in."
+    )
+    maintenance_days: list[Annotated[int, Field(ge=1, le=7)]] | None = Field(
+        None,
+        max_length=7,
+        description="ISO weekdays a maintenance window opens; []: no window (waves step at "
+        "any time). Outside the window no wave step starts.",
+    )
+    maintenance_start: time | None = Field(None, description="Local time the window opens.")
+    maintenance_end: time | None = Field(
+        None, description="Local time it closes (earlier than the start: the next day)."
+    )
 
 
 class CustomerSettingsOut(Schema):
     stale_cleanup_days: int | None
     stale_cleanup_since: datetime | None
     job_max_runtime_seconds: int | None
+    time_zone: str
+    maintenance_days: list[int] = Field(
+        description="ISO weekdays (1 Monday … 7 Sunday) the maintenance window opens; []: "
+        "no window, waves step at any time."
+    )
+    maintenance_start: time | None
+    maintenance_end: time | None
 
 
 class AgentLabelsIn(In):
@@ -686,6 +706,19 @@ class AnomalyDetailOut(AnomalyOut):
         return anomaly.resolved_by.get_username() if anomaly.resolved_by else None
 
 
+WaveName = Annotated[Str, StringConstraints(min_length=1, max_length=255)]
+
+
+class WaveScopeIn(In):
+    """An agent is in the wave when it matches one of each list given and has every label
+    given; agents pinned to another version are left out."""
+
+    role: list[AgentRole] = Field(default_factory=list, max_length=len(AgentRole.values))
+    zone: list[WaveName] = Field(default_factory=list, max_length=500)
+    host: list[WaveName] = Field(default_factory=list, max_length=500, description="Hostnames.")
+    labels: Labels = Field(default_factory=dict)
+
+
 class RolloutStartIn(In):
     """The Upgrades page's form. The defaults are the product's promise: one canary soaked
     24 h, then batches of 25% of the rest, each watched 1 h, with 95% of the wave's agents
@@ -716,6 +749,9 @@ class RolloutStartIn(In):
         ge=0,
         le=100,
         description="The share of the wave's agents that must be online for it to go on.",
+    )
+    scope: WaveScopeIn | None = Field(
+        None, description="The part of the fleet the wave upgrades; null: the whole fleet."
     )
     reason: RequiredStr = Field(max_length=500, description="Why (audited).")
 
@@ -769,7 +805,10 @@ class RolloutOut(Schema):
     batch_watch_minutes: float
     online_floor_percent: int
     throughput_drop_tolerance_percent: int
-    scope: dict[str, list[Any]] = Field(description="{role, zone, host}: {} is the whole fleet.")
+    scope: dict[str, Any] = Field(
+        description="{role: [...], zone: [...], host: [hostnames], labels: {key: value}}: "
+        "{} is the whole fleet."
+    )
     paused_reason: str
     gates_waived_batch: int | None = Field(description="A step resumed anyway: its gates pass.")
     last_gate: GateOut | None = Field(description="The latest gate, each check in words.")

@@ -1,4 +1,6 @@
 from collections.abc import Sequence
+from datetime import time
+from zoneinfo import available_timezones
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -6,7 +8,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from fleet.choices import AuditAction, MemberRole
-from fleet.errors import LastOwner, NotAllowed, NotFound
+from fleet.errors import InvalidInput, LastOwner, NotAllowed, NotFound
 from fleet.models import Customer, Membership
 from fleet.services.audit import Actor, audit_record, model_changes
 from fleet.sessions import user_sessions_end
@@ -79,6 +81,48 @@ def customer_settings_set(
     customer.job_max_runtime_seconds = job_max_runtime_seconds
     return customer_update(
         customer=customer, actor=actor, fields=["stale_cleanup_days", "job_max_runtime_seconds"]
+    )
+
+
+def maintenance_window_check(
+    time_zone: str, days: list[int], start: time | None, end: time | None
+) -> None:
+    """A maintenance window's parts are valid together, else InvalidInput naming the
+    field: a known IANA time zone; ISO weekdays 1..7; with days, both hours (and only
+    with days)."""
+    if time_zone not in available_timezones():
+        raise InvalidInput(
+            f"Unknown time zone {time_zone[:64]!r}: use an IANA name such as Europe/Berlin.",
+            field="time_zone",
+        )
+    if not isinstance(days, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 7 for d in days
+    ):
+        raise InvalidInput("Days are ISO weekdays: 1 (Monday) to 7 (Sunday).", field="days")
+    if days and (start is None or end is None):
+        raise InvalidInput("A window with days needs its start and end hours.", field="start")
+    if not days and (start is not None or end is not None):
+        raise InvalidInput("Hours without days open no window: choose its days.", field="days")
+
+
+@transaction.atomic
+def customer_maintenance_window_set(
+    *,
+    customer: Customer,
+    time_zone: str,
+    days: list[int],
+    start: time | None,
+    end: time | None,
+    actor: Actor,
+) -> Customer:
+    """When upgrade waves may start a step (no days: at any time). Audited as a settings
+    change; beat's next advance follows it."""
+    maintenance_window_check(time_zone, days, start, end)
+    customer.time_zone = time_zone
+    customer.maintenance_days = sorted(set(days))
+    customer.maintenance_start, customer.maintenance_end = start, end
+    return customer_update(
+        customer=customer, actor=actor, fields=["time_zone", *MAINTENANCE_WINDOW_FIELDS]
     )
 
 
