@@ -13,7 +13,7 @@ from ninja import Router
 
 from fleet.api.auth import agent_auth, authed_agent
 from fleet.api.schemas import ReleaseOut, SigningKeyOut, errors
-from fleet.errors import RangeNotSatisfiable
+from fleet.errors import RangeNotSatisfiable, ReleaseNotFound
 from fleet.models import Release
 from fleet.selectors import release_artifact_path, release_for_download
 
@@ -80,8 +80,14 @@ def release_artifact(request: HttpRequest, version: str) -> HttpResponseBase:
         refused["Content-Range"] = f"bytes */{size}"
         return refused
     start, end = span or (0, size - 1)
+    try:
+        file = release.artifact.open("rb")
+    except OSError as exc:  # the storage lost it: as good as no artifact
+        raise ReleaseNotFound(
+            f"Release {release.version}'s artifact is missing from storage.", field="version"
+        ) from exc
     response = StreamingHttpResponse(
-        _chunks(release.artifact.open("rb"), start, end - start + 1),
+        _chunks(file, start, end - start + 1),
         status=206 if span else 200,
         content_type="application/octet-stream",
     )

@@ -198,3 +198,9 @@ def test_a_two_level_rollback_is_recorded_with_the_version_it_runs(agent):
             {"outcome": "start_failed", "from_version": "1.9.3", "to_version": "1.10.0", **bad},
         )
         assert refused.status_code == 422, bad
+
+
+def test_an_artifact_lost_from_storage_is_404_not_500(agent, published):
+    published.artifact.storage.delete(published.artifact.name)
+    lost = agent.api.get("/releases/1.99.0/artifact")
+    assert (lost.status_code, lost.json()["code"]) == (404, "release_not_found")
