@@ -28,6 +28,7 @@ from fleet.services.customers import (
     membership_remove,
     membership_replace,
     membership_set,
+    update_pins_check,
 )
 from fleet.services.licenses import (
     LICENSE_EDITABLE,
@@ -133,6 +134,11 @@ class CustomerAdminForm(forms.ModelForm):
                     exc.extra.get("field", ""), exc.extra.get("field")
                 )
                 self.add_error(field if field in self.fields else None, exc.detail)
+        if "update_pins" in self.fields and "update_pins" in cleaned:
+            try:
+                cleaned["update_pins"] = update_pins_check(cleaned["update_pins"])
+            except InvalidInput as exc:
+                self.add_error("update_pins", exc.detail)
         return cleaned
 
 
@@ -148,7 +154,7 @@ class CustomerAdmin(NoDeleteAdmin):
 
     def get_exclude(self, request: HttpRequest, obj: Customer | None = None) -> list[str]:
         # A new customer starts without a maintenance window (waves step at any time).
-        return [] if obj else ["time_zone", *MAINTENANCE_WINDOW_FIELDS]
+        return [] if obj else ["time_zone", "update_pins", *MAINTENANCE_WINDOW_FIELDS]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         current = License.objects.filter(customer=OuterRef("pk"), is_current=True)

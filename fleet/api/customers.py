@@ -3,6 +3,7 @@ and the fleet's numbers."""
 
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
@@ -53,7 +54,11 @@ from fleet.services.agent_controls import (
 )
 from fleet.services.audit import Actor
 from fleet.services.bulk import bulk_action_start
-from fleet.services.customers import customer_maintenance_window_set, customer_settings_set
+from fleet.services.customers import (
+    customer_maintenance_window_set,
+    customer_settings_set,
+    customer_update_pins_set,
+)
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
 # Reads take the `read` scope; each write names its own.
@@ -158,31 +163,37 @@ def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
     lists the agents it will clean up first."""
     customer = Customer.objects.get(pk=authed_key(request).customer_id)
     sent = body.model_fields_set
-    # The window first: a refused one leaves everything as it was.
-    window = {"time_zone", "maintenance_days", "maintenance_start", "maintenance_end"}
-    if sent & window:
-        customer_maintenance_window_set(
+    with transaction.atomic():  # all of it or, refused, nothing
+        window = {"time_zone", "maintenance_days", "maintenance_start", "maintenance_end"}
+        if sent & window:
+            customer_maintenance_window_set(
+                customer=customer,
+                time_zone=body.time_zone if body.time_zone is not None else customer.time_zone,
+                days=body.maintenance_days
+                if "maintenance_days" in sent and body.maintenance_days is not None
+                else customer.maintenance_days,
+                start=body.maintenance_start
+                if "maintenance_start" in sent
+                else customer.maintenance_start,
+                end=body.maintenance_end if "maintenance_end" in sent else customer.maintenance_end,
+                actor=api_key_actor(request),
+            )
+        if "update_pins" in sent:
+            customer_update_pins_set(
+                customer=customer,
+                rules=[rule.model_dump() for rule in body.update_pins or []],
+                actor=api_key_actor(request),
+            )
+        customer_settings_set(
             customer=customer,
-            time_zone=body.time_zone if body.time_zone is not None else customer.time_zone,
-            days=body.maintenance_days
-            if "maintenance_days" in sent and body.maintenance_days is not None
-            else customer.maintenance_days,
-            start=body.maintenance_start
-            if "maintenance_start" in sent
-            else customer.maintenance_start,
-            end=body.maintenance_end if "maintenance_end" in sent else customer.maintenance_end,
+            stale_cleanup_days=body.stale_cleanup_days
+            if "stale_cleanup_days" in sent
+            else customer.stale_cleanup_days,
+            job_max_runtime_seconds=body.job_max_runtime_seconds
+            if "job_max_runtime_seconds" in sent
+            else customer.job_max_runtime_seconds,
             actor=api_key_actor(request),
         )
-    customer_settings_set(
-        customer=customer,
-        stale_cleanup_days=body.stale_cleanup_days
-        if "stale_cleanup_days" in sent
-        else customer.stale_cleanup_days,
-        job_max_runtime_seconds=body.job_max_runtime_seconds
-        if "job_max_runtime_seconds" in sent
-        else customer.job_max_runtime_seconds,
-        actor=api_key_actor(request),
-    )
     return customer
 
 

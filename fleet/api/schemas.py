@@ -497,6 +497,18 @@ class AgentPauseIn(In):
     )
 
 
+class UpdatePinRuleIn(In):
+    labels: Labels = Field(description="The labels an agent must all have.")
+    channel: Channel | None = None
+    version: Version | None = Field(None, description="A published, unyanked release.")
+
+
+class UpdatePinRuleOut(Schema):
+    labels: dict[str, str]
+    channel: str | None
+    version: str | None
+
+
 class CustomerSettingsIn(In):
     """Only the fields sent change; `null` turns a policy off (or back to the default)."""
 
@@ -522,6 +534,9 @@ class CustomerSettingsIn(In):
         description="ISO weekdays a maintenance window opens; []: no window (waves step at "
         "any time). Outside the window no wave step starts.",
     )
+    update_pins: list[UpdatePinRuleIn] | None = Field(
+        None, max_length=20, description="Pins by label (replaces every rule; [] clears)."
+    )
     maintenance_start: time | None = Field(None, description="Local time the window opens.")
     maintenance_end: time | None = Field(
         None, description="Local time it closes (earlier than the start: the next day)."
@@ -539,6 +554,10 @@ class CustomerSettingsOut(Schema):
     )
     maintenance_start: time | None
     maintenance_end: time | None
+    update_pins: list[UpdatePinRuleOut] = Field(
+        description="Pins by label: an agent with every label of a rule follows its channel "
+        "or version (the first rule that matches; its own pin comes first)."
+    )
 
 
 class AgentLabelsIn(In):

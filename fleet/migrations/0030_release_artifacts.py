@@ -56,6 +56,16 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="customer",
+            name="update_pins",
+            field=models.JSONField(
+                blank=True,
+                db_default=models.Value([], output_field=models.JSONField()),
+                default=list,
+                help_text="Pins by label: [{labels: {key: value}, channel, version}]; an agent with every label of a rule follows its channel or version (the first rule that matches; the agent's own pin comes first).",
+            ),
+        ),
+        migrations.AddField(
+            model_name="customer",
             name="time_zone",
             field=models.CharField(
                 db_default="UTC",

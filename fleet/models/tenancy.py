@@ -57,6 +57,14 @@ class Customer(models.Model):
         help_text="ISO weekdays (1 Monday … 7 Sunday) on which a maintenance window opens; "
         "empty: no window, upgrade waves step at any time.",
     )
+    update_pins = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="Pins by label: [{labels: {key: value}, channel, version}]; an agent with "
+        "every label of a rule follows its channel or version (the first rule that "
+        "matches; the agent's own pin comes first).",
+    )
     maintenance_start = models.TimeField(
         null=True, blank=True, help_text="Local time the window opens."
     )

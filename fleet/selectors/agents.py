@@ -44,6 +44,9 @@ def agents_with_facts() -> QuerySet[Agent]:
         latest_any=Subquery(
             releases_newest_first([Channel.STABLE, Channel.BETA]).values("version")[:1]
         ),
+        customer_update_pins=Subquery(
+            Customer.objects.filter(pk=OuterRef("customer_id")).values("update_pins")[:1]
+        ),
         upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
         upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
         # Its download (sha256 "" when the release has no artifact), in the same SELECT.
@@ -69,6 +72,36 @@ class UpgradeOrder:
 
 
 @dataclass(frozen=True)
+class UpdatePin:
+    """Where an agent's updates are pinned: a channel ("": its license's) and, or, a
+    version."""
+
+    channel: str
+    version: SemVer | None
+    labels: tuple[tuple[str, str], ...] = ()  # the rule's labels; () for the agent's own
+
+
+def update_pin_rules(rules: Any) -> tuple[UpdatePin, ...]:
+    """A customer's pins by label (Customer.update_pins), as kept with its agents."""
+    return tuple(
+        UpdatePin(
+            rule.get("channel") or "",
+            SemVer(rule["version"]) if rule.get("version") else None,
+            tuple(sorted(rule["labels"].items())),
+        )
+        for rule in rules or ()
+    )
+
+
+def update_pin_for(agent: Agent, rules: tuple[UpdatePin, ...]) -> UpdatePin | None:
+    """The agent's own pin, else the first of its customer's rules whose labels it has."""
+    if agent.update_channel or agent.pinned_version is not None:
+        return UpdatePin(agent.update_channel, agent.pinned_version)
+    labels = agent.labels or {}
+    return next((r for r in rules if all(labels.get(k) == v for k, v in r.labels)), None)
+
+
+@dataclass(frozen=True)
 class AgentFacts:
     """What an agent's hot paths need besides its own row, loaded with it in one SELECT
     (`agents_with_facts`) and kept with it by every web process."""
@@ -80,6 +113,7 @@ class AgentFacts:
     upgrade: UpgradeOrder | None  # what a rollout tells it to apply now
     on_yanked: bool  # its version was yanked
     stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
+    label_pins: tuple[UpdatePin, ...] = ()  # its customer's pins by label
 
     def latest_release(self, channel: str | None) -> SemVer | None:
         """The newest release of a channel (beta sees stable ones too)."""
@@ -106,6 +140,7 @@ def agent_with_facts(agent: Agent) -> Agent:
         else None,
         on_yanked=row["on_yanked"],
         stop_jobs=row["stop_jobs"],
+        label_pins=update_pin_rules(row["customer_update_pins"]),
     )
     # The annotations now live in `facts`: a compact attribute dict without them halves
     # what each of the (up to AGENT_CACHE_MAX_ENTRIES) kept agents costs a web process.
@@ -126,6 +161,7 @@ _FACT_ANNOTATIONS = frozenset(
         "upgrade_signature",
         "on_yanked",
         "stop_jobs",
+        "customer_update_pins",
     }
 )
 
@@ -141,9 +177,16 @@ def agent_for_secret(secret: str) -> Agent | None:
     return agent_with_facts(agent)
 
 
+def agent_update_pin(agent: Agent) -> UpdatePin | None:
+    """Where the agent's updates are pinned (its own pin, else its labels'), from its row
+    and facts: no query."""
+    return update_pin_for(agent, agent.facts.label_pins if agent.facts else ())
+
+
 def agent_channel(agent: Agent) -> str | None:
-    """The update channel an agent follows: its own pin, else its license's."""
-    return agent.update_channel or (agent.facts.channel if agent.facts else None)
+    """The update channel an agent follows: its pin's, else its license's."""
+    pin = agent_update_pin(agent)
+    return (pin.channel if pin else "") or (agent.facts.channel if agent.facts else None)
 
 
 def agent_latest_release(agent: Agent) -> SemVer | None:
@@ -152,8 +195,9 @@ def agent_latest_release(agent: Agent) -> SemVer | None:
     a yanked release newer than that is told to move to it too). No query."""
     if agent.facts is None:
         return None
-    if agent.pinned_version is not None:
-        return agent.pinned_version
+    pin = agent_update_pin(agent)
+    if pin is not None and pin.version is not None:
+        return pin.version
     return agent.facts.latest_release(agent_channel(agent))
 
 

@@ -297,8 +297,9 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
             return "not active (or another worker holds it)"
         step = RolloutTarget.objects.filter(rollout=rollout, batch=rollout.current_batch)
         open_now = rollout.customer.in_maintenance_window(now)
-        if not step.filter(state=RolloutTargetState.OFFERED).exists() and step.filter(
-            state=RolloutTargetState.PENDING
+        if (
+            not step.filter(state=RolloutTargetState.OFFERED).exists()
+            and step.filter(state=RolloutTargetState.PENDING).exists()
         ):
             # A step planned outside the maintenance window (the canary of a wave started
             # then) is offered when the window opens.

@@ -26,6 +26,7 @@ from fleet.errors import InvalidInput, NotAllowed, RolloutRefused
 from fleet.labels import labels_check
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
 from fleet.policy import WAVE
+from fleet.selectors.agents import UpdatePin, update_pin_for, update_pin_rules
 from fleet.services.audit import Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
@@ -152,12 +153,15 @@ def _in_scope(agents: Any, scope: dict[str, Any]) -> Any:
     return agents
 
 
-def _follows(agent: Agent, release: Release) -> bool:
-    """An agent pinned to another version, or to stable for a beta release, is left out
-    of the wave (its pin says where it goes)."""
-    if agent.pinned_version is not None:
-        return agent.pinned_version == release.version
-    return not (release.channel == Channel.BETA and agent.update_channel == Channel.STABLE)
+def _follows(agent: Agent, release: Release, rules: tuple[UpdatePin, ...]) -> bool:
+    """An agent pinned (itself or by its labels) to another version, or to stable for a
+    beta release, is left out of the wave (its pin says where it goes)."""
+    pin = update_pin_for(agent, rules)
+    if pin is None:
+        return True
+    if pin.version is not None:
+        return pin.version == release.version
+    return not (release.channel == Channel.BETA and pin.channel == Channel.STABLE)
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,11 @@ def rollout_plan(
     target = release.version
     active = Agent.objects.for_customer(customer).holding_seat()
     fleet = list(active.select_related("host"))
+    rules = update_pin_rules(Customer.objects.get(pk=customer.pk).update_pins)
     in_scope = [
-        a for a in _in_scope(active, scope or {}).select_related("host") if _follows(a, release)
+        a
+        for a in _in_scope(active, scope or {}).select_related("host")
+        if _follows(a, release, rules)
     ]
     ahead = [a for a in in_scope if a.version > target]
     if ahead:
