@@ -24,6 +24,7 @@ from agentina.runner import Runner, command_executor, simulated_executor
 from agentina.service import (
     DEFAULT_UNIT_DIR,
     EXIT_REFUSED,
+    USER_UNIT_DIR,
     agent_command,
     state_dir_for,
     systemctl_commands,
@@ -34,7 +35,22 @@ from agentina.service import (
     unit_path,
     unit_write,
 )
+from agentina.signing import VERSION, SignatureInvalid
 from agentina.state import AgentState, install_key
+from agentina.upgrade import (
+    RUN_PID,
+    Deadlines,
+    Installs,
+    RestartRequested,
+    VersionedUpgrader,
+    relaunch_if_elsewhere,
+    request_upgrade,
+    restart,
+    run_argv,
+    smoke_check,
+    write_pid,
+)
+from agentina.upgrade import main as watch_main
 
 DEFAULT_STATE_DIR = "/var/lib/agentina"
 ROLES = ["coder", "reviewer", "tester", "indexer"]
@@ -95,7 +111,39 @@ def cmd_activate(args: argparse.Namespace, client: Client | None = None) -> int:
     print(
         f"Agent {answer['agent_id']} {verb} as a {args.role}; its secret is in {path} (mode 0600)."
     )
+    pin_release_key(args.state_dir, args.release_key, client)
     return 0
+
+
+def pin_release_key(state_dir: str, given: str | None, client: Client) -> None:
+    """The key release artifacts must be signed with: --release-key, else the one the
+    server serves now (trust on first use), kept in the state dir. A key pinned already
+    stays unless one is given. Without one the agent refuses every artifact."""
+    installs = Installs(state_dir)
+    if given:
+        installs.pin_key(given)
+        print(f"Release signing key pinned from --release-key in {state_dir}.")
+        return
+    if installs.pinned_key():
+        return
+    try:
+        served = client.signing_key(AgentState.load(state_dir).secret)
+    except (ApiError, Unreachable) as exc:
+        served = None
+        print(f"agentina: the server's release signing key was not read ({exc})", file=sys.stderr)
+    if served is None:
+        print(
+            "agentina: no release signing key is pinned: upgrades will be refused until "
+            "`agentina activate ... --release-key KEY` pins one.",
+            file=sys.stderr,
+        )
+        return
+    try:
+        installs.pin_key(served)
+    except SignatureInvalid as exc:
+        print(f"agentina: the server's release signing key is unusable ({exc})", file=sys.stderr)
+        return
+    print(f"Release signing key pinned as the server served it (trust on first use): {served}")
 
 
 def _live_agent(state_dir: str, client: Client) -> AgentState | None:
@@ -215,21 +263,59 @@ def cmd_status(args: argparse.Namespace, client: Client | None = None) -> int:
         me = client.me()
     finally:
         client.close()
-    print(json.dumps(me, indent=2) if args.json else "\n".join(status_lines(me)))
+    if args.json:
+        print(json.dumps(me, indent=2))
+    else:
+        print("\n".join(status_lines(me) + install_lines(Installs(args.state_dir))))
     return 0
 
 
+def install_lines(installs: Installs) -> list[str]:
+    """The versioned installs on this host, once an upgrade made them."""
+    current = installs.current_version()
+    if current is None:
+        return []
+    data = installs.load()
+    pending = data.get("pending") or {}
+    lines = [
+        f"installed    {current} (current), previous {data.get('previous') or '—'}, "
+        f"last known good {data.get('last_known_good') or '—'}"
+    ]
+    if pending:
+        lines.append(
+            f"upgrading    {pending.get('from')} → {pending.get('to')}: waiting for "
+            f"{pending.get('expect')} to come up ({pending.get('level')})"
+        )
+    return lines
+
+
 def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
+    argv = run_argv(args.state_dir, args.exec)
+    # A versioned install runs from `current`, whatever started this process.
+    relaunch_if_elsewhere(args.state_dir, argv)
     state = AgentState.load(args.state_dir)
+    if Installs(args.state_dir).current_version() is not None:
+        state.version = __version__  # the code running is the version it reports
     client = client or Client(state.server, state.secret)
     executor = command_executor(args.exec) if args.exec else simulated_executor()
+    upgrader = VersionedUpgrader(Path(args.state_dir), argv)
     # Finished jobs' results wait in the state dir until the server has them.
-    runner = Runner(client, state, executor, outbox=Outbox.in_state_dir(args.state_dir))
+    runner = Runner(
+        client, state, executor, upgrader=upgrader, outbox=Outbox.in_state_dir(args.state_dir)
+    )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"agent {state.agent_id} running; Ctrl-C drains and exits")
-    runner.run(stop)
+    write_pid(args.state_dir, RUN_PID)
+    print(f"agent {state.agent_id} running {__version__}; Ctrl-C drains and exits", flush=True)
+    try:
+        upgrader.first_start(runner)  # a new version proves itself (the smoke check)
+        runner.run(stop)
+    except RestartRequested as switched:
+        client.close()
+        state.save(args.state_dir)
+        print(f"agentina: restarting on {switched}", flush=True)
+        return restart(Path(args.state_dir), argv)
     if runner.refused is not None:
         print(
             f"agentina: the Control Plane no longer accepts agent {state.agent_id} "
@@ -241,6 +327,66 @@ def cmd_run(args: argparse.Namespace, client: Client | None = None) -> int:
         return EXIT_REFUSED
     state.save(args.state_dir)  # the version may have changed
     print("drained; stopped")
+    return 0
+
+
+def cmd_smoke(args: argparse.Namespace, client: Client | None = None) -> int:
+    """The smoke check a new version runs on its first start, by hand."""
+    state = AgentState.load(args.state_dir)
+    state.version = __version__
+    client = client or Client(state.server, state.secret)
+    executor = command_executor(args.exec) if args.exec else simulated_executor()
+    runner = Runner(client, state, executor)
+    try:
+        problem = smoke_check(runner, args.deadline or Deadlines().smoke)
+    finally:
+        client.close()
+    if problem:
+        print(f"agentina: the smoke check of {__version__} failed: {problem}", file=sys.stderr)
+        return 1
+    print(f"{__version__}: authenticated, heartbeat sent, the executor's self-test passed")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace, client: Client | None = None) -> int:
+    """Run by the old version before it switches (detached); not for people."""
+    return watch_main(["watch", args.state_dir])
+
+
+def cmd_upgrade(args: argparse.Namespace, client: Client | None = None) -> int:
+    """Ask the running agent to apply VERSION: it drains, then installs it as it would an
+    order from the server (verified, smoke-checked, watched)."""
+    AgentState.load(args.state_dir)  # an agent lives here
+    path = request_upgrade(args.state_dir, args.to)
+    print(
+        f"Asked the agent in {args.state_dir} to upgrade to {args.to} ({path}); it applies "
+        "it at its next heartbeat, once its jobs are done. `agentina status` shows the result."
+    )
+    return 0
+
+
+def cmd_install_unit(args: argparse.Namespace, client: Client | None = None) -> int:
+    """The systemd unit for an agent already activated in --state-dir."""
+    state_dir = os.path.abspath(args.state_dir)
+    state = AgentState.load(state_dir)
+    unit_dir = Path(args.unit_dir or (USER_UNIT_DIR if args.user else DEFAULT_UNIT_DIR))
+    unit_dir = unit_dir.expanduser()
+    path = unit_path(unit_dir, args.unit)
+    unit_write(
+        path,
+        unit_file(
+            unit_name=args.unit,
+            state_dir=state_dir,
+            role=state.role,
+            server=state.server,
+            command=agent_command(),
+            exec_command=args.exec,
+            user=args.user,
+        ),
+    )
+    print(f"Wrote {path}. To start it:")
+    commands = systemctl_commands(args.unit, user=args.user)
+    print("\n".join(f"  {shlex.join(command)}" for command in commands))
     return 0
 
 
@@ -276,6 +422,10 @@ def activation_arguments(p: argparse.ArgumentParser, *, state_dir: str | None) -
     p.add_argument("--machine-id")
     p.add_argument("--hostname")
     p.add_argument("--agent-version", default=__version__)
+    p.add_argument(
+        "--release-key",
+        help="the release signing key (base64) to pin; default: the server's, on first use",
+    )
     p.add_argument(
         "--label",
         action="append",
@@ -313,7 +463,30 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     r.add_argument("--exec", help="run each job with this command (payload on stdin)")
+    sm = sub.add_parser(
+        "smoke", help="the check a new version passes on its first start (exit 1 if not)"
+    )
+    sm.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    sm.add_argument("--exec", help="the job command whose self-test runs")
+    sm.add_argument("--deadline", type=float, help="seconds (default AGENTINA_SMOKE_DEADLINE)")
+    up = sub.add_parser("upgrade", help="have the running agent apply a release by hand")
+    up.add_argument("--to", required=True, type=version_argument, metavar="VERSION")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    w = sub.add_parser("watch", help="(started by an upgrade) roll back a version that fails")
+    w.add_argument("--state-dir", required=True)
+    iu = sub.add_parser("install-unit", help="write the systemd unit for an activated agent")
+    iu.add_argument("--unit", required=True, type=unit_argument)
+    iu.add_argument("--state-dir", required=True)
+    iu.add_argument("--user", action="store_true", help="a user unit (systemctl --user)")
+    iu.add_argument("--unit-dir", help=f"default {DEFAULT_UNIT_DIR}, or {USER_UNIT_DIR}")
+    iu.add_argument("--exec", help="run each job with this command (payload on stdin)")
     return p
+
+
+def version_argument(value: str) -> str:
+    if not VERSION.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a release version")
+    return value
 
 
 COMMANDS = {
@@ -321,6 +494,10 @@ COMMANDS = {
     "install": cmd_install,
     "status": cmd_status,
     "run": cmd_run,
+    "smoke": cmd_smoke,
+    "upgrade": cmd_upgrade,
+    "watch": cmd_watch,
+    "install-unit": cmd_install_unit,
 }
 
 

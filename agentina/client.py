@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -163,18 +164,46 @@ class Client:
         return self.call("POST", f"/jobs/{job_id}/stopped", {"lease_id": lease_id})
 
     def upgrade_result(
-        self, outcome: str, from_version: str, to_version: str, detail: str = ""
+        self,
+        outcome: str,
+        from_version: str,
+        to_version: str,
+        detail: str = "",
+        *,
+        rolled_back_to: str | None = None,
+        rollback_level: str | None = None,
     ) -> dict[str, Any]:
-        return self.call(
-            "POST",
-            "/agents/upgrade-result",
-            {
-                "outcome": outcome,
-                "from_version": from_version,
-                "to_version": to_version,
-                "detail": detail[:2000],
-            },
+        body: dict[str, Any] = {
+            "outcome": outcome,
+            "from_version": from_version,
+            "to_version": to_version,
+            "detail": detail[:2000],
+        }
+        if rolled_back_to is not None:  # sent only when said: older servers refuse them
+            body["rolled_back_to"] = rolled_back_to
+            body["rollback_level"] = rollback_level
+        return self.call("POST", "/agents/upgrade-result", body)
+
+    def release(self, version: str) -> dict[str, Any]:
+        """A release's artifact facts: sha256, size, signature, url."""
+        return self.call("GET", f"/releases/{quote(version, safe='')}")
+
+    def signing_key(self, secret: str = "") -> str | None:
+        """The release signing key the server serves (base64), or None when it has none;
+        asked with the agent's secret (this client's, or the one just given)."""
+        asker = (
+            self
+            if self.secret or not secret
+            else Client(self.server, secret, self.transport, self.retries, self.backoff, self.sleep)
         )
+        try:
+            answer = asker.call("GET", "/releases/signing-key")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        key = (answer or {}).get("public_key") if isinstance(answer, dict) else None
+        return key or None
 
     def report(self, message: str, severity: str = "warning", fingerprint: str = "") -> Any:
         return self.call(

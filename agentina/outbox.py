@@ -9,6 +9,7 @@ loses no result, and names the waiting jobs in its heartbeats so their leases ho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 OUTBOX_DIR = "outbox"
+UPGRADE_REPORTS_DIR = "upgrades"  # inside the outbox: how upgrades went, by target version
 
 
 @dataclass
@@ -33,6 +35,25 @@ class Finished:
     stopped: bool = False
 
 
+@dataclass
+class UpgradeReport:
+    """How applying a version went, for POST /agents/upgrade-result. Made by a process that
+    is about to be replaced (or by the start watcher), delivered by the next one; one per
+    target version, so a later word on the same upgrade (a deeper rollback) replaces it."""
+
+    outcome: str
+    from_version: str
+    to_version: str
+    detail: str = ""
+    rolled_back_to: str | None = None
+    rollback_level: str | None = None
+
+
+def _report_name(to_version: str) -> str:
+    """A file name for any version string (it comes from the server: never a path)."""
+    return hashlib.sha256(to_version.encode()).hexdigest()[:32]
+
+
 class Outbox:
     """The results waiting for the server's answer, by job id. With no directory they are
     kept in memory only (and lost with the process)."""
@@ -43,8 +64,10 @@ class Outbox:
         self.directory = Path(directory) if directory is not None else None
         self.log = log
         self._waiting: dict[int, Finished] = {}
+        self._reports: dict[str, UpgradeReport] = {}
         if self.directory is not None:
             self._load(self.directory)
+            self._load_reports(self.directory / UPGRADE_REPORTS_DIR)
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path, log: Callable[[str], None] = print) -> Outbox:
@@ -72,6 +95,26 @@ class Outbox:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{job_id}.json").unlink()
 
+    def put_report(self, report: UpgradeReport) -> None:
+        """Keep an upgrade report, on disk before this returns (the process that made it
+        may be replaced a moment later)."""
+        self._reports[report.to_version] = report
+        if self.directory is not None:
+            self._write_file(
+                self.directory / UPGRADE_REPORTS_DIR,
+                _report_name(report.to_version),
+                json.dumps(asdict(report)),
+            )
+
+    def reports(self) -> list[UpgradeReport]:
+        return [self._reports[key] for key in sorted(self._reports)]
+
+    def remove_report(self, to_version: str) -> None:
+        self._reports.pop(to_version, None)
+        if self.directory is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / UPGRADE_REPORTS_DIR / f"{_report_name(to_version)}.json").unlink()
+
     def job_ids(self) -> list[int]:
         return sorted(self._waiting)
 
@@ -83,9 +126,13 @@ class Outbox:
 
     def _write(self, job_id: int, text: str) -> None:
         assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = self.directory / f"{job_id}.json"
-        temporary = self.directory / f".{job_id}.json.{os.getpid()}.tmp"
+        self._write_file(self.directory, str(job_id), text)
+
+    @staticmethod
+    def _write_file(directory: Path, name: str, text: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        final = directory / f"{name}.json"
+        temporary = directory / f".{name}.json.{os.getpid()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "w") as handle:
@@ -99,7 +146,7 @@ class Outbox:
                 temporary.unlink()
             raise
         with contextlib.suppress(OSError):  # the rename itself is durable once the dir is
-            dir_fd = os.open(self.directory, os.O_RDONLY)
+            dir_fd = os.open(directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
@@ -118,3 +165,14 @@ class Outbox:
                 self.log(f"outbox: {path} is unreadable ({exc}); left where it is")
                 continue
             self._waiting[finished.job_id] = finished
+
+    def _load_reports(self, directory: Path) -> None:
+        if not directory.is_dir():
+            return
+        for path in sorted(directory.glob("*.json")):
+            try:
+                report = UpgradeReport(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                self.log(f"outbox: {path} is unreadable ({exc}); left where it is")
+                continue
+            self._reports[report.to_version] = report

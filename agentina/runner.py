@@ -16,11 +16,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agentina.client import ApiError, Client, Unreachable
 from agentina.outbox import Finished, Outbox
 from agentina.state import AgentState
+
+if TYPE_CHECKING:
+    from agentina.upgrade import VersionedUpgrader
 
 Executor = Callable[[dict[str, Any]], tuple[bool, Any]]  # payload -> (succeeded, result)
 STOPPED = "stopped"  # what a stopped job's executor returns (the runner discards it)
@@ -35,6 +38,8 @@ class StoppableExecutor:
     alone, as any Executor, nothing stops it."""
 
     run: Callable[[dict[str, Any], threading.Event], tuple[bool, Any]]
+    # The smoke check's self-test after an upgrade: what is wrong, or None.
+    self_test: Callable[[], str | None] = lambda: None
 
     def __call__(
         self, payload: dict[str, Any], stop: threading.Event | None = None
@@ -102,7 +107,15 @@ def command_executor(
             result = output
         return process.returncode == 0, result if process.returncode == 0 else (stderr or output)
 
-    return StoppableExecutor(run)
+    def self_test() -> str | None:
+        """The shell can read the command (`sh -n`: parsed, nothing run; a job may have
+        effects a self-test must not)."""
+        checked = subprocess.run(  # noqa: S603 - the operator's own command line, not run
+            ["/bin/sh", "-n", "-c", command], capture_output=True, text=True, check=False
+        )
+        return None if checked.returncode == 0 else f"the command: {checked.stderr.strip()}"
+
+    return StoppableExecutor(run, self_test)
 
 
 def end_process_group(process: subprocess.Popen[str], grace: float) -> None:
@@ -136,10 +149,31 @@ def _group_alive(process: subprocess.Popen[str]) -> bool:
 
 @dataclass
 class Upgrader:
-    """How an upgrade is applied; the simulated one switches the reported version."""
+    """How an upgrade is applied. This simulated one only switches the version the agent
+    reports (simulate.py, in-process tests); `agentina run` from a state dir uses the
+    real one, agentina.upgrade.VersionedUpgrader, which has the same three methods."""
 
     install: Callable[[str], None] = lambda version: None
     smoke_check: Callable[[str], bool] = lambda version: True
+
+    def apply(self, runner: Runner, order: dict[str, Any]) -> None:
+        old, new = runner.state.version, order["version"]
+        self.install(new)
+        if self.smoke_check(new):
+            runner.state.version = new
+            runner.client.upgrade_result("succeeded", old, new)
+        else:
+            self.install(old)  # roll back
+            runner.client.upgrade_result(
+                "smoke_check_failed", old, new, "the smoke check failed; rolled back"
+            )
+
+    def requested(self) -> dict[str, Any] | None:
+        """An upgrade asked for by hand, not by the server: none here."""
+        return None
+
+    def after_heartbeat(self, version: str) -> None:
+        """A heartbeat went through on `version`."""
 
 
 class HeldJob(NamedTuple):
@@ -162,7 +196,7 @@ class Runner:
     client: Client
     state: AgentState
     executor: Executor
-    upgrader: Upgrader = field(default_factory=Upgrader)
+    upgrader: Upgrader | VersionedUpgrader = field(default_factory=Upgrader)
     log: Callable[[str], None] = print
     running: dict[int, HeldJob] = field(default_factory=dict)
     draining: dict[str, Any] | None = None
@@ -212,10 +246,13 @@ class Runner:
             return
         beat = self.client.heartbeat(self.state.version, self.held_job_ids())
         self.interval = float(beat.get("next_heartbeat_seconds", 30))
+        self.upgrader.after_heartbeat(self.state.version)
         if beat.get("cancel"):
             self._stop(beat["cancel"])
         if beat.get("upgrade"):
             self.draining = beat["upgrade"]
+        elif not self.draining:
+            self.draining = self.upgrader.requested()
         if self.draining:
             if not self.running:
                 self._upgrade(self.draining)
@@ -277,6 +314,29 @@ class Runner:
         `retry_cap` (the server is having trouble: the other results wait too)."""
         if self.clock() < self._outbox_next_at and not now_or_never:
             return
+        for report in self.outbox.reports():
+            try:
+                self.client.upgrade_result(
+                    report.outcome,
+                    report.from_version,
+                    report.to_version,
+                    report.detail,
+                    rolled_back_to=report.rolled_back_to,
+                    rollback_level=report.rollback_level,
+                )
+            except (Unreachable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status != 429 and exc.status < 500:
+                    self.log(f"upgrade report {report.outcome} was refused for good ({exc})")
+                else:
+                    self._outbox_failures += 1
+                    self._outbox_next_at = self.clock() + min(
+                        self.retry_base * 2**self._outbox_failures, self.retry_cap
+                    )
+                    self.log(f"upgrade report {report.outcome} waits in the outbox ({exc})")
+                    return
+            else:
+                self.log(f"reported {report.outcome} for {report.to_version}")
+            self.outbox.remove_report(report.to_version)
         for finished in self.outbox.entries():
             try:
                 self._send(finished)
@@ -318,18 +378,15 @@ class Runner:
             self.log(f"job {finished.job_id}: the failure finding was not reported: {exc}")
 
     def _upgrade(self, order: dict[str, Any]) -> None:
-        old, new = self.state.version, order["version"]
-        self.log(f"upgrading {old} → {new} (rollout {order.get('rollout_id')})")
-        self.upgrader.install(new)
-        if self.upgrader.smoke_check(new):
-            self.state.version = new
-            self.client.upgrade_result("succeeded", old, new)
-        else:
-            self.upgrader.install(old)  # roll back
-            self.client.upgrade_result(
-                "smoke_check_failed", old, new, "the smoke check failed; rolled back"
-            )
-        self.draining = None
+        """Drained: apply the order (a real upgrade ends this process: RestartRequested)."""
+        self.log(
+            f"upgrading {self.state.version} → {order['version']} "
+            f"(rollout {order.get('rollout_id')})"
+        )
+        try:
+            self.upgrader.apply(self, order)
+        finally:
+            self.draining = None
 
     def _start_when_reachable(self, stop: threading.Event) -> bool:
         """start(), retried with backoff while the server is away (a restart, an outage);

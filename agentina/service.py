@@ -24,6 +24,15 @@ DRAIN_SECONDS = 300
 # it was decommissioned, or retired after its ephemeral run. No restart can help, so the
 # unit lists it in RestartPreventExitStatus=. (77 is EX_NOPERM in sysexits.h.)
 EXIT_REFUSED = 77
+# `agentina run` exits with this status after an upgrade switched `current`, so that the
+# unit restarts it on the new version (Restart=on-failure restarts any non-zero status
+# but those in RestartPreventExitStatus=). 75 is EX_TEMPFAIL in sysexits.h: "try again".
+EXIT_RESTART = 75
+# A unit that fails to start this many times within this many seconds is left failed
+# (systemd's start limit): a crash loop stops, and the upgrade watcher rolls back.
+START_LIMIT_INTERVAL_SECONDS = 300
+START_LIMIT_BURST = 10
+USER_UNIT_DIR = "~/.config/systemd/user"
 
 
 def unit_name_problem(name: str) -> str | None:
@@ -78,11 +87,12 @@ def unit_file(
     server: str,
     command: list[str],
     exec_command: str | None = None,
+    user: bool = False,
 ) -> str:
     """The unit's text: `agentina run` on the state dir, started at boot once enabled,
-    restarted when it fails. A clean exit is final (stopped, or an ephemeral agent retired
-    after its job), and so is EXIT_REFUSED: a retired agent restarted would only be
-    refused again, forever."""
+    restarted when it fails and after an upgrade (EXIT_RESTART), within a start limit. A
+    clean exit is final (stopped, or an ephemeral agent retired after its job), and so is
+    EXIT_REFUSED: a retired agent restarted would only be refused again, forever."""
     run = [*command, "run", "--state-dir", state_dir]
     if exec_command:
         run += ["--exec", exec_command]
@@ -93,6 +103,8 @@ def unit_file(
         f"Documentation={server}/portal/",
         "Wants=network-online.target",
         "After=network-online.target",
+        f"StartLimitIntervalSec={START_LIMIT_INTERVAL_SECONDS}",
+        f"StartLimitBurst={START_LIMIT_BURST}",
         "",
         "[Service]",
         "Type=simple",
@@ -106,7 +118,7 @@ def unit_file(
         f"TimeoutStopSec={DRAIN_SECONDS}",
         "",
         "[Install]",
-        "WantedBy=multi-user.target",
+        f"WantedBy={'default.target' if user else 'multi-user.target'}",
         "",
     ]
     return "\n".join(lines)
@@ -130,11 +142,12 @@ def systemd_booted() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
-def systemctl_commands(unit_name: str) -> list[list[str]]:
+def systemctl_commands(unit_name: str, *, user: bool = False) -> list[list[str]]:
     """What puts the unit to work: enabled for boot, and restarted rather than only
     started, so a second install (a new secret, a new unit file) takes effect at once."""
+    systemctl = ["systemctl", "--user"] if user else ["systemctl"]
     return [
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", unit_name],
-        ["systemctl", "restart", unit_name],
+        [*systemctl, "daemon-reload"],
+        [*systemctl, "enable", unit_name],
+        [*systemctl, "restart", unit_name],
     ]

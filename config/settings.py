@@ -177,6 +177,35 @@ STORAGES = {
         )
     },
 }
+# Release artifacts (the agent's signed archives): local files under RELEASE_ROOT by
+# default; RELEASE_STORAGE=s3 keeps them in a bucket through django-storages (install the
+# `s3` extra), configured by RELEASE_S3_* and the usual AWS_* credentials.
+RELEASE_STORAGE = env.str("RELEASE_STORAGE", default="local")
+RELEASE_ROOT = env.path("RELEASE_ROOT", default=VAR_DIR / "releases")
+if RELEASE_STORAGE == "s3":
+    STORAGES["releases"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("RELEASE_S3_BUCKET"),
+            "location": env.str("RELEASE_S3_PREFIX", default="releases"),
+            "endpoint_url": env.str("RELEASE_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("RELEASE_S3_REGION", default="") or None,
+            "default_acl": "private",
+            "file_overwrite": False,
+        },
+    }
+elif RELEASE_STORAGE == "local":
+    STORAGES["releases"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(RELEASE_ROOT), "file_permissions_mode": 0o644},
+    }
+else:
+    raise ImproperlyConfigured("RELEASE_STORAGE is 'local' or 's3'.")
+# The Ed25519 public key (base64 of its 32 raw bytes; `manage.py release_keygen` prints
+# it) every published artifact's signature must verify against; agents pin it. Empty: no
+# artifact can be published (releases without one still can).
+RELEASE_PUBLIC_KEY = env.str("RELEASE_PUBLIC_KEY", default="")
+RELEASE_MAX_BYTES = env.int("RELEASE_MAX_BYTES", default=200 * 1024 * 1024)
 
 # Production hardening follows DEBUG, so `manage.py check --deploy` is clean as soon as
 # DEBUG is off and a real SECRET_KEY is given.

@@ -11,6 +11,7 @@ docs_urls = (
     [
         path("", docs.docs_index, name="index"),
         path("security", docs.security, name="security"),
+        path("updates", docs.updates, name="updates"),
         path("troubleshooting", docs.troubleshooting, name="troubleshooting"),
     ],
     "docs",

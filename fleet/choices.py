@@ -114,6 +114,14 @@ class UpgradeOutcome(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     SMOKE_CHECK_FAILED = "smoke_check_failed", "Smoke check failed"
     START_FAILED = "start_failed", "Start failed"
+    VERIFY_FAILED = "verify_failed", "Download refused (checksum or signature)"
+
+
+class RollbackLevel(models.TextChoices):
+    """How far back an agent went after a failed upgrade."""
+
+    PREVIOUS = "previous", "The version it ran before"
+    LAST_KNOWN_GOOD = "last_known_good", "Its last known good version"
 
 
 class AlertEventType(models.TextChoices):
@@ -199,6 +207,11 @@ class AuditAction(models.TextChoices):
         "agent.upgrade_start_failed",
         "Agent upgrade rolled back (start failed)",
     )
+    AGENT_UPGRADE_VERIFY_FAILED = (
+        "agent.upgrade_verify_failed",
+        "Agent refused a release download (checksum or signature)",
+    )
+    AGENT_UPDATE_PIN = "agent.update_pin", "Agent's update channel or version pin changed"
     TOKEN_MINT = "token.mint", "Activation tokens minted"
     TOKEN_REVOKE = "token.revoke", "Activation token revoked"
     TOKEN_EXPIRE = "token.expire", "Activation token expired"

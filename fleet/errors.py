@@ -214,6 +214,57 @@ class ReleaseAlreadyPublished(FleetError):
     hint = "Publish a new version number; a published release is never replaced."
 
 
+class ReleaseSignatureInvalid(FleetError):
+    """A release artifact's signature is not base64 of 64 bytes, or does not verify
+    against the server's RELEASE_PUBLIC_KEY over this version, SHA-256 and size (a
+    changed byte, another key, another version). Nothing was stored."""
+
+    code = "release_signature_invalid"
+    status = 422
+    hint = (
+        "Sign the artifact you publish with the private key whose public half is "
+        "RELEASE_PUBLIC_KEY (`manage.py release_publish --signing-key` does both)."
+    )
+
+
+class ReleaseArtifactTooLarge(FleetError):
+    """A release artifact is over RELEASE_MAX_BYTES (200 MB by default). Nothing was
+    stored."""
+
+    code = "release_artifact_too_large"
+    status = 413
+    hint = "Publish a smaller artifact (the agent's archive is well under a megabyte)."
+
+
+class ReleaseSigningKeyMissing(FleetError):
+    """The server has no RELEASE_PUBLIC_KEY, so it cannot check (or accept) a signed
+    artifact."""
+
+    code = "release_signing_key_missing"
+    status = 409
+    hint = (
+        "Run `manage.py release_keygen --out DIR`, set the RELEASE_PUBLIC_KEY it prints in "
+        "the server's environment and restart it; keep the private key off the server."
+    )
+
+
+class ReleaseNotFound(NotFound):
+    """No release with that version can be downloaded: it was never published, was
+    yanked, or has no artifact."""
+
+    code = "release_not_found"
+    hint = "Download the version the upgrade order names; a yanked release is not served."
+
+
+class RangeNotSatisfiable(FleetError):
+    """The `Range` header asks for bytes the artifact does not have (`size` says how many
+    it has)."""
+
+    code = "range_not_satisfiable"
+    status = 416
+    hint = "Ask for `Range: bytes=N-` with N below the artifact's size, or drop the header."
+
+
 class LicenseBelowActiveAgents(FleetError):
     """Lowering max_agents under the agents already active needs an explicit confirmation
     (staff, in the admin)."""

@@ -15,6 +15,7 @@ from fleet.choices import (
     AnomalySeverity,
     ApiKeyScope,
     BulkActionKind,
+    Channel,
     MemberRole,
 )
 from fleet.labels import labels_parse
@@ -52,6 +53,20 @@ class LabelsField(forms.CharField):
             return labels_parse(text)
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+
+class NamesField(forms.CharField):
+    """Names as operators type them: "zone-a, zone-b" (commas or spaces between)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", 4000)
+        kwargs.setdefault("widget", forms.TextInput(attrs={"placeholder": "a, b"}))
+        super().__init__(**kwargs)
+
+    def clean(self, value: Any) -> list[str]:
+        text = (super().clean(value) or "").replace("\x00", "")
+        return sorted({name for name in re.split(r"[,\s]+", text) if name})
 
 
 class MintTokensForm(forms.Form):
@@ -97,6 +112,22 @@ class NoteForm(forms.Form):
 class AgentLabelsForm(forms.Form):
     labels = LabelsField(
         help_text="key=value pairs; jobs that require labels go only to agents that have them."
+    )
+
+
+class AgentUpdatePinForm(forms.Form):
+    channel = forms.ChoiceField(
+        choices=[("", "Its license's channel"), *Channel.choices],
+        required=False,
+        label="Channel",
+    )
+    version = forms.CharField(
+        max_length=64,
+        required=False,
+        label="Version",
+        widget=forms.TextInput(attrs={"placeholder": "e.g. 1.10.0; empty: no pin"}),
+        help_text="Pinned to a version, the agent is told of nothing newer and waves to "
+        "other versions leave it out.",
     )
 
 
@@ -153,6 +184,35 @@ class CustomerSettingsForm(forms.Form):
         widget=forms.NumberInput(attrs={"placeholder": "minutes (empty: 6 hours)"}),
         help_text="A running job longer than this is told to stop and counted as timed out, "
         "unless it was submitted with its own max runtime.",
+    )
+
+
+WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat"), (7, "Sun")]
+
+
+class MaintenanceWindowForm(forms.Form):
+    """When upgrade waves may start a step, in the customer's time zone."""
+
+    time_zone = forms.CharField(
+        max_length=64,
+        initial="UTC",
+        help_text="An IANA time zone, e.g. Europe/Berlin.",
+    )
+    days = forms.TypedMultipleChoiceField(
+        choices=WEEKDAYS,
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="No days: waves step at any time.",
+    )
+    start = forms.TimeField(
+        required=False, widget=forms.TimeInput(attrs={"type": "time"}), label="From"
+    )
+    end = forms.TimeField(
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        label="Until",
+        help_text="Earlier than the start: the window runs past midnight.",
     )
 
 
@@ -267,6 +327,16 @@ class StartRolloutForm(forms.Form):
         initial=int(WAVE.online_ratio_floor * 100),
         help_text="The share of the wave's agents that must be online for it to go on.",
     )
+    scope_roles = forms.MultipleChoiceField(
+        choices=AgentRole.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Roles",
+        help_text="Scope: only these roles; none ticked: every role.",
+    )
+    scope_zones = NamesField(label="Zones", help_text="Scope: only these zones.")
+    scope_hosts = NamesField(label="Hosts", help_text="Scope: only these hostnames.")
+    scope_labels = LabelsField(label="Labels", help_text="Scope: only agents with every label.")
     reason = forms.CharField(max_length=500)
 
     def __init__(
@@ -308,6 +378,12 @@ class StartRolloutForm(forms.Form):
             "batch_fraction": Decimal(data["batch_percent"]) / 100,
             "batch_watch": timedelta(minutes=data["batch_watch_minutes"]),
             "online_ratio_floor": Decimal(data["online_floor_percent"]) / 100,
+            "scope": {
+                "role": data["scope_roles"],
+                "zone": data["scope_zones"],
+                "host": data["scope_hosts"],
+                "labels": data["scope_labels"],
+            },
         }
 
 

@@ -77,6 +77,7 @@ urlpatterns = [
     ),
     path("agents/<int:agent_id>/pause/", views.agent_pause_view, name="agent_pause"),
     path("agents/<int:agent_id>/labels/", views.agent_labels_view, name="agent_labels"),
+    path("agents/<int:agent_id>/update-pin/", views.agent_update_pin_view, name="agent_update_pin"),
     path("agents/<int:agent_id>/resume/", views.agent_resume_view, name="agent_resume"),
     path("agents/<int:agent_id>/restore/", views.agent_restore_view, name="agent_restore"),
     path("hosts/", views.hosts, name="hosts"),

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from fleet.admin.base import FleetNumbersMixin, ReadOnlyAdmin, note_action
-from fleet.choices import TokenStatus
-from fleet.errors import AgentStateConflict
+from fleet.choices import Channel, TokenStatus
+from fleet.errors import AgentGone, AgentStateConflict, InvalidVersion
 from fleet.http import request_actor
 from fleet.models import ActivationToken, Agent, Anomaly, CustomerApiKey, Host, Job
 from fleet.models.agents import SEAT_HOLDING
 from fleet.paging import count_of
-from fleet.services.agent_controls import agent_pause, agent_resume
+from fleet.services.agent_controls import agent_pause, agent_resume, agent_update_pin_set
 from fleet.services.agents import agent_decommission
 from fleet.services.anomalies import anomalies_reopen, anomalies_resolve
 from fleet.services.api_keys import api_key_revoke
@@ -123,6 +123,7 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
         "role",
         "status",
         "version",
+        "update_pin",
         "host",
         "zone",
         "last_heartbeat_at",
@@ -132,7 +133,7 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
     list_select_related = ["customer", "host"]
     search_fields = ["name", "unit_name", "host__hostname", "host__machine_id", "customer__name"]
     exclude = ["secret_digest"]
-    actions = ["pause", "drain", "resume", "decommission"]
+    actions = ["pause", "drain", "resume", "pin_updates", "decommission"]
 
     def _hold(self, request: HttpRequest, queryset: QuerySet[Agent], drain: bool) -> Any:
         def apply(*, ids: list[int], note: str, actor: Actor) -> int:
@@ -176,6 +177,32 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
         actor = request_actor(request)
         done = sum(agent_decommission(agent=agent, actor=actor) for agent in queryset)
         self.message_user(request, f"Decommissioned {done} agent(s).")
+
+    @admin.action(
+        description="Pin updates: the note is a channel (stable, beta), a version, or none",
+        permissions=["manage"],
+    )
+    def pin_updates(
+        self, request: HttpRequest, queryset: QuerySet[Agent]
+    ) -> TemplateResponse | None:
+        def apply(*, ids: list[int], note: str, actor: Actor) -> int:
+            words = note.split()
+            channel = next((w for w in words if w in Channel.values), "")
+            version = next((w for w in words if w not in Channel.values and w != "none"), None)
+            done = 0
+            for agent in Agent.objects.filter(pk__in=ids):
+                try:
+                    agent_update_pin_set(agent=agent, channel=channel, version=version, actor=actor)
+                    done += 1
+                except (InvalidVersion, AgentGone) as exc:
+                    self.message_user(request, f"{agent.name}: {exc}", messages.ERROR)
+            return done
+
+        return note_action(self, request, queryset, "pin_updates", "pin updates", apply)
+
+    @admin.display(description="update pin")
+    def update_pin(self, obj: Agent) -> str:
+        return " ".join(filter(None, [obj.update_channel, str(obj.pinned_version or "")])) or "—"
 
     @admin.display(description="zone", ordering="host__zone")
     def zone(self, obj: Agent) -> str:

@@ -15,16 +15,20 @@ from django.forms import BaseInlineFormSet
 from django.http import HttpRequest
 
 from fleet.admin.base import NoDeleteAdmin, ReadOnlyInline
-from fleet.errors import InvalidLicense, LastOwner, LicenseBelowActiveAgents
+from fleet.errors import InvalidInput, InvalidLicense, LastOwner, LicenseBelowActiveAgents
 from fleet.http import request_actor
 from fleet.models import Agent, Customer, License, Membership
 from fleet.selectors import license_current
 from fleet.services.customers import (
+    CUSTOMER_EDITABLE,
+    MAINTENANCE_WINDOW_FIELDS,
     customer_create,
     customer_update,
+    maintenance_window_check,
     membership_remove,
     membership_replace,
     membership_set,
+    update_pins_check,
 )
 from fleet.services.licenses import (
     LICENSE_EDITABLE,
@@ -110,14 +114,47 @@ class LicenseInline(ReadOnlyInline):
     ordering = ["-is_current", "-created_at"]
 
 
+class CustomerAdminForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = [*CUSTOMER_EDITABLE, "stale_cleanup_since"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "time_zone" in self.fields and not self.errors:
+            try:
+                maintenance_window_check(
+                    cleaned.get("time_zone") or "",
+                    cleaned.get("maintenance_days") or [],
+                    cleaned.get("maintenance_start"),
+                    cleaned.get("maintenance_end"),
+                )
+            except InvalidInput as exc:
+                field = {"days": "maintenance_days", "start": "maintenance_start"}.get(
+                    exc.extra.get("field", ""), exc.extra.get("field")
+                )
+                self.add_error(field if field in self.fields else None, exc.detail)
+        if "update_pins" in self.fields and "update_pins" in cleaned:
+            try:
+                cleaned["update_pins"] = update_pins_check(cleaned["update_pins"])
+            except InvalidInput as exc:
+                self.add_error("update_pins", exc.detail)
+        return cleaned
+
+
 @admin.register(Customer)
 class CustomerAdmin(NoDeleteAdmin):
+    form = CustomerAdminForm
     list_display = ["name", "slug", "plan", "seats", "agents_active", "created_at"]
     search_fields = ["name", "slug", "contact_email"]
     prepopulated_fields = {"slug": ["name"]}
     date_hierarchy = "created_at"
     inlines = [MembershipInline, LicenseInline]
     readonly_fields = ["stale_cleanup_since"]
+
+    def get_exclude(self, request: HttpRequest, obj: Customer | None = None) -> list[str]:
+        # A new customer starts without a maintenance window (waves step at any time).
+        return [] if obj else ["time_zone", "update_pins", *MAINTENANCE_WINDOW_FIELDS]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         current = License.objects.filter(customer=OuterRef("pk"), is_current=True)

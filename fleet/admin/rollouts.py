@@ -77,6 +77,7 @@ class RolloutStartForm(forms.ModelForm):
             "agent_deadline",
             "throughput_drop_tolerance",
             "online_ratio_floor",
+            "scope",
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ class RolloutStartForm(forms.ModelForm):
                 actor=SYSTEM,
                 canary=cleaned.get("canary_agent"),
                 batch_fraction=cleaned["batch_fraction"],
+                scope=cleaned.get("scope") or {},
             )
         except FleetError as exc:
             field = exc.extra.get("field")
@@ -142,6 +144,7 @@ class RolloutAdmin(NoDeleteAdmin):
             "release",
             "state",
             "paused_reason",
+            "scope",
             "batches",
             "gate",
             "canary_soak",
@@ -172,6 +175,7 @@ class RolloutAdmin(NoDeleteAdmin):
             batch_watch=data["batch_watch"],
             throughput_drop_tolerance=data["throughput_drop_tolerance"],
             online_ratio_floor=data["online_ratio_floor"],
+            scope=data.get("scope") or {},
         )
         # The admin goes on with `obj` (its log entry, the redirect): give it the row the
         # service created.

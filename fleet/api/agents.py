@@ -27,10 +27,13 @@ from fleet.http import client_address
 from fleet.models import Agent, License
 from fleet.models.agents import HELD, SEAT_HOLDING
 from fleet.selectors import (
+    UpgradeOrder,
+    agent_channel,
     agent_latest_release,
     agent_upgrade_order,
     customer_active_agent_count,
     license_current,
+    release_artifact_path,
 )
 from fleet.services.activation import MachineIdentity, agent_activate
 from fleet.services.agents import (
@@ -51,7 +54,22 @@ def _hint(agent: Agent, version: SemVer) -> ReleaseHintOut | None:
     latest = agent_update_available(agent, version)
     if latest is None or agent.facts is None:
         return None
-    return ReleaseHintOut(version=str(latest), channel=agent.facts.channel or Channel.STABLE)
+    return ReleaseHintOut(version=str(latest), channel=agent_channel(agent) or Channel.STABLE)
+
+
+def _order(order: UpgradeOrder) -> UpgradeOrderOut:
+    """A rollout's order, with the download when the release has an artifact (from the
+    agent's cached facts: no query)."""
+    download = bool(order.sha256)
+    return UpgradeOrderOut(
+        version=str(order.version),
+        rollout_id=order.rollout_id,
+        drain=True,
+        sha256=order.sha256 if download else None,
+        size=order.size if download else None,
+        signature=order.signature if download else None,
+        url=release_artifact_path(order.version) if download else None,
+    )
 
 
 def _limits(license: License, seats_used: int) -> LicenseLimitsOut:
@@ -132,9 +150,7 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
         paused=held,
         cancel=jobs_to_stop(agent),
         update_available=_hint(agent, version),
-        upgrade=UpgradeOrderOut(version=str(order.version), rollout_id=order.rollout_id, drain=True)
-        if order
-        else None,
+        upgrade=_order(order) if order else None,
     )
 
 
@@ -211,6 +227,8 @@ def upgrade_result(request: HttpRequest, body: UpgradeResultIn) -> OkOut:
         from_version=SemVer(body.from_version),
         to_version=SemVer(body.to_version),
         detail=body.detail,
+        rolled_back_to=SemVer(body.rolled_back_to) if body.rolled_back_to else None,
+        rollback_level=body.rollback_level,
         ip_address=client_address(request),
     )
     return OkOut(ok=True)

@@ -3,6 +3,7 @@ and the fleet's numbers."""
 
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
@@ -15,6 +16,7 @@ from fleet.api.schemas import (
     AgentLabelsIn,
     AgentOut,
     AgentPauseIn,
+    AgentUpdatePinIn,
     BulkActionIn,
     BulkActionOut,
     CustomerSettingsIn,
@@ -44,10 +46,19 @@ from fleet.selectors import (
     token_get,
     token_list,
 )
-from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
+from fleet.services.agent_controls import (
+    agent_labels_set,
+    agent_pause,
+    agent_resume,
+    agent_update_pin_set,
+)
 from fleet.services.audit import Actor
 from fleet.services.bulk import bulk_action_start
-from fleet.services.customers import customer_settings_set
+from fleet.services.customers import (
+    customer_maintenance_window_set,
+    customer_settings_set,
+    customer_update_pins_set,
+)
 from fleet.services.tokens import token_revoke, tokens_mint_for_seats
 
 # Reads take the `read` scope; each write names its own.
@@ -134,7 +145,8 @@ def metrics(request: HttpRequest) -> dict:
 @router.get(
     "/settings",
     response={200: CustomerSettingsOut, **errors(401, 403, 429)},
-    summary="The customer's fleet policies: stale cleanup, default job max runtime",
+    summary="The customer's fleet policies: stale cleanup, default job max runtime, "
+    "maintenance window",
 )
 def get_settings(request: HttpRequest) -> Customer:
     return authed_key(request).customer
@@ -151,16 +163,37 @@ def patch_settings(request: HttpRequest, body: CustomerSettingsIn) -> Customer:
     lists the agents it will clean up first."""
     customer = Customer.objects.get(pk=authed_key(request).customer_id)
     sent = body.model_fields_set
-    customer_settings_set(
-        customer=customer,
-        stale_cleanup_days=body.stale_cleanup_days
-        if "stale_cleanup_days" in sent
-        else customer.stale_cleanup_days,
-        job_max_runtime_seconds=body.job_max_runtime_seconds
-        if "job_max_runtime_seconds" in sent
-        else customer.job_max_runtime_seconds,
-        actor=api_key_actor(request),
-    )
+    with transaction.atomic():  # all of it or, refused, nothing
+        window = {"time_zone", "maintenance_days", "maintenance_start", "maintenance_end"}
+        if sent & window:
+            customer_maintenance_window_set(
+                customer=customer,
+                time_zone=body.time_zone if body.time_zone is not None else customer.time_zone,
+                days=body.maintenance_days
+                if "maintenance_days" in sent and body.maintenance_days is not None
+                else customer.maintenance_days,
+                start=body.maintenance_start
+                if "maintenance_start" in sent
+                else customer.maintenance_start,
+                end=body.maintenance_end if "maintenance_end" in sent else customer.maintenance_end,
+                actor=api_key_actor(request),
+            )
+        if "update_pins" in sent:
+            customer_update_pins_set(
+                customer=customer,
+                rules=[rule.model_dump() for rule in body.update_pins or []],
+                actor=api_key_actor(request),
+            )
+        customer_settings_set(
+            customer=customer,
+            stale_cleanup_days=body.stale_cleanup_days
+            if "stale_cleanup_days" in sent
+            else customer.stale_cleanup_days,
+            job_max_runtime_seconds=body.job_max_runtime_seconds
+            if "job_max_runtime_seconds" in sent
+            else customer.job_max_runtime_seconds,
+            actor=api_key_actor(request),
+        )
     return customer
 
 
@@ -236,6 +269,26 @@ def pause_agent(request: HttpRequest, agent_id: int, body: AgentPauseIn) -> Agen
 def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -> Agent:
     agent = agent_get(authed_key(request).customer_id, agent_id)
     agent_labels_set(agent=agent, labels=body.labels, actor=api_key_actor(request))
+    return agent_get(agent.customer_id, agent.pk)
+
+
+@router.put(
+    "/agents/{agent_id}/update-pin",
+    auth=key_agents,
+    response={200: AgentOut, **errors(401, 403, 404, 413, 422, 429)},
+    summary="Pin an agent to an update channel or an exact release (null lifts a pin)",
+)
+def set_agent_update_pin(request: HttpRequest, agent_id: int, body: AgentUpdatePinIn) -> Agent:
+    """The agent's heartbeat `update_available` follows the pin at once; a wave to another
+    version leaves a version-pinned agent out. 422 `invalid_version` for a version that
+    is not published (or is yanked)."""
+    agent = agent_get(authed_key(request).customer_id, agent_id)
+    agent_update_pin_set(
+        agent=agent,
+        channel=body.channel or "",
+        version=body.version,
+        actor=api_key_actor(request),
+    )
     return agent_get(agent.customer_id, agent.pk)
 
 

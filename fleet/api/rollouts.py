@@ -93,6 +93,7 @@ def start_rollout(request: HttpRequest, body: RolloutStartIn) -> Status[Rollout]
         release=release,
         actor=api_key_actor(request),
         reason=body.reason,
+        scope=body.scope.model_dump() if body.scope else None,
         canary=canary,
         canary_soak=timedelta(hours=body.canary_soak_hours),
         batch_fraction=Decimal(body.batch_percent) / 100,

@@ -2,7 +2,7 @@
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -17,7 +17,9 @@ from fleet.choices import (
     AlertEventType,
     AnomalySeverity,
     BulkActionKind,
+    Channel,
     JobStatus,
+    RollbackLevel,
     RolloutAction,
     RolloutState,
     TokenStatus,
@@ -153,6 +155,32 @@ class UpgradeOrderOut(Schema):
     version: str
     rollout_id: int
     drain: bool
+    sha256: str | None = Field(
+        None, description="The artifact's SHA-256; null: the release has no artifact."
+    )
+    size: int | None = Field(None, description="The artifact's size in bytes.")
+    signature: str | None = Field(
+        None,
+        description="Ed25519 signature (base64 of 64 bytes) over agentina.signing's "
+        "release statement: version, sha256 and size.",
+    )
+    url: str | None = Field(None, description="Where to download the artifact (this server).")
+
+
+class ReleaseOut(Schema):
+    version: str
+    channel: str
+    sha256: str
+    size: int
+    signature: str
+    url: str = Field(description="The artifact's path on this server; `Range` resumes.")
+
+
+class SigningKeyOut(Schema):
+    algorithm: str = Field(description="Always ed25519.")
+    public_key: str | None = Field(
+        description="Base64 of the 32 raw bytes; null: this server signs no releases."
+    )
 
 
 class HeartbeatIn(In):
@@ -224,6 +252,14 @@ class UpgradeResultIn(In):
     from_version: Version
     to_version: Version
     detail: Str = Field("", max_length=2000)
+    rolled_back_to: Version | None = Field(
+        None, description="The version the agent runs after a rollback."
+    )
+    rollback_level: RollbackLevel | None = Field(
+        None,
+        description="previous: back to the version it ran; last_known_good: that one "
+        "failed too, so the last version that passed a smoke check and ran a day.",
+    )
 
 
 class AnomalyIn(In):
@@ -461,6 +497,18 @@ class AgentPauseIn(In):
     )
 
 
+class UpdatePinRuleIn(In):
+    labels: Labels = Field(description="The labels an agent must all have.")
+    channel: Channel | None = None
+    version: Version | None = Field(None, description="A published, unyanked release.")
+
+
+class UpdatePinRuleOut(Schema):
+    labels: dict[str, str]
+    channel: str | None
+    version: str | None
+
+
 class CustomerSettingsIn(In):
     """Only the fields sent change; `null` turns a policy off (or back to the default)."""
 
@@ -477,16 +525,52 @@ class CustomerSettingsIn(In):
         le=int(policy.JOB_MAX_RUNTIME_LIMIT.total_seconds()),
         description="Default max runtime of a job submitted without its own; null: 6 hours.",
     )
+    time_zone: str | None = Field(
+        None, max_length=64, description="IANA time zone the maintenance window is in."
+    )
+    maintenance_days: list[Annotated[int, Field(ge=1, le=7)]] | None = Field(
+        None,
+        max_length=7,
+        description="ISO weekdays a maintenance window opens; []: no window (waves step at "
+        "any time). Outside the window no wave step starts.",
+    )
+    update_pins: list[UpdatePinRuleIn] | None = Field(
+        None, max_length=20, description="Pins by label (replaces every rule; [] clears)."
+    )
+    maintenance_start: time | None = Field(None, description="Local time the window opens.")
+    maintenance_end: time | None = Field(
+        None, description="Local time it closes (earlier than the start: the next day)."
+    )
 
 
 class CustomerSettingsOut(Schema):
     stale_cleanup_days: int | None
     stale_cleanup_since: datetime | None
     job_max_runtime_seconds: int | None
+    time_zone: str
+    maintenance_days: list[int] = Field(
+        description="ISO weekdays (1 Monday … 7 Sunday) the maintenance window opens; []: "
+        "no window, waves step at any time."
+    )
+    maintenance_start: time | None
+    maintenance_end: time | None
+    update_pins: list[UpdatePinRuleOut] = Field(
+        description="Pins by label: an agent with every label of a rule follows its channel "
+        "or version (the first rule that matches; its own pin comes first)."
+    )
 
 
 class AgentLabelsIn(In):
     labels: Labels
+
+
+class AgentUpdatePinIn(In):
+    channel: Channel | None = Field(
+        None, description="The channel it follows; null: its license's."
+    )
+    version: Version | None = Field(
+        None, description="Exactly this published release; null: no version pin."
+    )
 
 
 class AgentOut(Schema):
@@ -500,10 +584,22 @@ class AgentOut(Schema):
     paused_reason: str
     paused_until: datetime | None
     labels: dict[str, str]
+    update_channel: str | None = Field(
+        description="The update channel it is pinned to; null: its license's."
+    )
+    pinned_version: str | None = Field(description="The release it is pinned to, if any.")
 
     @staticmethod
     def resolve_version(agent: Any) -> str:
         return str(agent.version)
+
+    @staticmethod
+    def resolve_update_channel(agent: Any) -> str | None:
+        return agent.update_channel or None
+
+    @staticmethod
+    def resolve_pinned_version(agent: Any) -> str | None:
+        return str(agent.pinned_version) if agent.pinned_version else None
 
     @staticmethod
     def resolve_host(agent: Any) -> str:
@@ -629,6 +725,19 @@ class AnomalyDetailOut(AnomalyOut):
         return anomaly.resolved_by.get_username() if anomaly.resolved_by else None
 
 
+WaveName = Annotated[Str, StringConstraints(min_length=1, max_length=255)]
+
+
+class WaveScopeIn(In):
+    """An agent is in the wave when it matches one of each list given and has every label
+    given; agents pinned to another version are left out."""
+
+    role: list[AgentRole] = Field(default_factory=list, max_length=len(AgentRole.values))
+    zone: list[WaveName] = Field(default_factory=list, max_length=500)
+    host: list[WaveName] = Field(default_factory=list, max_length=500, description="Hostnames.")
+    labels: Labels = Field(default_factory=dict)
+
+
 class RolloutStartIn(In):
     """The Upgrades page's form. The defaults are the product's promise: one canary soaked
     24 h, then batches of 25% of the rest, each watched 1 h, with 95% of the wave's agents
@@ -659,6 +768,9 @@ class RolloutStartIn(In):
         ge=0,
         le=100,
         description="The share of the wave's agents that must be online for it to go on.",
+    )
+    scope: WaveScopeIn | None = Field(
+        None, description="The part of the fleet the wave upgrades; null: the whole fleet."
     )
     reason: RequiredStr = Field(max_length=500, description="Why (audited).")
 
@@ -712,7 +824,10 @@ class RolloutOut(Schema):
     batch_watch_minutes: float
     online_floor_percent: int
     throughput_drop_tolerance_percent: int
-    scope: dict[str, list[Any]] = Field(description="{role, zone, host}: {} is the whole fleet.")
+    scope: dict[str, Any] = Field(
+        description="{role: [...], zone: [...], host: [hostnames], labels: {key: value}}: "
+        "{} is the whole fleet."
+    )
     paused_reason: str
     gates_waived_batch: int | None = Field(description="A step resumed anyway: its gates pass.")
     last_gate: GateOut | None = Field(description="The latest gate, each check in words.")

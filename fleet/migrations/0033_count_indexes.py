@@ -19,7 +19,7 @@ def keep_finished_counts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0029_audit_target_index'),
+        ('fleet', '0030_release_artifacts'),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from fleet.choices import AgentRole, AgentStatus
+from fleet.choices import AgentRole, AgentStatus, Channel
 from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
 from fleet.models.tokens import ActivationToken
@@ -242,6 +242,19 @@ class Agent(models.Model):
         blank=True,
         help_text="Digest of the random key the agent kept in its state dir when it "
         "activated: the proof that lets only that agent recover a lost activation answer.",
+    )
+    update_channel = models.CharField(
+        max_length=16,
+        choices=Channel.choices,
+        blank=True,
+        db_default="",
+        help_text="Pinned to this update channel; empty: its license's channel.",
+    )
+    pinned_version = SemVerField(
+        null=True,
+        blank=True,
+        help_text="Pinned to exactly this release: update_available points at it (and "
+        "nowhere newer) until the pin is lifted.",
     )
 
     objects = AgentQuerySet.as_manager()

@@ -1,4 +1,5 @@
-from datetime import datetime
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -43,12 +44,64 @@ class Customer(models.Model):
         help_text="Every member signs in with a second factor (an authenticator app); "
         "members without one are sent to set it up before they use the portal.",
     )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        db_default="UTC",
+        help_text="An IANA time zone (Europe/Berlin): the maintenance window is in it.",
+    )
+    maintenance_days = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="ISO weekdays (1 Monday … 7 Sunday) on which a maintenance window opens; "
+        "empty: no window, upgrade waves step at any time.",
+    )
+    update_pins = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="Pins by label: [{labels: {key: value}, channel, version}]; an agent with "
+        "every label of a rule follows its channel or version (the first rule that "
+        "matches; the agent's own pin comes first).",
+    )
+    maintenance_start = models.TimeField(
+        null=True, blank=True, help_text="Local time the window opens."
+    )
+    maintenance_end = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="Local time the window closes (earlier than the start: the next day).",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_maintenance_window(self) -> bool:
+        return bool(self.maintenance_days) and None not in (
+            self.maintenance_start,
+            self.maintenance_end,
+        )
+
+    def in_maintenance_window(self, now: datetime) -> bool:
+        """Whether an upgrade wave may start a step at `now`: inside the window (its days
+        and hours in the customer's time zone; an end before the start runs past midnight
+        into the next day), or always when no window is set."""
+        if not self.has_maintenance_window:
+            return True
+        start, end = self.maintenance_start or time(0), self.maintenance_end or time(0)
+        local = now.astimezone(ZoneInfo(self.time_zone or "UTC"))
+        at, day = local.time(), local.isoweekday()
+        if start < end:
+            return day in self.maintenance_days and start <= at < end
+        if at >= start:  # the evening part of a window opened today
+            return day in self.maintenance_days
+        yesterday = (day - 2) % 7 + 1  # the morning part of one opened yesterday
+        return at < end and yesterday in self.maintenance_days
 
 
 class Membership(models.Model):

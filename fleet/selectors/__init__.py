@@ -22,6 +22,7 @@ from fleet.selectors.agents import (
     AGENT_SORTS,
     AgentFacts,
     UpgradeOrder,
+    agent_channel,
     agent_filter_choices,
     agent_for_secret,
     agent_get,
@@ -82,7 +83,12 @@ from fleet.selectors.metrics import (
     snapshot_series,
     throughput_baselines,
 )
-from fleet.selectors.releases import release_latest, release_list_for
+from fleet.selectors.releases import (
+    release_artifact_path,
+    release_for_download,
+    release_latest,
+    release_list_for,
+)
 from fleet.selectors.rollouts import (
     BatchProgress,
     rollout_batches,
@@ -111,6 +117,7 @@ __all__ = [
     "UpgradeOrder",
     "account_exists_for_email",
     "actor_kind",
+    "agent_channel",
     "agent_filter_choices",
     "agent_for_secret",
     "agent_get",
@@ -155,6 +162,8 @@ __all__ = [
     "membership_list",
     "minor_floor",
     "recovery_codes_left",
+    "release_artifact_path",
+    "release_for_download",
     "release_latest",
     "release_list_for",
     "role_numbers",

@@ -45,8 +45,15 @@ def agents_with_facts() -> QuerySet[Agent]:
         latest_any=Subquery(
             releases_newest_first([Channel.STABLE, Channel.BETA]).values("version")[:1]
         ),
+        customer_update_pins=Subquery(
+            Customer.objects.filter(pk=OuterRef("customer_id")).values("update_pins")[:1]
+        ),
         upgrade_rollout_id=Subquery(order.values("rollout_id")[:1]),
         upgrade_version=Subquery(order.values("rollout__release__version")[:1]),
+        # Its download (sha256 "" when the release has no artifact), in the same SELECT.
+        upgrade_sha256=Subquery(order.values("rollout__release__sha256")[:1]),
+        upgrade_size=Subquery(order.values("rollout__release__size")[:1]),
+        upgrade_signature=Subquery(order.values("rollout__release__signature")[:1]),
         on_yanked=Exists(Release.objects.filter(version=OuterRef("version"), yanked=True)),
         stop_jobs=Exists(
             Job.objects.filter(
@@ -60,6 +67,39 @@ def agents_with_facts() -> QuerySet[Agent]:
 class UpgradeOrder:
     version: SemVer
     rollout_id: int
+    sha256: str = ""  # "" when the release has no artifact (nothing to download)
+    size: int | None = None
+    signature: str = ""
+
+
+@dataclass(frozen=True)
+class UpdatePin:
+    """Where an agent's updates are pinned: a channel ("": its license's) and, or, a
+    version."""
+
+    channel: str
+    version: SemVer | None
+    labels: tuple[tuple[str, str], ...] = ()  # the rule's labels; () for the agent's own
+
+
+def update_pin_rules(rules: Any) -> tuple[UpdatePin, ...]:
+    """A customer's pins by label (Customer.update_pins), as kept with its agents."""
+    return tuple(
+        UpdatePin(
+            rule.get("channel") or "",
+            SemVer(rule["version"]) if rule.get("version") else None,
+            tuple(sorted(rule["labels"].items())),
+        )
+        for rule in rules or ()
+    )
+
+
+def update_pin_for(agent: Agent, rules: tuple[UpdatePin, ...]) -> UpdatePin | None:
+    """The agent's own pin, else the first of its customer's rules whose labels it has."""
+    if agent.update_channel or agent.pinned_version is not None:
+        return UpdatePin(agent.update_channel, agent.pinned_version)
+    labels = agent.labels or {}
+    return next((r for r in rules if all(labels.get(k) == v for k, v in r.labels)), None)
 
 
 @dataclass(frozen=True)
@@ -74,12 +114,11 @@ class AgentFacts:
     upgrade: UpgradeOrder | None  # what a rollout tells it to apply now
     on_yanked: bool  # its version was yanked
     stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
+    label_pins: tuple[UpdatePin, ...] = ()  # its customer's pins by label
 
-    @property
-    def latest_release(self) -> SemVer | None:
-        """The release the agent should be on (an agent on a yanked release newer than
-        this one is told to move to it too)."""
-        return self.latest_any if self.channel == Channel.BETA else self.latest_stable
+    def latest_release(self, channel: str | None) -> SemVer | None:
+        """The newest release of a channel (beta sees stable ones too)."""
+        return self.latest_any if channel == Channel.BETA else self.latest_stable
 
 
 def agent_with_facts(agent: Agent) -> Agent:
@@ -91,9 +130,18 @@ def agent_with_facts(agent: Agent) -> Agent:
         job_cap=row["license_max_concurrent"] or 0,
         latest_stable=row["latest_stable"],
         latest_any=row["latest_any"],
-        upgrade=UpgradeOrder(version, row["upgrade_rollout_id"]) if version else None,
+        upgrade=UpgradeOrder(
+            version,
+            row["upgrade_rollout_id"],
+            row["upgrade_sha256"] or "",
+            row["upgrade_size"],
+            row["upgrade_signature"] or "",
+        )
+        if version
+        else None,
         on_yanked=row["on_yanked"],
         stop_jobs=row["stop_jobs"],
+        label_pins=update_pin_rules(row["customer_update_pins"]),
     )
     # The annotations now live in `facts`: a compact attribute dict without them halves
     # what each of the (up to AGENT_CACHE_MAX_ENTRIES) kept agents costs a web process.
@@ -109,8 +157,12 @@ _FACT_ANNOTATIONS = frozenset(
         "latest_any",
         "upgrade_rollout_id",
         "upgrade_version",
+        "upgrade_sha256",
+        "upgrade_size",
+        "upgrade_signature",
         "on_yanked",
         "stop_jobs",
+        "customer_update_pins",
     }
 )
 
@@ -126,9 +178,28 @@ def agent_for_secret(secret: str) -> Agent | None:
     return agent_with_facts(agent)
 
 
+def agent_update_pin(agent: Agent) -> UpdatePin | None:
+    """Where the agent's updates are pinned (its own pin, else its labels'), from its row
+    and facts: no query."""
+    return update_pin_for(agent, agent.facts.label_pins if agent.facts else ())
+
+
+def agent_channel(agent: Agent) -> str | None:
+    """The update channel an agent follows: its pin's, else its license's."""
+    pin = agent_update_pin(agent)
+    return (pin.channel if pin else "") or (agent.facts.channel if agent.facts else None)
+
+
 def agent_latest_release(agent: Agent) -> SemVer | None:
-    """The release the agent should be on, as its facts say (None without facts)."""
-    return agent.facts.latest_release if agent.facts else None
+    """The release the agent should be on, as its row and facts say (None without facts):
+    the version it is pinned to, else the latest of the channel it follows (an agent on
+    a yanked release newer than that is told to move to it too). No query."""
+    if agent.facts is None:
+        return None
+    pin = agent_update_pin(agent)
+    if pin is not None and pin.version is not None:
+        return pin.version
+    return agent.facts.latest_release(agent_channel(agent))
 
 
 def agent_upgrade_order(agent: Agent) -> UpgradeOrder | None:

@@ -12,12 +12,13 @@ from django.utils import timezone
 
 from fleet import policy
 from fleet.agent_cache import agent_facts_changed
-from fleet.choices import AgentStatus, AuditAction, JobStatus
-from fleet.errors import AgentStateConflict
+from fleet.choices import AgentStatus, AuditAction, Channel, JobStatus
+from fleet.errors import AgentGone, AgentStateConflict, InvalidVersion
 from fleet.labels import labels_check, labels_text
-from fleet.models import Agent, Job
+from fleet.models import Agent, Job, Release
 from fleet.models.agents import DRAIN, DRAINED, DRAINING, PAUSE, RESUME
 from fleet.services.audit import SYSTEM, Actor, audit_record, audit_record_rows
+from fleet.versions import SemVer
 
 CHUNK = 5000
 
@@ -118,6 +119,49 @@ def agent_labels_set(*, agent: Agent, labels: dict[str, str], actor: Actor) -> b
         changes={"labels": [labels_text(locked.labels) or None, labels_text(labels) or None]},
     )
     agent.labels = labels
+    return True
+
+
+@transaction.atomic
+def agent_update_pin_set(
+    *, agent: Agent, channel: str = "", version: str | None = None, actor: Actor
+) -> bool:
+    """Pin the agent to an update channel ("": its license's) and, or, to exactly one
+    published, unyanked release (None: no pin). Its heartbeat's update_available follows
+    at once; waves to another version leave it out. False when nothing changed."""
+    if channel and channel not in Channel.values:
+        raise InvalidVersion(f"Unknown channel {channel[:40]!r}.", field="channel")
+    pinned: SemVer | None = None
+    if version:
+        try:
+            pinned = SemVer(version)
+        except (ValueError, TypeError) as exc:
+            raise InvalidVersion(f"{version[:80]!r} is not a version.", field="version") from exc
+        if not Release.objects.filter(version=pinned, yanked=False).exists():
+            raise InvalidVersion(
+                f"No published (unyanked) release {pinned} to pin to.", field="version"
+            )
+    locked = Agent.objects.select_for_update().holding_seat().filter(pk=agent.pk).first()
+    if locked is None:
+        raise AgentGone()
+    if (locked.update_channel, locked.pinned_version) == (channel, pinned):
+        return False
+    Agent.objects.filter(pk=agent.pk).update(update_channel=channel, pinned_version=pinned)
+    agent_facts_changed(agent_ids=[agent.pk])  # its update_available follows the pin
+    audit_record(
+        actor=actor,
+        action=AuditAction.AGENT_UPDATE_PIN,
+        target=locked,
+        customer=locked.customer_id,
+        changes={
+            "update_channel": [locked.update_channel or None, channel or None],
+            "pinned_version": [
+                str(locked.pinned_version) if locked.pinned_version else None,
+                str(pinned) if pinned else None,
+            ],
+        },
+    )
+    agent.update_channel, agent.pinned_version = channel, pinned
     return True
 
 

@@ -55,6 +55,7 @@ UPGRADE_ACTIONS = {
     UpgradeOutcome.SUCCEEDED: AuditAction.AGENT_UPGRADE_SUCCEEDED,
     UpgradeOutcome.SMOKE_CHECK_FAILED: AuditAction.AGENT_UPGRADE_SMOKE_CHECK_FAILED,
     UpgradeOutcome.START_FAILED: AuditAction.AGENT_UPGRADE_START_FAILED,
+    UpgradeOutcome.VERIFY_FAILED: AuditAction.AGENT_UPGRADE_VERIFY_FAILED,
 }
 
 
@@ -238,25 +239,39 @@ def agent_record_upgrade_result(
     from_version: SemVer,
     to_version: SemVer,
     detail: str = "",
+    rolled_back_to: SemVer | None = None,
+    rollback_level: str | None = None,
     ip_address: str | None = None,
 ) -> None:
-    """An agent reports how applying a version went. A rollback opens a critical finding,
-    and if a rollout asked for the version, moves it on (a rollback pauses it)."""
+    """An agent reports how applying a version went. A failure (a rollback, or a download
+    refused by verify_failed, where nothing changed) opens a critical finding, and if a
+    rollout asked for the version, moves it on (a failure pauses it)."""
     succeeded = outcome == UpgradeOutcome.SUCCEEDED
+    runs = to_version if succeeded else (rolled_back_to or from_version)
     # First the agent's row (locked until commit, so a decommission waits or went first).
-    if not Agent.objects.filter(pk=agent.pk).transition(
-        FINISH_UPGRADE, version=to_version if succeeded else from_version
-    ):
+    if not Agent.objects.filter(pk=agent.pk).transition(FINISH_UPGRADE, version=runs):
         raise AgentGone()
     rollout_record_result(
         agent=agent,
         outcome=outcome,
         to_version=to_version,
+        back_to=runs,
         detail=detail,
         actor=Actor.for_agent(agent, ip_address),
     )
     agent_facts_changed(agent_ids=[agent.pk])
     if not succeeded:
+        if outcome == UpgradeOutcome.VERIFY_FAILED:
+            what = (
+                f"{agent.name} refused the download of {to_version} (its checksum or "
+                f"signature did not verify) and keeps running {runs}."
+            )
+        else:
+            level = " (its last known good)" if rollback_level == "last_known_good" else ""
+            what = (
+                f"{agent.name} could not move {from_version} → {to_version} ({outcome}) "
+                f"and rolled back to {runs}{level}."
+            )
         anomaly_open(
             actor=Actor.for_agent(agent, ip_address),
             customer=agent.customer_id,
@@ -264,15 +279,22 @@ def agent_record_upgrade_result(
             fingerprint=f"rollback:{agent.pk}:{to_version}",
             severity=AnomalySeverity.CRITICAL,
             agent_id=agent.pk,
-            message=f"{agent.name} could not move {from_version} → {to_version} ({outcome}) "
-            f"and rolled back. {detail}".strip(),
+            message=f"{what} {detail}".strip(),
         )
+    changes: dict[str, list] = {
+        "version": [str(from_version), str(to_version)],
+        "detail": [None, detail],
+    }
+    if not succeeded:
+        changes["runs"] = [None, str(runs)]
+    if rollback_level:
+        changes["rollback_level"] = [None, rollback_level]
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
         action=UPGRADE_ACTIONS[UpgradeOutcome(outcome)],
         target=agent,
         customer=agent.customer_id,
-        changes={"version": [str(from_version), str(to_version)], "detail": [None, detail]},
+        changes=changes,
     )
 
 

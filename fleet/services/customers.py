@@ -1,15 +1,21 @@
 from collections.abc import Sequence
+from datetime import time
+from typing import Any
+from zoneinfo import available_timezones
 
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from fleet.choices import AuditAction, MemberRole
-from fleet.errors import LastOwner, NotAllowed, NotFound
-from fleet.models import Customer, Membership
+from fleet.agent_cache import agent_facts_changed
+from fleet.choices import AuditAction, Channel, MemberRole
+from fleet.errors import InvalidInput, LastOwner, NotAllowed, NotFound
+from fleet.labels import labels_check
+from fleet.models import Customer, Membership, Release
 from fleet.services.audit import Actor, audit_record, model_changes
 from fleet.sessions import user_sessions_end
+from fleet.versions import SemVer
 
 CUSTOMER_EDITABLE = [
     "name",
@@ -19,7 +25,13 @@ CUSTOMER_EDITABLE = [
     "job_max_runtime_seconds",
     "stale_cleanup_days",
     "require_two_factor",
+    "time_zone",
+    "update_pins",
+    "maintenance_days",
+    "maintenance_start",
+    "maintenance_end",
 ]
+MAINTENANCE_WINDOW_FIELDS = ["maintenance_days", "maintenance_start", "maintenance_end"]
 
 
 @transaction.atomic
@@ -50,6 +62,8 @@ def customer_update(
         # will do first (an agent already past the new window is not taken at once).
         customer.stale_cleanup_since = timezone.now() if customer.stale_cleanup_days else None
         written.append("stale_cleanup_since")
+    if "update_pins" in changes:  # every kept agent of the customer re-reads its pins
+        agent_facts_changed(customer_id=customer.pk)
     if changes:
         customer.save(update_fields=written)
         audit_record(
@@ -74,6 +88,94 @@ def customer_settings_set(
     customer.job_max_runtime_seconds = job_max_runtime_seconds
     return customer_update(
         customer=customer, actor=actor, fields=["stale_cleanup_days", "job_max_runtime_seconds"]
+    )
+
+
+def maintenance_window_check(
+    time_zone: str, days: list[int], start: time | None, end: time | None
+) -> None:
+    """A maintenance window's parts are valid together, else InvalidInput naming the
+    field: a known IANA time zone; ISO weekdays 1..7; with days, both hours (and only
+    with days)."""
+    if time_zone not in available_timezones():
+        raise InvalidInput(
+            f"Unknown time zone {time_zone[:64]!r}: use an IANA name such as Europe/Berlin.",
+            field="time_zone",
+        )
+    if not isinstance(days, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 7 for d in days
+    ):
+        raise InvalidInput("Days are ISO weekdays: 1 (Monday) to 7 (Sunday).", field="days")
+    if days and (start is None or end is None):
+        raise InvalidInput("A window with days needs its start and end hours.", field="start")
+    if not days and (start is not None or end is not None):
+        raise InvalidInput("Hours without days open no window: choose its days.", field="days")
+
+
+UPDATE_PIN_RULES_MAX = 20
+
+
+def update_pins_check(rules: Any) -> list[dict[str, Any]]:
+    """A customer's pins by label as kept, else InvalidInput naming `update_pins`: at most
+    20 rules, each with at least one label and a channel or a published, unyanked
+    version."""
+
+    def refuse(message: str) -> InvalidInput:
+        return InvalidInput(f"Update pins: {message}", field="update_pins")
+
+    if not isinstance(rules, list) or len(rules) > UPDATE_PIN_RULES_MAX:
+        raise refuse(f"a list of at most {UPDATE_PIN_RULES_MAX} rules.")
+    clean = []
+    for rule in rules:
+        if not isinstance(rule, dict) or not set(rule) <= {"labels", "channel", "version"}:
+            raise refuse("each rule is {labels, channel, version}.")
+        try:
+            labels = labels_check(rule.get("labels"))
+        except ValueError as exc:
+            raise refuse(str(exc)) from exc
+        channel, version = rule.get("channel") or None, rule.get("version") or None
+        if not labels or not (channel or version):
+            raise refuse("each rule names a label and a channel or a version.")
+        if channel is not None and channel not in Channel.values:
+            raise refuse(f"unknown channel {str(channel)[:40]!r}.")
+        if version is not None:
+            try:
+                parsed = SemVer(str(version))
+            except ValueError as exc:
+                raise refuse(f"{str(version)[:64]!r} is not a version.") from exc
+            if not Release.objects.filter(version=parsed, yanked=False).exists():
+                raise refuse(f"no published (unyanked) release {parsed}.")
+            version = str(parsed)
+        clean.append({"labels": labels, "channel": channel, "version": version})
+    return clean
+
+
+@transaction.atomic
+def customer_update_pins_set(*, customer: Customer, rules: Any, actor: Actor) -> Customer:
+    """Pin the customer's agents by label (the first rule whose labels an agent has; its
+    own pin comes first); their heartbeats follow at once. Audited as a settings change."""
+    customer.update_pins = update_pins_check(rules)
+    return customer_update(customer=customer, actor=actor, fields=["update_pins"])
+
+
+@transaction.atomic
+def customer_maintenance_window_set(
+    *,
+    customer: Customer,
+    time_zone: str,
+    days: list[int],
+    start: time | None,
+    end: time | None,
+    actor: Actor,
+) -> Customer:
+    """When upgrade waves may start a step (no days: at any time). Audited as a settings
+    change; beat's next advance follows it."""
+    maintenance_window_check(time_zone, days, start, end)
+    customer.time_zone = time_zone
+    customer.maintenance_days = sorted(set(days))
+    customer.maintenance_start, customer.maintenance_end = start, end
+    return customer_update(
+        customer=customer, actor=actor, fields=["time_zone", *MAINTENANCE_WINDOW_FIELDS]
     )
 
 

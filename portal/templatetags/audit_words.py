@@ -56,6 +56,10 @@ WORDINGS: dict[str, Wording] = {
     A.AGENT_UPGRADE_START_FAILED: Wording(
         "{target} rolled its upgrade back: the new version did not start"
     ),
+    A.AGENT_UPGRADE_VERIFY_FAILED: Wording(
+        "{target} refused a release: its checksum or signature did not verify"
+    ),
+    A.AGENT_UPDATE_PIN: Wording("{who} changed the update pin of {target}"),
     A.TOKEN_MINT: Wording("{who} minted {target}"),
     A.TOKEN_REVOKE: Wording("{who} revoked {target}", STATUS),
     A.TOKEN_EXPIRE: Wording("{target} expired unused", STATUS),

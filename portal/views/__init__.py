@@ -28,6 +28,7 @@ from portal.views.fleet import (
     agent_pause_view,
     agent_restore_view,
     agent_resume_view,
+    agent_update_pin_view,
     agents,
     hosts,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "agent_pause_view",
     "agent_restore_view",
     "agent_resume_view",
+    "agent_update_pin_view",
     "agents",
     "agents_bulk",
     "alert_channel_action",

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from fleet import selectors
 from fleet.choices import AuditAction, MemberRole
-from fleet.errors import FleetError
+from fleet.errors import FleetError, InvalidInput
 from fleet.http import request_actor
 from fleet.models import AuditEvent, Customer
 from fleet.selectors.audit_export import (
@@ -32,8 +32,8 @@ from fleet.selectors.audit_export import (
     export_range,
 )
 from fleet.services.api_keys import api_key_mint, api_key_revoke
-from fleet.services.customers import customer_settings_set
-from portal.forms import ApiKeyForm, CustomerSettingsForm
+from fleet.services.customers import customer_maintenance_window_set, customer_settings_set
+from portal.forms import ApiKeyForm, CustomerSettingsForm, MaintenanceWindowForm
 from portal.views.base import (
     SESSION_CUSTOMER,
     PortalRequest,
@@ -99,14 +99,43 @@ def api_key_revoke_view(request: PortalRequest, customer: Customer, key_id: int)
 
 @member_view(owner=True, posts_only=True)
 def customer_settings(request: PortalRequest, customer: Customer) -> HttpResponse:
-    """The customer's policies: every member reads them, owners change them."""
+    """The customer's policies and its maintenance window: every member reads them,
+    owners change them."""
     runtime = customer.job_max_runtime_seconds
     initial = {
         "stale_cleanup_days": customer.stale_cleanup_days,
         "job_max_runtime_minutes": runtime // 60 if runtime else None,
     }
-    form = CustomerSettingsForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
+    window_initial = {
+        "time_zone": customer.time_zone,
+        "days": customer.maintenance_days,
+        "start": customer.maintenance_start,
+        "end": customer.maintenance_end,
+    }
+    posted_window = request.method == "POST" and "maintenance_window" in request.POST
+    form = CustomerSettingsForm(
+        request.POST if request.method == "POST" and not posted_window else None,
+        initial=initial,
+    )
+    window = MaintenanceWindowForm(request.POST if posted_window else None, initial=window_initial)
+    if posted_window and window.is_valid():
+        data = window.cleaned_data
+        try:
+            customer_maintenance_window_set(
+                customer=customer,
+                time_zone=data["time_zone"],
+                days=data["days"],
+                start=data["start"],
+                end=data["end"],
+                actor=request_actor(request),
+            )
+        except InvalidInput as exc:
+            field = exc.extra.get("field")
+            window.add_error(field if field in window.fields else None, exc.detail)
+        else:
+            messages.success(request, "Maintenance window saved.")
+            return redirect("portal:settings")
+    elif request.method == "POST" and not posted_window and form.is_valid():
         minutes = form.cleaned_data["job_max_runtime_minutes"]
         customer_settings_set(
             customer=customer,
@@ -119,8 +148,8 @@ def customer_settings(request: PortalRequest, customer: Customer) -> HttpRespons
     return render(
         request,
         "portal/settings.html",
-        page_context(request, form=form),
-        status=422 if form.errors else 200,
+        page_context(request, form=form, window=window),
+        status=422 if form.errors or window.errors else 200,
     )
 
 

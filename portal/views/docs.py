@@ -81,3 +81,24 @@ def security(request: HttpRequest) -> HttpResponse:
             "throttle_rates": settings.API_THROTTLE_RATES,
         },
     )
+
+
+@require_GET
+def updates(request: HttpRequest) -> HttpResponse:
+    """The update lifecycle, with the wave defaults and limits this deployment runs with."""
+    wave = policy.WAVE
+    return render(
+        request,
+        "docs/updates.html",
+        {
+            "release_max_mb": settings.RELEASE_MAX_BYTES // (1024 * 1024),
+            "wave": {
+                "canary_soak_hours": int(wave.canary_soak.total_seconds() // 3600),
+                "batch_percent": int(wave.batch_fraction * 100),
+                "batch_watch_minutes": _minutes(wave.batch_watch),
+                "tolerance_percent": int(100 - wave.throughput_drop_tolerance * 100),
+                "floor_percent": int(wave.online_ratio_floor * 100),
+                "agent_deadline_minutes": _minutes(wave.agent_deadline),
+            },
+        },
+    )

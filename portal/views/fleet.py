@@ -12,12 +12,17 @@ from django.views.decorators.http import require_POST
 
 from fleet import selectors
 from fleet.choices import AgentRole, AgentStatus, JobStatus
-from fleet.errors import AgentStateConflict, FleetError
+from fleet.errors import AgentStateConflict, FleetError, InvalidVersion
 from fleet.http import request_actor
 from fleet.labels import labels_text
 from fleet.models import Customer, Host
 from fleet.policy import CLEANUP_UNDO_WINDOW
-from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
+from fleet.services.agent_controls import (
+    agent_labels_set,
+    agent_pause,
+    agent_resume,
+    agent_update_pin_set,
+)
 from fleet.services.agents import agent_decommission
 from fleet.services.cleanup import agent_cleanup_undo
 from fleet.services.detections import host_memory_budget_mb
@@ -25,7 +30,7 @@ from fleet.services.detections import host_memory_budget_mb
 if TYPE_CHECKING:  # django-stubs-ext is a development dependency
     from django_stubs_ext import WithAnnotations
 
-from portal.forms import AgentLabelsForm, BulkActionForm, PauseAgentForm
+from portal.forms import AgentLabelsForm, AgentUpdatePinForm, BulkActionForm, PauseAgentForm
 from portal.views.base import (
     PortalRequest,
     label_filter,
@@ -89,6 +94,12 @@ def agent_detail(request: PortalRequest, customer: Customer, agent_id: int) -> H
             agent=agent,
             pause_form=PauseAgentForm(),
             labels_form=AgentLabelsForm(initial={"labels": labels_text(agent.labels)}),
+            pin_form=AgentUpdatePinForm(
+                initial={
+                    "channel": agent.update_channel,
+                    "version": str(agent.pinned_version or ""),
+                }
+            ),
             cleanup_due=agent in selectors.agents_cleanup_due(customer),
             restore_until=agent.cleaned_up_at + CLEANUP_UNDO_WINDOW
             if agent.cleaned_up_at
@@ -159,6 +170,31 @@ def agent_labels_view(request: PortalRequest, customer: Customer, agent_id: int)
         messages.success(
             request, f"{agent.name}'s labels are saved: it claims jobs that require them."
         )
+    return redirect("portal:agent_detail", agent_id=agent.pk)
+
+
+@member_view(steer=True)
+@require_POST
+def agent_update_pin_view(
+    request: PortalRequest, customer: Customer, agent_id: int
+) -> HttpResponse:
+    agent = selectors.agent_get(customer, agent_id)
+    form = AgentUpdatePinForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a channel, and a version like 1.10.0 or nothing.")
+        return redirect("portal:agent_detail", agent_id=agent.pk)
+    try:
+        changed = agent_update_pin_set(
+            agent=agent,
+            channel=form.cleaned_data["channel"],
+            version=form.cleaned_data["version"].strip() or None,
+            actor=request_actor(request),
+        )
+    except InvalidVersion as exc:
+        messages.error(request, exc.detail)
+    else:
+        if changed:
+            messages.success(request, f"{agent.name}'s update pin is saved.")
     return redirect("portal:agent_detail", agent_id=agent.pk)
 
 

@@ -10,7 +10,9 @@ import pytest
 from agentina import cli
 from agentina.client import ApiError, Client, Unreachable
 from agentina.runner import Runner, Upgrader
+from agentina.signing import generate_keypair
 from agentina.state import AgentState
+from agentina.upgrade import Installs
 
 
 class FakeTransport:
@@ -55,8 +57,15 @@ def activate_args(tmp_path, **over):
 
 
 def test_activate_stores_the_secret_readable_by_its_owner_only(tmp_path, capsys):
-    fake = client((201, {"agent_id": 7, "agent_secret": "agtn_agt_s", "created": True}))
+    _, key = generate_keypair()
+    fake = client(
+        (201, {"agent_id": 7, "agent_secret": "agtn_agt_s", "created": True}),
+        (200, {"public_key": key}),
+    )
     assert cli.cmd_activate(activate_args(tmp_path), fake) == 0
+    # The server's release signing key is pinned (trust on first use), asked with the secret.
+    assert Installs(tmp_path / "state").pinned_key() == key
+    assert fake.transport.calls[1][3]["Authorization"].startswith("Bearer agtn_agt_")
     path = tmp_path / "state" / "agent.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     saved = json.loads(path.read_text())

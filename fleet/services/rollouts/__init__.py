@@ -22,6 +22,7 @@ from fleet.services.rollouts.planning import (
     WavePlan,
     plan_batches,
     rollout_plan,
+    rollout_scope_clean,
     rollout_start,
 )
 from fleet.services.rollouts.reports import rollout_record_result, rollout_targets_drop
@@ -40,6 +41,7 @@ __all__ = [
     "rollout_resume",
     "rollout_resume_anyway",
     "rollout_retry_failed",
+    "rollout_scope_clean",
     "rollout_set_floor",
     "rollout_skip_soak",
     "rollout_start",

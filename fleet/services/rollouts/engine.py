@@ -289,14 +289,27 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
     now = now or timezone.now()
     with transaction.atomic():
         rollout = (
-            Rollout.objects.select_for_update(skip_locked=True)
-            .select_related("release")
+            Rollout.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("release", "customer")
             .filter(pk=rollout_id, state__in=ADVANCING_ROLLOUT_STATES)
             .first()
         )
         if rollout is None:
             return "not active (or another worker holds it)"
         step = RolloutTarget.objects.filter(rollout=rollout, batch=rollout.current_batch)
+        open_now = rollout.customer.in_maintenance_window(now)
+        if (
+            not step.filter(state=RolloutTargetState.OFFERED).exists()
+            and step.filter(state=RolloutTargetState.PENDING).exists()
+        ):
+            # A step planned outside the maintenance window (the canary of a wave started
+            # then) is offered when the window opens.
+            if not open_now:
+                return "waiting for the maintenance window"
+            offer_batch(rollout, rollout.current_batch, now)
+            rollout.step_started_at = now
+            rollout.save(update_fields=["step_started_at"])
+            return "step offered in the maintenance window"
         # Agents told to upgrade and silent past the deadline count as failed.
         late = step.filter(
             state=RolloutTargetState.OFFERED, offered_at__lt=now - rollout.agent_deadline
@@ -329,6 +342,8 @@ def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:
         if gate.failed:
             pause_wave(rollout, gate.failed.text, gate.numbers, SYSTEM, gate=gate)
             return f"paused: {gate.failed.name}"
+        if rollout.current_batch < rollout.batches_total and not open_now:
+            return "gate passed; waiting for the maintenance window"
         return _next_step(rollout, now)
 
 

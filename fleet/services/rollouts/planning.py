@@ -9,19 +9,24 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
+    AgentRole,
     AuditAction,
+    Channel,
     MemberRole,
     RolloutState,
     RolloutTargetState,
 )
-from fleet.errors import NotAllowed, RolloutRefused
+from fleet.errors import InvalidInput, NotAllowed, RolloutRefused
+from fleet.labels import labels_check
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
 from fleet.policy import WAVE
+from fleet.selectors.agents import UpdatePin, update_pin_for, update_pin_rules
 from fleet.services.audit import Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
@@ -90,14 +95,73 @@ def plan_batches(members: list[Agent], fleet: list[Agent], fraction: Decimal) ->
     return batches
 
 
-def _in_scope(agents: Any, scope: dict[str, list[Any]]) -> Any:
+SCOPE_LISTS = ("role", "zone", "host")
+SCOPE_LIST_MAX = 500
+
+
+def rollout_scope_clean(scope: Any) -> dict[str, Any]:
+    """A wave's scope as kept: {role: [...], zone: [...], host: [hostnames], labels:
+    {key: value}}, only the parts given ({} is the whole fleet). An agent is in it when it
+    matches one of each list given and has every label. Anything else is 422 naming
+    `scope`."""
+    if not scope:
+        return {}
+
+    def refuse(message: str) -> InvalidInput:
+        return InvalidInput(f"Wave scope: {message}", field="scope")
+
+    if not isinstance(scope, dict):
+        raise refuse("an object of role, zone, host and labels.")
+    unknown = set(scope) - {*SCOPE_LISTS, "labels"}
+    if unknown:
+        raise refuse(f"unknown part {sorted(map(str, unknown))[0][:40]!r}.")
+    clean: dict[str, Any] = {}
+    for key in SCOPE_LISTS:
+        values = scope.get(key) or []
+        if (
+            not isinstance(values, list)
+            or len(values) > SCOPE_LIST_MAX
+            or not all(isinstance(v, str) and 0 < len(v) <= 255 and "\x00" not in v for v in values)
+        ):
+            raise refuse(f"{key} is a list of up to {SCOPE_LIST_MAX} names.")
+        if key == "role" and not set(values) <= set(AgentRole.values):
+            raise refuse(f"roles are {', '.join(AgentRole.values)}.")
+        if values:
+            clean[key] = sorted(set(values))
+    try:
+        labels = labels_check(scope.get("labels") or {})
+    except ValueError as exc:
+        raise refuse(str(exc)) from exc
+    if labels:
+        clean["labels"] = labels
+    return clean
+
+
+def _in_scope(agents: Any, scope: dict[str, Any]) -> Any:
     if scope.get("role"):
         agents = agents.filter(role__in=scope["role"])
     if scope.get("zone"):
         agents = agents.filter(host__zone__in=scope["zone"])
-    if scope.get("host"):
-        agents = agents.filter(host_id__in=scope["host"])
+    if scope.get("host"):  # hostnames (older waves kept host ids)
+        hosts = scope["host"]
+        agents = agents.filter(
+            Q(host__hostname__in=[h for h in hosts if isinstance(h, str)])
+            | Q(host_id__in=[h for h in hosts if isinstance(h, int)])
+        )
+    if scope.get("labels"):
+        agents = agents.filter(labels__contains=scope["labels"])
     return agents
+
+
+def _follows(agent: Agent, release: Release, rules: tuple[UpdatePin, ...]) -> bool:
+    """An agent pinned (itself or by its labels) to another version, or to stable for a
+    beta release, is left out of the wave (its pin says where it goes)."""
+    pin = update_pin_for(agent, rules)
+    if pin is None:
+        return True
+    if pin.version is not None:
+        return pin.version == release.version
+    return not (release.channel == Channel.BETA and pin.channel == Channel.STABLE)
 
 
 @dataclass(frozen=True)
@@ -112,7 +176,7 @@ def rollout_plan(
     customer: Customer,
     release: Release,
     actor: Actor,
-    scope: dict[str, list[Any]] | None = None,
+    scope: dict[str, Any] | None = None,
     canary: Agent | None = None,
     batch_fraction: Decimal = WAVE.batch_fraction,
     all_at_once: bool = False,
@@ -120,6 +184,7 @@ def rollout_plan(
     """Check a wave may start and plan it, writing nothing (forms call it to explain a
     refusal before anything is saved)."""
     require_operator(actor, customer.pk)
+    scope = rollout_scope_clean(scope)
     if all_at_once or batch_fraction >= 1:
         raise RolloutRefused(ALL_AT_ONCE_REASON, field="batch_fraction")
     if batch_fraction <= 0:
@@ -133,7 +198,12 @@ def rollout_plan(
     target = release.version
     active = Agent.objects.for_customer(customer).holding_seat()
     fleet = list(active.select_related("host"))
-    in_scope = list(_in_scope(active, scope or {}).select_related("host"))
+    rules = update_pin_rules(Customer.objects.get(pk=customer.pk).update_pins)
+    in_scope = [
+        a
+        for a in _in_scope(active, scope or {}).select_related("host")
+        if _follows(a, release, rules)
+    ]
     ahead = [a for a in in_scope if a.version > target]
     if ahead:
         names = ", ".join(f"{a.name} ({a.version})" for a in ahead[:5])
@@ -170,7 +240,7 @@ def rollout_start(
     release: Release,
     actor: Actor,
     reason: str = "",
-    scope: dict[str, list[Any]] | None = None,
+    scope: dict[str, Any] | None = None,
     canary: Agent | None = None,
     batch_fraction: Decimal = WAVE.batch_fraction,
     canary_soak: timedelta = WAVE.canary_soak,
@@ -181,6 +251,7 @@ def rollout_start(
 ) -> Rollout:
     """Freeze the wave's membership (active agents in scope behind the release; agents
     offline now are excluded, not failed), plan its batches and offer the canary."""
+    scope = rollout_scope_clean(scope)
     plan = rollout_plan(
         customer=customer,
         release=release,
@@ -214,6 +285,9 @@ def rollout_start(
         raise RolloutRefused(
             f"{customer} already has a rollout under way: finish, abort or wait for it."
         ) from exc
+    # Outside the customer's maintenance window the canary waits (beat offers it when
+    # the window opens): no step starts outside it.
+    open_now = Customer.objects.get(pk=customer.pk).in_maintenance_window(now)  # as saved
     RolloutTarget.objects.bulk_create(
         [
             RolloutTarget(
@@ -221,8 +295,8 @@ def rollout_start(
                 agent=plan.canary,
                 batch=0,
                 from_version=plan.canary.version,
-                state=RolloutTargetState.OFFERED,
-                offered_at=now,
+                state=RolloutTargetState.OFFERED if open_now else RolloutTargetState.PENDING,
+                offered_at=now if open_now else None,
             )
         ]
         + [
@@ -252,7 +326,9 @@ def rollout_start(
             "canary": [None, plan.canary.name],
             "batches": [None, [len(b) for b in plan.batches]],
             "excluded": [None, len(plan.excluded)],
+            "scope": [None, scope or {}],
             "reason": [None, reason],
+            **({} if open_now else {"waits_for_maintenance_window": [None, True]}),
         },
     )
     return rollout

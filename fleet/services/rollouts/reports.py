@@ -19,9 +19,16 @@ from fleet.versions import SemVer
 
 
 def rollout_record_result(
-    *, agent: Agent, outcome: str, to_version: SemVer, detail: str, actor: Actor
+    *,
+    agent: Agent,
+    outcome: str,
+    to_version: SemVer,
+    detail: str,
+    actor: Actor,
+    back_to: SemVer | None = None,
 ) -> None:
-    """An agent's upgrade report moves its target on; a rollback pauses the wave."""
+    """An agent's upgrade report moves its target on; a rollback, or a download the agent
+    refused (verify_failed), pauses the wave."""
     target = (
         RolloutTarget.objects.select_for_update()
         .select_related("rollout__release")
@@ -49,15 +56,16 @@ def rollout_record_result(
                 "agent": agent.name,
                 "outcome": outcome,
                 "to_version": str(to_version),
-                "back_to": str(agent.version),
+                "back_to": str(back_to or agent.version),
                 "detail": detail,
             },
         )
         if rollout.state != RolloutState.PAUSED:
+            stayed = "kept running" if outcome == UpgradeOutcome.VERIFY_FAILED else "rolled back to"
             pause_wave(
                 rollout,
-                f"{agent.name} reported {outcome} and rolled back to "
-                f"{agent.version}. No other agent is offered {to_version}.",
+                f"{agent.name} reported {outcome} and {stayed} "
+                f"{back_to or agent.version}. No other agent is offered {to_version}.",
                 {"agent": agent.name, "outcome": outcome, "detail": detail},
                 actor,
             )

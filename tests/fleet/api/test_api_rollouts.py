@@ -136,7 +136,10 @@ def test_the_service_refuses_what_cannot_be_upgraded(key_api, fleet):
         ({"reason": ""}, "reason"),
         ({"reason": "a\x00b"}, "reason"),
         ({"reason": "x" * 501}, "reason"),
-        ({"scope": {"role": ["coder"]}}, "scope"),
+        ({"scope": {"planet": ["mars"]}}, "scope.planet"),
+        ({"scope": {"role": ["pilot"]}}, "scope.role.0"),
+        ({"scope": {"labels": {"bad key": "x"}}}, "scope.labels"),
+        ({"scope": {"zone": ["z" * 300]}}, "scope.zone.0"),
         ({"all_at_once": True}, "all_at_once"),
     ],
 )
