@@ -143,6 +143,11 @@ def test_settings_read_and_patched_only_what_is_sent(key_api, licensed):
         "stale_cleanup_days": None,
         "stale_cleanup_since": None,
         "job_max_runtime_seconds": None,
+        "time_zone": "UTC",
+        "maintenance_days": [],
+        "maintenance_start": None,
+        "maintenance_end": None,
+        "update_pins": [],
     }
     body = patch(key_api, "/settings", {"stale_cleanup_days": 14}).json()
     assert body["stale_cleanup_days"] == 14 and body["stale_cleanup_since"] is not None
