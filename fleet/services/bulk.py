@@ -9,6 +9,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -54,17 +55,15 @@ def bulk_action_start(
         params = {"labels": labels}
     else:
         params = {}
-    ids = list(agent_search(customer, filters).order_by("pk").values_list("pk", flat=True))
     action = BulkAction.objects.create(
         customer=customer,
         kind=kind,
         filters={k: v for k, v in filters.items() if v and k != "sort"},
         params=params,
-        agent_ids=ids,
-        total=len(ids),
         created_by=actor.user,
         actor_label=actor.label,
     )
+    action.total = _list_agents(action, agent_search(customer, filters))
     from fleet.tasks import run_bulk_action  # (tasks import the services)
 
     transaction.on_commit(lambda: run_bulk_action.delay(action.pk))
@@ -158,6 +157,28 @@ def _apply(action: BulkAction, agents: Any, ids: list[int], now: datetime) -> in
         )
     agent_facts_changed(agent_ids=ids)
     return moved
+
+
+_LIST_AGENTS = """
+UPDATE fleet_bulkaction SET agent_ids = m.ids, total = m.n
+  FROM (SELECT coalesce(jsonb_agg(s.id ORDER BY s.id), '[]'::jsonb) AS ids, count(*) AS n
+          FROM ({matching}) s(id)) m
+ WHERE fleet_bulkaction.id = %s
+RETURNING fleet_bulkaction.total
+"""
+
+
+def _list_agents(action: BulkAction, matching: Any) -> int:
+    """Store the matching agents' ids, in id order, on the action: listed and written by
+    PostgreSQL in one statement (100,000 ids never travel to Python and back)."""
+    try:
+        sql, params = matching.order_by().values_list("pk", flat=True).query.sql_with_params()
+    except EmptyResultSet:  # a filter nothing can match (a version that is not one)
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(_LIST_AGENTS.format(matching=sql), [*params, action.pk])
+        (total,) = cursor.fetchone()
+    return int(total)
 
 
 def _chunk_ids(action: BulkAction, chunk: int) -> list[int]:

@@ -206,3 +206,11 @@ def test_workers_running_one_action_at_once_move_each_agent_exactly_once(fleet, 
     action.refresh_from_db()
     assert (action.state, action.processed, action.changed) == ("done", 150, 150)
     assert AuditEvent.objects.filter(action=AuditAction.AGENTS_BULK).count() == 1
+
+
+def test_a_filter_nothing_matches_is_done_at_once_with_nobody_moved(fleet, start):
+    for filters in ({"version": "not-a-version"}, {"role": "nobody"}):
+        action = start(fleet, "pause", filters, reason="r")
+        assert (action.state, action.total, action.processed, action.changed) == ("done", 0, 0, 0)
+        assert action.agent_ids == []
+    assert not Agent.objects.filter(status=AgentStatus.PAUSED).exists()
