@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from fleet.choices import AgentStatus, AuditAction, BulkActionState, JobStatus, MemberRole
 from fleet.models import Agent, AuditEvent, BulkAction, Job
-from fleet.selectors import license_seats
+from fleet.selectors import bulk_action_get, license_seats
 from fleet.services.audit import SYSTEM
 from fleet.services.bulk import (
     bulk_action_run,
@@ -214,3 +214,11 @@ def test_a_filter_nothing_matches_is_done_at_once_with_nobody_moved(fleet, start
         assert (action.state, action.total, action.processed, action.changed) == ("done", 0, 0, 0)
         assert action.agent_ids == []
     assert not Agent.objects.filter(status=AgentStatus.PAUSED).exists()
+
+
+def test_progress_is_polled_without_reading_the_stored_ids(fleet, start, django_assert_num_queries):
+    action = start(fleet, "resume")
+    with django_assert_num_queries(1) as captured:
+        polled = bulk_action_get(fleet.pk, action.pk)
+        assert (polled.percent, polled.state, polled.total) == (100, "done", 150)
+    assert "agent_ids" not in captured[0]["sql"]
