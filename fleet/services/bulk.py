@@ -5,10 +5,12 @@ every status change is) and records how far it got. A worker killed mid-run lose
 its chunk's transaction; beat's sweep hands a stalled action to a worker again and it goes
 on from there. One audit row per action, with the count, when it completes."""
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import EmptyResultSet
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -26,6 +28,7 @@ from fleet.services.jobs import jobs_requeue
 from fleet.services.rollouts.reports import rollout_targets_exclude
 
 CHUNK = 500  # agents one transaction moves
+_PROGRESS = ["processed", "changed", "progressed_at", "state", "finished_at"]
 STALLED_AFTER = timedelta(minutes=2)  # a running action this quiet is handed out again
 
 
@@ -52,17 +55,15 @@ def bulk_action_start(
         params = {"labels": labels}
     else:
         params = {}
-    ids = list(agent_search(customer, filters).order_by("pk").values_list("pk", flat=True))
     action = BulkAction.objects.create(
         customer=customer,
         kind=kind,
         filters={k: v for k, v in filters.items() if v and k != "sort"},
         params=params,
-        agent_ids=ids,
-        total=len(ids),
         created_by=actor.user,
         actor_label=actor.label,
     )
+    action.total = _list_agents(action, agent_search(customer, filters))
     from fleet.tasks import run_bulk_action  # (tasks import the services)
 
     transaction.on_commit(lambda: run_bulk_action.delay(action.pk))
@@ -72,19 +73,23 @@ def bulk_action_start(
 def bulk_action_step(action_id: int, *, chunk: int = CHUNK) -> bool:
     """Apply the action to its next chunk of agents and record the progress, in one
     transaction (the action's row locked, so two workers never take the same chunk).
-    True when the action is done."""
+    True when the action is done. The same few statements however big the chunk or the
+    action: the chunk's ids are sliced out of the stored list by PostgreSQL (the list is
+    never read whole nor written back), and each move is one set-based UPDATE."""
     with transaction.atomic():
-        action = BulkAction.objects.select_for_update().filter(pk=action_id).first()
+        action = (
+            BulkAction.objects.select_for_update().defer("agent_ids").filter(pk=action_id).first()
+        )
         if action is None or action.state == BulkActionState.DONE:
             return True
         now = timezone.now()
-        ids = action.agent_ids[action.processed : action.processed + chunk]
+        ids = _chunk_ids(action, chunk) if action.processed < action.total else []
         agents = Agent.objects.filter(customer_id=action.customer_id, pk__in=ids)
         action.changed += _apply(action, agents, ids, now) if ids else 0
         action.processed += len(ids)
         action.progressed_at = now
         action.state = BulkActionState.RUNNING
-        if action.processed >= action.total:
+        if action.processed >= action.total or not ids:
             action.state, action.finished_at = BulkActionState.DONE, now
             audit_record(
                 actor=Actor(user=action.created_by, label=action.actor_label),
@@ -98,7 +103,7 @@ def bulk_action_step(action_id: int, *, chunk: int = CHUNK) -> bool:
                     "filters": [None, _filters_text(action.filters) or "all agents"],
                 },
             )
-        action.save()
+        action.save(update_fields=_PROGRESS)
         return action.state == BulkActionState.DONE
 
 
@@ -127,7 +132,7 @@ def _filters_text(filters: dict[str, str]) -> str:
 def _apply(action: BulkAction, agents: Any, ids: list[int], now: datetime) -> int:
     kind = action.kind
     if kind == BulkActionKind.LABEL:
-        return _add_labels(agents, action.params["labels"])
+        return _add_labels(action, ids)
     if kind == BulkActionKind.PAUSE:
         moved = agents.transition(PAUSE, paused_reason=action.params["reason"], paused_until=None)
     elif kind == BulkActionKind.RESUME:
@@ -154,15 +159,65 @@ def _apply(action: BulkAction, agents: Any, ids: list[int], now: datetime) -> in
     return moved
 
 
-def _add_labels(agents: Any, labels: dict[str, str]) -> int:
-    """Each agent's labels with these added (a key it has takes the new value)."""
-    rows = list(agents.exclude(status=AgentStatus.DECOMMISSIONED).only("pk", "labels"))
-    changed = []
-    for agent in rows:
-        merged = {**agent.labels, **labels}
-        if len(merged) <= policy.LABELS_MAX and merged != agent.labels:
-            agent.labels = dict(sorted(merged.items()))
-            changed.append(agent)
-    Agent.objects.bulk_update(changed, ["labels"])
-    agent_facts_changed(agent_ids=[a.pk for a in changed])
+_LIST_AGENTS = """
+UPDATE fleet_bulkaction SET agent_ids = m.ids, total = m.n
+  FROM (SELECT coalesce(jsonb_agg(s.id ORDER BY s.id), '[]'::jsonb) AS ids, count(*) AS n
+          FROM ({matching}) s(id)) m
+ WHERE fleet_bulkaction.id = %s
+RETURNING fleet_bulkaction.total
+"""
+
+
+def _list_agents(action: BulkAction, matching: Any) -> int:
+    """Store the matching agents' ids, in id order, on the action: listed and written by
+    PostgreSQL in one statement (100,000 ids never travel to Python and back)."""
+    try:
+        sql, params = matching.order_by().values_list("pk", flat=True).query.sql_with_params()
+    except EmptyResultSet:  # a filter nothing can match (a version that is not one)
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(_LIST_AGENTS.format(matching=sql), [*params, action.pk])
+        (total,) = cursor.fetchone()
+    return int(total)
+
+
+def _chunk_ids(action: BulkAction, chunk: int) -> list[int]:
+    """The ids at positions processed .. processed + chunk - 1 of the action's list, sliced
+    by PostgreSQL (one JSONPath call: the stored list is read once, on the server)."""
+    last = action.processed + chunk - 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT jsonb_path_query_array(agent_ids, %s::jsonpath) "
+            "FROM fleet_bulkaction WHERE id = %s",
+            [f"$[{action.processed} to {last}]", action.pk],
+        )
+        (found,) = cursor.fetchone()
+    return [int(pk) for pk in (json.loads(found) if isinstance(found, str) else found)]
+
+
+_ADD_LABELS = """
+UPDATE fleet_agent SET labels = labels || %(labels)s::jsonb
+ WHERE customer_id = %(customer)s AND id = ANY(%(ids)s) AND status <> %(gone)s
+   AND NOT labels @> %(labels)s::jsonb
+   AND (SELECT count(*) FROM jsonb_object_keys(labels || %(labels)s::jsonb)) <= %(most)s
+RETURNING id
+"""
+
+
+def _add_labels(action: BulkAction, ids: list[int]) -> int:
+    """Each agent's labels with these added (a key it has takes the new value), as one
+    UPDATE: the agents that already have them, or would pass LABELS_MAX, are left alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ADD_LABELS,
+            {
+                "labels": json.dumps(action.params["labels"]),
+                "customer": action.customer_id,
+                "ids": ids,
+                "gone": AgentStatus.DECOMMISSIONED,
+                "most": policy.LABELS_MAX,
+            },
+        )
+        changed = [pk for (pk,) in cursor.fetchall()]
+    agent_facts_changed(agent_ids=changed)
     return len(changed)

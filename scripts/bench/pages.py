@@ -139,6 +139,8 @@ def year_pages(customer: Customer) -> list[Page]:
         ("activity, machine events", "/portal/activity/?machine=1"),
         ("alerts", "/portal/alerts/"),
         ("settings", "/portal/settings/"),
+        ("members", "/portal/members/"),
+        ("two-factor settings", "/portal/two-factor/"),
         ("bulk detail", f"/portal/agents/bulk/{bulk.pk if bulk else 0}/"),
     ]
     polls = [

@@ -2,16 +2,18 @@
 in chunks that commit their progress, resumed after a stopped worker, audited once with
 the count."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from fleet.choices import AgentStatus, AuditAction, BulkActionState, JobStatus, MemberRole
 from fleet.models import Agent, AuditEvent, BulkAction, Job
-from fleet.selectors import license_seats
+from fleet.selectors import bulk_action_get, license_seats
 from fleet.services.audit import SYSTEM
 from fleet.services.bulk import (
     bulk_action_run,
@@ -138,3 +140,85 @@ def test_the_portal_asks_and_shows_progress_viewers_refused_tenancy_held(
     assert BulkAction.objects.count() == 1  # a pause without a reason is refused
     theirs = member_client(other_customer, django_user_model, MemberRole.OWNER, "otto")
     assert theirs.get(reverse("portal:bulk_detail", args=[action.pk])).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"), [("label", {"labels": {"pool": "x"}}), ("pause", {"reason": "freeze"})]
+)
+def test_a_chunk_costs_the_same_statements_however_many_agents_it_moves(
+    fleet, monkeypatch, django_assert_max_num_queries, kind, params
+):
+    """Set-based: a chunk of 100 agents costs no more statements than a chunk of 5, and the
+    action's stored list of ids is never read whole nor rewritten by a step."""
+    monkeypatch.setattr("fleet.tasks.run_bulk_action.delay", lambda action_id: None)
+    action = bulk_action_start(customer=fleet, kind=kind, filters={}, params=params, actor=SYSTEM)
+    statements = []
+    for chunk in (5, 100):
+        with django_assert_max_num_queries(20) as captured:
+            bulk_action_step(action.pk, chunk=chunk)
+        statements.append(len(captured))
+        assert not any("agent_ids" in q["sql"] and "jsonpath" not in q["sql"] for q in captured)
+    assert statements[0] == statements[1]
+    action.refresh_from_db()
+    assert (action.processed, action.changed) == (105, 105)
+    assert bulk_action_run(action.pk).changed == 150
+
+
+def test_bulk_labels_overwrite_a_key_and_leave_an_agent_at_its_label_limit(fleet, start):
+    full = Agent.objects.filter(role="tester").first()
+    Agent.objects.filter(pk=full.pk).update(labels={f"k{n}": "v" for n in range(32)})
+    Agent.objects.filter(role="coder").update(labels={"pool": "ci", "gpu": "a100"})
+    action = start(fleet, "label", {}, labels={"pool": "cd"})
+    assert (action.total, action.changed) == (150, 149)
+    assert Agent.objects.filter(labels={"pool": "cd", "gpu": "a100"}).count() == 120
+    assert len(Agent.objects.get(pk=full.pk).labels) == 32  # one more would pass the limit
+    again = start(fleet, "label", {}, labels={"pool": "cd"})
+    assert again.changed == 0  # nothing left to add
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_running_one_action_at_once_move_each_agent_exactly_once(fleet, monkeypatch):
+    """A redelivered message runs beside the first: the action's row is locked per chunk,
+    so the threads share the chunks and every agent is counted once."""
+    monkeypatch.setattr("fleet.tasks.run_bulk_action.delay", lambda action_id: None)
+    action = bulk_action_start(
+        customer=fleet, kind="label", filters={}, params={"labels": {"pool": "x"}}, actor=SYSTEM
+    )
+    barrier = threading.Barrier(3)
+    errors: list[str] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            while not bulk_action_step(action.pk, chunk=10):
+                pass
+        except BaseException as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    action.refresh_from_db()
+    assert (action.state, action.processed, action.changed) == ("done", 150, 150)
+    assert AuditEvent.objects.filter(action=AuditAction.AGENTS_BULK).count() == 1
+
+
+def test_a_filter_nothing_matches_is_done_at_once_with_nobody_moved(fleet, start):
+    for filters in ({"version": "not-a-version"}, {"role": "nobody"}):
+        action = start(fleet, "pause", filters, reason="r")
+        assert (action.state, action.total, action.processed, action.changed) == ("done", 0, 0, 0)
+        assert action.agent_ids == []
+    assert not Agent.objects.filter(status=AgentStatus.PAUSED).exists()
+
+
+def test_progress_is_polled_without_reading_the_stored_ids(fleet, start, django_assert_num_queries):
+    action = start(fleet, "resume")
+    with django_assert_num_queries(1) as captured:
+        polled = bulk_action_get(fleet.pk, action.pk)
+        assert (polled.percent, polled.state, polled.total) == (100, "done", 150)
+    assert "agent_ids" not in captured[0]["sql"]
