@@ -29,6 +29,33 @@ class AgentStatus(models.TextChoices):
     DECOMMISSIONED = "decommissioned", "Decommissioned"
 
 
+class AgentActivity(models.TextChoices):
+    """What an agent says it is doing (its heartbeat's `activity`); empty until it says."""
+
+    WORKING = "working", "Working"
+    IDLE = "idle", "Idle"
+    WAITING_FOR_INPUT = "waiting_for_input", "Waiting for input"
+    RATE_LIMITED = "rate_limited", "Rate-limited by its model provider"
+    PROVIDER_ERROR = "provider_error", "Model provider failing"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget exhausted"
+
+
+# Activities that blame the model provider: many agents of a customer in one of these for
+# the same provider fold into one provider incident.
+PROVIDER_TROUBLE = (AgentActivity.RATE_LIMITED, AgentActivity.PROVIDER_ERROR)
+
+
+class BudgetScope(models.TextChoices):
+    CUSTOMER = "customer", "The whole fleet"
+    ROLE = "role", "A role"
+    AGENT = "agent", "An agent"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Per day (UTC)"
+    MONTH = "month", "Per month (UTC)"
+
+
 class TokenStatus(models.TextChoices):
     OUTSTANDING = "outstanding", "Outstanding"
     REDEEMED = "redeemed", "Redeemed"
@@ -70,6 +97,8 @@ class AnomalyKind(models.TextChoices):
     VERSION_SKEW = "version_skew", "Version skew"
     CLOCK_SKEW = "clock_skew", "Agent clock skew"
     ANTI_PATTERN = "anti_pattern", "Fleet anti-pattern"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget cap reached"
+    PROVIDER_INCIDENT = "provider_incident", "Model provider incident"
 
 
 class RolloutState(models.TextChoices):
@@ -253,6 +282,10 @@ class AuditAction(models.TextChoices):
     ALERT_CHANNEL_DISABLE = "alert_channel.disable", "Alert channel disabled after 24 h of failures"
     ALERT_CHANNEL_ENABLE = "alert_channel.enable", "Alert channel enabled again"
     ALERT_REDELIVER = "alert.redeliver", "Alert delivery retried by hand"
+    QUESTION_ASK = "question.ask", "Agent asked a question"
+    QUESTION_ANSWER = "question.answer", "Question answered"
+    QUESTION_ACK = "question.ack", "Agent received an answer"
+    BUDGET_UPDATE = "budget.update", "Budget caps changed"
 
 
 class ApiKeyScope(models.TextChoices):

@@ -18,6 +18,9 @@ class FleetSnapshot(models.Model):
     )
     agents_by_status = models.JSONField(default=dict)
     agents_by_role = models.JSONField(default=dict)
+    agents_by_activity = models.JSONField(
+        default=dict, help_text="Online agents by role, then by reported activity."
+    )
     online_ratio = models.FloatField(null=True, blank=True)
     jobs_completed_last_hour = models.PositiveIntegerField(default=0)
     jobs_failed_last_hour = models.PositiveIntegerField(default=0)
