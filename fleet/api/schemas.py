@@ -1,21 +1,35 @@
 """Request and response bodies of /api/v1. Inputs are strict: unknown fields, NUL bytes,
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import AfterValidator, ConfigDict, Field, JsonValue, StringConstraints, create_model
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StringConstraints,
+    create_model,
+)
 
 from fleet import policy
 from fleet.choices import (
+    AgentActivity,
     AgentRole,
     AgentStatus,
     AlertChannelKind,
     AlertEventType,
     AnomalySeverity,
+    BudgetPeriod,
+    BudgetScope,
     BulkActionKind,
     JobStatus,
     RolloutAction,
@@ -25,7 +39,13 @@ from fleet.choices import (
 )
 from fleet.errors import error_codes_for_status
 from fleet.labels import labels_check
-from fleet.models import ActivationToken, Anomaly, Rollout
+from fleet.models import ActivationToken, Anomaly, Question, Rollout
+from fleet.models.questions import (
+    ANSWER_TEXT_MAX,
+    QUESTION_OPTION_MAX,
+    QUESTION_OPTIONS_MAX,
+    QUESTION_TEXT_MAX,
+)
 from fleet.selectors import BatchProgress, rollout_batches
 from fleet.services.detections import host_memory_budget_mb
 from fleet.versions import SemVer
@@ -86,6 +106,15 @@ RequiredStr = Annotated[
 
 
 Version = Annotated[str, StringConstraints(max_length=64), AfterValidator(_semver)]
+
+ACTIVITY_DETAIL_MAX = 500
+# A model provider's name as agents report it: "anthropic", "openai", "azure-openai".
+ProviderName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=50, pattern=r"^[A-Za-z0-9._-]*$"
+    ),
+]
 
 
 class In(Schema):
@@ -155,6 +184,64 @@ class UpgradeOrderOut(Schema):
     drain: bool
 
 
+# --- usage (what a job's model calls cost) -----------------------------------------------
+
+USAGE_ITEMS_MAX = 20
+TOKENS_MAX = 10**12
+COST_USD_MAX = 10**6
+WALL_SECONDS_MAX = 10**7
+
+
+def _json_number(value: Any) -> Any:
+    """A cost is a JSON number, finite: a string, a boolean, NaN or Infinity is refused
+    (Decimal would take "NaN" and "1e3" from a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("must be a finite number")
+    return Decimal(str(value))  # the digits as written, not the float's binary expansion
+
+
+def _micro_dollars(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
+CostUsd = Annotated[
+    Decimal,
+    BeforeValidator(_json_number),
+    Field(ge=0, le=COST_USD_MAX, description="USD, kept to 6 decimal places."),
+    AfterValidator(_micro_dollars),
+]
+Tokens = Annotated[StrictInt, Field(ge=0, le=TOKENS_MAX)]
+
+
+class UsageIn(In):
+    """One model's usage within a job."""
+
+    model: RequiredStr = Field(max_length=100, examples=["claude-sonnet-4"])
+    provider: Str = Field("", max_length=50, examples=["anthropic"])
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cost_usd: CostUsd = Decimal("0")
+
+
+UsageList = Annotated[
+    list[UsageIn],
+    Field(
+        default_factory=list,
+        max_length=USAGE_ITEMS_MAX,
+        description=f"One item per model used (at most {USAGE_ITEMS_MAX}); the job's totals "
+        "are their sums.",
+    ),
+]
+WallSeconds = Annotated[
+    float | None,
+    Field(None, ge=0, le=WALL_SECONDS_MAX, allow_inf_nan=False, description="Time it took."),
+]
+
+
 class HeartbeatIn(In):
     version: Version
     running_job_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
@@ -166,6 +253,33 @@ class HeartbeatIn(In):
         description="The agent's clock when it sent this (UTC when it has no time zone). "
         "Any time is accepted: a clock more than a minute off opens a finding.",
     )
+    activity: AgentActivity | None = Field(
+        None,
+        description="What the agent is doing: working, idle, waiting_for_input (a person "
+        "must answer its question), rate_limited or provider_error (its model provider), "
+        "budget_exhausted (a claim said so). Omitted: unchanged.",
+    )
+    detail: Str = Field("", max_length=ACTIVITY_DETAIL_MAX, description="Words for people.")
+    provider: ProviderName = Field(
+        "", description="The model provider a rate_limited or provider_error blames."
+    )
+    usage: dict[
+        Annotated[int, Field(ge=1, le=2**62)],
+        Annotated[list[UsageIn], Field(max_length=USAGE_ITEMS_MAX)],
+    ] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="Usage so far of running jobs, by job id (each list replaces the last "
+        "one reported); recorded with the lease renewal, every half lease.",
+    )
+
+
+class AnswerOut(Schema):
+    """An answer to one of the agent's questions."""
+
+    question_id: int
+    job_id: int
+    answer: str
 
 
 class HeartbeatOut(Schema):
@@ -187,6 +301,12 @@ class HeartbeatOut(Schema):
         description="Running jobs of this agent to stop now (an operator cancelled them, or "
         "they ran past their max runtime): stop each and report it with "
         "POST /jobs/{id}/stopped.",
+    )
+    answers: list[AnswerOut] = Field(
+        default_factory=list,
+        description="Answers to the agent's questions, sent on every heartbeat until it "
+        "acknowledges each (POST /questions/{id}/ack): at least once; drop a question id "
+        "already taken.",
     )
 
 
@@ -288,6 +408,15 @@ class JobOut(Schema):
     max_runtime_seconds: int | None = None
     stop_requested_at: datetime | None = None
     stop_reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Field(
+        Decimal("0"), description="USD, a decimal string (6 places): the usage's sum."
+    )
+    usage: list[dict[str, Any]] = Field(
+        default_factory=list, description="As reported, one item per model used."
+    )
+    wall_seconds: float | None = None
 
 
 class ClaimOut(JobOut):
@@ -300,6 +429,8 @@ class CompleteIn(In):
     result: Annotated[dict[str, Any] | list[Any] | str | None, AfterValidator(_no_nul_anywhere)] = (
         None
     )
+    usage: UsageList
+    wall_seconds: WallSeconds
 
 
 class StoppedIn(In):
@@ -310,6 +441,8 @@ class FailIn(In):
     lease_id: uuid.UUID
     error: Str = Field("", max_length=10_000)
     retryable: bool = False
+    usage: UsageList
+    wall_seconds: WallSeconds
 
 
 # --- customer automation ----------------------------------------------------------------
@@ -781,6 +914,80 @@ class RolloutDetailOut(RolloutOut):
     @staticmethod
     def resolve_batches(rollout: Rollout) -> list[BatchProgress]:
         return rollout_batches(rollout)
+
+
+# --- questions (a running job asks a person) and budgets --------------------------------
+
+
+class QuestionIn(In):
+    text: RequiredStr = Field(max_length=QUESTION_TEXT_MAX, description="What the agent asks.")
+    options: list[Annotated[RequiredStr, Field(max_length=QUESTION_OPTION_MAX)]] = Field(
+        default_factory=list,
+        max_length=QUESTION_OPTIONS_MAX,
+        description="Suggested answers (the portal offers them as buttons); any text goes.",
+    )
+
+
+class AnswerIn(In):
+    answer: RequiredStr = Field(max_length=ANSWER_TEXT_MAX)
+
+
+class QuestionOut(Schema):
+    id: int
+    job_id: int
+    agent_id: int | None
+    text: str
+    options: list[str]
+    asked_at: datetime
+    answer: str
+    answered_at: datetime | None
+    answered_by: str = Field(description="Who answered (a member, or an API key).")
+    acked_at: datetime | None = Field(description="When the agent took the answer.")
+    waited_seconds: float | None = Field(description="Asked → answered (→ now while open).")
+
+    @staticmethod
+    def resolve_answered_by(question: Question) -> str:
+        return question.answered_by_label
+
+
+class QuestionFilters(Schema):
+    state: Literal["open", "answered", "all"] = "open"
+
+
+BudgetLimitUsd = Annotated[
+    Decimal | None,
+    BeforeValidator(lambda v: v if v is None else _json_number(v)),
+    Field(None, ge=0, le=COST_USD_MAX, description="USD; null: no USD cap."),
+]
+
+
+class BudgetCapIn(In):
+    scope: BudgetScope
+    key: Str = Field(
+        "",
+        max_length=32,
+        description="The role (scope role) or agent id (scope agent); empty for customer.",
+    )
+    period: BudgetPeriod
+    max_cost_usd: BudgetLimitUsd
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=TOKENS_MAX)] | None = Field(
+        None, description="null: no token cap. Both null removes the cap."
+    )
+
+
+class BudgetsIn(In):
+    caps: list[BudgetCapIn] = Field(max_length=50, description="Caps to set or remove.")
+
+
+class BudgetOut(Schema):
+    scope: str
+    key: str
+    period: str
+    max_cost_usd: Decimal | None
+    max_tokens: int | None
+    spent_usd: Decimal = Field(description="Spent in the current day or month (UTC).")
+    spent_tokens: int
+    reached: bool
 
 
 @cache

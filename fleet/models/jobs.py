@@ -88,6 +88,18 @@ class Job(models.Model):
     idempotency_key = models.CharField(
         max_length=100, blank=True, help_text="The client's key: a retried submit is one job."
     )
+    # What its model calls cost, as its agent reported on complete or fail (a running
+    # job's heartbeat may report it so far): the list as sent, and its sums.
+    usage = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="One item per model used: model, provider, tokens, cost_usd.",
+    )
+    input_tokens = models.BigIntegerField(default=0, db_default=0)
+    output_tokens = models.BigIntegerField(default=0, db_default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, db_default=0)
+    wall_seconds = models.FloatField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
 
