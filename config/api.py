@@ -16,7 +16,7 @@ from ninja.operation import Operation
 from ninja.types import DictStrAny
 from pydantic import Field
 
-from fleet.api import activity, agents, alerts, anomalies, customers, jobs, rollouts
+from fleet.api import activity, agents, alerts, anomalies, customers, jobs, questions, rollouts
 from fleet.api.auth import ApiKeyAuth
 from fleet.api.json_body import HostileJsonValue, StrictJsonParser
 from fleet.api.schemas import ErrorOut
@@ -82,6 +82,7 @@ api.add_router("", customers.router)
 api.add_router("", alerts.router)
 api.add_router("", rollouts.router)
 api.add_router("", activity.router)
+api.add_router("", questions.router)
 
 
 class HealthOut(Schema):

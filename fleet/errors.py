@@ -568,3 +568,30 @@ class ApiKeyLimitReached(FleetError):
     code = "api_key_limit_reached"
     status = 409
     hint = "Revoke keys no longer in use on the portal's API keys page, then mint again."
+
+
+# --- questions (a running job asks a person) ---------------------------------------------
+
+
+class JobNotHeld(FleetError):
+    """Only the agent running a job may ask a question about it, while it runs."""
+
+    code = "job_not_held"
+    status = 409
+    hint = "Ask while the job runs, from the agent that claimed it."
+
+
+class QuestionNotOpen(FleetError):
+    """The question was answered already; the first answer stands."""
+
+    code = "question_not_open"
+    status = 409
+    hint = "Read the question again: its answer is on its page and in the API."
+
+
+class QuestionNotAnswered(FleetError):
+    """An agent acknowledged an answer that does not exist yet."""
+
+    code = "question_not_answered"
+    status = 409
+    hint = "Acknowledge an answer only after a heartbeat delivered it."

@@ -18,7 +18,18 @@ from fleet.choices import (
 )
 from fleet.errors import NotFound
 from fleet.labels import labels_check
-from fleet.models import Agent, BulkAction, Customer, Host, Job, License, Release, RolloutTarget
+from fleet.models import (
+    Agent,
+    BudgetCap,
+    BulkAction,
+    Customer,
+    Host,
+    Job,
+    License,
+    Question,
+    Release,
+    RolloutTarget,
+)
 from fleet.models.agents import CLEAN_UP, SEAT_HOLDING, heard_q, silent_since_q
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
 from fleet.selectors.releases import releases_newest_first
@@ -52,6 +63,12 @@ def agents_with_facts() -> QuerySet[Agent]:
                 agent=OuterRef("pk"), status=JobStatus.RUNNING, stop_requested_at__isnull=False
             )
         ),
+        budgeted=Exists(BudgetCap.objects.filter(customer=OuterRef("customer_id"))),
+        answers_pending=Exists(
+            Question.objects.filter(
+                agent=OuterRef("pk"), answered_at__isnull=False, acked_at__isnull=True
+            )
+        ),
     )
 
 
@@ -73,6 +90,8 @@ class AgentFacts:
     upgrade: UpgradeOrder | None  # what a rollout tells it to apply now
     on_yanked: bool  # its version was yanked
     stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
+    budgeted: bool = False  # its customer set budget caps (a claim checks them)
+    answers_pending: bool = False  # answers to its questions wait for its acknowledgement
 
     @property
     def latest_release(self) -> SemVer | None:
@@ -93,6 +112,8 @@ def agent_with_facts(agent: Agent) -> Agent:
         upgrade=UpgradeOrder(version, row["upgrade_rollout_id"]) if version else None,
         on_yanked=row["on_yanked"],
         stop_jobs=row["stop_jobs"],
+        budgeted=row["budgeted"],
+        answers_pending=row["answers_pending"],
     )
     # The annotations now live in `facts`: a compact attribute dict without them halves
     # what each of the (up to AGENT_CACHE_MAX_ENTRIES) kept agents costs a web process.
@@ -110,6 +131,8 @@ _FACT_ANNOTATIONS = frozenset(
         "upgrade_version",
         "on_yanked",
         "stop_jobs",
+        "budgeted",
+        "answers_pending",
     }
 )
 
