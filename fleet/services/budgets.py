@@ -315,7 +315,7 @@ def budget_caps_set(*, customer: Customer, caps: list[CapSetting], actor: Actor)
             customer=customer,
             changes=changed,
         )
-        transaction.on_commit(lambda: budget_findings_settle(customer_id=customer.pk))
+        budget_findings_settle(customer_id=customer.pk)
     return len(changed)
 
 
