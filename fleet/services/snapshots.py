@@ -12,7 +12,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
+from fleet.choices import AgentActivity, AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.models.agents import heard_q
 from fleet.selectors import minor_floor, release_latest
@@ -37,6 +37,26 @@ def _version_counts() -> dict[str, Any]:
     return counts
 
 
+def _activity_counts(online_q: Q) -> dict[str, Any]:
+    """Online agents by role and reported activity (those that never said: not counted)."""
+    return {
+        f"act_{r}_{a}": Count("pk", filter=online_q & Q(role=r, activity=a))
+        for r in AgentRole.values
+        for a in AgentActivity.values
+    }
+
+
+def _by_activity(row: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{role: {activity: agents}}, only the non-zero counts (an agent waiting for input
+    holds its running job, so it counts busy, never idle, in idle_ratio)."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in AgentRole.values:
+        for a in AgentActivity.values:
+            if row.get(f"act_{r}_{a}"):
+                counts.setdefault(r, {})[a] = row[f"act_{r}_{a}"]
+    return counts
+
+
 def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     """Write this minute's snapshot of every customer (twice in a minute updates the same
     rows) and return them."""
@@ -56,6 +76,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
             online=Count("pk", filter=online_q),
             **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in AgentStatus.values},
             **{f"role_{r}": Count("pk", filter=Q(role=r)) for r in AgentRole.values},
+            **_activity_counts(online_q),
             **_version_counts(),
         )
         .order_by()
@@ -116,6 +137,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
                 agents_busy=busy_now,
                 agents_by_status={s: a.get(f"status_{s}", 0) for s in AgentStatus.values},
                 agents_by_role={r: a.get(f"role_{r}", 0) for r in AgentRole.values},
+                agents_by_activity=_by_activity(a),
                 online_ratio=online / a["total"] if a.get("total") else None,
                 jobs_completed_last_hour=j.get("completed", 0),
                 jobs_failed_last_hour=j.get("failed", 0),
