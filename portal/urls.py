@@ -83,6 +83,12 @@ urlpatterns = [
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<int:job_id>/", views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("questions/", views.questions, name="questions"),
+    path(
+        "questions/<int:question_id>/answer/",
+        views.question_answer_view,
+        name="question_answer",
+    ),
     path("anomalies/", views.anomalies, name="anomalies"),
     path("anomalies/resolve/", views.incident_resolve_view, name="incident_resolve"),
     path("anomalies/<int:anomaly_id>/resolve/", views.anomaly_resolve_view, name="anomaly_resolve"),

@@ -633,6 +633,10 @@ class AgentOut(Schema):
     paused_reason: str
     paused_until: datetime | None
     labels: dict[str, str]
+    activity: str = Field("", description="What it last reported doing; empty: never said.")
+    activity_detail: str = ""
+    activity_provider: str = ""
+    activity_since: datetime | None = None
 
     @staticmethod
     def resolve_version(agent: Any) -> str:

@@ -1,6 +1,6 @@
 """The fleet's numbers: live counts, snapshot rates and throughput baselines."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from fleet import policy
 from fleet.choices import (
+    AgentActivity,
     AgentRole,
     AgentStatus,
     Channel,
@@ -101,6 +102,17 @@ class RoleNumbers:
     running: int  # jobs running
     queued: int  # jobs waiting
     oldest_wait_seconds: float | None  # how long the oldest waiting job has waited
+    # Online agents by the activity they report (only those some agent reports).
+    activity: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def activity_words(self) -> list[str]:
+        """ "2 waiting for input", "3 rate-limited by their provider", … for the table."""
+        return [
+            f"{n} {AgentActivity(a).label.lower()}"
+            for a, n in self.activity.items()
+            if a != AgentActivity.WORKING and a != AgentActivity.IDLE
+        ]
 
     @property
     def offline(self) -> int:
@@ -133,6 +145,7 @@ def role_numbers(
             n=Count("pk"),
             online=Count("pk", filter=online),
             can_work=Count("pk", filter=online & ~Q(status=AgentStatus.UPGRADING)),
+            **{f"act_{a}": Count("pk", filter=online & Q(activity=a)) for a in AgentActivity},
         )
         .order_by()
     }
@@ -168,6 +181,7 @@ def role_numbers(
                 running=j.get("running", 0),
                 queued=j.get("queued", 0),
                 oldest_wait_seconds=(now - oldest).total_seconds() if oldest else None,
+                activity={x: a[f"act_{x}"] for x in AgentActivity.values if a.get(f"act_{x}")},
             )
         )
     return numbers

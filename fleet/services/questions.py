@@ -47,6 +47,8 @@ def question_ask(
         "activity_provider": "",
     }
     Agent.objects.filter(pk=agent.pk).update(**waiting, activity_since=now)
+    for name, value in {**waiting, "activity_since": now}.items():
+        setattr(agent, name, value)
     transaction.on_commit(lambda: agent_cache_note(agent.pk, **waiting))
     audit_record(
         actor=Actor.for_agent(agent, ip_address),

@@ -43,6 +43,7 @@ from portal.views.members import (
     members_two_factor_view,
 )
 from portal.views.plan import plan
+from portal.views.questions import question_answer_view, questions
 from portal.views.rollouts import agent_options, upgrade_detail, upgrade_steer, upgrades
 from portal.views.sign_in import (
     PasswordResetConfirmView,
@@ -94,6 +95,8 @@ __all__ = [
     "members",
     "members_two_factor_view",
     "plan",
+    "question_answer_view",
+    "questions",
     "second_factor",
     "switch_customer",
     "token_revoke_view",
