@@ -102,6 +102,7 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("activity/export/", views.activity_export, name="activity_export"),
     path("settings/", views.customer_settings, name="settings"),
+    path("settings/budgets/", views.budget_set_view, name="budget_set"),
     path("alerts/", views.alerts, name="alerts"),
     path(
         "alerts/channels/<int:channel_id>/<str:action>/",

@@ -101,9 +101,6 @@ def answer(request: HttpRequest, question_id: int, body: AnswerIn) -> Question:
 
 
 def _budget_out(stop: BudgetStop) -> BudgetOut:
-    reached = (stop.max_cost_usd is not None and stop.spent_usd >= stop.max_cost_usd) or (
-        stop.max_tokens is not None and stop.spent_tokens >= stop.max_tokens
-    )
     return BudgetOut(
         scope=stop.scope,
         key=stop.scope_key,
@@ -112,7 +109,7 @@ def _budget_out(stop: BudgetStop) -> BudgetOut:
         max_tokens=stop.max_tokens,
         spent_usd=stop.spent_usd,
         spent_tokens=stop.spent_tokens,
-        reached=reached,
+        reached=stop.reached,
     )
 
 

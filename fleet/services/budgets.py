@@ -66,6 +66,12 @@ class BudgetStop:
     spent_tokens: int
 
     @property
+    def reached(self) -> bool:
+        return (self.max_cost_usd is not None and self.spent_usd >= self.max_cost_usd) or (
+            self.max_tokens is not None and self.spent_tokens >= self.max_tokens
+        )
+
+    @property
     def words(self) -> str:
         who = scope_words(self.scope, self.scope_key)
         per = "today" if self.period == BudgetPeriod.DAY else "this month"

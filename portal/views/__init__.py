@@ -19,6 +19,7 @@ from portal.views.anomalies import (
     anomaly_resolve_view,
     incident_resolve_view,
 )
+from portal.views.budgets import budget_set_view
 from portal.views.bulk import agents_bulk, bulk_detail
 from portal.views.dashboard import dashboard
 from portal.views.fleet import (
@@ -77,6 +78,7 @@ __all__ = [
     "anomaly_resolve_view",
     "api_key_revoke_view",
     "api_keys",
+    "budget_set_view",
     "bulk_detail",
     "customer_settings",
     "dashboard",

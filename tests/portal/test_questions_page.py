@@ -67,3 +67,29 @@ def test_blank_or_nul_answers_are_refused(owner, asked):
         assert response.status_code == 422
     assert Question.objects.get().answered_at is None
     assert asked.agent.activity == AgentActivity.WAITING_FOR_INPUT
+
+
+def test_an_owner_sets_a_budget_on_the_settings_page_and_a_viewer_cannot(
+    owner, customer, django_user_model
+):
+    factories.license(customer, max_agents=5)
+    saved = owner.post(
+        "/portal/settings/budgets/",
+        {"scope": "role", "key": "coder", "period": "day", "max_cost_usd": "12.5"},
+        follow=True,
+    )
+    assert "Budget saved." in saved.content.decode()
+    assert 'data-budget="role:coder:day"' in saved.content.decode()
+    assert AuditEvent.objects.filter(action=AuditAction.BUDGET_UPDATE).count() == 1
+    wrong = owner.post(
+        "/portal/settings/budgets/",
+        {"scope": "role", "key": "wizard", "period": "day", "max_tokens": "5"},
+        follow=True,
+    )
+    assert "Budget not saved" in wrong.content.decode()
+    viewer = member_client(customer, django_user_model, "viewer", "vera")
+    refused = viewer.post(
+        "/portal/settings/budgets/", {"scope": "customer", "period": "day", "max_tokens": "1"}
+    )
+    assert refused.status_code == 403
+    assert "Owners set budgets" in viewer.get("/portal/settings/").content.decode()
