@@ -291,7 +291,7 @@ def budget_caps_set(*, customer: Customer, caps: list[CapSetting], actor: Actor)
     changed: dict[str, list[Any]] = {}
     for index, cap in enumerate(caps):
         _check_key(customer, cap, f"caps.{index}.key")
-        where = {
+        where: dict[str, Any] = {
             "customer": customer,
             "scope": cap.scope,
             "scope_key": cap.scope_key,

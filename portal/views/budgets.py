@@ -38,7 +38,10 @@ def budget_set_view(request: PortalRequest, customer: Customer) -> HttpResponse:
         messages.error(
             request,
             "Budget not saved: "
-            + "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()),
+            + "; ".join(
+                f"{name}: {' '.join(str(e) for e in errors)}"
+                for name, errors in form.errors.items()
+            ),
         )
         return redirect("portal:settings")
     data = form.cleaned_data

@@ -59,7 +59,7 @@ def question_answer_view(
             error = exc.detail
             question = question_get(customer, question_id)
     else:
-        error = "; ".join(e for errors in form.errors.values() for e in errors)
+        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     if not request.htmx:
         return redirect("portal:questions")
     return render(
