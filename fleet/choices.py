@@ -78,6 +78,15 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class OutcomeVerdict(models.TextChoices):
+    """What happened to a job's output later, as customer automation (or GitHub) reports."""
+
+    ACCEPTED = "accepted", "Accepted"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    REJECTED = "rejected", "Rejected"
+    REVERTED = "reverted", "Reverted"
+
+
 class AnomalySeverity(models.TextChoices):
     INFO = "info", "Info"
     WARNING = "warning", "Warning"
@@ -244,6 +253,8 @@ class AuditAction(models.TextChoices):
     JOB_TIMED_OUT = "job.timed_out", "Running job past its max runtime told to stop"
     JOB_STOPPED = "job.stopped", "Running job stopped by its agent"
     JOB_LEASE_EXPIRED = "job.lease_expired", "Job lease expired"
+    JOB_OUTCOME = "job.outcome", "Job outcome reported"
+    GITHUB_SECRET_ROTATE = "integration.github_secret", "GitHub webhook secret minted"
     ANOMALY_OPEN = "anomaly.open", "Finding opened"
     ANOMALY_RESOLVE = "anomaly.resolve", "Finding resolved"
     ANOMALY_REOPEN = "anomaly.reopen", "Finding reopened"
@@ -294,7 +305,7 @@ class ApiKeyScope(models.TextChoices):
 
     READ = "read", "Read: the fleet, jobs, findings, waves, settings, activity, metrics"
     TOKENS = "tokens", "Tokens: mint and revoke activation tokens"
-    JOBS = "jobs", "Jobs: submit and cancel jobs"
+    JOBS = "jobs", "Jobs: submit and cancel jobs, report their outcomes"
     AGENTS = "agents", "Agents: pause, resume, label, act in bulk"
     ALERTS = "alerts", "Alerts: alert channels (their URLs), resolve and reopen findings"
     ROLLOUTS = "rollouts", "Rollouts: start and steer upgrade waves (owners grant it)"

@@ -101,6 +101,20 @@ class ApiKeyExpired(Unauthorized):
     )
 
 
+class InvalidSignature(FleetError):
+    """A webhook (the GitHub receiver) whose `X-Hub-Signature-256` does not match its
+    body under the customer's secret, or is missing, or whose URL names no receiver set
+    up. Nothing was recorded."""
+
+    code = "invalid_signature"
+    status = 401
+    hint = (
+        "Set the webhook's secret to the one shown when it was minted (Settings, or POST "
+        "/api/v1/integrations/github/secret mints a new one), content type "
+        "application/json, and the URL with your customer slug."
+    )
+
+
 class InsufficientScope(FleetError):
     """The API key is valid but was not minted with the scope this operation needs
     (`required_scope`); `key_scopes` lists the ones it has."""

@@ -32,6 +32,7 @@ from fleet.choices import (
     BudgetScope,
     BulkActionKind,
     JobStatus,
+    OutcomeVerdict,
     RolloutAction,
     RolloutState,
     TokenStatus,
@@ -417,6 +418,12 @@ class JobOut(Schema):
         default_factory=list, description="As reported, one item per model used."
     )
     wall_seconds: float | None = None
+    agent_version: str = Field("", description="Its agent's version when it finished.")
+    pull_request: str = Field("", description="The pull request its result names.")
+    verdict: str = Field(
+        "", description="The latest verdict on its output, of any source; empty: not judged."
+    )
+    verdict_at: datetime | None = None
 
 
 class ClaimOut(JobOut):
@@ -443,6 +450,57 @@ class FailIn(In):
     retryable: bool = False
     usage: UsageList
     wall_seconds: WallSeconds
+
+
+# --- outcomes (what happened to a job's output) ------------------------------------------
+
+
+def _web_url(value: str) -> str:
+    if value and not value.lower().startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class OutcomeIn(In):
+    verdict: OutcomeVerdict
+    source: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,49}$",
+        description="Who judged: a short slug (github, gitlab, human, ...). One verdict per "
+        "source: a new one from the same source replaces it.",
+        examples=["human"],
+    )
+    url: Annotated[Str, AfterValidator(_web_url)] = Field(
+        "",
+        max_length=2000,
+        description="Where the verdict was given (a pull request).",
+    )
+    note: Str = Field("", max_length=2000)
+
+
+class OutcomeOut(Schema):
+    job_id: int
+    source: str
+    verdict: str
+    url: str
+    note: str
+    reported_at: datetime
+    job_verdict: str = Field(description="The job's verdict now: the latest of any source.")
+
+    @staticmethod
+    def resolve_job_verdict(outcome: Any) -> str:
+        return outcome.job.verdict
+
+
+class GithubSecretOut(Schema):
+    secret: str = Field(description="The webhook secret: in this response only.")
+    secret_prefix: str
+    url: str = Field(description="The Payload URL to give GitHub (content type JSON).")
+
+
+class GithubDeliveryOut(Schema):
+    verdict: str | None
+    ignored: str = Field("", description="Why nothing was recorded, when nothing was.")
+    job_ids: list[int]
 
 
 # --- customer automation ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from fleet.models.bulk import BulkAction
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
 from fleet.models.metrics import FleetRollup, FleetSnapshot, SweepState
+from fleet.models.outcomes import GithubIntegration, JobOutcome
 from fleet.models.questions import Question
 from fleet.models.releases import Release
 from fleet.models.rollouts import Rollout, RolloutTarget
@@ -33,9 +34,11 @@ __all__ = [
     "CustomerSso",
     "FleetRollup",
     "FleetSnapshot",
+    "GithubIntegration",
     "Host",
     "Invitation",
     "Job",
+    "JobOutcome",
     "License",
     "Membership",
     "Question",

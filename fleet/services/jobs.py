@@ -36,6 +36,7 @@ from fleet.models.lifecycle import Transition
 from fleet.services.agent_controls import agents_drained
 from fleet.services.audit import AUDIT_INSERT, Actor, audit_record
 from fleet.services.budgets import budget_charge
+from fleet.services.outcomes import pull_request_named
 from fleet.services.usage import UsageTotals, usage_fields
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
@@ -284,7 +285,8 @@ def job_complete(
     usage: list[dict[str, Any]] | None = None,
     wall_seconds: float | None = None,
 ) -> Job:
-    """Its usage (a list, one item per model) is stored with its sums in the same UPDATE."""
+    """Its usage (a list, one item per model) is stored with its sums, the agent's
+    version and the pull request its result names, all in the same UPDATE."""
     return _finish(
         agent=agent,
         job_id=job_id,
@@ -296,6 +298,8 @@ def job_complete(
                 "result": result,
                 "finished_at": timezone.now(),
                 "lease_expires_at": None,
+                "agent_version": str(agent.version),
+                "pull_request": pull_request_named(result),
                 **usage_fields(usage, wall_seconds),
             },
         ),
@@ -318,7 +322,7 @@ def job_fail(
     Its usage is stored as on complete (a retried job keeps its last attempt's)."""
 
     def changes(job: Job) -> tuple[Transition, dict[str, Any]]:
-        spent = usage_fields(usage, wall_seconds)
+        spent = {"agent_version": str(agent.version), **usage_fields(usage, wall_seconds)}
         if retryable and job.attempts < settings.JOB_MAX_ATTEMPTS:
             # Back in the queue from now; `agent` keeps the agent that failed it until the
             # next claim, so repeated failures of one agent are seen.
