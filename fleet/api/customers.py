@@ -20,9 +20,11 @@ from fleet.api.schemas import (
     CustomerSettingsIn,
     CustomerSettingsOut,
     FleetMetricsOut,
+    FleetQualityOut,
     HostFilters,
     HostOut,
     MintedTokenOut,
+    QualityFilters,
     SeatsOut,
     TokenOut,
     TokensMintedOut,
@@ -35,10 +37,12 @@ from fleet.errors import TokenNotOutstanding
 from fleet.http import client_address
 from fleet.models import ActivationToken, Agent, BulkAction, Customer, Host
 from fleet.selectors import (
+    FleetQuality,
     agent_get,
     agent_search,
     bulk_action_get,
     fleet_metrics,
+    fleet_quality,
     host_list,
     license_seats,
     token_get,
@@ -128,7 +132,19 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
     summary="The four numbers: online ratio, throughput, anomalies, version skew",
 )
 def metrics(request: HttpRequest) -> dict:
-    return fleet_metrics(authed_key(request).customer_id).as_dict()
+    customer_id = authed_key(request).customer_id
+    return {**fleet_metrics(customer_id).as_dict(), **fleet_quality(customer_id).headline()}
+
+
+@router.get(
+    "/fleet/quality",
+    response={200: FleetQualityOut, **errors(401, 403, 422, 429)},
+    summary="Acceptance, cost and tokens per role, version and agent; the costliest jobs",
+)
+def quality(request: HttpRequest, filters: Query[QualityFilters]) -> FleetQuality:
+    """Jobs finished in the last `days` (each judged by its latest verdict so far) against
+    the `days` before; cost per accepted job is what the jobs cost ÷ those accepted."""
+    return fleet_quality(authed_key(request).customer_id, days=filters.days)
 
 
 @router.get(

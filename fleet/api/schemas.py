@@ -592,6 +592,64 @@ class FleetMetricsOut(Schema):
     wait_p50_seconds: float | None
     wait_p95_seconds: float | None
     snapshot_at: datetime | None
+    acceptance: float | None = Field(
+        None,
+        description="Accepted ÷ judged, of the jobs finished in the last quality_window_days "
+        "(each job's latest verdict); null: none judged.",
+    )
+    acceptance_previous: float | None = Field(None, description="The same, the window before.")
+    jobs_judged: int = 0
+    quality_window_days: int = 7
+    cost_usd_last_hour: Decimal = Field(Decimal("0"), description="Of the jobs finished in it.")
+    cost_per_accepted_job: Decimal | None = Field(
+        None, description="What the window's jobs cost ÷ how many of them were accepted."
+    )
+
+
+class WorkOut(Schema):
+    jobs: int
+    tokens: int
+    cost_usd: Decimal
+    judged: int
+    accepted: int
+    acceptance: float | None
+    cost_per_accepted_job: Decimal | None = Field(alias="cost_per_accepted")
+    tokens_per_job: float | None
+
+
+class TrendOut(Schema):
+    now: WorkOut = Field(description="The last `days`: jobs finished in them, judged so far.")
+    before: WorkOut = Field(description="The `days` before those.")
+
+
+class CostlyJobOut(Schema):
+    id: int
+    role: str
+    agent_id: int | None
+    cost_usd: Decimal
+    input_tokens: int
+    output_tokens: int
+    verdict: str
+    finished_at: datetime | None
+    portal_path: str
+
+    @staticmethod
+    def resolve_portal_path(job: Any) -> str:
+        return f"/portal/jobs/{job.pk}/"
+
+
+class QualityFilters(Schema):
+    days: int = Field(7, ge=1, le=90, description="The window: jobs finished in these days.")
+
+
+class FleetQualityOut(Schema):
+    days: int
+    total: TrendOut
+    by_role: dict[str, TrendOut]
+    by_version: dict[str, TrendOut]
+    by_agent: dict[int, TrendOut]
+    cost_usd_last_hour: Decimal
+    costliest: list[CostlyJobOut] = Field(description="The 10 costliest jobs of the last 24 h.")
 
 
 # --- alerts -------------------------------------------------------------------------------

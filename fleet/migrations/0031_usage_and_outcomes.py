@@ -222,6 +222,14 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="job",
             index=models.Index(
+                condition=models.Q(("verdict_at__isnull", False)),
+                fields=["verdict_at"],
+                name="job_judged_at",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(
                 condition=models.Q(("pull_request", ""), _negated=True),
                 fields=["customer", "pull_request"],
                 name="job_pull_request",

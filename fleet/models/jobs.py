@@ -177,11 +177,17 @@ class Job(models.Model):
                 condition=models.Q(status=JobStatus.RUNNING),
                 name="job_running",
             ),
-            # Judged jobs (a few): the acceptance rates and the wave gates read these.
+            # Judged jobs (a few): a customer's acceptance rates read these; the minute
+            # snapshot and the hourly rollup read them by time across customers.
             models.Index(
                 fields=["customer", "verdict_at"],
                 condition=models.Q(verdict_at__isnull=False),
                 name="job_judged",
+            ),
+            models.Index(
+                fields=["verdict_at"],
+                condition=models.Q(verdict_at__isnull=False),
+                name="job_judged_at",
             ),
             # The GitHub receiver finds the jobs whose result names a pull request.
             models.Index(

@@ -80,6 +80,16 @@ class FleetSnapshot(models.Model):
     def __str__(self) -> str:
         return f"{self.customer} @ {self.taken_at:%Y-%m-%d %H:%M}"
 
+    @property
+    def cost_per_hour(self) -> float:
+        return float(self.cost_usd_last_hour)
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted of the verdicts received in the hour before: the acceptance chart."""
+        judged = self.jobs_judged_last_hour
+        return self.jobs_accepted_last_hour / judged if judged else None
+
 
 class FleetRollup(models.Model):
     """A customer's fleet over one hour or one day, folded from its minute snapshots (an
@@ -125,10 +135,15 @@ class FleetRollup(models.Model):
         return f"{self.customer} {self.resolution} @ {self.period_start:%Y-%m-%d %H:%M}"
 
     @property
-    def cost_usd_last_hour(self) -> float:
+    def cost_per_hour(self) -> float:
         """Spend an hour, averaged over the period: what the cost chart shows."""
         hours = 24 if self.resolution == RollupResolution.DAY else 1
         return float(self.cost_usd) / hours
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted of the verdicts received in the period: the acceptance chart."""
+        return self.jobs_accepted / self.jobs_judged if self.jobs_judged else None
 
     @property
     def jobs_completed_last_hour(self) -> float:

@@ -81,6 +81,7 @@ from fleet.selectors.metrics import (
     snapshot_series,
     throughput_baselines,
 )
+from fleet.selectors.outcomes import FleetQuality, Trend, Work, fleet_quality
 from fleet.selectors.releases import release_latest, release_list_for
 from fleet.selectors.rollouts import (
     BatchProgress,
@@ -103,11 +104,14 @@ __all__ = [
     "BatchProgress",
     "ChartRange",
     "FleetMetrics",
+    "FleetQuality",
     "Incident",
     "RoleNumbers",
     "Seats",
     "SizingRow",
+    "Trend",
     "UpgradeOrder",
+    "Work",
     "account_exists_for_email",
     "actor_kind",
     "agent_filter_choices",
@@ -138,6 +142,7 @@ __all__ = [
     "customer_channel",
     "fleet_advice",
     "fleet_metrics",
+    "fleet_quality",
     "fleet_sizing",
     "host_list",
     "invitation_for_token",

@@ -16,6 +16,7 @@ from fleet.choices import AgentActivity, AgentRole, AgentStatus, Channel, JobSta
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.models.agents import heard_q
 from fleet.selectors import minor_floor, release_latest
+from fleet.selectors.outcomes import UsageSnapshot, Work, usage_snapshots
 from fleet.selectors.waits import wait_percentiles
 from fleet.services.presence import presence_flush
 
@@ -103,6 +104,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         .order_by()
     }
     waits = wait_percentiles(now - policy.WAIT_WINDOW, now)
+    usage = usage_snapshots(now - HOUR, now)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")
@@ -128,6 +130,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         online_minutes = (past.get("online") or 0) + online
         busy_minutes = (past.get("busy") or 0) + busy_now
         p50, p95 = waits.get(customer_id, (None, None))
+        spent = usage.get(customer_id) or UsageSnapshot(Work(), {}, {})
         snapshots.append(
             FleetSnapshot(
                 customer_id=customer_id,
@@ -149,6 +152,12 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
                 anomalies_unresolved=anomalies.get(customer_id, 0),
                 agents_not_on_latest=a.get(f"behind_{channel}", 0),
                 agents_minor_behind=a.get(f"minor_behind_{channel}", 0),
+                cost_usd_last_hour=spent.total.cost_usd,
+                tokens_last_hour=spent.total.tokens,
+                jobs_judged_last_hour=spent.total.judged,
+                jobs_accepted_last_hour=spent.total.accepted,
+                usage_by_role=spent.by_role,
+                usage_by_version=spent.by_version,
             )
         )
     fields = [

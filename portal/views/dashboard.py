@@ -22,7 +22,8 @@ from portal.views.base import (
 
 
 def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, Sparkline]:
-    """The four numbers over the range, at the resolution retention keeps that long."""
+    """The five numbers (and the cost) over the range, at the resolution retention keeps
+    that long: minute snapshots, hourly or daily rollups, each pre-aggregated."""
     series: Sequence[object | None] = (
         selectors.snapshot_series(customer, hours=chart_range.periods)
         if chart_range.resolution is None
@@ -44,6 +45,8 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
         "throughput": chart("jobs_completed_last_hour", floor=0.0),
         "anomalies": chart("anomalies_unresolved", floor=0.0),
         "skew": chart("agents_not_on_latest", floor=0.0),
+        "acceptance": chart("acceptance", pick=min, floor=0.0, ceiling=1.0),
+        "cost": chart("cost_per_hour", floor=0.0),
     }
 
 
@@ -57,6 +60,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
+        quality=selectors.fleet_quality(customer),
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer, chart_range),
         chart_range=chart_range,
