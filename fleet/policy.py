@@ -77,6 +77,9 @@ ONLINE_RATIO_TARGET = 0.95  # healthy above this
 THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
 JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
 IDLE_TARGET = 0.25  # idle above this: add work, not agents
+# A role's acceptance this much lower (relative) than the week before: the advice to add
+# agents of it says to review their work first.
+ADVICE_ACCEPTANCE_DROP = 0.15
 # Jobs of a role waiting this long (the oldest one), or every working agent of the role at
 # its license's concurrent-task cap while jobs wait: that role needs agents.
 ADVICE_WAIT = timedelta(minutes=2)

@@ -53,6 +53,7 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
 @member_view()
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     roles = selectors.role_numbers(customer)  # the table and the advice read the same
+    quality = selectors.fleet_quality(customer)
     label = label_filter(request)  # the table only: the advice is about the whole fleet
     chart_range = selectors.CHART_RANGES.get(
         request.GET.get("range", ""), selectors.CHART_RANGES["24h"]
@@ -60,7 +61,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     context = page_context(
         request,
         metrics=selectors.fleet_metrics(customer),
-        quality=selectors.fleet_quality(customer),
+        quality=quality,
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer, chart_range),
         chart_range=chart_range,
@@ -68,7 +69,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
             (r, query_string(label=label, range=r.key)) for r in selectors.CHART_RANGES.values()
         ],
         poll_query=query_string(label=label, range=chart_range.key),
-        advice=selectors.fleet_advice(customer, roles=roles),
+        advice=selectors.fleet_advice(customer, roles=roles, quality=quality),
         roles=selectors.role_numbers(customer, label=label) if label else roles,
         label=label,
         poll_seconds=settings.PORTAL_POLL_SECONDS,
