@@ -103,6 +103,7 @@ urlpatterns = [
     path("activity/export/", views.activity_export, name="activity_export"),
     path("settings/", views.customer_settings, name="settings"),
     path("settings/budgets/", views.budget_set_view, name="budget_set"),
+    path("settings/github/", views.github_secret_view, name="github_secret"),
     path("alerts/", views.alerts, name="alerts"),
     path(
         "alerts/channels/<int:channel_id>/<str:action>/",

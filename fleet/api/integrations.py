@@ -48,7 +48,7 @@ def github_secret(request: HttpRequest) -> dict[str, str]:
     "/integrations/github/{customer_slug}",
     auth=None,
     url_name="github_receiver",
-    response={200: GithubDeliveryOut, 202: GithubDeliveryOut, **errors(401, 422)},
+    response={200: GithubDeliveryOut, 202: GithubDeliveryOut, **errors(401, 413, 422)},
     summary="GitHub webhook: pull requests merged or closed, reviews approving or asking "
     "for changes",
 )

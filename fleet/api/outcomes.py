@@ -19,7 +19,7 @@ router = Router(tags=["outcomes"])
     "/jobs/{job_id}/outcome",
     auth=key_jobs,
     throttle=[ApiKeyThrottle()],
-    response={200: OutcomeOut, **errors(401, 403, 404, 422, 429)},
+    response={200: OutcomeOut, **errors(401, 403, 404, 413, 422, 429)},
     summary="Report what happened to a job's output (idempotent per job and source)",
 )
 def report(request: HttpRequest, job_id: int, body: OutcomeIn) -> JobOutcome:

@@ -32,6 +32,7 @@ from portal.views.fleet import (
     agents,
     hosts,
 )
+from portal.views.integrations import github_secret_view
 from portal.views.jobs import job_cancel_view, job_detail, jobs
 from portal.views.lockout import login_unlock, login_unlock_confirm
 from portal.views.members import (
@@ -82,6 +83,7 @@ __all__ = [
     "bulk_detail",
     "customer_settings",
     "dashboard",
+    "github_secret_view",
     "hosts",
     "incident_resolve_view",
     "invitation_accept_view",

@@ -102,3 +102,13 @@ def test_advice_to_add_coders_says_to_review_their_work_first(coders_slipping):
         "Acceptance 62% for coders this week, down from 81% — review their work before "
         "adding agents."
     )
+
+
+def test_owners_mint_the_github_secret_on_settings_shown_once(owner, viewer, customer):
+    assert viewer.post("/portal/settings/github/").status_code == 403
+    page = owner.post("/portal/settings/github/").content.decode()
+    secret = page.split('id="github-secret">', 1)[1].split("<", 1)[0]
+    assert secret.startswith("ghsec_")
+    assert f"/api/v1/integrations/github/{customer.slug}" in page
+    settings_page = owner.get("/portal/settings/").content.decode()
+    assert secret not in settings_page and secret[:12] in settings_page
