@@ -48,6 +48,7 @@ from fleet.selectors import (
     token_get,
     token_list,
 )
+from fleet.selectors.outcomes import fleet_quality_headline
 from fleet.services.agent_controls import agent_labels_set, agent_pause, agent_resume
 from fleet.services.audit import Actor
 from fleet.services.bulk import bulk_action_start
@@ -129,11 +130,11 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
 @router.get(
     "/fleet/metrics",
     response={200: FleetMetricsOut, **errors(401, 403, 429)},
-    summary="The four numbers: online ratio, throughput, anomalies, version skew",
+    summary="The five numbers: online ratio, throughput, anomalies, version skew, acceptance",
 )
 def metrics(request: HttpRequest) -> dict:
     customer_id = authed_key(request).customer_id
-    return {**fleet_metrics(customer_id).as_dict(), **fleet_quality(customer_id).headline()}
+    return {**fleet_metrics(customer_id).as_dict(), **fleet_quality_headline(customer_id)}
 
 
 @router.get(

@@ -277,6 +277,23 @@ def fleet_quality(
     )
 
 
+def fleet_quality_headline(
+    customer: Customer | int, *, now: datetime | None = None, days: int = 7
+) -> dict[str, Any]:
+    """FleetQuality.headline() in one statement (the fleet metrics API's fields)."""
+    now = now or timezone.now()
+    window = timedelta(days=days)
+    row = jobs_finished(customer, now - 2 * window, now).aggregate(
+        **_aggregates(Q(finished_at__gte=now - window), "n_"),
+        **_aggregates(Q(finished_at__lt=now - window), "b_"),
+        **_aggregates(Q(finished_at__gte=now - timedelta(hours=1)), "h_"),
+    )
+    total = Trend(_prefixed(row, "n_"), _prefixed(row, "b_"))
+    return FleetQuality(
+        days, total, {}, {}, {}, _prefixed(row, "h_").cost_usd, costliest=[]
+    ).headline()
+
+
 def _sum_works(works: list[Work]) -> Work:
     total = Work()
     for w in works:

@@ -30,12 +30,14 @@ GITHUB_ACTOR = Actor(label="integration:github")
 
 
 def pull_request_named(result: Any) -> str:
-    """The pull request a job's result names: `result["pull_request"]`, a URL as GitHub
-    writes it (its `html_url`); "" when there is none."""
+    """The pull request a job's result names: `result["pull_request"]`, an http(s) URL
+    as GitHub writes it (its `html_url`); "" when there is none."""
     if isinstance(result, dict):
         url = result.get("pull_request")
         if isinstance(url, str) and 0 < len(url) <= PULL_REQUEST_URL_MAX:
-            return url.strip()
+            url = url.strip()
+            # Shown as a link: only a web address (never javascript: or data:).
+            return url if url.lower().startswith(("https://", "http://")) else ""
     return ""
 
 

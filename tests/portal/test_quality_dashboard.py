@@ -112,3 +112,21 @@ def test_owners_mint_the_github_secret_on_settings_shown_once(owner, viewer, cus
     assert f"/api/v1/integrations/github/{customer.slug}" in page
     settings_page = owner.get("/portal/settings/").content.decode()
     assert secret not in settings_page and secret[:12] in settings_page
+
+
+def test_a_jobs_page_shows_its_cost_and_verdict(owner, customer):
+    job = factories.job(
+        customer,
+        status=JobStatus.SUCCEEDED,
+        finished_at=timezone.now(),
+        usage=[{"model": "m1", "provider": "p", "cost_usd": "0.25"}],
+        cost_usd=Decimal("0.25"),
+        input_tokens=10,
+        output_tokens=5,
+        verdict="accepted",
+        verdict_at=timezone.now(),
+        pull_request="https://github.com/a/b/pull/1",
+    )
+    page = owner.get(f"/portal/jobs/{job.pk}/").content.decode()
+    assert "$0.25 · 10 tokens in, 5 out · m1 (p) $0.25" in page
+    assert "<strong>Accepted</strong>" in page and 'href="https://github.com/a/b/pull/1"' in page

@@ -13,6 +13,7 @@ from fleet.choices import AuditAction
 from fleet.models import AuditEvent, GithubIntegration, Job, JobOutcome
 from fleet.services.api_keys import api_key_mint
 from fleet.services.audit import SYSTEM
+from fleet.services.outcomes import pull_request_named
 from tests import factories
 from tests.fleet.api.conftest import ApiClient
 
@@ -130,6 +131,7 @@ def test_github_events_become_verdicts_on_the_jobs_naming_the_pull_request(
     )
     job = Job.objects.get(pk=claimed["id"])
     assert (job.pull_request, job.agent_version) == (PR, "1.9.3")
+    assert pull_request_named({"pull_request": "javascript:alert(1)"}) == ""  # shown as a link
     slug, secret = licensed.slug, github["secret"]
     assert github["url"].endswith(f"/api/v1/integrations/github/{slug}")
 
