@@ -913,6 +913,19 @@ class RolloutStartIn(In):
         le=100,
         description="The share of the wave's agents that must be online for it to go on.",
     )
+    acceptance_drop_tolerance_percent: int = Field(
+        int(policy.WAVE.acceptance_drop_tolerance * 100),
+        ge=0,
+        le=100,
+        description="How much lower (relative) the upgraded agents' acceptance rate may be "
+        "than on their earlier versions, once enough jobs were judged.",
+    )
+    cost_increase_tolerance_percent: int = Field(
+        int(policy.WAVE.cost_increase_tolerance * 100),
+        ge=0,
+        le=1000,
+        description="How much higher (relative) their cost per accepted job may be.",
+    )
     reason: RequiredStr = Field(max_length=500, description="Why (audited).")
 
 
@@ -965,6 +978,8 @@ class RolloutOut(Schema):
     batch_watch_minutes: float
     online_floor_percent: int
     throughput_drop_tolerance_percent: int
+    acceptance_drop_tolerance_percent: int
+    cost_increase_tolerance_percent: int
     scope: dict[str, list[Any]] = Field(description="{role, zone, host}: {} is the whole fleet.")
     paused_reason: str
     gates_waived_batch: int | None = Field(description="A step resumed anyway: its gates pass.")
@@ -1012,6 +1027,14 @@ class RolloutOut(Schema):
     @staticmethod
     def resolve_throughput_drop_tolerance_percent(rollout: Rollout) -> int:
         return int(rollout.throughput_drop_tolerance * 100)
+
+    @staticmethod
+    def resolve_acceptance_drop_tolerance_percent(rollout: Rollout) -> int:
+        return int(rollout.acceptance_drop_tolerance * 100)
+
+    @staticmethod
+    def resolve_cost_increase_tolerance_percent(rollout: Rollout) -> int:
+        return int(rollout.cost_increase_tolerance * 100)
 
     @staticmethod
     def resolve_last_gate(rollout: Rollout) -> dict[str, Any] | None:
