@@ -145,18 +145,6 @@ def agent_facts_changed(
     _forget(ids, customer_id, everyone)
 
 
-def agent_cache_note(agent_id: int, **fields: Any) -> None:
-    """Update what this process keeps of an agent with fields it has just written (its
-    reported activity), so its next beat here is steady again. Other processes learn them
-    from the database when they next load it; until then their beats carry the activity
-    through the presence buffer, so the newest report wins either way."""
-    digest = _state.digest_of.get(agent_id)
-    entry = _state.by_digest.get(digest) if digest is not None else None
-    if entry is not None:
-        for name, value in fields.items():
-            setattr(entry.agent, name, value)
-
-
 def jobs_pending(customer_id: int, role: str, labels: dict[str, str] | None = None) -> int:
     """Queued jobs an agent of this customer and role, with these labels, could claim (the
     jobs whose required labels it has), as of at most 5 s ago."""

@@ -25,14 +25,6 @@ class ActivityReport:
     provider: str = ""
     detail: str = ""
 
-    def differs_from(self, agent: object) -> bool:
-        """Whether the agent's row (as this process keeps it) says something else."""
-        return (self.activity, self.provider, self.detail) != (
-            getattr(agent, "activity", ""),
-            getattr(agent, "activity_provider", ""),
-            getattr(agent, "activity_detail", ""),
-        )
-
     def as_fields(self) -> dict[str, str]:
         return {
             "activity": self.activity,

@@ -12,7 +12,7 @@ from django.db.models import BigIntegerField, Case, DecimalField, F, JSONField, 
 from django.utils import timezone
 
 from fleet import policy
-from fleet.agent_cache import agent_cache_note, agent_facts_changed
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import (
     AgentStatus,
     AlertEventType,
@@ -109,10 +109,10 @@ def agent_record_heartbeat(
     at once and make every web process re-read the agent. Through a database fault, a
     beat that only had leases to renew is buffered all the same.
 
-    A reported activity that differs from the row makes the beat write its UPDATE (the
-    same one statement); an unchanged one rides the buffer. Usage of running jobs so far
-    is written with the lease renewal (the same UPDATE of the jobs), so between renewals
-    it costs nothing: the next renewal carries the newest figures."""
+    A reported activity rides whatever the beat does: the buffer (the flush writes the
+    newest, within PRESENCE_FLUSH_SECONDS) or its UPDATE; it never adds a write. Usage of
+    running jobs so far is written with the lease renewal (the same UPDATE of the jobs),
+    so between renewals it costs nothing: the next renewal carries the newest figures."""
     now = timezone.now()
     offset = _clock_offset(sent_at, now) if sent_at else None
     renew = bool(running_job_ids) and (
@@ -126,8 +126,7 @@ def agent_record_heartbeat(
         or (upgrading and agent.status != AgentStatus.UPGRADING)
         or skew_appeared
     )
-    reported = activity is not None and activity.differs_from(agent)
-    steady = not changed and not renew and not reported
+    steady = not changed and not renew
     if steady and presence_buffer(
         agent_id=agent.pk, at=now, load=load, offset=offset, activity=activity
     ):
@@ -186,9 +185,6 @@ def agent_record_heartbeat(
         ):
             raise
     agent.last_heartbeat_at = now
-    if reported and activity is not None and not (changed or renew):
-        # (A change or renewal made every process re-read the agent already.)
-        agent_cache_note(agent.pk, **activity.as_fields())
     return now
 
 

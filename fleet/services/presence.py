@@ -84,8 +84,7 @@ def presence_buffer(
 ) -> bool:
     """Take a steady heartbeat into the batch; False when there is no buffer or Redis was
     just found unreachable (the caller then writes the database). The activity it reports
-    rides along (the detail last: it may hold spaces), so the newest report reaches the
-    row even when another process wrote an older one."""
+    rides along (the detail last: it may hold spaces): the flush writes the newest."""
     if _buffer() is None or time.monotonic() < _batch.unreachable_until:
         return False
     value = f"{at.timestamp()} {'' if load is None else load} {'' if offset is None else offset}"

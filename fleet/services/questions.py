@@ -6,7 +6,7 @@ drops an answer whose question id it has already taken (ids are stable)."""
 from django.db import transaction
 from django.utils import timezone
 
-from fleet.agent_cache import agent_cache_note, agent_facts_changed
+from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AgentActivity, AuditAction, JobStatus
 from fleet.errors import JobNotHeld, NotFound, QuestionNotAnswered, QuestionNotOpen
 from fleet.models import Agent, Customer, Job, Question
@@ -49,7 +49,6 @@ def question_ask(
     Agent.objects.filter(pk=agent.pk).update(**waiting, activity_since=now)
     for name, value in {**waiting, "activity_since": now}.items():
         setattr(agent, name, value)
-    transaction.on_commit(lambda: agent_cache_note(agent.pk, **waiting))
     audit_record(
         actor=Actor.for_agent(agent, ip_address),
         action=AuditAction.QUESTION_ASK,
