@@ -81,7 +81,7 @@ from fleet.selectors.metrics import (
     snapshot_series,
     throughput_baselines,
 )
-from fleet.selectors.outcomes import FleetQuality, Trend, Work, fleet_quality
+from fleet.selectors.outcomes import FleetQuality, Trend, Work, agent_work, fleet_quality
 from fleet.selectors.releases import release_latest, release_list_for
 from fleet.selectors.rollouts import (
     BatchProgress,
@@ -122,6 +122,7 @@ __all__ = [
     "agent_search",
     "agent_upgrade_order",
     "agent_with_facts",
+    "agent_work",
     "agents_cleanup_due",
     "agents_with_facts",
     "alert_channel_get",

@@ -277,6 +277,14 @@ def fleet_quality(
     )
 
 
+def agent_work(agent_id: int, *, now: datetime | None = None, days: int = 7) -> Work:
+    """An agent's jobs finished in the last `days`: cost, tokens, how they were judged."""
+    now = now or timezone.now()
+    return work_of(
+        Job.objects.filter(agent_id=agent_id, finished_at__gte=now - timedelta(days=days))
+    )
+
+
 def fleet_quality_headline(
     customer: Customer | int, *, now: datetime | None = None, days: int = 7
 ) -> dict[str, Any]:

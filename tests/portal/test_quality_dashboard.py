@@ -130,3 +130,9 @@ def test_a_jobs_page_shows_its_cost_and_verdict(owner, customer):
     page = owner.get(f"/portal/jobs/{job.pk}/").content.decode()
     assert "$0.25 · 10 tokens in, 5 out · m1 (p) $0.25" in page
     assert "<strong>Accepted</strong>" in page and 'href="https://github.com/a/b/pull/1"' in page
+
+
+def test_an_agents_page_shows_its_weeks_work(owner, coders_slipping):
+    agent = Job.objects.filter(agent__isnull=False).first().agent
+    page = owner.get(f"/portal/agents/{agent.pk}/").content.decode()
+    assert "21 jobs · $10.50 · 62% accepted (13 of 21 judged) · $0.81 per accepted job" in page
