@@ -267,6 +267,21 @@ class StartRolloutForm(forms.Form):
         initial=int(WAVE.online_ratio_floor * 100),
         help_text="The share of the wave's agents that must be online for it to go on.",
     )
+    acceptance_drop_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=int(WAVE.acceptance_drop_tolerance * 100),
+        help_text="How much lower (relative) the upgraded agents' acceptance may be, once "
+        "enough jobs were judged.",
+    )
+    cost_increase_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=1000,
+        initial=int(WAVE.cost_increase_tolerance * 100),
+        help_text="How much higher their cost per accepted job may be.",
+    )
     reason = forms.CharField(max_length=500)
 
     def __init__(
@@ -308,6 +323,12 @@ class StartRolloutForm(forms.Form):
             "batch_fraction": Decimal(data["batch_percent"]) / 100,
             "batch_watch": timedelta(minutes=data["batch_watch_minutes"]),
             "online_ratio_floor": Decimal(data["online_floor_percent"]) / 100,
+            "acceptance_drop_tolerance": WAVE.acceptance_drop_tolerance
+            if data["acceptance_drop_percent"] is None
+            else Decimal(data["acceptance_drop_percent"]) / 100,
+            "cost_increase_tolerance": WAVE.cost_increase_tolerance
+            if data["cost_increase_percent"] is None
+            else Decimal(data["cost_increase_percent"]) / 100,
         }
 
 
