@@ -51,7 +51,7 @@ def ask(request: HttpRequest, job_id: int, body: QuestionIn) -> Status[Question]
 @router.post(
     "/questions/{question_id}/ack",
     auth=agent_auth,
-    response={200: QuestionOut, **errors(401, 404, 409)},
+    response={200: QuestionOut, **errors(401, 404, 409, 422)},
     summary="Say the agent took an answer: heartbeats stop carrying it (idempotent)",
 )
 def ack(request: HttpRequest, question_id: int) -> Question:
@@ -76,7 +76,7 @@ def list_questions(request: HttpRequest, filters: Query[QuestionFilters]) -> Que
     "/questions/{question_id}",
     auth=key_read,
     throttle=[ApiKeyThrottle()],
-    response={200: QuestionOut, **errors(401, 403, 404, 429)},
+    response={200: QuestionOut, **errors(401, 403, 404, 422, 429)},
     summary="One question",
 )
 def get_question(request: HttpRequest, question_id: int) -> Question:

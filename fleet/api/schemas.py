@@ -1097,13 +1097,6 @@ class QuestionFilters(Schema):
     state: Literal["open", "answered", "all"] = "open"
 
 
-BudgetLimitUsd = Annotated[
-    Decimal | None,
-    BeforeValidator(lambda v: v if v is None else _json_number(v)),
-    Field(None, ge=0, le=COST_USD_MAX, description="USD; null: no USD cap."),
-]
-
-
 class BudgetCapIn(In):
     scope: BudgetScope
     key: Str = Field(
@@ -1112,8 +1105,8 @@ class BudgetCapIn(In):
         description="The role (scope role) or agent id (scope agent); empty for customer.",
     )
     period: BudgetPeriod
-    max_cost_usd: BudgetLimitUsd
-    max_tokens: Annotated[StrictInt, Field(ge=0, le=TOKENS_MAX)] | None = Field(
+    max_cost_usd: CostUsd | None = Field(None, description="USD; null: no USD cap.")
+    max_tokens: Tokens | None = Field(
         None, description="null: no token cap. Both null removes the cap."
     )
 

@@ -2,6 +2,7 @@
 
 from django.db.models import QuerySet
 
+from fleet.choices import JobStatus
 from fleet.errors import NotFound
 from fleet.models import Customer, Question
 
@@ -9,11 +10,14 @@ QUESTION_STATES = ("open", "answered", "all")
 
 
 def question_list(customer: Customer | int, state: str = "open") -> QuerySet[Question]:
-    """The customer's questions: open ones oldest first (the longest wait on top),
-    answered ones newest first."""
+    """The customer's questions: open ones (unanswered, their job still running: a job
+    that finished or went back to the queue asks nothing any more) oldest first, the
+    longest wait on top; answered ones newest first."""
     rows = Question.objects.filter(customer=customer).select_related("job", "agent")
     if state == "open":
-        return rows.filter(answered_at__isnull=True).order_by("asked_at", "pk")
+        return rows.filter(answered_at__isnull=True, job__status=JobStatus.RUNNING).order_by(
+            "asked_at", "pk"
+        )
     if state == "answered":
         rows = rows.filter(answered_at__isnull=False)
     return rows.order_by("-asked_at", "-pk")
@@ -24,7 +28,3 @@ def question_get(customer: Customer | int, question_id: int) -> Question:
     if question is None:
         raise NotFound("No such question.")
     return question
-
-
-def questions_open_count(customer: Customer | int) -> int:
-    return Question.objects.filter(customer=customer, answered_at__isnull=True).count()

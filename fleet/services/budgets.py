@@ -176,11 +176,14 @@ ON CONFLICT (customer_id, scope, scope_key, period, period_start) DO UPDATE
 RETURNING scope, scope_key, period, cost_usd, tokens"""
 
 
-def budget_charge(job: Job, totals: UsageTotals) -> list[BudgetStop]:
+def budget_charge(
+    job: Job, totals: UsageTotals, *, budgeted: bool | None = None
+) -> list[BudgetStop]:
     """Add a finished job's cost and tokens to its customer's, role's and agent's day and
     month counters (call inside the completion's transaction). Returns the caps this
     charge reached (each opens a finding, which fires the anomaly alert); nothing and no
-    statement when the job reported no usage."""
+    statement when the job reported no usage. `budgeted=False` (the agent's kept facts:
+    its customer has no caps) skips reading the caps: the charge is one statement."""
     if totals.cost_usd <= 0 and totals.tokens <= 0:
         return []
     now = job.finished_at or timezone.now()
@@ -199,7 +202,9 @@ def budget_charge(job: Job, totals: UsageTotals) -> list[BudgetStop]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         after = {(s, k, p): (Decimal(c), int(t)) for s, k, p, c, t in cursor.fetchall()}
-    reached = []
+    reached: list[BudgetStop] = []
+    if budgeted is False:
+        return reached
     for cap in BudgetCap.objects.filter(
         _binding(job.role, job.agent_id), customer_id=job.customer_id
     ):

@@ -264,7 +264,11 @@ def _finish(
         setattr(job, name, value)
     # What the job holds now (this report's usage, else its heartbeats' so far) counts
     # against the budgets: once per finish, since a repeat returned above.
-    budget_charge(job, UsageTotals(job.input_tokens, job.output_tokens, Decimal(job.cost_usd)))
+    budget_charge(
+        job,
+        UsageTotals(job.input_tokens, job.output_tokens, Decimal(job.cost_usd)),
+        budgeted=agent.facts.budgeted if agent.facts else None,
+    )
     audit_record(
         actor=Actor.for_agent(agent),
         action=FINISHED_ACTIONS[move],

@@ -182,3 +182,23 @@ def test_racing_completions_pass_a_cap_by_at_most_the_jobs_running(customer):
     assert spend == charged  # exact: no completion lost or counted twice
     assert Decimal("1.00") <= spend < Decimal("1.00") + Decimal("0.25") * len(agents)
     assert Anomaly.objects.filter(kind=AnomalyKind.BUDGET_EXHAUSTED).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_completion_pays_one_statement_for_its_usage_and_one_more_with_caps(agent, licensed):
+    from tests.conftest import data_statements
+
+    def complete(with_usage: bool) -> int:
+        factories.job(licensed, role="coder")
+        job = agent.api.post("/jobs/claim").json()
+        body = {"lease_id": job["lease_id"], **({"usage": usage(0.1)} if with_usage else {})}
+        with data_statements() as statements:
+            assert agent.api.post(f"/jobs/{job['id']}/complete", body).status_code == 200
+        return len(statements)
+
+    agent.api.post("/agents/heartbeat", {"version": "1.9.3"})  # the agent is kept
+    plain = complete(False)
+    assert complete(True) == plain + 1  # the counters' upsert
+    cap(licensed, usd="100")
+    agent.api.post("/agents/heartbeat", {"version": "1.9.3"})  # re-read: capped now
+    assert complete(True) == plain + 2  # + the caps, to see one reached
