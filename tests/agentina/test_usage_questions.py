@@ -130,3 +130,32 @@ def test_at_a_budget_cap_the_agent_idles_and_says_so(tmp_path, token, server, cu
     assert r.budget_exhausted and not r.running
     r.step()
     assert Agent.objects.get().activity == AgentActivity.BUDGET_EXHAUSTED
+
+
+def test_simulated_jobs_cost_by_role_ask_now_and_then_and_a_worse_release_costs_double():
+    import random
+    import threading
+
+    from agentina.runner import ANSWER, QUESTION, USAGE
+    from agentina.simulate import demo_executor
+    from agentina.state import AgentState
+
+    def run(version: str, role: str, payload: dict, question_rate: float = 0.0):
+        state = AgentState("http://cp", 1, "s", role, version, "u", "m", "h")
+        executor = demo_executor(
+            state,
+            failure_rate=0,
+            seconds=(0, 0),
+            rng=random.Random(3),
+            question_rate=question_rate,
+            worse_version="1.10.0",
+        )
+        return executor(payload, threading.Event())
+
+    [coder] = run("1.9.3", "coder", {})[1][USAGE]
+    [worse] = run("1.10.0", "coder", {})[1][USAGE]
+    [indexer] = run("1.9.3", "indexer", {})[1][USAGE]
+    assert worse["input_tokens"] == 2 * coder["input_tokens"]
+    assert worse["cost_usd"] > 1.9 * coder["cost_usd"] > 0.1 > indexer["cost_usd"]
+    assert QUESTION in run("1.9.3", "coder", {}, question_rate=1)[1]
+    assert QUESTION not in run("1.9.3", "coder", {ANSWER: "yes"}, question_rate=1)[1]
