@@ -78,6 +78,9 @@ class HttpxTransport:
         self._client.close()
 
 
+IDLE_HEADER = "X-Agentina-Idle"  # a claim's 204 says why the agent should idle
+
+
 @dataclass
 class Client:
     server: str
@@ -90,6 +93,8 @@ class Client:
     def __post_init__(self) -> None:
         self.server = self.server.rstrip("/")
         self.transport = self.transport or HttpxTransport()
+        self.last_headers: Mapping[str, str] = {}  # of the last answer that succeeded
+        self.idle_reason = ""  # why the last claim got nothing, when the server said
 
     def call(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
         """One API call. Network failures, 429 and 502 to 504 are retried with exponential
@@ -108,6 +113,7 @@ class Client:
                     raise Unreachable(f"{self.server} is unreachable: {exc}") from exc
             else:
                 if status < 400:
+                    self.last_headers = rest[0] if rest else {}
                     return answer
                 if status not in RETRYABLE_STATUSES or attempt == self.retries:
                     answer = answer if isinstance(answer, dict) else {}
@@ -134,28 +140,62 @@ class Client:
     def activate(self, **identity: Any) -> dict[str, Any]:
         return self.call("POST", "/agents/activate", identity, auth=False)
 
-    def heartbeat(self, version: str, running_job_ids: list[int]) -> dict[str, Any]:
-        return self.call(
-            "POST", "/agents/heartbeat", {"version": version, "running_job_ids": running_job_ids}
-        )
+    def heartbeat(
+        self, version: str, running_job_ids: list[int], activity: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """`activity` ({"activity", "provider", "detail"}) only when it changed: the
+        server keeps the last one."""
+        body: dict[str, Any] = {"version": version, "running_job_ids": running_job_ids}
+        return self.call("POST", "/agents/heartbeat", {**body, **(activity or {})})
 
     def me(self) -> dict[str, Any]:
         return self.call("GET", "/agents/me")
 
     def claim(self) -> dict[str, Any] | None:
-        return self.call("POST", "/jobs/claim")
+        """The claimed job, or None; `idle_reason` then says why when the server said
+        (`budget_exhausted`: a budget cap is reached, idle until it is raised)."""
+        job = self.call("POST", "/jobs/claim")
+        self.idle_reason = "" if job else self.last_headers.get(IDLE_HEADER, "")
+        return job
 
-    def complete(self, job_id: int, lease_id: str, result: Any) -> dict[str, Any]:
+    def complete(
+        self, job_id: int, lease_id: str, result: Any, usage: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """`usage`: {"usage": [...], "wall_seconds": ...} when the executor reported it."""
         return self.call(
-            "POST", f"/jobs/{job_id}/complete", {"lease_id": lease_id, "result": result}
+            "POST",
+            f"/jobs/{job_id}/complete",
+            {"lease_id": lease_id, "result": result, **(usage or {})},
         )
 
-    def fail(self, job_id: int, lease_id: str, error: str, retryable: bool) -> dict[str, Any]:
+    def fail(
+        self,
+        job_id: int,
+        lease_id: str,
+        error: str,
+        retryable: bool,
+        usage: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         return self.call(
             "POST",
             f"/jobs/{job_id}/fail",
-            {"lease_id": lease_id, "error": error[:10_000], "retryable": retryable},
+            {
+                "lease_id": lease_id,
+                "error": error[:10_000],
+                "retryable": retryable,
+                **(usage or {}),
+            },
         )
+
+    def ask(self, job_id: int, text: str, options: list[str]) -> dict[str, Any]:
+        """Ask a person about a running job; the answer comes in a heartbeat's `answers`."""
+        return self.call(
+            "POST", f"/jobs/{job_id}/questions", {"text": text[:4000], "options": options[:20]}
+        )
+
+    def ack(self, question_id: int) -> dict[str, Any]:
+        """Say the answer arrived: heartbeats stop carrying it (idempotent)."""
+        return self.call("POST", f"/questions/{question_id}/ack")
 
     def exit(self) -> dict[str, Any]:
         return self.call("POST", "/agents/exit")

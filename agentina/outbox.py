@@ -33,6 +33,8 @@ class Finished:
     error: str = ""
     retryable: bool = True
     stopped: bool = False
+    # What the executor reported its model calls cost ({"usage": [...], "wall_seconds"}).
+    usage: dict[str, Any] | None = None
 
 
 @dataclass

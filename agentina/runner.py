@@ -1,7 +1,20 @@
 """The agent's loop: heartbeat at the interval the server gives, claim jobs up to the
 license's cap, run them, report findings, and obey upgrade orders (drain, install, smoke
 check, roll back on failure). A finished job's result goes to the outbox first and leaves
-it only once the server answered it (see agentina/outbox.py)."""
+it only once the server answered it (see agentina/outbox.py).
+
+What an executor may put in its result (a JSON object; a command prints it on stdout):
+- `"agentina_usage": [{"model", "provider", "input_tokens", "output_tokens", "cost_usd"}]`,
+  one item per model it used: reported with the result (and the job's wall time), then
+  dropped from it. A command may instead print it on a line of its own,
+  `{"agentina_usage": [...]}`, anywhere in its output.
+- `"agentina_question": {"text": ..., "options": [...]}`: the job needs a person. The
+  runner asks (the agent shows `waiting_for_input`), and once the answer arrives in a
+  heartbeat it acknowledges it and runs the executor again with the payload plus
+  `"agentina_answer"`.
+The heartbeat says what the agent is doing (`activity`) when that changes: working, idle,
+waiting_for_input, budget_exhausted (a claim answered so), or what `activity_hint`
+reports (rate_limited or provider_error, with the provider)."""
 
 from __future__ import annotations
 
@@ -100,11 +113,13 @@ def command_executor(
                 if time.monotonic() >= deadline:
                     end_process_group(process, grace)
                     return False, f"the command ran past its {timeout:g} s timeout and was ended"
-        output = stdout.strip()
+        output, usage = _usage_lines(stdout)
         try:
             result: Any = json.loads(output) if output else None
         except json.JSONDecodeError:
             result = output
+        if usage and process.returncode == 0:
+            result = {**(result if isinstance(result, dict) else {"output": result}), USAGE: usage}
         return process.returncode == 0, result if process.returncode == 0 else (stderr or output)
 
     def self_test() -> str | None:
@@ -116,6 +131,39 @@ def command_executor(
         return None if checked.returncode == 0 else f"the command: {checked.stderr.strip()}"
 
     return StoppableExecutor(run, self_test)
+
+
+USAGE = "agentina_usage"
+QUESTION = "agentina_question"
+ANSWER = "agentina_answer"
+
+
+def _usage_lines(stdout: str) -> tuple[str, list[Any]]:
+    """A command's output without its `{"agentina_usage": [...]}` lines, and their items."""
+    kept, usage = [], []
+    for line in stdout.splitlines():
+        text = line.strip()
+        if text.startswith("{") and USAGE in text:
+            try:
+                item = json.loads(text)
+            except json.JSONDecodeError:
+                item = None
+            if isinstance(item, dict) and set(item) == {USAGE} and isinstance(item[USAGE], list):
+                usage += item[USAGE]
+                continue
+        kept.append(line)
+    return "\n".join(kept).strip(), usage
+
+
+def split_usage(result: Any, wall_seconds: float) -> tuple[Any, dict[str, Any] | None]:
+    """The result without its usage, and what complete or fail reports of it."""
+    if not isinstance(result, dict) or USAGE not in result:
+        return result, None
+    result = dict(result)
+    usage = result.pop(USAGE)
+    if not isinstance(usage, list):
+        return result, None
+    return result, {"usage": usage[:20], "wall_seconds": round(wall_seconds, 3)}
 
 
 def end_process_group(process: subprocess.Popen[str], grace: float) -> None:
@@ -183,6 +231,8 @@ class HeldJob(NamedTuple):
     lease_id: str
     future: Future[tuple[bool, Any]]
     stop_requested: threading.Event
+    started: float = 0.0  # time.monotonic() when it was handed to the executor
+    payload: dict[str, Any] = {}  # never mutated; kept to run it again with an answer
 
     def stop(self) -> None:
         """Not started yet: it never runs. Running: a StoppableExecutor ends it (a command's
@@ -218,6 +268,13 @@ class Runner:
     # Set when the server refused this agent's secret at start (401): it was decommissioned
     # (an ephemeral agent retires itself), and no retry or restart can bring it back.
     refused: ApiError | None = field(default=None, init=False)
+    # Jobs waiting for a person's answer, by question id: (job id, lease, payload).
+    waiting: dict[int, tuple[int, str, dict[str, Any]]] = field(default_factory=dict)
+    # What the agent is doing besides working or idling, when something says so (the
+    # simulator's provider incidents): {"activity", "provider", "detail"} or None.
+    activity_hint: Callable[[], dict[str, str] | None] = lambda: None
+    budget_exhausted: bool = field(default=False, init=False)
+    _activity_sent: dict[str, str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=16)
@@ -233,7 +290,22 @@ class Runner:
     def held_job_ids(self) -> list[int]:
         """The jobs heartbeats name: running ones and finished ones whose result waits in
         the outbox (so their leases are extended until the server has the result)."""
-        return sorted({*self.running, *self.outbox.job_ids()})
+        waiting = (job_id for job_id, _, _ in self.waiting.values())
+        return sorted({*self.running, *self.outbox.job_ids(), *waiting})
+
+    def activity(self) -> dict[str, str]:
+        """What the heartbeat says the agent is doing."""
+        if self.waiting:
+            _, _, payload = next(iter(self.waiting.values()))
+            text = str(payload.get("agentina_asked", ""))[:500]
+            return {"activity": "waiting_for_input", "provider": "", "detail": text}
+        hint = self.activity_hint()
+        if hint:
+            return {"provider": "", "detail": "", **hint}
+        if self.budget_exhausted:
+            detail = "a budget cap is reached: idle until it is raised or the period turns"
+            return {"activity": "budget_exhausted", "provider": "", "detail": detail}
+        return {"activity": "working" if self.running else "idle", "provider": "", "detail": ""}
 
     def step(self) -> None:
         """One turn: collect finished jobs, send the outbox, heartbeat, upgrade if told,
@@ -244,9 +316,14 @@ class Runner:
             self.done = True  # its one job is reported: the server retired it
             self.log("ephemeral agent: its job is done and reported; it is retired")
             return
-        beat = self.client.heartbeat(self.state.version, self.held_job_ids())
+        activity = self.activity()
+        changed = activity if activity != self._activity_sent else None
+        beat = self.client.heartbeat(self.state.version, self.held_job_ids(), changed)
+        self._activity_sent = activity
         self.interval = float(beat.get("next_heartbeat_seconds", 30))
         self.upgrader.after_heartbeat(self.state.version)
+        for answer in beat.get("answers") or []:
+            self._answered(answer)
         if beat.get("cancel"):
             self._stop(beat["cancel"])
         if beat.get("upgrade"):
@@ -258,11 +335,12 @@ class Runner:
                 self._upgrade(self.draining)
             return
         waiting = beat.get("jobs_pending", 1)  # older servers do not say: try
-        while waiting > 0 and len(self.running) < self.cap:
+        while waiting > 0 and len(self.running) + len(self.waiting) < self.cap:
             waiting -= 1
             if self.ephemeral and self.claimed:
                 break  # one job, its only one
             job = self.client.claim()
+            self.budget_exhausted = getattr(self.client, "idle_reason", "") == "budget_exhausted"
             if not job:
                 break
             self.claimed += 1
@@ -274,7 +352,35 @@ class Runner:
             future = self.pool.submit(self.executor, payload, stop)
         else:
             future = self.pool.submit(self.executor, payload)
-        return HeldJob(lease_id, future, stop)
+        return HeldJob(lease_id, future, stop, self.clock(), payload)
+
+    def _ask(self, job_id: int, held: HeldJob, question: Any) -> None:
+        """The executor needs a person: ask, and hold the job (its lease renewed by the
+        heartbeats) until the answer comes."""
+        question = question if isinstance(question, dict) else {"text": str(question)}
+        text = str(question.get("text") or "The job needs a decision.")
+        options = [str(o)[:200] for o in question.get("options") or []]
+        asked = self.client.ask(job_id, text, options)
+        self.waiting[asked["id"]] = (
+            job_id,
+            held.lease_id,
+            {**held.payload, "agentina_asked": text},
+        )
+        self.log(f"job {job_id}: waiting for an answer to question {asked['id']}: {text[:80]}")
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        """An answer arrived (perhaps again: delivery is at least once): acknowledge it,
+        and run its job on with the answer once."""
+        question_id = answer["question_id"]
+        held = self.waiting.pop(question_id, None)
+        with contextlib.suppress(ApiError):  # a question of a job no longer held: 404
+            self.client.ack(question_id)
+        if held is None:
+            return
+        job_id, lease_id, payload = held
+        payload = {k: v for k, v in payload.items() if k != "agentina_asked"}
+        self.log(f"job {job_id}: answered, going on")
+        self.running[job_id] = self._execute(lease_id, {**payload, ANSWER: answer["answer"]})
 
     def _stop(self, job_ids: list[int]) -> None:
         """Jobs the server told it to stop (cancelled, or past their max runtime): stop
@@ -291,20 +397,28 @@ class Runner:
 
     def _collect(self) -> None:
         """Finished jobs move to the outbox: on disk before the server is asked."""
-        for job_id, (lease, future, _) in list(self.running.items()):
+        for job_id, held in list(self.running.items()):
+            lease, future = held.lease_id, held.future
             if not future.done():
                 continue
             try:
                 ok, result = future.result()
             except Exception as exc:
                 ok, result = False, repr(exc)
+            del self.running[job_id]
+            if ok and isinstance(result, dict) and QUESTION in result:
+                try:
+                    self._ask(job_id, held, result[QUESTION])
+                    continue
+                except (ApiError, Unreachable) as exc:
+                    ok, result = False, f"could not ask the question: {exc}"
+            result, usage = split_usage(result, self.clock() - held.started)
             finished = (
-                Finished(job_id, lease, True, result=result)
+                Finished(job_id, lease, True, result=result, usage=usage)
                 if ok
-                else Finished(job_id, lease, False, error=str(result), retryable=True)
+                else Finished(job_id, lease, False, error=str(result), retryable=True, usage=usage)
             )
             self.outbox.put(finished)
-            del self.running[job_id]
 
     def send_outbox(self, *, now_or_never: bool = False) -> None:
         """Send the waiting results, unless the last try failed less than a backoff ago
@@ -365,11 +479,25 @@ class Runner:
             self.client.stopped(finished.job_id, finished.lease_id)
             return
         if finished.succeeded:
-            self.client.complete(finished.job_id, finished.lease_id, finished.result)
+            if finished.usage:
+                self.client.complete(
+                    finished.job_id, finished.lease_id, finished.result, finished.usage
+                )
+            else:
+                self.client.complete(finished.job_id, finished.lease_id, finished.result)
             return
-        self.client.fail(
-            finished.job_id, finished.lease_id, finished.error, retryable=finished.retryable
-        )
+        if finished.usage:
+            self.client.fail(
+                finished.job_id,
+                finished.lease_id,
+                finished.error,
+                retryable=finished.retryable,
+                usage=finished.usage,
+            )
+        else:
+            self.client.fail(
+                finished.job_id, finished.lease_id, finished.error, retryable=finished.retryable
+            )
         try:  # A finding too (repeats fold into one row on the server); best effort.
             self.client.report(
                 f"job {finished.job_id} failed: {finished.error[:500]}", fingerprint="job-failed"

@@ -16,7 +16,19 @@ from ninja.operation import Operation
 from ninja.types import DictStrAny
 from pydantic import Field
 
-from fleet.api import activity, agents, alerts, anomalies, customers, jobs, releases, rollouts
+from fleet.api import (
+    activity,
+    agents,
+    alerts,
+    anomalies,
+    customers,
+    integrations,
+    jobs,
+    outcomes,
+    questions,
+    releases,
+    rollouts,
+)
 from fleet.api.auth import ApiKeyAuth
 from fleet.api.json_body import HostileJsonValue, StrictJsonParser
 from fleet.api.schemas import ErrorOut
@@ -78,11 +90,14 @@ api = AgentinaApi(
 api.add_router("", agents.router)
 api.add_router("", anomalies.router)
 api.add_router("", jobs.router)
+api.add_router("", outcomes.router)
+api.add_router("", integrations.router)
 api.add_router("", customers.router)
 api.add_router("", alerts.router)
 api.add_router("", rollouts.router)
 api.add_router("", releases.router)
 api.add_router("", activity.router)
+api.add_router("", questions.router)
 
 
 class HealthOut(Schema):

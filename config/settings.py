@@ -345,6 +345,9 @@ AGENT_ONLINE_WINDOW = timedelta(seconds=env.int("AGENT_ONLINE_WINDOW_SECONDS", d
 AGENT_HEARTBEAT_SECONDS = env.int("AGENT_HEARTBEAT_SECONDS", default=30)
 AGENT_HEARTBEAT_MAX_SECONDS = env.int("AGENT_HEARTBEAT_MAX_SECONDS", default=60)
 AGENT_HEARTBEATS_PER_SECOND = env.int("AGENT_HEARTBEATS_PER_SECOND", default=2000)
+# Agents of one customer reporting rate_limited or provider_error for one model provider
+# at once that make one provider incident (a finding; fleet/services/activity.py).
+PROVIDER_INCIDENT_AGENTS = max(env.int("PROVIDER_INCIDENT_AGENTS", default=3), 1)
 
 # Hot paths. Each web process keeps what a heartbeat needs to know about an agent and
 # re-reads what changed every AGENT_CACHE_POLL_SECONDS (so a revoked agent is refused

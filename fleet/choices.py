@@ -29,6 +29,33 @@ class AgentStatus(models.TextChoices):
     DECOMMISSIONED = "decommissioned", "Decommissioned"
 
 
+class AgentActivity(models.TextChoices):
+    """What an agent says it is doing (its heartbeat's `activity`); empty until it says."""
+
+    WORKING = "working", "Working"
+    IDLE = "idle", "Idle"
+    WAITING_FOR_INPUT = "waiting_for_input", "Waiting for input"
+    RATE_LIMITED = "rate_limited", "Rate-limited by its model provider"
+    PROVIDER_ERROR = "provider_error", "Model provider failing"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget exhausted"
+
+
+# Activities that blame the model provider: many agents of a customer in one of these for
+# the same provider fold into one provider incident.
+PROVIDER_TROUBLE = (AgentActivity.RATE_LIMITED, AgentActivity.PROVIDER_ERROR)
+
+
+class BudgetScope(models.TextChoices):
+    CUSTOMER = "customer", "The whole fleet"
+    ROLE = "role", "A role"
+    AGENT = "agent", "An agent"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Per day (UTC)"
+    MONTH = "month", "Per month (UTC)"
+
+
 class TokenStatus(models.TextChoices):
     OUTSTANDING = "outstanding", "Outstanding"
     REDEEMED = "redeemed", "Redeemed"
@@ -51,6 +78,15 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class OutcomeVerdict(models.TextChoices):
+    """What happened to a job's output later, as customer automation (or GitHub) reports."""
+
+    ACCEPTED = "accepted", "Accepted"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    REJECTED = "rejected", "Rejected"
+    REVERTED = "reverted", "Reverted"
+
+
 class AnomalySeverity(models.TextChoices):
     INFO = "info", "Info"
     WARNING = "warning", "Warning"
@@ -70,6 +106,8 @@ class AnomalyKind(models.TextChoices):
     VERSION_SKEW = "version_skew", "Version skew"
     CLOCK_SKEW = "clock_skew", "Agent clock skew"
     ANTI_PATTERN = "anti_pattern", "Fleet anti-pattern"
+    BUDGET_EXHAUSTED = "budget_exhausted", "Budget cap reached"
+    PROVIDER_INCIDENT = "provider_incident", "Model provider incident"
 
 
 class RolloutState(models.TextChoices):
@@ -228,6 +266,8 @@ class AuditAction(models.TextChoices):
     JOB_TIMED_OUT = "job.timed_out", "Running job past its max runtime told to stop"
     JOB_STOPPED = "job.stopped", "Running job stopped by its agent"
     JOB_LEASE_EXPIRED = "job.lease_expired", "Job lease expired"
+    JOB_OUTCOME = "job.outcome", "Job outcome reported"
+    GITHUB_SECRET_ROTATE = "integration.github_secret", "GitHub webhook secret minted"
     ANOMALY_OPEN = "anomaly.open", "Finding opened"
     ANOMALY_RESOLVE = "anomaly.resolve", "Finding resolved"
     ANOMALY_REOPEN = "anomaly.reopen", "Finding reopened"
@@ -266,6 +306,10 @@ class AuditAction(models.TextChoices):
     ALERT_CHANNEL_DISABLE = "alert_channel.disable", "Alert channel disabled after 24 h of failures"
     ALERT_CHANNEL_ENABLE = "alert_channel.enable", "Alert channel enabled again"
     ALERT_REDELIVER = "alert.redeliver", "Alert delivery retried by hand"
+    QUESTION_ASK = "question.ask", "Agent asked a question"
+    QUESTION_ANSWER = "question.answer", "Question answered"
+    QUESTION_ACK = "question.ack", "Agent received an answer"
+    BUDGET_UPDATE = "budget.update", "Budget caps changed"
 
 
 class ApiKeyScope(models.TextChoices):
@@ -274,7 +318,7 @@ class ApiKeyScope(models.TextChoices):
 
     READ = "read", "Read: the fleet, jobs, findings, waves, settings, activity, metrics"
     TOKENS = "tokens", "Tokens: mint and revoke activation tokens"
-    JOBS = "jobs", "Jobs: submit and cancel jobs"
+    JOBS = "jobs", "Jobs: submit and cancel jobs, report their outcomes"
     AGENTS = "agents", "Agents: pause, resume, label, act in bulk"
     ALERTS = "alerts", "Alerts: alert channels (their URLs), resolve and reopen findings"
     ROLLOUTS = "rollouts", "Rollouts: start and steer upgrade waves (owners grant it)"

@@ -101,6 +101,20 @@ class ApiKeyExpired(Unauthorized):
     )
 
 
+class InvalidSignature(FleetError):
+    """A webhook (the GitHub receiver) whose `X-Hub-Signature-256` does not match its
+    body under the customer's secret, or is missing, or whose URL names no receiver set
+    up. Nothing was recorded."""
+
+    code = "invalid_signature"
+    status = 401
+    hint = (
+        "Set the webhook's secret to the one shown when it was minted (Settings, or POST "
+        "/api/v1/integrations/github/secret mints a new one), content type "
+        "application/json, and the URL with your customer slug."
+    )
+
+
 class InsufficientScope(FleetError):
     """The API key is valid but was not minted with the scope this operation needs
     (`required_scope`); `key_scopes` lists the ones it has."""
@@ -619,3 +633,30 @@ class ApiKeyLimitReached(FleetError):
     code = "api_key_limit_reached"
     status = 409
     hint = "Revoke keys no longer in use on the portal's API keys page, then mint again."
+
+
+# --- questions (a running job asks a person) ---------------------------------------------
+
+
+class JobNotHeld(FleetError):
+    """Only the agent running a job may ask a question about it, while it runs."""
+
+    code = "job_not_held"
+    status = 409
+    hint = "Ask while the job runs, from the agent that claimed it."
+
+
+class QuestionNotOpen(FleetError):
+    """The question was answered already; the first answer stands."""
+
+    code = "question_not_open"
+    status = 409
+    hint = "Read the question again: its answer is on its page and in the API."
+
+
+class QuestionNotAnswered(FleetError):
+    """An agent acknowledged an answer that does not exist yet."""
+
+    code = "question_not_answered"
+    status = 409
+    hint = "Acknowledge an answer only after a heartbeat delivered it."

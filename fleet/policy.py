@@ -51,6 +51,10 @@ class WaveDefaults:
     batch_watch: timedelta = timedelta(hours=1)
     throughput_drop_tolerance: Decimal = Decimal("0.20")
     online_ratio_floor: Decimal = Decimal("0.95")
+    # Quality and cost (when enough jobs were judged): the upgraded agents' acceptance may
+    # drop this much (relative) and their cost per accepted job grow this much.
+    acceptance_drop_tolerance: Decimal = Decimal("0.20")
+    cost_increase_tolerance: Decimal = Decimal("0.50")
     agent_deadline: timedelta = timedelta(minutes=30)  # an agent told to upgrade; then failed
 
 
@@ -60,6 +64,11 @@ BATCH_WATCH_MAX_MINUTES = 24 * 60
 WAVE = WaveDefaults()
 WAVE_BASELINE_WINDOW = timedelta(hours=24)  # the upgraded agents' work before, to compare
 WAVE_MIN_BASELINE_JOBS = 3  # fewer jobs than this before the upgrade: too little to compare
+# Judged jobs on each side (before and after the upgrade) below which the quality and cost
+# checks say "not enough judged jobs" and pass; the baseline is the same agents' jobs on
+# their earlier versions within this window.
+WAVE_MIN_JUDGED_JOBS = 5
+WAVE_QUALITY_WINDOW = timedelta(days=7)
 
 
 # --- health, findings and advice ------------------------------------------------------------
@@ -68,6 +77,9 @@ ONLINE_RATIO_TARGET = 0.95  # healthy above this
 THROUGHPUT_BASELINE_MIN = 10  # jobs/hour; below this a baseline is too thin to compare
 JOB_FAILURES_PER_HOUR = 3  # failed jobs of one agent in an hour that open a finding
 IDLE_TARGET = 0.25  # idle above this: add work, not agents
+# A role's acceptance this much lower (relative) than the week before: the advice to add
+# agents of it says to review their work first.
+ADVICE_ACCEPTANCE_DROP = 0.15
 # Jobs of a role waiting this long (the oldest one), or every working agent of the role at
 # its license's concurrent-task cap while jobs wait: that role needs agents.
 ADVICE_WAIT = timedelta(minutes=2)

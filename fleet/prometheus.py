@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -64,6 +64,8 @@ class RoleScrape:
     oldest_wait_seconds: float = 0.0  # 0 when nothing waits
     wait_p50_seconds: float | None = None  # None: no job started or waiting in the window
     wait_p95_seconds: float | None = None
+    cost_usd_last_hour: float = 0.0  # of its jobs finished in the last hour
+    tokens_last_hour: int = 0
 
 
 @dataclass
@@ -163,6 +165,8 @@ def fleet_scrape(customer: Customer | None, *, now: datetime | None = None) -> l
             queued=Count("pk", filter=Q(status=JobStatus.QUEUED)),
             running=Count("pk", filter=Q(status=JobStatus.RUNNING)),
             oldest=Min("queued_at", filter=Q(status=JobStatus.QUEUED)),
+            cost=Sum("cost_usd", filter=recent),
+            tokens=Sum("input_tokens", filter=recent) + Sum("output_tokens", filter=recent),
         )
         .order_by()
     )
@@ -175,6 +179,8 @@ def fleet_scrape(customer: Customer | None, *, now: datetime | None = None) -> l
         scrape.jobs_timed_out_last_hour += row["timed_out"]
         role = scrape.roles.setdefault(row["role"], RoleScrape())
         role.queued, role.running = row["queued"], row["running"]
+        role.cost_usd_last_hour = float(row["cost"] or 0)
+        role.tokens_last_hour = int(row["tokens"] or 0)
         if row["oldest"] is not None:
             role.oldest_wait_seconds = max((now - row["oldest"]).total_seconds(), 0.0)
 
@@ -269,6 +275,16 @@ class FleetCollector(Collector):
         )
         p50 = gauge("jobs_wait_p50_seconds", f"Median {wait_help}", ("role",))
         p95 = gauge("jobs_wait_p95_seconds", f"95th percentile {wait_help}", ("role",))
+        cost = gauge(
+            "role_cost_usd_last_hour",
+            "What a role's jobs finished in the last hour cost (USD, as their agents reported).",
+            ("role",),
+        )
+        tokens = gauge(
+            "role_tokens_last_hour",
+            "Tokens (in and out) of a role's jobs finished in the last hour.",
+            ("role",),
+        )
 
         for s in self.scrapes:
             c = s.customer
@@ -291,12 +307,14 @@ class FleetCollector(Collector):
                 queued.add_metric([c, name], role.queued)
                 running.add_metric([c, name], role.running)
                 oldest.add_metric([c, name], role.oldest_wait_seconds)
+                cost.add_metric([c, name], role.cost_usd_last_hour)
+                tokens.add_metric([c, name], role.tokens_last_hour)
                 if role.wait_p50_seconds is not None and role.wait_p95_seconds is not None:
                     p50.add_metric([c, name], role.wait_p50_seconds)
                     p95.add_metric([c, name], role.wait_p95_seconds)
         yield from (agents, online, ratio, by_version, behind, minor_behind)
         yield from (completed, failed, timed_out, anomalies)
-        yield from (role_agents, role_online, queued, running, oldest, p50, p95)
+        yield from (role_agents, role_online, queued, running, oldest, p50, p95, cost, tokens)
 
 
 # --- the view ----------------------------------------------------------------------------

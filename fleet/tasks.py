@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from fleet.services.activity import provider_incidents_sweep
 from fleet.services.alerts import (
     alert_deliveries_sweep,
     alert_delivery_send,
@@ -18,6 +19,7 @@ from fleet.services.alerts import (
     alerts_online_ratio_watch,
 )
 from fleet.services.beat import beat_run_claim
+from fleet.services.budgets import budget_findings_settle
 from fleet.services.bulk import bulk_action_run, bulk_actions_stalled
 from fleet.services.cleanup import agents_clean_up_stale
 from fleet.services.detections import fleet_detect
@@ -62,6 +64,8 @@ def take_snapshots(self: Task) -> int:
         return 0
     snapshots = fleet_snapshots_take()
     findings = fleet_detect(snapshots)
+    provider_incidents_sweep()  # (the snapshot flushed the presence buffer first)
+    budget_findings_settle()
     alerts_online_ratio_watch()
     logger.info("snapshot: %d customer(s), %d open finding(s)", len(snapshots), len(findings))
     return len(snapshots)

@@ -337,6 +337,21 @@ class StartRolloutForm(forms.Form):
     scope_zones = NamesField(label="Zones", help_text="Scope: only these zones.")
     scope_hosts = NamesField(label="Hosts", help_text="Scope: only these hostnames.")
     scope_labels = LabelsField(label="Labels", help_text="Scope: only agents with every label.")
+    acceptance_drop_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=int(WAVE.acceptance_drop_tolerance * 100),
+        help_text="How much lower (relative) the upgraded agents' acceptance may be, once "
+        "enough jobs were judged.",
+    )
+    cost_increase_percent = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=1000,
+        initial=int(WAVE.cost_increase_tolerance * 100),
+        help_text="How much higher their cost per accepted job may be.",
+    )
     reason = forms.CharField(max_length=500)
 
     def __init__(
@@ -384,6 +399,12 @@ class StartRolloutForm(forms.Form):
                 "host": data["scope_hosts"],
                 "labels": data["scope_labels"],
             },
+            "acceptance_drop_tolerance": WAVE.acceptance_drop_tolerance
+            if data["acceptance_drop_percent"] is None
+            else Decimal(data["acceptance_drop_percent"]) / 100,
+            "cost_increase_tolerance": WAVE.cost_increase_tolerance
+            if data["cost_increase_percent"] is None
+            else Decimal(data["cost_increase_percent"]) / 100,
         }
 
 

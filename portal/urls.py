@@ -84,6 +84,12 @@ urlpatterns = [
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<int:job_id>/", views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
+    path("questions/", views.questions, name="questions"),
+    path(
+        "questions/<int:question_id>/answer/",
+        views.question_answer_view,
+        name="question_answer",
+    ),
     path("anomalies/", views.anomalies, name="anomalies"),
     path("anomalies/resolve/", views.incident_resolve_view, name="incident_resolve"),
     path("anomalies/<int:anomaly_id>/resolve/", views.anomaly_resolve_view, name="anomaly_resolve"),
@@ -97,6 +103,8 @@ urlpatterns = [
     path("activity/", views.activity, name="activity"),
     path("activity/export/", views.activity_export, name="activity_export"),
     path("settings/", views.customer_settings, name="settings"),
+    path("settings/budgets/", views.budget_set_view, name="budget_set"),
+    path("settings/github/", views.github_secret_view, name="github_secret"),
     path("alerts/", views.alerts, name="alerts"),
     path(
         "alerts/channels/<int:channel_id>/<str:action>/",

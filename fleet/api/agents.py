@@ -9,6 +9,7 @@ from fleet.api.schemas import (
     ActivateIn,
     ActivateOut,
     AgentMeOut,
+    AnswerOut,
     ExitOut,
     HeartbeatIn,
     HeartbeatOut,
@@ -36,6 +37,7 @@ from fleet.selectors import (
     release_artifact_path,
 )
 from fleet.services.activation import MachineIdentity, agent_activate
+from fleet.services.activity import ActivityReport
 from fleet.services.agents import (
     agent_exit,
     agent_record_heartbeat,
@@ -45,6 +47,7 @@ from fleet.services.agents import (
     heartbeat_interval,
 )
 from fleet.services.jobs import jobs_to_stop
+from fleet.services.questions import answers_for
 from fleet.versions import SemVer
 
 router = Router(tags=["agents"])
@@ -142,6 +145,10 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
         sent_at=body.sent_at,
         ip_address=client_address(request),
         upgrading=order is not None,
+        activity=ActivityReport(body.activity, body.provider, body.detail)
+        if body.activity
+        else None,
+        usage={job_id: [u.dict() for u in items] for job_id, items in body.usage.items()},
     )
     return HeartbeatOut(
         server_time=server_time,
@@ -149,6 +156,10 @@ def heartbeat(request: HttpRequest, body: HeartbeatIn) -> HeartbeatOut:
         jobs_pending=0 if held else jobs_pending(agent.customer_id, agent.role, agent.labels),
         paused=held,
         cancel=jobs_to_stop(agent),
+        answers=[
+            AnswerOut(question_id=q.pk, job_id=q.job_id, answer=q.answer)
+            for q in answers_for(agent)
+        ],
         update_available=_hint(agent, version),
         upgrade=_order(order) if order else None,
     )

@@ -22,9 +22,11 @@ from fleet.api.schemas import (
     CustomerSettingsIn,
     CustomerSettingsOut,
     FleetMetricsOut,
+    FleetQualityOut,
     HostFilters,
     HostOut,
     MintedTokenOut,
+    QualityFilters,
     SeatsOut,
     TokenOut,
     TokensMintedOut,
@@ -37,15 +39,18 @@ from fleet.errors import TokenNotOutstanding
 from fleet.http import client_address
 from fleet.models import ActivationToken, Agent, BulkAction, Customer, Host
 from fleet.selectors import (
+    FleetQuality,
     agent_get,
     agent_search,
     bulk_action_get,
     fleet_metrics,
+    fleet_quality,
     host_list,
     license_seats,
     token_get,
     token_list,
 )
+from fleet.selectors.outcomes import fleet_quality_headline
 from fleet.services.agent_controls import (
     agent_labels_set,
     agent_pause,
@@ -136,10 +141,22 @@ def revoke_token(request: HttpRequest, token_id: int) -> ActivationToken:
 @router.get(
     "/fleet/metrics",
     response={200: FleetMetricsOut, **errors(401, 403, 429)},
-    summary="The four numbers: online ratio, throughput, anomalies, version skew",
+    summary="The five numbers: online ratio, throughput, anomalies, version skew, acceptance",
 )
 def metrics(request: HttpRequest) -> dict:
-    return fleet_metrics(authed_key(request).customer_id).as_dict()
+    customer_id = authed_key(request).customer_id
+    return {**fleet_metrics(customer_id).as_dict(), **fleet_quality_headline(customer_id)}
+
+
+@router.get(
+    "/fleet/quality",
+    response={200: FleetQualityOut, **errors(401, 403, 422, 429)},
+    summary="Acceptance, cost and tokens per role, version and agent; the costliest jobs",
+)
+def quality(request: HttpRequest, filters: Query[QualityFilters]) -> FleetQuality:
+    """Jobs finished in the last `days` (each judged by its latest verdict so far) against
+    the `days` before; cost per accepted job is what the jobs cost ÷ those accepted."""
+    return fleet_quality(authed_key(request).customer_id, days=filters.days)
 
 
 @router.get(

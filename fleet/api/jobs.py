@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Header, Query, Router, Status
 from ninja.pagination import paginate
 
@@ -25,6 +25,7 @@ from fleet.http import client_address
 from fleet.models import Job
 from fleet.selectors import agent_job_cap, job_get, job_list
 from fleet.services.audit import Actor
+from fleet.services.budgets import BUDGET_EXHAUSTED, IDLE_HEADER, budget_stop
 from fleet.services.jobs import (
     job_cancel,
     job_claim_next,
@@ -43,10 +44,16 @@ router = Router(tags=["jobs"])
     response={200: ClaimOut, 204: None, **errors(401)},
     summary="Claim the next queued job of the agent's role",
 )
-def claim(request: HttpRequest) -> Status[Job | None]:
+def claim(request: HttpRequest, response: HttpResponse) -> Status[Job | None]:
     """The oldest highest-priority queued job, under a lease; 204 when the agent already
-    runs its license's max_concurrent_tasks_per_agent or nothing is queued."""
+    runs its license's max_concurrent_tasks_per_agent or nothing is queued. A budget cap
+    reached (the customer's, the role's or the agent's, for the day or month) is 204 with
+    `X-Agentina-Idle: budget_exhausted`: idle until the period turns or an owner raises
+    the cap, not an error."""
     agent = authed_agent(request)
+    if budget_stop(agent) is not None:
+        response[IDLE_HEADER] = BUDGET_EXHAUSTED
+        return Status(204, None)
     job = job_claim_next(agent=agent, max_concurrent=agent_job_cap(agent))
     return Status(200, job) if job is not None else Status(204, None)
 
@@ -59,7 +66,12 @@ def claim(request: HttpRequest) -> Status[Job | None]:
 )
 def complete(request: HttpRequest, job_id: int, body: CompleteIn) -> Job:
     return job_complete(
-        agent=authed_agent(request), job_id=job_id, lease_id=body.lease_id, result=body.result
+        agent=authed_agent(request),
+        job_id=job_id,
+        lease_id=body.lease_id,
+        result=body.result,
+        usage=[item.model_dump() for item in body.usage],
+        wall_seconds=body.wall_seconds,
     )
 
 
@@ -76,6 +88,8 @@ def fail(request: HttpRequest, job_id: int, body: FailIn) -> Job:
         lease_id=body.lease_id,
         error=body.error,
         retryable=body.retryable,
+        usage=[item.model_dump() for item in body.usage],
+        wall_seconds=body.wall_seconds,
     )
 
 

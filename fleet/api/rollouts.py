@@ -99,6 +99,8 @@ def start_rollout(request: HttpRequest, body: RolloutStartIn) -> Status[Rollout]
         batch_fraction=Decimal(body.batch_percent) / 100,
         batch_watch=timedelta(minutes=body.batch_watch_minutes),
         online_ratio_floor=Decimal(body.online_floor_percent) / 100,
+        acceptance_drop_tolerance=Decimal(body.acceptance_drop_tolerance_percent) / 100,
+        cost_increase_tolerance=Decimal(body.cost_increase_tolerance_percent) / 100,
     )
     return Status(201, rollout_get(customer, rollout.pk))
 

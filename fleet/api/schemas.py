@@ -1,24 +1,39 @@
 """Request and response bodies of /api/v1. Inputs are strict: unknown fields, NUL bytes,
 oversized strings and out-of-range numbers are refused with 422 naming the field."""
 
+import math
 import uuid
 from datetime import UTC, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from typing import Annotated, Any, Literal
 
 from ninja import Schema
-from pydantic import AfterValidator, ConfigDict, Field, JsonValue, StringConstraints, create_model
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StringConstraints,
+    create_model,
+)
 
 from fleet import policy
 from fleet.choices import (
+    AgentActivity,
     AgentRole,
     AgentStatus,
     AlertChannelKind,
     AlertEventType,
     AnomalySeverity,
+    BudgetPeriod,
+    BudgetScope,
     BulkActionKind,
     Channel,
     JobStatus,
+    OutcomeVerdict,
     RollbackLevel,
     RolloutAction,
     RolloutState,
@@ -27,7 +42,13 @@ from fleet.choices import (
 )
 from fleet.errors import error_codes_for_status
 from fleet.labels import labels_check
-from fleet.models import ActivationToken, Anomaly, Rollout
+from fleet.models import ActivationToken, Anomaly, Question, Rollout
+from fleet.models.questions import (
+    ANSWER_TEXT_MAX,
+    QUESTION_OPTION_MAX,
+    QUESTION_OPTIONS_MAX,
+    QUESTION_TEXT_MAX,
+)
 from fleet.selectors import BatchProgress, rollout_batches
 from fleet.services.detections import host_memory_budget_mb
 from fleet.versions import SemVer
@@ -88,6 +109,15 @@ RequiredStr = Annotated[
 
 
 Version = Annotated[str, StringConstraints(max_length=64), AfterValidator(_semver)]
+
+ACTIVITY_DETAIL_MAX = 500
+# A model provider's name as agents report it: "anthropic", "openai", "azure-openai".
+ProviderName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=50, pattern=r"^[A-Za-z0-9._-]*$"
+    ),
+]
 
 
 class In(Schema):
@@ -183,6 +213,64 @@ class SigningKeyOut(Schema):
     )
 
 
+# --- usage (what a job's model calls cost) -----------------------------------------------
+
+USAGE_ITEMS_MAX = 20
+TOKENS_MAX = 10**12
+COST_USD_MAX = 10**6
+WALL_SECONDS_MAX = 10**7
+
+
+def _json_number(value: Any) -> Any:
+    """A cost is a JSON number, finite: a string, a boolean, NaN or Infinity is refused
+    (Decimal would take "NaN" and "1e3" from a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError("must be a finite number")
+    return Decimal(str(value))  # the digits as written, not the float's binary expansion
+
+
+def _micro_dollars(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+
+
+CostUsd = Annotated[
+    Decimal,
+    BeforeValidator(_json_number),
+    Field(ge=0, le=COST_USD_MAX, description="USD, kept to 6 decimal places."),
+    AfterValidator(_micro_dollars),
+]
+Tokens = Annotated[StrictInt, Field(ge=0, le=TOKENS_MAX)]
+
+
+class UsageIn(In):
+    """One model's usage within a job."""
+
+    model: RequiredStr = Field(max_length=100, examples=["claude-sonnet-4"])
+    provider: Str = Field("", max_length=50, examples=["anthropic"])
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cost_usd: CostUsd = Decimal("0")
+
+
+UsageList = Annotated[
+    list[UsageIn],
+    Field(
+        default_factory=list,
+        max_length=USAGE_ITEMS_MAX,
+        description=f"One item per model used (at most {USAGE_ITEMS_MAX}); the job's totals "
+        "are their sums.",
+    ),
+]
+WallSeconds = Annotated[
+    float | None,
+    Field(None, ge=0, le=WALL_SECONDS_MAX, allow_inf_nan=False, description="Time it took."),
+]
+
+
 class HeartbeatIn(In):
     version: Version
     running_job_ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
@@ -194,6 +282,33 @@ class HeartbeatIn(In):
         description="The agent's clock when it sent this (UTC when it has no time zone). "
         "Any time is accepted: a clock more than a minute off opens a finding.",
     )
+    activity: AgentActivity | None = Field(
+        None,
+        description="What the agent is doing: working, idle, waiting_for_input (a person "
+        "must answer its question), rate_limited or provider_error (its model provider), "
+        "budget_exhausted (a claim said so). Omitted: unchanged.",
+    )
+    detail: Str = Field("", max_length=ACTIVITY_DETAIL_MAX, description="Words for people.")
+    provider: ProviderName = Field(
+        "", description="The model provider a rate_limited or provider_error blames."
+    )
+    usage: dict[
+        Annotated[int, Field(ge=1, le=2**62)],
+        Annotated[list[UsageIn], Field(max_length=USAGE_ITEMS_MAX)],
+    ] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="Usage so far of running jobs, by job id (each list replaces the last "
+        "one reported); recorded with the lease renewal, every half lease.",
+    )
+
+
+class AnswerOut(Schema):
+    """An answer to one of the agent's questions."""
+
+    question_id: int
+    job_id: int
+    answer: str
 
 
 class HeartbeatOut(Schema):
@@ -215,6 +330,12 @@ class HeartbeatOut(Schema):
         description="Running jobs of this agent to stop now (an operator cancelled them, or "
         "they ran past their max runtime): stop each and report it with "
         "POST /jobs/{id}/stopped.",
+    )
+    answers: list[AnswerOut] = Field(
+        default_factory=list,
+        description="Answers to the agent's questions, sent on every heartbeat until it "
+        "acknowledges each (POST /questions/{id}/ack): at least once; drop a question id "
+        "already taken.",
     )
 
 
@@ -324,6 +445,21 @@ class JobOut(Schema):
     max_runtime_seconds: int | None = None
     stop_requested_at: datetime | None = None
     stop_reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Field(
+        Decimal("0"), description="USD, a decimal string (6 places): the usage's sum."
+    )
+    usage: list[dict[str, Any]] = Field(
+        default_factory=list, description="As reported, one item per model used."
+    )
+    wall_seconds: float | None = None
+    agent_version: str = Field("", description="Its agent's version when it finished.")
+    pull_request: str = Field("", description="The pull request its result names.")
+    verdict: str = Field(
+        "", description="The latest verdict on its output, of any source; empty: not judged."
+    )
+    verdict_at: datetime | None = None
 
 
 class ClaimOut(JobOut):
@@ -336,6 +472,8 @@ class CompleteIn(In):
     result: Annotated[dict[str, Any] | list[Any] | str | None, AfterValidator(_no_nul_anywhere)] = (
         None
     )
+    usage: UsageList
+    wall_seconds: WallSeconds
 
 
 class StoppedIn(In):
@@ -346,6 +484,59 @@ class FailIn(In):
     lease_id: uuid.UUID
     error: Str = Field("", max_length=10_000)
     retryable: bool = False
+    usage: UsageList
+    wall_seconds: WallSeconds
+
+
+# --- outcomes (what happened to a job's output) ------------------------------------------
+
+
+def _web_url(value: str) -> str:
+    if value and not value.lower().startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+class OutcomeIn(In):
+    verdict: OutcomeVerdict
+    source: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,49}$",
+        description="Who judged: a short slug (github, gitlab, human, ...). One verdict per "
+        "source: a new one from the same source replaces it.",
+        examples=["human"],
+    )
+    url: Annotated[Str, AfterValidator(_web_url)] = Field(
+        "",
+        max_length=2000,
+        description="Where the verdict was given (a pull request).",
+    )
+    note: Str = Field("", max_length=2000)
+
+
+class OutcomeOut(Schema):
+    job_id: int
+    source: str
+    verdict: str
+    url: str
+    note: str
+    reported_at: datetime
+    job_verdict: str = Field(description="The job's verdict now: the latest of any source.")
+
+    @staticmethod
+    def resolve_job_verdict(outcome: Any) -> str:
+        return outcome.job.verdict
+
+
+class GithubSecretOut(Schema):
+    secret: str = Field(description="The webhook secret: in this response only.")
+    secret_prefix: str
+    url: str = Field(description="The Payload URL to give GitHub (content type JSON).")
+
+
+class GithubDeliveryOut(Schema):
+    verdict: str | None
+    ignored: str = Field("", description="Why nothing was recorded, when nothing was.")
+    job_ids: list[int]
 
 
 # --- customer automation ----------------------------------------------------------------
@@ -437,6 +628,64 @@ class FleetMetricsOut(Schema):
     wait_p50_seconds: float | None
     wait_p95_seconds: float | None
     snapshot_at: datetime | None
+    acceptance: float | None = Field(
+        None,
+        description="Accepted ÷ judged, of the jobs finished in the last quality_window_days "
+        "(each job's latest verdict); null: none judged.",
+    )
+    acceptance_previous: float | None = Field(None, description="The same, the window before.")
+    jobs_judged: int = 0
+    quality_window_days: int = 7
+    cost_usd_last_hour: Decimal = Field(Decimal("0"), description="Of the jobs finished in it.")
+    cost_per_accepted_job: Decimal | None = Field(
+        None, description="What the window's jobs cost ÷ how many of them were accepted."
+    )
+
+
+class WorkOut(Schema):
+    jobs: int
+    tokens: int
+    cost_usd: Decimal
+    judged: int
+    accepted: int
+    acceptance: float | None
+    cost_per_accepted_job: Decimal | None = Field(alias="cost_per_accepted")
+    tokens_per_job: float | None
+
+
+class TrendOut(Schema):
+    now: WorkOut = Field(description="The last `days`: jobs finished in them, judged so far.")
+    before: WorkOut = Field(description="The `days` before those.")
+
+
+class CostlyJobOut(Schema):
+    id: int
+    role: str
+    agent_id: int | None
+    cost_usd: Decimal
+    input_tokens: int
+    output_tokens: int
+    verdict: str
+    finished_at: datetime | None
+    portal_path: str
+
+    @staticmethod
+    def resolve_portal_path(job: Any) -> str:
+        return f"/portal/jobs/{job.pk}/"
+
+
+class QualityFilters(Schema):
+    days: int = Field(7, ge=1, le=90, description="The window: jobs finished in these days.")
+
+
+class FleetQualityOut(Schema):
+    days: int
+    total: TrendOut
+    by_role: dict[str, TrendOut]
+    by_version: dict[str, TrendOut]
+    by_agent: dict[int, TrendOut]
+    cost_usd_last_hour: Decimal
+    costliest: list[CostlyJobOut] = Field(description="The 10 costliest jobs of the last 24 h.")
 
 
 # --- alerts -------------------------------------------------------------------------------
@@ -588,6 +837,10 @@ class AgentOut(Schema):
         description="The update channel it is pinned to; null: its license's."
     )
     pinned_version: str | None = Field(description="The release it is pinned to, if any.")
+    activity: str = Field("", description="What it last reported doing; empty: never said.")
+    activity_detail: str = ""
+    activity_provider: str = ""
+    activity_since: datetime | None = None
 
     @staticmethod
     def resolve_version(agent: Any) -> str:
@@ -772,6 +1025,19 @@ class RolloutStartIn(In):
     scope: WaveScopeIn | None = Field(
         None, description="The part of the fleet the wave upgrades; null: the whole fleet."
     )
+    acceptance_drop_tolerance_percent: int = Field(
+        int(policy.WAVE.acceptance_drop_tolerance * 100),
+        ge=0,
+        le=100,
+        description="How much lower (relative) the upgraded agents' acceptance rate may be "
+        "than on their earlier versions, once enough jobs were judged.",
+    )
+    cost_increase_tolerance_percent: int = Field(
+        int(policy.WAVE.cost_increase_tolerance * 100),
+        ge=0,
+        le=1000,
+        description="How much higher (relative) their cost per accepted job may be.",
+    )
     reason: RequiredStr = Field(max_length=500, description="Why (audited).")
 
 
@@ -824,6 +1090,8 @@ class RolloutOut(Schema):
     batch_watch_minutes: float
     online_floor_percent: int
     throughput_drop_tolerance_percent: int
+    acceptance_drop_tolerance_percent: int
+    cost_increase_tolerance_percent: int
     scope: dict[str, Any] = Field(
         description="{role: [...], zone: [...], host: [hostnames], labels: {key: value}}: "
         "{} is the whole fleet."
@@ -876,6 +1144,14 @@ class RolloutOut(Schema):
         return int(rollout.throughput_drop_tolerance * 100)
 
     @staticmethod
+    def resolve_acceptance_drop_tolerance_percent(rollout: Rollout) -> int:
+        return int(rollout.acceptance_drop_tolerance * 100)
+
+    @staticmethod
+    def resolve_cost_increase_tolerance_percent(rollout: Rollout) -> int:
+        return int(rollout.cost_increase_tolerance * 100)
+
+    @staticmethod
     def resolve_last_gate(rollout: Rollout) -> dict[str, Any] | None:
         checks = rollout.last_gate.get("checks") if rollout.last_gate else None
         if not checks:
@@ -896,6 +1172,73 @@ class RolloutDetailOut(RolloutOut):
     @staticmethod
     def resolve_batches(rollout: Rollout) -> list[BatchProgress]:
         return rollout_batches(rollout)
+
+
+# --- questions (a running job asks a person) and budgets --------------------------------
+
+
+class QuestionIn(In):
+    text: RequiredStr = Field(max_length=QUESTION_TEXT_MAX, description="What the agent asks.")
+    options: list[Annotated[RequiredStr, Field(max_length=QUESTION_OPTION_MAX)]] = Field(
+        default_factory=list,
+        max_length=QUESTION_OPTIONS_MAX,
+        description="Suggested answers (the portal offers them as buttons); any text goes.",
+    )
+
+
+class AnswerIn(In):
+    answer: RequiredStr = Field(max_length=ANSWER_TEXT_MAX)
+
+
+class QuestionOut(Schema):
+    id: int
+    job_id: int
+    agent_id: int | None
+    text: str
+    options: list[str]
+    asked_at: datetime
+    answer: str
+    answered_at: datetime | None
+    answered_by: str = Field(description="Who answered (a member, or an API key).")
+    acked_at: datetime | None = Field(description="When the agent took the answer.")
+    waited_seconds: float | None = Field(description="Asked → answered (→ now while open).")
+
+    @staticmethod
+    def resolve_answered_by(question: Question) -> str:
+        return question.answered_by_label
+
+
+class QuestionFilters(Schema):
+    state: Literal["open", "answered", "all"] = "open"
+
+
+class BudgetCapIn(In):
+    scope: BudgetScope
+    key: Str = Field(
+        "",
+        max_length=32,
+        description="The role (scope role) or agent id (scope agent); empty for customer.",
+    )
+    period: BudgetPeriod
+    max_cost_usd: CostUsd | None = Field(None, description="USD; null: no USD cap.")
+    max_tokens: Tokens | None = Field(
+        None, description="null: no token cap. Both null removes the cap."
+    )
+
+
+class BudgetsIn(In):
+    caps: list[BudgetCapIn] = Field(max_length=50, description="Caps to set or remove.")
+
+
+class BudgetOut(Schema):
+    scope: str
+    key: str
+    period: str
+    max_cost_usd: Decimal | None
+    max_tokens: int | None
+    spent_usd: Decimal = Field(description="Spent in the current day or month (UTC).")
+    spent_tokens: int
+    reached: bool
 
 
 @cache

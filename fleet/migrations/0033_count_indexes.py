@@ -19,7 +19,7 @@ def keep_finished_counts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0030_release_artifacts'),
+        ('fleet', '0032_activity_budgets_questions'),
     ]
 
     operations = [

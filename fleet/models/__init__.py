@@ -3,10 +3,13 @@ from fleet.models.alerts import AlertChannel, AlertDelivery, AlertEvent
 from fleet.models.anomalies import Anomaly
 from fleet.models.api_keys import CustomerApiKey
 from fleet.models.audit import AuditEvent
+from fleet.models.budgets import BudgetCap, BudgetSpend
 from fleet.models.bulk import BulkAction
 from fleet.models.jobs import Job
 from fleet.models.licenses import License
 from fleet.models.metrics import FleetRollup, FleetSnapshot, SweepState
+from fleet.models.outcomes import GithubIntegration, JobOutcome
+from fleet.models.questions import Question
 from fleet.models.releases import Release
 from fleet.models.rollouts import Rollout, RolloutTarget
 from fleet.models.sessions import UserSession
@@ -23,17 +26,22 @@ __all__ = [
     "AlertEvent",
     "Anomaly",
     "AuditEvent",
+    "BudgetCap",
+    "BudgetSpend",
     "BulkAction",
     "Customer",
     "CustomerApiKey",
     "CustomerSso",
     "FleetRollup",
     "FleetSnapshot",
+    "GithubIntegration",
     "Host",
     "Invitation",
     "Job",
+    "JobOutcome",
     "License",
     "Membership",
+    "Question",
     "Release",
     "Rollout",
     "RolloutTarget",

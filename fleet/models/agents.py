@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from fleet.choices import AgentRole, AgentStatus, Channel
+from fleet.choices import PROVIDER_TROUBLE, AgentActivity, AgentRole, AgentStatus, Channel
 from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
 from fleet.models.tokens import ActivationToken
@@ -256,6 +256,18 @@ class Agent(models.Model):
         help_text="Pinned to exactly this release: update_available points at it (and "
         "nowhere newer) until the pin is lifted.",
     )
+    # What the agent says it is doing (its heartbeat's `activity`), written by the UPDATE
+    # a heartbeat makes anyway (or the presence flush): no statement of its own.
+    activity = models.CharField(
+        max_length=24, choices=AgentActivity.choices, blank=True, db_default=""
+    )
+    activity_detail = models.CharField(max_length=500, blank=True, db_default="")
+    activity_provider = models.CharField(
+        max_length=50, blank=True, db_default="", help_text="The model provider it blames."
+    )
+    activity_since = models.DateTimeField(
+        null=True, blank=True, help_text="When it started reporting its current activity."
+    )
 
     objects = AgentQuerySet.as_manager()
     # What the hot paths know besides the row (fleet.selectors.AgentFacts), when an agent
@@ -292,6 +304,13 @@ class Agent(models.Model):
             models.Index(fields=["customer", "status", "name", "id"], name="agent_customer_list"),
             models.Index(fields=["name"], name="agent_name"),
             models.Index(fields=["version", "status"], name="agent_version"),
+            # Provider incidents: the few agents blaming a provider, by customer (activity
+            # rarely changes, so heartbeats' UPDATEs stay HOT).
+            models.Index(
+                fields=["customer", "activity_provider"],
+                condition=Q(activity__in=PROVIDER_TROUBLE),
+                name="agent_provider_trouble",
+            ),
         ]
         ordering = ["name"]
 

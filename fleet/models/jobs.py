@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from fleet.choices import AgentRole, JobCancelReason, JobStatus
+from fleet.choices import AgentRole, JobCancelReason, JobStatus, OutcomeVerdict
 from fleet.models.agents import Agent
 from fleet.models.lifecycle import StatusQuerySet, Transition
 from fleet.models.tenancy import Customer
@@ -93,6 +93,33 @@ class Job(models.Model):
     idempotency_key = models.CharField(
         max_length=100, blank=True, help_text="The client's key: a retried submit is one job."
     )
+    # What its model calls cost, as its agent reported on complete or fail (a running
+    # job's heartbeat may report it so far): the list as sent, and its sums.
+    usage = models.JSONField(
+        default=list,
+        db_default=models.Value([], output_field=models.JSONField()),
+        blank=True,
+        help_text="One item per model used: model, provider, tokens, cost_usd.",
+    )
+    input_tokens = models.BigIntegerField(default=0, db_default=0)
+    output_tokens = models.BigIntegerField(default=0, db_default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0, db_default=0)
+    wall_seconds = models.FloatField(null=True, blank=True)
+    agent_version = models.CharField(
+        max_length=64, blank=True, db_default="", help_text="Its agent's version when it finished."
+    )
+    # The latest verdict on its output of any source (fleet/models/outcomes.py): what the
+    # acceptance rate counts.
+    verdict = models.CharField(
+        max_length=24, choices=OutcomeVerdict.choices, blank=True, db_default=""
+    )
+    verdict_at = models.DateTimeField(null=True, blank=True)
+    pull_request = models.CharField(
+        max_length=500,
+        blank=True,
+        db_default="",
+        help_text="The result's `pull_request` URL (the GitHub receiver matches it).",
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -161,6 +188,24 @@ class Job(models.Model):
                 fields=["customer", "agent"],
                 condition=models.Q(status=JobStatus.RUNNING),
                 name="job_running_customer",
+            ),
+            # Judged jobs (a few): a customer's acceptance rates read these; the minute
+            # snapshot and the hourly rollup read them by time across customers.
+            models.Index(
+                fields=["customer", "verdict_at"],
+                condition=models.Q(verdict_at__isnull=False),
+                name="job_judged",
+            ),
+            models.Index(
+                fields=["verdict_at"],
+                condition=models.Q(verdict_at__isnull=False),
+                name="job_judged_at",
+            ),
+            # The GitHub receiver finds the jobs whose result names a pull request.
+            models.Index(
+                fields=["customer", "pull_request"],
+                condition=~models.Q(pull_request=""),
+                name="job_pull_request",
             ),
         ]
         ordering = ["-queued_at"]

@@ -18,6 +18,9 @@ class FleetSnapshot(models.Model):
     )
     agents_by_status = models.JSONField(default=dict)
     agents_by_role = models.JSONField(default=dict)
+    agents_by_activity = models.JSONField(
+        default=dict, help_text="Online agents by role, then by reported activity."
+    )
     online_ratio = models.FloatField(null=True, blank=True)
     jobs_completed_last_hour = models.PositiveIntegerField(default=0)
     jobs_failed_last_hour = models.PositiveIntegerField(default=0)
@@ -40,6 +43,22 @@ class FleetSnapshot(models.Model):
     agents_minor_behind = models.PositiveIntegerField(
         null=True, blank=True, help_text="Agents more than one minor version behind latest."
     )
+    # What the agents' work cost and how it was judged, over the last hour: spend of the
+    # jobs finished in it, verdicts received in it (fleet/selectors/outcomes.py).
+    cost_usd_last_hour = models.DecimalField(
+        max_digits=14, decimal_places=6, default=0, db_default=0
+    )
+    tokens_last_hour = models.BigIntegerField(default=0, db_default=0)
+    jobs_judged_last_hour = models.PositiveIntegerField(default=0, db_default=0)
+    jobs_accepted_last_hour = models.PositiveIntegerField(default=0, db_default=0)
+    usage_by_role = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="{role: {jobs, tokens, cost_usd, judged, accepted}} over the last hour.",
+    )
+    usage_by_version = models.JSONField(
+        default=dict, blank=True, help_text="The same by the version that ran the job."
+    )
     backfilled = models.BooleanField(
         default=False,
         help_text="Beat missed this minute; rebuilt later from the jobs', agents' and "
@@ -60,6 +79,16 @@ class FleetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} @ {self.taken_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def cost_per_hour(self) -> float:
+        return float(self.cost_usd_last_hour)
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted of the verdicts received in the hour before: the acceptance chart."""
+        judged = self.jobs_judged_last_hour
+        return self.jobs_accepted_last_hour / judged if judged else None
 
 
 class FleetRollup(models.Model):
@@ -85,6 +114,12 @@ class FleetRollup(models.Model):
     idle_ratio = models.FloatField(null=True, blank=True, help_text="Average of minutes.")
     anomalies_unresolved = models.PositiveIntegerField(null=True, blank=True, help_text="Most.")
     agents_not_on_latest = models.PositiveIntegerField(null=True, blank=True, help_text="Most.")
+    cost_usd = models.DecimalField(
+        max_digits=16, decimal_places=6, default=0, db_default=0, help_text="Finished jobs'."
+    )
+    tokens = models.BigIntegerField(default=0, db_default=0)
+    jobs_judged = models.PositiveIntegerField(default=0, db_default=0, help_text="Verdicts.")
+    jobs_accepted = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
@@ -98,6 +133,17 @@ class FleetRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer} {self.resolution} @ {self.period_start:%Y-%m-%d %H:%M}"
+
+    @property
+    def cost_per_hour(self) -> float:
+        """Spend an hour, averaged over the period: what the cost chart shows."""
+        hours = 24 if self.resolution == RollupResolution.DAY else 1
+        return float(self.cost_usd) / hours
+
+    @property
+    def acceptance(self) -> float | None:
+        """Accepted of the verdicts received in the period: the acceptance chart."""
+        return self.jobs_accepted / self.jobs_judged if self.jobs_judged else None
 
     @property
     def jobs_completed_last_hour(self) -> float:

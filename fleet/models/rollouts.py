@@ -61,6 +61,20 @@ class Rollout(models.Model):
     online_ratio_floor = models.DecimalField(
         max_digits=3, decimal_places=2, default=WAVE.online_ratio_floor
     )
+    acceptance_drop_tolerance = models.DecimalField(
+        max_digits=3,
+        decimal_places=2,
+        default=WAVE.acceptance_drop_tolerance,
+        db_default=WAVE.acceptance_drop_tolerance,
+        help_text="How much (relative) the upgraded agents' acceptance rate may drop.",
+    )
+    cost_increase_tolerance = models.DecimalField(
+        max_digits=4,
+        decimal_places=2,
+        default=WAVE.cost_increase_tolerance,
+        db_default=WAVE.cost_increase_tolerance,
+        help_text="How much (relative) their cost per accepted job may grow.",
+    )
     agent_deadline = models.DurationField(
         default=WAVE.agent_deadline,
         help_text="How long an agent told to upgrade may take to report; silence is failure.",

@@ -83,6 +83,7 @@ from fleet.selectors.metrics import (
     snapshot_series,
     throughput_baselines,
 )
+from fleet.selectors.outcomes import FleetQuality, Trend, Work, agent_work, fleet_quality
 from fleet.selectors.releases import (
     release_artifact_path,
     release_for_download,
@@ -110,11 +111,14 @@ __all__ = [
     "BatchProgress",
     "ChartRange",
     "FleetMetrics",
+    "FleetQuality",
     "Incident",
     "RoleNumbers",
     "Seats",
     "SizingRow",
+    "Trend",
     "UpgradeOrder",
+    "Work",
     "account_exists_for_email",
     "actor_kind",
     "agent_channel",
@@ -126,6 +130,7 @@ __all__ = [
     "agent_search",
     "agent_upgrade_order",
     "agent_with_facts",
+    "agent_work",
     "agents_cleanup_due",
     "agents_with_facts",
     "alert_channel_get",
@@ -147,6 +152,7 @@ __all__ = [
     "fleet_advice",
     "fleet_metrics",
     "fleet_numbers_taken",
+    "fleet_quality",
     "fleet_sizing",
     "host_list",
     "invitation_for_token",

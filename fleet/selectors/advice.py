@@ -11,6 +11,7 @@ from fleet import policy
 from fleet.models import Customer, FleetSnapshot
 from fleet.selectors.licenses import license_current
 from fleet.selectors.metrics import RoleNumbers, role_numbers
+from fleet.selectors.outcomes import FleetQuality, fleet_quality
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ def fleet_advice(
     *,
     now: datetime | None = None,
     roles: list[RoleNumbers] | None = None,
+    quality: FleetQuality | None = None,
 ) -> Advice:
     """What to do about the fleet's size now, role by role, from the same numbers the
     dashboard and Plan show (role_numbers): add agents of a role whose jobs wait with
     every agent busy (how many, and whether the license has the seats); check the agents
     when jobs wait long though they have room; add work when more than a quarter of the
-    online agents' time is idle and nothing waits. Never two at once. Five queries."""
+    online agents' time is idle and nothing waits. Never two at once. Five queries (and
+    the role's acceptance, when adding agents: more agents of a role whose work is
+    accepted less and less multiply the rework)."""
     now = now or timezone.now()
     roles = roles if roles is not None else role_numbers(customer, now=now)
     license = license_current(customer)
@@ -91,6 +95,8 @@ def fleet_advice(
                 f"The license has {max(free, 0)} free seat{pluralize(max(free, 0))}: raise "
                 f"max_agents to {sum(r.agents for r in roles) + needed} first."
             )
+        quality = quality if quality is not None else fleet_quality(customer, now=now)
+        reasons += [w for r in short if (w := _acceptance_falling(r.role, quality))]
         return Advice("add_agents", f"Add {' and '.join(wanted)}.", reasons)
 
     stuck = [r for r in roles if _waited_long(r)]  # long waits, yet room to take them
@@ -125,6 +131,23 @@ def fleet_advice(
         else "No job waits, and the agents are busy most of the time."
     )
     return Advice("sized_right", "The fleet is sized for its work.", [why])
+
+
+def _acceptance_falling(role: str, quality: FleetQuality) -> str:
+    """ "Acceptance 62% for coders this week, down from 81% — review before adding agents"
+    when the role's acceptance fell by more than ADVICE_ACCEPTANCE_DROP (relative) over
+    enough judged jobs on both sides; "" otherwise."""
+    trend = quality.by_role.get(role)
+    if trend is None or min(trend.now.judged, trend.before.judged) < policy.WAVE_MIN_JUDGED_JOBS:
+        return ""
+    change = trend.acceptance_change
+    if change is None or change >= -policy.ADVICE_ACCEPTANCE_DROP:
+        return ""
+    week = "this week" if quality.days == 7 else f"over the last {quality.days} days"
+    return (
+        f"Acceptance {trend.now.acceptance:.0%} for {role}s {week}, down from "
+        f"{trend.before.acceptance:.0%} — review their work before adding agents."
+    )
 
 
 def _idle_ratio(customer: Customer | int, roles: list[RoleNumbers]) -> float | None:

@@ -18,7 +18,18 @@ from fleet.choices import (
 )
 from fleet.errors import NotFound
 from fleet.labels import labels_check
-from fleet.models import Agent, BulkAction, Customer, Host, Job, License, Release, RolloutTarget
+from fleet.models import (
+    Agent,
+    BudgetCap,
+    BulkAction,
+    Customer,
+    Host,
+    Job,
+    License,
+    Question,
+    Release,
+    RolloutTarget,
+)
 from fleet.models.agents import CLEAN_UP, SEAT_HOLDING, heard_q, silent_since_q
 from fleet.paging import count_of
 from fleet.secrets import SecretKind, secret_digest, secret_is_well_formed, secret_matches
@@ -58,6 +69,12 @@ def agents_with_facts() -> QuerySet[Agent]:
         stop_jobs=Exists(
             Job.objects.filter(
                 agent=OuterRef("pk"), status=JobStatus.RUNNING, stop_requested_at__isnull=False
+            )
+        ),
+        budgeted=Exists(BudgetCap.objects.filter(customer=OuterRef("customer_id"))),
+        answers_pending=Exists(
+            Question.objects.filter(
+                agent=OuterRef("pk"), answered_at__isnull=False, acked_at__isnull=True
             )
         ),
     )
@@ -115,6 +132,8 @@ class AgentFacts:
     on_yanked: bool  # its version was yanked
     stop_jobs: bool = False  # it runs jobs it was told to stop (jobs_to_stop names them)
     label_pins: tuple[UpdatePin, ...] = ()  # its customer's pins by label
+    budgeted: bool = False  # its customer set budget caps (a claim checks them)
+    answers_pending: bool = False  # answers to its questions wait for its acknowledgement
 
     def latest_release(self, channel: str | None) -> SemVer | None:
         """The newest release of a channel (beta sees stable ones too)."""
@@ -142,6 +161,8 @@ def agent_with_facts(agent: Agent) -> Agent:
         on_yanked=row["on_yanked"],
         stop_jobs=row["stop_jobs"],
         label_pins=update_pin_rules(row["customer_update_pins"]),
+        budgeted=row["budgeted"],
+        answers_pending=row["answers_pending"],
     )
     # The annotations now live in `facts`: a compact attribute dict without them halves
     # what each of the (up to AGENT_CACHE_MAX_ENTRIES) kept agents costs a web process.
@@ -163,6 +184,8 @@ _FACT_ANNOTATIONS = frozenset(
         "on_yanked",
         "stop_jobs",
         "customer_update_pins",
+        "budgeted",
+        "answers_pending",
     }
 )
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from fleet import policy
 from fleet.choices import (
+    AgentActivity,
     AgentRole,
     AgentStatus,
     Channel,
@@ -107,6 +108,17 @@ class RoleNumbers:
     oldest_wait_seconds: float | None  # how long the oldest waiting job has waited
     behind: int = 0  # not on the latest release (counted when role_numbers is given it)
     minor_behind: int = 0  # more than one minor version behind it
+    # Online agents by the activity they report (only those some agent reports).
+    activity: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def activity_words(self) -> list[str]:
+        """ "2 waiting for input", "3 rate-limited by their provider", … for the table."""
+        return [
+            f"{n} {AgentActivity(a).label.lower()}"
+            for a, n in self.activity.items()
+            if a != AgentActivity.WORKING and a != AgentActivity.IDLE
+        ]
 
     @property
     def offline(self) -> int:
@@ -157,6 +169,7 @@ def role_numbers(
             # (a few thousand ids), never joined row by row to the whole fleet.
             busy=Count("pk", filter=online & Q(pk__in=running.values("agent_id"))),
             **version_counts,
+            **{f"act_{a}": Count("pk", filter=online & Q(activity=a)) for a in AgentActivity},
         )
         .order_by()
     }
@@ -187,6 +200,7 @@ def role_numbers(
                 oldest_wait_seconds=(now - oldest).total_seconds() if oldest else None,
                 behind=a.get("behind", 0),
                 minor_behind=a.get("minor_behind", 0),
+                activity={x: a[f"act_{x}"] for x in AgentActivity.values if a.get(f"act_{x}")},
             )
         )
     return numbers

@@ -4,10 +4,11 @@
 import random
 from contextlib import nullcontext
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db.models import BigIntegerField, Case, DecimalField, F, JSONField, Q, Value, When
 from django.utils import timezone
 
 from fleet import policy
@@ -38,6 +39,7 @@ from fleet.secrets import (
     secret_mint,
 )
 from fleet.selectors import agent_latest_release
+from fleet.services.activity import ActivityReport
 from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import (
     agent_offline_fingerprint,
@@ -47,8 +49,9 @@ from fleet.services.anomalies import (
 )
 from fleet.services.audit import Actor, audit_record
 from fleet.services.jobs import jobs_requeue
-from fleet.services.presence import presence_buffer
+from fleet.services.presence import activity_columns, presence_buffer
 from fleet.services.rollouts import rollout_record_result, rollout_targets_drop
+from fleet.services.usage import usage_stored, usage_totals
 from fleet.versions import SemVer
 
 UPGRADE_ACTIONS = {
@@ -95,6 +98,8 @@ def agent_record_heartbeat(
     sent_at: datetime | None = None,
     ip_address: str | None = None,
     upgrading: bool = False,
+    activity: ActivityReport | None = None,
+    usage: dict[int, list[dict[str, Any]]] | None = None,
 ) -> datetime:
     """Record that the agent is alive, by the server's clock.
 
@@ -103,7 +108,12 @@ def agent_record_heartbeat(
     job leases are extended once half a lease has passed, and state changes (back
     online, a new version, told to upgrade, clock skew appearing) write their extra rows
     at once and make every web process re-read the agent. Through a database fault, a
-    beat that only had leases to renew is buffered all the same."""
+    beat that only had leases to renew is buffered all the same.
+
+    A reported activity rides whatever the beat does: the buffer (the flush writes the
+    newest, within PRESENCE_FLUSH_SECONDS) or its UPDATE; it never adds a write. Usage of
+    running jobs so far is written with the lease renewal (the same UPDATE of the jobs),
+    so between renewals it costs nothing: the next renewal carries the newest figures."""
     now = timezone.now()
     offset = _clock_offset(sent_at, now) if sent_at else None
     renew = bool(running_job_ids) and (
@@ -118,7 +128,9 @@ def agent_record_heartbeat(
         or skew_appeared
     )
     steady = not changed and not renew
-    if steady and presence_buffer(agent_id=agent.pk, at=now, load=load, offset=offset):
+    if steady and presence_buffer(
+        agent_id=agent.pk, at=now, load=load, offset=offset, activity=activity
+    ):
         return now
     updates: dict = {
         "last_heartbeat_at": now,
@@ -131,6 +143,8 @@ def agent_record_heartbeat(
         updates["version"] = version
     if renew:
         updates["leases_renewed_at"] = now
+    if activity is not None:
+        updates |= activity_columns(activity, now)
     try:
         # One transaction when the heartbeat writes more than its own row, so that a
         # decommission either goes first (and nothing is written) or waits for all of it.
@@ -142,7 +156,10 @@ def agent_record_heartbeat(
             if renew:
                 Job.objects.filter(
                     agent_id=agent.pk, status=JobStatus.RUNNING, pk__in=running_job_ids
-                ).update(lease_expires_at=now + settings.JOB_LEASE)
+                ).update(
+                    lease_expires_at=now + settings.JOB_LEASE,
+                    **usage_so_far_columns(usage or {}, running_job_ids),
+                )
             if changed or renew:  # every process re-reads it (leases_renewed_at included)
                 agent_facts_changed(agent_ids=[agent.pk])
             if came_back or version != agent.version:
@@ -164,10 +181,48 @@ def agent_record_heartbeat(
         # is left for that). A change of state must be written, so it answers 503.
         if changed or not database_fault_is_transient(exc):
             raise
-        if not presence_buffer(agent_id=agent.pk, at=now, load=load, offset=offset):
+        if not presence_buffer(
+            agent_id=agent.pk, at=now, load=load, offset=offset, activity=activity
+        ):
             raise
     agent.last_heartbeat_at = now
     return now
+
+
+def usage_so_far_columns(
+    usage: dict[int, list[dict[str, Any]]], running_job_ids: list[int]
+) -> dict[str, Any]:
+    """What a renewal's UPDATE of the running jobs writes of their usage so far: each
+    job's list as reported (it replaces the last one) and its sums, as CASE expressions so
+    the jobs stay one statement. A job not reported on keeps what it had."""
+    reported = {job_id: items for job_id, items in usage.items() if job_id in running_job_ids}
+    if not reported:
+        return {}
+    totals = {job_id: usage_totals(items) for job_id, items in reported.items()}
+
+    def per_job(field: str, values: dict[int, Any], output: Any) -> Case:
+        return Case(
+            *[When(pk=job_id, then=Value(v, output_field=output)) for job_id, v in values.items()],
+            default=F(field),
+            output_field=output,
+        )
+
+    return {
+        "usage": per_job(
+            "usage", {j: usage_stored(items) for j, items in reported.items()}, JSONField()
+        ),
+        "input_tokens": per_job(
+            "input_tokens", {j: t.input_tokens for j, t in totals.items()}, BigIntegerField()
+        ),
+        "output_tokens": per_job(
+            "output_tokens", {j: t.output_tokens for j, t in totals.items()}, BigIntegerField()
+        ),
+        "cost_usd": per_job(
+            "cost_usd",
+            {j: t.cost_usd for j, t in totals.items()},
+            DecimalField(max_digits=14, decimal_places=6),
+        ),
+    }
 
 
 def _clock_offset(sent_at: datetime, now: datetime) -> int:

@@ -4,6 +4,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +35,9 @@ from fleet.models.jobs import (
 from fleet.models.lifecycle import Transition
 from fleet.services.agent_controls import agents_drained
 from fleet.services.audit import AUDIT_INSERT, Actor, audit_record
+from fleet.services.budgets import budget_charge
+from fleet.services.outcomes import pull_request_named
+from fleet.services.usage import UsageTotals, usage_fields
 
 # A claim is three statements: lock the agent's row, so its claims run one at a time;
 # claim the next job, counting the agent's running jobs in a snapshot taken after that
@@ -258,6 +262,13 @@ def _finish(
         agent_decommission(agent=agent, actor=EPHEMERAL_END)
     for name, value in {**fields, "status": move.target}.items():
         setattr(job, name, value)
+    # What the job holds now (this report's usage, else its heartbeats' so far) counts
+    # against the budgets: once per finish, since a repeat returned above.
+    budget_charge(
+        job,
+        UsageTotals(job.input_tokens, job.output_tokens, Decimal(job.cost_usd)),
+        budgeted=agent.facts.budgeted if agent.facts else None,
+    )
     audit_record(
         actor=Actor.for_agent(agent),
         action=FINISHED_ACTIONS[move],
@@ -269,7 +280,17 @@ def _finish(
 
 
 @transaction.atomic
-def job_complete(*, agent: Agent, job_id: int, lease_id: uuid.UUID, result: Any) -> Job:
+def job_complete(
+    *,
+    agent: Agent,
+    job_id: int,
+    lease_id: uuid.UUID,
+    result: Any,
+    usage: list[dict[str, Any]] | None = None,
+    wall_seconds: float | None = None,
+) -> Job:
+    """Its usage (a list, one item per model) is stored with its sums, the agent's
+    version and the pull request its result names, all in the same UPDATE."""
     return _finish(
         agent=agent,
         job_id=job_id,
@@ -277,19 +298,35 @@ def job_complete(*, agent: Agent, job_id: int, lease_id: uuid.UUID, result: Any)
         outcome=JobStatus.SUCCEEDED,
         changes=lambda job: (
             SUCCEED,
-            {"result": result, "finished_at": timezone.now(), "lease_expires_at": None},
+            {
+                "result": result,
+                "finished_at": timezone.now(),
+                "lease_expires_at": None,
+                "agent_version": str(agent.version),
+                "pull_request": pull_request_named(result),
+                **usage_fields(usage, wall_seconds),
+            },
         ),
     )
 
 
 @transaction.atomic
 def job_fail(
-    *, agent: Agent, job_id: int, lease_id: uuid.UUID, error: str, retryable: bool = False
+    *,
+    agent: Agent,
+    job_id: int,
+    lease_id: uuid.UUID,
+    error: str,
+    retryable: bool = False,
+    usage: list[dict[str, Any]] | None = None,
+    wall_seconds: float | None = None,
 ) -> Job:
     """A failed job goes back to the queue while it is retryable and has attempts left
-    (the lease stays on it so a repeated report is recognised); else it fails for good."""
+    (the lease stays on it so a repeated report is recognised); else it fails for good.
+    Its usage is stored as on complete (a retried job keeps its last attempt's)."""
 
     def changes(job: Job) -> tuple[Transition, dict[str, Any]]:
+        spent = {"agent_version": str(agent.version), **usage_fields(usage, wall_seconds)}
         if retryable and job.attempts < settings.JOB_MAX_ATTEMPTS:
             # Back in the queue from now; `agent` keeps the agent that failed it until the
             # next claim, so repeated failures of one agent are seen.
@@ -298,8 +335,14 @@ def job_fail(
                 "started_at": None,
                 "queued_at": timezone.now(),
                 "lease_expires_at": None,
+                **spent,
             }
-        return FAIL, {"error": error, "finished_at": timezone.now(), "lease_expires_at": None}
+        return FAIL, {
+            "error": error,
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+            **spent,
+        }
 
     return _finish(
         agent=agent, job_id=job_id, lease_id=lease_id, outcome=JobStatus.FAILED, changes=changes

@@ -23,14 +23,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 
 from fleet.models import Agent
 from fleet.models.agents import SEAT_HOLDING
+from fleet.services.activity import ActivityReport
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +74,22 @@ def _buffer() -> redis.Redis | None:
     return _client(url) if url else None
 
 
-def presence_buffer(*, agent_id: int, at: datetime, load: float | None, offset: int | None) -> bool:
+def presence_buffer(
+    *,
+    agent_id: int,
+    at: datetime,
+    load: float | None,
+    offset: int | None,
+    activity: ActivityReport | None = None,
+) -> bool:
     """Take a steady heartbeat into the batch; False when there is no buffer or Redis was
-    just found unreachable (the caller then writes the database)."""
+    just found unreachable (the caller then writes the database). The activity it reports
+    rides along (the detail last: it may hold spaces): the flush writes the newest."""
     if _buffer() is None or time.monotonic() < _batch.unreachable_until:
         return False
     value = f"{at.timestamp()} {'' if load is None else load} {'' if offset is None else offset}"
+    if activity is not None:
+        value += f" {activity.activity} {activity.provider} {activity.detail}"
     with _batch.lock:
         _batch.entries[str(agent_id)] = value
         if _batch.sender_pid != os.getpid():
@@ -99,7 +111,10 @@ def presence_send() -> int:
     except redis.RedisError as exc:
         _batch.unreachable_until = time.monotonic() + RETRY_AFTER
         logger.warning("presence buffer unreachable, heartbeats write the database: %s", exc)
-        rows = sorted(_parse(agent_id, value) for agent_id, value in entries.items())
+        rows = sorted(
+            (_parse(agent_id, value) for agent_id, value in entries.items()),
+            key=lambda row: row[0],
+        )
         for start in range(0, len(rows), CHUNK):
             with transaction.atomic():
                 _write(rows[start : start + CHUNK])
@@ -176,16 +191,21 @@ def _flush(client: redis.Redis, *, for_sweep: bool) -> PresenceFlush:
     return PresenceFlush(written, complete=intact)
 
 
-def _parse(
-    agent_id: bytes | str, value: bytes | str
-) -> tuple[int, datetime, float | None, int | None]:
+_Row = tuple[int, datetime, float | None, int | None, str | None, str, str]
+
+
+def _parse(agent_id: bytes | str, value: bytes | str) -> _Row:
     text = value.decode() if isinstance(value, bytes) else value
-    at, load, offset = text.split(" ")
+    at, load, offset, *rest = text.split(" ", 5)
+    activity, provider, detail = [*rest, "", "", ""][:3] if rest else (None, "", "")
     return (
         int(agent_id),
         datetime.fromtimestamp(float(at), tz=UTC),
         float(load) if load else None,
         int(offset) if offset else None,
+        activity or None,
+        provider,
+        detail,
     )
 
 
@@ -193,14 +213,20 @@ def _parse(
 # before it was retired, leave its record as the decommission left it.
 _UPDATE_PG = """
 UPDATE fleet_agent AS a
-   SET last_heartbeat_at = v.at, load = v.load, clock_offset_seconds = v.off
-  FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::int[]) AS v(id, at, load, off)
+   SET last_heartbeat_at = v.at, load = v.load, clock_offset_seconds = v.off,
+       activity_since = CASE WHEN v.act IS NULL OR v.act = a.activity
+                             THEN a.activity_since ELSE v.at END,
+       activity = COALESCE(v.act, a.activity),
+       activity_provider = CASE WHEN v.act IS NULL THEN a.activity_provider ELSE v.prov END,
+       activity_detail = CASE WHEN v.act IS NULL THEN a.activity_detail ELSE v.det END
+  FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[], %s::int[], %s::text[],
+              %s::text[], %s::text[]) AS v(id, at, load, off, act, prov, det)
  WHERE a.id = v.id AND (a.last_heartbeat_at IS NULL OR a.last_heartbeat_at < v.at)
    AND a.status = ANY(%s::text[])
 """
 
 
-def _write(rows: list[tuple[int, datetime, float | None, int | None]]) -> int:
+def _write(rows: list[_Row]) -> int:
     """One statement for the chunk on PostgreSQL; a statement per agent elsewhere."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -210,6 +236,22 @@ def _write(rows: list[tuple[int, datetime, float | None, int | None]]) -> int:
     return sum(
         Agent.objects.holding_seat()
         .filter(Q(last_heartbeat_at__isnull=True) | Q(last_heartbeat_at__lt=at), pk=agent_id)
-        .update(last_heartbeat_at=at, load=load, clock_offset_seconds=offset)
-        for agent_id, at, load, offset in rows
+        .update(
+            last_heartbeat_at=at,
+            load=load,
+            clock_offset_seconds=offset,
+            **(activity_columns(ActivityReport(act, prov, det), at) if act else {}),
+        )
+        for agent_id, at, load, offset, act, prov, det in rows
     )
+
+
+def activity_columns(report: ActivityReport, now: datetime) -> dict[str, Any]:
+    """The columns an UPDATE writes for a reported activity: `activity_since` moves only
+    when the activity itself changes (one statement: it is an expression)."""
+    return {
+        **report.as_fields(),
+        "activity_since": Case(
+            When(activity=report.activity, then=F("activity_since")), default=Value(now)
+        ),
+    }

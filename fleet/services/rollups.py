@@ -15,7 +15,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import JobStatus, RollupResolution
+from fleet.choices import JobStatus, OutcomeVerdict, RollupResolution
 from fleet.models import FleetRollup, FleetSnapshot, Job
 
 HOUR = timedelta(hours=1)
@@ -36,6 +36,10 @@ FOLDED = [
     "idle_ratio",
     "anomalies_unresolved",
     "agents_not_on_latest",
+    "cost_usd",
+    "tokens",
+    "jobs_judged",
+    "jobs_accepted",
 ]
 
 
@@ -148,12 +152,29 @@ def rollups_hourly(*, now: datetime | None = None) -> int:
         .annotate(
             jobs_completed=Count("pk", filter=Q(status=JobStatus.SUCCEEDED)),
             jobs_failed=Count("pk", filter=Q(status=JobStatus.FAILED)),
+            **_as(cost_usd=Sum("cost_usd"), tokens=Sum("input_tokens") + Sum("output_tokens")),
         )
         .order_by()
     )
     for row in jobs:
         key = (row.pop("customer_id"), row.pop("period"))
-        rows.setdefault(key, {"minutes": 0}).update(row)
+        rows.setdefault(key, {"minutes": 0}).update(_fields(row))
+    # Verdicts by the hour they came in (a job judged again counts at its latest).
+    judged = (
+        Job.objects.filter(verdict_at__gte=start, verdict_at__lt=end)
+        .annotate(period=TruncHour("verdict_at"))
+        .values("customer_id", "period")
+        .annotate(
+            **_as(
+                jobs_judged=Count("pk"),
+                jobs_accepted=Count("pk", filter=Q(verdict=OutcomeVerdict.ACCEPTED)),
+            )
+        )
+        .order_by()
+    )
+    for row in judged:
+        key = (row.pop("customer_id"), row.pop("period"))
+        rows.setdefault(key, {"minutes": 0}).update(_fields(row))
     return _save(RollupResolution.HOUR, rows)
 
 
@@ -184,6 +205,10 @@ def rollups_daily(*, now: datetime | None = None) -> int:
                 minutes=Sum("minutes"),
                 jobs_completed=Sum("jobs_completed"),
                 jobs_failed=Sum("jobs_failed"),
+                cost_usd=Sum("cost_usd"),
+                tokens=Sum("tokens"),
+                jobs_judged=Sum("jobs_judged"),
+                jobs_accepted=Sum("jobs_accepted"),
                 online_ratio_avg=Avg("online_ratio_avg"),
                 **_folds(),
             )

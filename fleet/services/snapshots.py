@@ -13,11 +13,12 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from fleet import policy
-from fleet.choices import AgentRole, AgentStatus, Channel, JobStatus
+from fleet.choices import AgentActivity, AgentRole, AgentStatus, Channel, JobStatus
 from fleet.models import Agent, Anomaly, Customer, FleetSnapshot, Job, License
 from fleet.models.agents import heard_q
 from fleet.models.jobs import OPEN_JOB
 from fleet.selectors import minor_floor, release_latest
+from fleet.selectors.outcomes import UsageSnapshot, Work, usage_snapshots
 from fleet.selectors.waits import wait_percentiles
 from fleet.services.presence import presence_flush
 
@@ -36,6 +37,26 @@ def _version_counts() -> dict[str, Any]:
         counts[f"minor_behind_{channel}"] = Count(
             "pk", filter=Q(version__lt=minor_floor(latest.version))
         )
+    return counts
+
+
+def _activity_counts(online_q: Q) -> dict[str, Any]:
+    """Online agents by role and reported activity (those that never said: not counted)."""
+    return {
+        f"act_{r}_{a}": Count("pk", filter=online_q & Q(role=r, activity=a))
+        for r in AgentRole.values
+        for a in AgentActivity.values
+    }
+
+
+def _by_activity(row: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{role: {activity: agents}}, only the non-zero counts (an agent waiting for input
+    holds its running job, so it counts busy, never idle, in idle_ratio)."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in AgentRole.values:
+        for a in AgentActivity.values:
+            if row.get(f"act_{r}_{a}"):
+                counts.setdefault(r, {})[a] = row[f"act_{r}_{a}"]
     return counts
 
 
@@ -62,6 +83,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
             busy=Count("pk", filter=online_q & Q(pk__in=running.values("agent_id"))),
             **{f"status_{s}": Count("pk", filter=Q(status=s)) for s in AgentStatus.values},
             **{f"role_{r}": Count("pk", filter=Q(role=r)) for r in AgentRole.values},
+            **_activity_counts(online_q),
             **_version_counts(),
         )
         .order_by()
@@ -90,6 +112,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
     ):
         jobs[row["customer_id"]] |= row
     waits = wait_percentiles(now - policy.WAIT_WINDOW, now)
+    usage = usage_snapshots(now - HOUR, now)
     anomalies = dict(
         Anomaly.objects.filter(resolved_at__isnull=True)
         .values("customer_id")
@@ -115,6 +138,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
         online_minutes = (past.get("online") or 0) + online
         busy_minutes = (past.get("busy") or 0) + busy_now
         p50, p95 = waits.get(customer_id, (None, None))
+        spent = usage.get(customer_id) or UsageSnapshot(Work(), {}, {})
         snapshots.append(
             FleetSnapshot(
                 customer_id=customer_id,
@@ -124,6 +148,7 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
                 agents_busy=busy_now,
                 agents_by_status={s: a.get(f"status_{s}", 0) for s in AgentStatus.values},
                 agents_by_role={r: a.get(f"role_{r}", 0) for r in AgentRole.values},
+                agents_by_activity=_by_activity(a),
                 online_ratio=online / a["total"] if a.get("total") else None,
                 jobs_completed_last_hour=j.get("completed", 0),
                 jobs_failed_last_hour=j.get("failed", 0),
@@ -135,6 +160,12 @@ def fleet_snapshots_take(*, now: datetime | None = None) -> list[FleetSnapshot]:
                 anomalies_unresolved=anomalies.get(customer_id, 0),
                 agents_not_on_latest=a.get(f"behind_{channel}", 0),
                 agents_minor_behind=a.get(f"minor_behind_{channel}", 0),
+                cost_usd_last_hour=spent.total.cost_usd,
+                tokens_last_hour=spent.total.tokens,
+                jobs_judged_last_hour=spent.total.judged,
+                jobs_accepted_last_hour=spent.total.accepted,
+                usage_by_role=spent.by_role,
+                usage_by_version=spent.by_version,
             )
         )
     fields = [

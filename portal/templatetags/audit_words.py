@@ -85,6 +85,10 @@ WORDINGS: dict[str, Wording] = {
         "or failed after its last attempt",
         STATUS,
     ),
+    A.JOB_OUTCOME: Wording("{who} reported a verdict on {target}"),
+    A.GITHUB_SECRET_ROTATE: Wording(
+        "{who} minted the webhook secret of the {target}", frozenset({"secret_prefix"})
+    ),
     A.ANOMALY_OPEN: Wording("{who} opened a finding: {target}"),
     A.ANOMALY_RESOLVE: Wording("{who} resolved the finding: {target}"),
     A.ANOMALY_REOPEN: Wording("{who} reopened the finding: {target}"),

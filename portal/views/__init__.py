@@ -19,6 +19,7 @@ from portal.views.anomalies import (
     anomaly_resolve_view,
     incident_resolve_view,
 )
+from portal.views.budgets import budget_set_view
 from portal.views.bulk import agents_bulk, bulk_detail
 from portal.views.dashboard import dashboard
 from portal.views.fleet import (
@@ -32,6 +33,7 @@ from portal.views.fleet import (
     agents,
     hosts,
 )
+from portal.views.integrations import github_secret_view
 from portal.views.jobs import job_cancel_view, job_detail, jobs
 from portal.views.lockout import login_unlock, login_unlock_confirm
 from portal.views.members import (
@@ -44,6 +46,7 @@ from portal.views.members import (
     members_two_factor_view,
 )
 from portal.views.plan import plan
+from portal.views.questions import question_answer_view, questions
 from portal.views.rollouts import agent_options, upgrade_detail, upgrade_steer, upgrades
 from portal.views.sign_in import (
     PasswordResetConfirmView,
@@ -78,9 +81,11 @@ __all__ = [
     "anomaly_resolve_view",
     "api_key_revoke_view",
     "api_keys",
+    "budget_set_view",
     "bulk_detail",
     "customer_settings",
     "dashboard",
+    "github_secret_view",
     "hosts",
     "incident_resolve_view",
     "invitation_accept_view",
@@ -96,6 +101,8 @@ __all__ = [
     "members",
     "members_two_factor_view",
     "plan",
+    "question_answer_view",
+    "questions",
     "second_factor",
     "switch_customer",
     "token_revoke_view",

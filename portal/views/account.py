@@ -32,6 +32,7 @@ from fleet.selectors.audit_export import (
     export_range,
 )
 from fleet.services.api_keys import api_key_mint, api_key_revoke
+from fleet.services.budgets import budgets_with_spend
 from fleet.services.customers import customer_maintenance_window_set, customer_settings_set
 from portal.forms import ApiKeyForm, CustomerSettingsForm, MaintenanceWindowForm
 from portal.views.base import (
@@ -42,6 +43,7 @@ from portal.views.base import (
     paginate,
     partial_or_page,
 )
+from portal.views.budgets import BudgetCapForm
 
 
 @login_required
@@ -148,7 +150,13 @@ def customer_settings(request: PortalRequest, customer: Customer) -> HttpRespons
     return render(
         request,
         "portal/settings.html",
-        page_context(request, form=form, window=window),
+        page_context(
+            request,
+            form=form,
+            window=window,
+            budgets=budgets_with_spend(customer),
+            budget_form=BudgetCapForm(),
+        ),
         status=422 if form.errors or window.errors else 200,
     )
 
@@ -168,6 +176,8 @@ ACTION_AREAS = {
     "rollout": "Upgrade waves",
     "alert_channel": "Alerts",
     "alert": "Alerts",
+    "question": "Questions",
+    "budget": "Budgets",
 }
 
 

@@ -22,7 +22,8 @@ from portal.views.base import (
 
 
 def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, Sparkline]:
-    """The four numbers over the range, at the resolution retention keeps that long."""
+    """The five numbers (and the cost) over the range, at the resolution retention keeps
+    that long: minute snapshots, hourly or daily rollups, each pre-aggregated."""
     series: Sequence[object | None] = (
         selectors.snapshot_series(customer, hours=chart_range.periods)
         if chart_range.resolution is None
@@ -44,6 +45,8 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
         "throughput": chart("jobs_completed_last_hour", floor=0.0),
         "anomalies": chart("anomalies_unresolved", floor=0.0),
         "skew": chart("agents_not_on_latest", floor=0.0),
+        "acceptance": chart("acceptance", pick=min, floor=0.0, ceiling=1.0),
+        "cost": chart("cost_per_hour", floor=0.0),
     }
 
 
@@ -51,6 +54,7 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     metrics = selectors.fleet_metrics(customer)
     roles = metrics.roles  # the numbers, the table and the advice read one scan
+    quality = selectors.fleet_quality(customer)
     label = label_filter(request)  # the table only: the advice is about the whole fleet
     chart_range = selectors.CHART_RANGES.get(
         request.GET.get("range", ""), selectors.CHART_RANGES["24h"]
@@ -58,6 +62,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     context = page_context(
         request,
         metrics=metrics,
+        quality=quality,
         target=policy.ONLINE_RATIO_TARGET,
         charts=_charts(customer, chart_range),
         chart_range=chart_range,
@@ -65,7 +70,7 @@ def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
             (r, query_string(label=label, range=r.key)) for r in selectors.CHART_RANGES.values()
         ],
         poll_query=query_string(label=label, range=chart_range.key),
-        advice=selectors.fleet_advice(customer, roles=roles),
+        advice=selectors.fleet_advice(customer, roles=roles, quality=quality),
         roles=selectors.role_numbers(customer, label=label) if label else roles,
         label=label,
         poll_seconds=settings.PORTAL_POLL_SECONDS,

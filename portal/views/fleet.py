@@ -105,6 +105,7 @@ def agent_detail(request: PortalRequest, customer: Customer, agent_id: int) -> H
             if agent.cleaned_up_at
             else None,
             running=agent.jobs.filter(status=JobStatus.RUNNING).count(),
+            work=selectors.agent_work(agent.pk),
             jobs=agent.jobs.order_by("-queued_at")[:20],
             anomalies=agent.anomalies.order_by("-last_seen")[:20],
             upgrades=selectors.upgrade_history(agent)[:20],

@@ -151,7 +151,10 @@ ENDPOINTS = [
         "heartbeat",
         "/api/v1/agents/heartbeat",
         "POST",
-        '{"version": "{version}", "running_job_ids": [], "load": 0.5}',
+        # BENCH_HEARTBEAT_BODY measures another body ("{version}" is the agent's).
+        os.environ.get(
+            "BENCH_HEARTBEAT_BODY", '{"version": "{version}", "running_job_ids": [], "load": 0.5}'
+        ),
         authenticated=True,
     ),
     Endpoint("claim", "/api/v1/jobs/claim", "POST", authenticated=True),

@@ -110,9 +110,11 @@ class ObservedClient(Client):
 
     beats: Heartbeats = field(default_factory=Heartbeats)
 
-    def heartbeat(self, version: str, running_job_ids: list[int]) -> dict[str, Any]:
+    def heartbeat(
+        self, version: str, running_job_ids: list[int], activity: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         try:
-            answer = super().heartbeat(version, running_job_ids)
+            answer = super().heartbeat(version, running_job_ids, activity)
         except (ApiError, Unreachable):
             self.beats.failed.append(time.time())
             raise

@@ -250,7 +250,16 @@ def test_the_runner_claims_up_to_its_cap_reports_results_and_running_jobs():
     runner.step()
     calls = [(c[1].rsplit("/api/v1", 1)[1], c[2]) for c in fake.transport.calls]
     assert calls[4] == ("/jobs/1/complete", {"lease_id": "l1", "result": {"pr": 1}})
-    assert calls[5] == ("/agents/heartbeat", {"version": "1.9.3", "running_job_ids": [2]})
+    # The activity rides a heartbeat only when it changed (idle in the first, working now).
+    assert calls[1][1]["activity"] == "idle"
+    assert calls[5] == (
+        "/agents/heartbeat",
+        {
+            "version": "1.9.3",
+            "running_job_ids": [2],
+            **{"activity": "working", "provider": "", "detail": ""},
+        },
+    )
     assert calls[6] == ("/jobs/claim", None)
     assert calls[7] == (
         "/jobs/2/fail",

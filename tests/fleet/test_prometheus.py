@@ -1,6 +1,7 @@
 """GET /metrics: the Prometheus exposition, parsed back with prometheus_client's parser."""
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -165,6 +166,10 @@ def globex():
 
 
 def test_a_key_scrapes_its_fleet_with_exact_numbers(acme, globex):
+    recent = Job.objects.filter(
+        customer=acme, role="coder", finished_at__gt=NOW - timedelta(hours=1)
+    )
+    costly = recent.update(cost_usd=Decimal("0.25"), input_tokens=100, output_tokens=10)
     found = samples(scrape(key_for(acme)))
 
     def v(name: str, **labels: str) -> float | None:
@@ -210,6 +215,10 @@ def test_a_key_scrapes_its_fleet_with_exact_numbers(acme, globex):
     assert v("jobs_wait_p50_seconds", role="reviewer") == pytest.approx(60)
     assert v("jobs_wait_p95_seconds", role="reviewer") == pytest.approx(60)
     assert v("jobs_wait_p50_seconds", role="tester") is None  # no wait in the window
+
+    assert v("role_cost_usd_last_hour", role="coder") == pytest.approx(0.25 * costly)
+    assert v("role_tokens_last_hour", role="coder") == 110 * costly
+    assert costly and v("role_cost_usd_last_hour", role="tester") == 0
 
     assert of_customer(found, "globex") == {}  # tenancy
     assert all(("customer", "acme") in labels for _, labels in found)

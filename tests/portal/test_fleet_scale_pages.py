@@ -2,6 +2,7 @@
 you type), and lists count at most COUNT_CAP rows, saying "10,000+" past it."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -59,8 +60,16 @@ def test_the_canary_picker_offers_matches_as_you_type_never_every_agent(
     response = owner.post(reverse("portal:upgrades"), {**start, "canary": "coder-03"})
     assert "Several online agents are named coder-03" in response.content.decode()
     assert not Rollout.objects.exists()
-    owner.post(reverse("portal:upgrades"), {**start, "canary": f"coder-05 (#{fleet[5].pk})"})
-    assert Rollout.objects.get().canary_agent == fleet[5]
+    canary = f"coder-05 (#{fleet[5].pk})"
+    owner.post(
+        reverse("portal:upgrades"), {**start, "canary": canary, "acceptance_drop_percent": 30}
+    )
+    rollout = Rollout.objects.get()
+    assert rollout.canary_agent == fleet[5]
+    assert (rollout.acceptance_drop_tolerance, rollout.cost_increase_tolerance) == (
+        Decimal("0.3"),
+        Decimal("0.5"),  # left empty: the default
+    )
 
 
 def test_lists_count_at_most_the_cap_and_say_so(owner, fleet, monkeypatch):

@@ -64,6 +64,25 @@ class Command(BaseCommand):
             help="How many agents fail their upgrade's smoke check.",
         )
         parser.add_argument(
+            "--question-rate",
+            type=float,
+            default=0.03,
+            help="The share of jobs that ask a person first (answered after 90 s if nobody "
+            "does on the portal).",
+        )
+        parser.add_argument(
+            "--worse-version",
+            default="1.10.0",
+            help="A release whose jobs cost twice as much and are accepted half as often "
+            "('' for none).",
+        )
+        parser.add_argument(
+            "--incident-every",
+            type=float,
+            default=30,
+            help="Minutes, on average, between model-provider incidents (0: never).",
+        )
+        parser.add_argument(
             "--jobs-per-minute",
             type=int,
             default=20,
@@ -90,6 +109,8 @@ class Command(BaseCommand):
             failure_rate=o["failure_rate"],
             job_seconds=tuple(o["job_seconds"]),
             smoke_failures=set(range(o["smoke_failures"])),
+            question_rate=o["question_rate"],
+            worse_version=o["worse_version"],
             log=lambda m: self.stdout.write(m),
         )
         agents = fleet.enroll(o["agents"])
@@ -101,6 +122,9 @@ class Command(BaseCommand):
         for target, extra in (
             (fleet.workload, (o["jobs_per_minute"],)),
             (fleet.flap, (o["flap"], random.Random(7))),
+            (fleet.answer_questions, ()),
+            (fleet.judge, (random.Random(11),)),
+            (fleet.provider_incidents, (random.Random(13), o["incident_every"])),
         ):
             threading.Thread(target=target, args=(stop, *extra), daemon=True).start()
         stop.wait(o["duration"] or None)

@@ -5,6 +5,7 @@ each step waits for its agents' reports, soaks or is watched, then passes its ga
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -25,6 +26,7 @@ from fleet.choices import (
 )
 from fleet.models import Job, Rollout, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
+from fleet.selectors.outcomes import Work, work_of
 from fleet.selectors.rollouts import rollout_final_counts
 from fleet.services.alerts import alert_emit
 from fleet.services.anomalies import anomaly_open
@@ -151,6 +153,10 @@ def _gate(rollout: Rollout, now: datetime) -> Gate:
                 )
             )
 
+    before, after = _judged_before_and_after(upgraded, str(version), now)
+    numbers.update(judged_before=before.as_json(), judged_after=after.as_json())
+    checks += _quality_checks(rollout, str(version), before, after)
+
     offline = [t.agent.name for t in targets if not t.agent.heard_since(now)]
     ratio = 1 - len(offline) / len(targets) if targets else 1.0
     floor = float(rollout.online_ratio_floor)
@@ -215,6 +221,88 @@ def _work_before_and_after(upgraded: list[RolloutTarget], now: datetime) -> dict
         "before_success": round(counts["b_ok"] / counts["b_all"], 3) if counts["b_all"] else 1.0,
         "after_success": round(counts["a_ok"] / counts["a_all"], 3) if counts["a_all"] else 1.0,
     }
+
+
+def _judged_before_and_after(
+    upgraded: list[RolloutTarget], version: str, now: datetime
+) -> tuple[Work, Work]:
+    """The judged jobs of the agents upgraded so far: on the new version, and on their
+    earlier versions (their own baseline) within WAVE_QUALITY_WINDOW before the first of
+    them was told to upgrade. Two statements over the job_agent_status index."""
+    if not upgraded:
+        return Work(), Work()
+    first_offered = min(t.offered_at or now for t in upgraded)
+    judged = Job.objects.filter(
+        agent_id__in=[t.agent_id for t in upgraded],
+        finished_at__gte=first_offered - policy.WAVE_QUALITY_WINDOW,
+        finished_at__lte=now,
+    ).exclude(verdict="")
+    return (
+        work_of(judged.exclude(agent_version=version)),
+        work_of(judged.filter(agent_version=version)),
+    )
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:,.2f}" if value >= Decimal("0.1") else f"${value:.4f}"
+
+
+def _quality_checks(rollout: Rollout, version: str, before: Work, after: Work) -> list[GateCheck]:
+    """Acceptance and cost per accepted job of the upgraded agents' judged work, against
+    their own work before the upgrade, once enough jobs were judged on both sides."""
+    need = policy.WAVE_MIN_JUDGED_JOBS
+    if before.judged < need or after.judged < need:
+        words = (
+            f"Not enough judged jobs to compare: {after.judged} on {version}, {before.judged} "
+            f"before ({need} needed on each side)."
+        )
+        return [
+            GateCheck("acceptance", True, words),
+            GateCheck("cost per accepted job", True, words),
+        ]
+    drop_allowed = float(rollout.acceptance_drop_tolerance)
+    growth_allowed = float(rollout.cost_increase_tolerance)
+    acceptance_after, acceptance_before = after.acceptance or 0.0, before.acceptance or 0.0
+    if not before.accepted:
+        acceptance = GateCheck(
+            "acceptance",
+            True,
+            f"Nothing was accepted before the upgrade ({before.judged} judged): no acceptance "
+            "to fall from.",
+        )
+    else:
+        drop = 1 - acceptance_after / acceptance_before
+        acceptance = GateCheck(
+            "acceptance",
+            drop <= drop_allowed,
+            f"Acceptance of the upgraded agents' work: {_pct(acceptance_after)} on {version} "
+            f"({after.accepted} of {after.judged} judged), {_pct(acceptance_before)} before "
+            f"({before.accepted} of {before.judged}): {-drop:+.0%}; at most "
+            f"-{_pct(drop_allowed)} allowed.",
+        )
+    per_before, per_after = before.cost_per_accepted, after.cost_per_accepted
+    if not per_before:
+        cost = GateCheck(
+            "cost per accepted job",
+            True,
+            "Nothing to compare the cost with: no accepted job with a cost before the upgrade.",
+        )
+    elif per_after is None:
+        cost = GateCheck(
+            "cost per accepted job",
+            False,
+            f"Cost per accepted job: nothing accepted on {version} ({after.judged} judged, "
+            f"{_usd(after.cost_usd)} spent); {_usd(per_before)} before.",
+        )
+    else:
+        ratio = float(per_after / per_before)
+        cost = GateCheck(
+            "cost per accepted job",
+            ratio <= 1 + growth_allowed,
+            f"Cost per accepted job: {_usd(per_after)} on {version}, {_usd(per_before)} before "
+            f"({ratio:.1f} times as much; at most {1 + growth_allowed:.1f} times allowed).",
+        )
+    return [acceptance, cost]
 
 
 def rollout_alert_data(rollout: Rollout) -> dict[str, Any]:

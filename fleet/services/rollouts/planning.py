@@ -247,6 +247,8 @@ def rollout_start(
     batch_watch: timedelta = WAVE.batch_watch,
     throughput_drop_tolerance: Decimal = WAVE.throughput_drop_tolerance,
     online_ratio_floor: Decimal = WAVE.online_ratio_floor,
+    acceptance_drop_tolerance: Decimal = WAVE.acceptance_drop_tolerance,
+    cost_increase_tolerance: Decimal = WAVE.cost_increase_tolerance,
     all_at_once: bool = False,
 ) -> Rollout:
     """Freeze the wave's membership (active agents in scope behind the release; agents
@@ -273,6 +275,8 @@ def rollout_start(
                 batch_watch=batch_watch,
                 throughput_drop_tolerance=throughput_drop_tolerance,
                 online_ratio_floor=online_ratio_floor,
+                acceptance_drop_tolerance=acceptance_drop_tolerance,
+                cost_increase_tolerance=cost_increase_tolerance,
                 canary_agent=plan.canary,
                 scope=scope or {},
                 current_batch=0,

@@ -88,6 +88,8 @@ def test_a_wave_starts_with_the_forms_settings(key_api, fleet):
             "batch_percent": 50,
             "batch_watch_minutes": 0,
             "online_floor_percent": 80,
+            "acceptance_drop_tolerance_percent": 10,
+            "cost_increase_tolerance_percent": 100,
         },
     )
     assert response.status_code == 201, response.content
@@ -98,6 +100,14 @@ def test_a_wave_starts_with_the_forms_settings(key_api, fleet):
     rollout = Rollout.objects.get()
     assert (rollout.canary_soak, rollout.batch_watch) == (timedelta(0), timedelta(0))
     assert (rollout.batch_fraction, rollout.online_ratio_floor) == (Decimal("0.5"), Decimal("0.8"))
+    assert (rollout.acceptance_drop_tolerance, rollout.cost_increase_tolerance) == (
+        Decimal("0.1"),
+        Decimal("1"),
+    )
+    assert (body["acceptance_drop_tolerance_percent"], body["cost_increase_tolerance_percent"]) == (
+        10,
+        100,
+    )
 
 
 def test_a_second_start_is_a_clear_409_and_starts_nothing(key_api, wave):
@@ -133,6 +143,8 @@ def test_the_service_refuses_what_cannot_be_upgraded(key_api, fleet):
         ({"batch_watch_minutes": 24 * 60 + 1}, "batch_watch_minutes"),
         ({"online_floor_percent": 101}, "online_floor_percent"),
         ({"online_floor_percent": "most"}, "online_floor_percent"),
+        ({"acceptance_drop_tolerance_percent": 101}, "acceptance_drop_tolerance_percent"),
+        ({"cost_increase_tolerance_percent": -1}, "cost_increase_tolerance_percent"),
         ({"reason": ""}, "reason"),
         ({"reason": "a\x00b"}, "reason"),
         ({"reason": "x" * 501}, "reason"),
