@@ -200,6 +200,9 @@ def cmd_install(args: argparse.Namespace, client: Client | None = None) -> int:
             "known to the Control Plane: not activated again, the token is left as it was. "
             "For a second agent on this host, pass another --unit."
         )
+        # A reinstall pins the release key given (a key rotation), or the server's if
+        # none is pinned yet (an agent activated before releases were signed).
+        pin_release_key(args.state_dir, args.release_key, client)
     path = unit_path(unit_dir, state.unit_name)
     unit_write(
         path,
