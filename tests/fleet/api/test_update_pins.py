@@ -101,3 +101,12 @@ def test_a_wave_leaves_agents_pinned_elsewhere_out(licensed, key_api):
         RolloutTarget.objects.filter(rollout=beta_wave).values_list("agent_id", flat=True)
     )
     assert members == {agents[2].agent.pk, agents[3].agent.pk}
+
+
+def test_a_decommissioned_agent_cannot_be_pinned(key_api, licensed):
+    from fleet.services.agents import agent_decommission
+
+    retired = factories.agent(licensed)
+    agent_decommission(agent=retired, actor=SYSTEM)
+    answer = key_api.put(f"/agents/{retired.pk}/update-pin", {"channel": "beta"})
+    assert (answer.status_code, answer.json()["code"]) == (409, "agent_state_conflict")
