@@ -128,6 +128,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 def _position(digits: str) -> int:
     """A byte position; one past any artifact's size stands for every longer number (which
     int() would refuse past 4300 digits)."""
+    digits = digits.lstrip("0") or "0"
     return int(digits) if len(digits) <= 18 else 10**18
 
 
