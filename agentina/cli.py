@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -47,6 +48,7 @@ from agentina.upgrade import (
     request_upgrade,
     restart,
     run_argv,
+    seconds_valid,
     smoke_check,
     write_pid,
 )
@@ -200,6 +202,9 @@ def cmd_install(args: argparse.Namespace, client: Client | None = None) -> int:
             "known to the Control Plane: not activated again, the token is left as it was. "
             "For a second agent on this host, pass another --unit."
         )
+        # A reinstall pins the release key given (a key rotation), or the server's if
+        # none is pinned yet (an agent activated before releases were signed).
+        pin_release_key(args.state_dir, args.release_key, client)
     path = unit_path(unit_dir, state.unit_name)
     unit_write(
         path,
@@ -468,7 +473,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sm.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     sm.add_argument("--exec", help="the job command whose self-test runs")
-    sm.add_argument("--deadline", type=float, help="seconds (default AGENTINA_SMOKE_DEADLINE)")
+    sm.add_argument(
+        "--deadline", type=seconds_argument, help="seconds (default AGENTINA_SMOKE_DEADLINE)"
+    )
     up = sub.add_parser("upgrade", help="have the running agent apply a release by hand")
     up.add_argument("--to", required=True, type=version_argument, metavar="VERSION")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
@@ -481,6 +488,16 @@ def parser() -> argparse.ArgumentParser:
     iu.add_argument("--unit-dir", help=f"default {DEFAULT_UNIT_DIR}, or {USER_UNIT_DIR}")
     iu.add_argument("--exec", help="run each job with this command (payload on stdin)")
     return p
+
+
+def seconds_argument(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds_valid(seconds):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return seconds
 
 
 def version_argument(value: str) -> str:

@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -72,7 +73,12 @@ def _seconds(name: str, default: float) -> float:
         value = float(os.environ.get(name, default))
     except ValueError:
         return default
-    return value if value > 0 else default
+    return value if seconds_valid(value) else default
+
+
+def seconds_valid(value: float) -> bool:
+    """A deadline a thread's join takes: positive and finite (no nan, no inf)."""
+    return math.isfinite(value) and 0 < value <= threading.TIMEOUT_MAX
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 
 from fleet.admin.base import FleetNumbersMixin, ReadOnlyAdmin, note_action
 from fleet.choices import Channel, TokenStatus
-from fleet.errors import AgentGone, AgentStateConflict, InvalidVersion
+from fleet.errors import AgentStateConflict, InvalidVersion
 from fleet.http import request_actor
 from fleet.models import ActivationToken, Agent, Anomaly, CustomerApiKey, Host, Job
 from fleet.models.agents import SEAT_HOLDING
@@ -194,7 +194,7 @@ class AgentAdmin(FleetNumbersMixin, ReadOnlyAdmin):
                 try:
                     agent_update_pin_set(agent=agent, channel=channel, version=version, actor=actor)
                     done += 1
-                except (InvalidVersion, AgentGone) as exc:
+                except (InvalidVersion, AgentStateConflict) as exc:
                     self.message_user(request, f"{agent.name}: {exc}", messages.ERROR)
             return done
 

@@ -292,7 +292,7 @@ def set_agent_labels(request: HttpRequest, agent_id: int, body: AgentLabelsIn) -
 @router.put(
     "/agents/{agent_id}/update-pin",
     auth=key_agents,
-    response={200: AgentOut, **errors(401, 403, 404, 413, 422, 429)},
+    response={200: AgentOut, **errors(401, 403, 404, 409, 413, 422, 429)},
     summary="Pin an agent to an update channel or an exact release (null lifts a pin)",
 )
 def set_agent_update_pin(request: HttpRequest, agent_id: int, body: AgentUpdatePinIn) -> Agent:

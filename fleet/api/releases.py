@@ -114,15 +114,22 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     if match is None or (not match[1] and not match[2]):
         raise _unsatisfiable(header, size)
     if not match[1]:  # the last N bytes
-        suffix = int(match[2])
+        suffix = _position(match[2])
         if suffix == 0 or size == 0:
             raise _unsatisfiable(header, size)
         return max(0, size - suffix), size - 1
-    start = int(match[1])
-    end = min(int(match[2]), size - 1) if match[2] else size - 1
+    start = _position(match[1])
+    end = min(_position(match[2]), size - 1) if match[2] else size - 1
     if start >= size or start > end:
         raise _unsatisfiable(header, size)
     return start, end
+
+
+def _position(digits: str) -> int:
+    """A byte position; one past any artifact's size stands for every longer number (which
+    int() would refuse past 4300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def _unsatisfiable(header: str, size: int) -> RangeNotSatisfiable:

@@ -120,6 +120,15 @@ ProviderName = Annotated[
 ]
 
 
+def _naive(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a local time, without an offset (the time zone says where)")
+    return value
+
+
+LocalTime = Annotated[time, AfterValidator(_naive)]
+
+
 class In(Schema):
     model_config = ConfigDict(extra="forbid")
 
@@ -786,8 +795,8 @@ class CustomerSettingsIn(In):
     update_pins: list[UpdatePinRuleIn] | None = Field(
         None, max_length=20, description="Pins by label (replaces every rule; [] clears)."
     )
-    maintenance_start: time | None = Field(None, description="Local time the window opens.")
-    maintenance_end: time | None = Field(
+    maintenance_start: LocalTime | None = Field(None, description="Local time the window opens.")
+    maintenance_end: LocalTime | None = Field(
         None, description="Local time it closes (earlier than the start: the next day)."
     )
 

@@ -119,6 +119,17 @@ def update_pin_for(agent: Agent, rules: tuple[UpdatePin, ...]) -> UpdatePin | No
     return next((r for r in rules if all(labels.get(k) == v for k, v in r.labels)), None)
 
 
+def agent_follows_release(agent: Agent, release: Release, rules: tuple[UpdatePin, ...]) -> bool:
+    """False for an agent pinned (itself or by its labels) to another version, or to stable
+    for a beta release: a wave leaves it out (its pin says where it goes)."""
+    pin = update_pin_for(agent, rules)
+    if pin is None:
+        return True
+    if pin.version is not None:
+        return pin.version == release.version
+    return not (release.channel == Channel.BETA and pin.channel == Channel.STABLE)
+
+
 @dataclass(frozen=True)
 class AgentFacts:
     """What an agent's hot paths need besides its own row, loaded with it in one SELECT

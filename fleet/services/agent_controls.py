@@ -13,7 +13,7 @@ from django.utils import timezone
 from fleet import policy
 from fleet.agent_cache import agent_facts_changed
 from fleet.choices import AgentStatus, AuditAction, Channel, JobStatus
-from fleet.errors import AgentGone, AgentStateConflict, InvalidVersion
+from fleet.errors import AgentStateConflict, InvalidVersion
 from fleet.labels import labels_check, labels_text
 from fleet.models import Agent, Job, Release
 from fleet.models.agents import DRAIN, DRAINED, DRAINING, PAUSE, RESUME
@@ -142,8 +142,10 @@ def agent_update_pin_set(
                 f"No published (unyanked) release {pinned} to pin to.", field="version"
             )
     locked = Agent.objects.select_for_update().holding_seat().filter(pk=agent.pk).first()
-    if locked is None:
-        raise AgentGone()
+    if locked is None:  # a person's request: not the agent's secret refused (AgentGone)
+        raise AgentStateConflict(
+            f"{agent.name} is decommissioned: it runs no updates to pin.", field="agent_id"
+        )
     if (locked.update_channel, locked.pinned_version) == (channel, pinned):
         return False
     Agent.objects.filter(pk=agent.pk).update(update_channel=channel, pinned_version=pinned)

@@ -89,6 +89,10 @@ WORDINGS: dict[str, Wording] = {
     A.GITHUB_SECRET_ROTATE: Wording(
         "{who} minted the webhook secret of the {target}", frozenset({"secret_prefix"})
     ),
+    A.QUESTION_ASK: Wording("{who} asked a person: {target}", frozenset({"job", "text"})),
+    A.QUESTION_ANSWER: Wording("{who} answered {target}"),
+    A.QUESTION_ACK: Wording("{who} received the answer to {target}"),
+    A.BUDGET_UPDATE: Wording("{who} changed the budget caps of {target}"),
     A.ANOMALY_OPEN: Wording("{who} opened a finding: {target}"),
     A.ANOMALY_RESOLVE: Wording("{who} resolved the finding: {target}"),
     A.ANOMALY_REOPEN: Wording("{who} reopened the finding: {target}"),

@@ -191,7 +191,7 @@ def agent_update_pin_view(
             version=form.cleaned_data["version"].strip() or None,
             actor=request_actor(request),
         )
-    except InvalidVersion as exc:
+    except (InvalidVersion, AgentStateConflict) as exc:
         messages.error(request, exc.detail)
     else:
         if changed:

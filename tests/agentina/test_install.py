@@ -19,7 +19,9 @@ from django.utils import timezone
 from agentina import cli
 from agentina.client import ApiError, Client
 from agentina.service import EXIT_REFUSED, systemd_quote, unit_file, unit_path, unit_write
+from agentina.signing import generate_keypair, public_key_b64
 from agentina.state import AgentState
+from agentina.upgrade import Installs
 from fleet.models import ActivationToken, Agent, Anomaly
 from fleet.services.audit import SYSTEM
 from fleet.services.tokens import token_mint
@@ -130,6 +132,15 @@ def test_installing_twice_with_the_same_token_is_harmless_even_much_later(
     assert (tmp_path / "units" / "agentina@coder.service").read_text() == unit
     assert ActivationToken.objects.get().refused_attempts == 0
     assert not Anomaly.objects.filter(kind="token_reuse").exists()
+
+
+def test_reinstalling_a_living_agent_pins_the_release_key_given(tmp_path, token, no_systemctl):
+    """The key rotation /docs/updates describes: reinstall with --release-key."""
+    assert install(tmp_path, token) == 0
+    new_key = public_key_b64(generate_keypair()[0])
+    assert install(tmp_path, token, "--release-key", new_key) == 0
+    assert Installs(tmp_path / "state").pinned_key() == new_key
+    assert Agent.objects.count() == 1
 
 
 def test_a_lost_answer_is_recovered_and_the_unit_written(tmp_path, token, capsys):

@@ -549,3 +549,12 @@ def test_a_smoke_check_passed_after_the_watcher_rolled_back_does_not_undo_it(tmp
     assert host.installs.current_version() == "1.0.0"
     assert (data["pending"]["level"], data[PREVIOUS]) == (PREVIOUS, "0.9.0")
     assert [r.outcome for r in host.reports()] == ["start_failed"]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "x", "1e400"])
+def test_a_deadline_that_is_not_a_finite_number_of_seconds_is_refused(value, monkeypatch, capsys):
+    monkeypatch.setenv("AGENTINA_SMOKE_DEADLINE", value)
+    assert upgrade.Deadlines().smoke == 60  # the default, not a wait thread.join refuses
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["smoke", "--deadline", value])
+    assert "--deadline" in capsys.readouterr().err

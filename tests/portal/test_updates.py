@@ -82,3 +82,17 @@ def test_an_owner_starts_a_wave_on_part_of_the_fleet(owner, customer):
     rollout = Rollout.objects.get()
     assert rollout.scope == {"role": ["coder"], "labels": {"pool": "blue"}}
     assert rollout.targets.count() == 2
+
+
+def test_pinning_a_decommissioned_agent_is_refused_not_a_500(owner, customer):
+    from fleet.services.agents import agent_decommission
+    from fleet.services.audit import SYSTEM
+    from tests import factories
+
+    factories.release("1.10.0")
+    agent = factories.agent(customer)
+    agent_decommission(agent=agent, actor=SYSTEM)
+    url = reverse("portal:agent_update_pin", args=[agent.pk])
+    page = owner.post(url, {"channel": "beta", "version": ""}, follow=True)
+    assert page.status_code == 200
+    assert "decommissioned" in page.content.decode()

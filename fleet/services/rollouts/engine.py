@@ -24,8 +24,9 @@ from fleet.choices import (
     RolloutState,
     RolloutTargetState,
 )
-from fleet.models import Job, Rollout, RolloutTarget
+from fleet.models import Customer, Job, Rollout, RolloutTarget
 from fleet.models.agents import SEAT_HOLDING
+from fleet.selectors.agents import agent_follows_release, update_pin_rules
 from fleet.selectors.outcomes import Work, work_of
 from fleet.selectors.rollouts import rollout_final_counts
 from fleet.services.alerts import alert_emit
@@ -367,9 +368,24 @@ def pause_wave(
 
 def offer_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     agent_facts_changed(customer_id=rollout.customer_id)
-    return RolloutTarget.objects.filter(
+    step = RolloutTarget.objects.filter(
         rollout=rollout, batch=batch, state=RolloutTargetState.PENDING
-    ).update(state=RolloutTargetState.OFFERED, offered_at=now)
+    )
+    # An agent pinned elsewhere since the wave was planned is left out: a pin is never passed.
+    rules = update_pin_rules(
+        Customer.objects.filter(pk=rollout.customer_id).values_list("update_pins", flat=True)[0]
+    )
+    away = [
+        target.pk
+        for target in step.select_related("agent")
+        if not agent_follows_release(target.agent, rollout.release, rules)
+    ]
+    if away:
+        RolloutTarget.objects.filter(pk__in=away).update(
+            state=RolloutTargetState.EXCLUDED,
+            detail="Pinned to another release after the wave was planned.",
+        )
+    return step.update(state=RolloutTargetState.OFFERED, offered_at=now)
 
 
 def rollout_advance(rollout_id: int, *, now: datetime | None = None) -> str:

@@ -17,7 +17,6 @@ from fleet.choices import (
     ACTIVE_ROLLOUT_STATES,
     AgentRole,
     AuditAction,
-    Channel,
     MemberRole,
     RolloutState,
     RolloutTargetState,
@@ -26,7 +25,7 @@ from fleet.errors import InvalidInput, NotAllowed, RolloutRefused
 from fleet.labels import labels_check
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
 from fleet.policy import WAVE
-from fleet.selectors.agents import UpdatePin, update_pin_for, update_pin_rules
+from fleet.selectors.agents import agent_follows_release, update_pin_rules
 from fleet.services.audit import Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
@@ -153,17 +152,6 @@ def _in_scope(agents: Any, scope: dict[str, Any]) -> Any:
     return agents
 
 
-def _follows(agent: Agent, release: Release, rules: tuple[UpdatePin, ...]) -> bool:
-    """An agent pinned (itself or by its labels) to another version, or to stable for a
-    beta release, is left out of the wave (its pin says where it goes)."""
-    pin = update_pin_for(agent, rules)
-    if pin is None:
-        return True
-    if pin.version is not None:
-        return pin.version == release.version
-    return not (release.channel == Channel.BETA and pin.channel == Channel.STABLE)
-
-
 @dataclass(frozen=True)
 class WavePlan:
     canary: Agent
@@ -202,7 +190,7 @@ def rollout_plan(
     in_scope = [
         a
         for a in _in_scope(active, scope or {}).select_related("host")
-        if _follows(a, release, rules)
+        if agent_follows_release(a, release, rules)
     ]
     ahead = [a for a in in_scope if a.version > target]
     if ahead:

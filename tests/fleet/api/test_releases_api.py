@@ -65,10 +65,24 @@ def test_a_broken_download_resumes_with_range(agent, published):
     assert (middle.status_code, body_of(middle)) == (206, DATA[10:20])
     tail = agent.api.get("/releases/1.99.0/artifact", HTTP_RANGE="bytes=-5")
     assert (tail.status_code, body_of(tail)) == (206, DATA[-5:])
+    padded = agent.api.get("/releases/1.99.0/artifact", HTTP_RANGE="bytes=" + "0" * 30 + "10-19")
+    assert (padded.status_code, body_of(padded)) == (206, DATA[10:20])
+    # Numbers past the end (even past int()'s digit limit) are clamped to it (RFC 9110).
+    for huge in ("bytes=0-" + "9" * 5000, "bytes=-" + "9" * 5000):
+        whole = agent.api.get("/releases/1.99.0/artifact", HTTP_RANGE=huge)
+        assert (whole.status_code, body_of(whole)) == (206, DATA)
 
 
 @pytest.mark.parametrize(
-    "header", [f"bytes={len(DATA)}-", "bytes=500-100", "bytes=-0", "bytes=x-", "bytes=1-2,5-9"]
+    "header",
+    [
+        f"bytes={len(DATA)}-",
+        "bytes=500-100",
+        "bytes=-0",
+        "bytes=x-",
+        "bytes=1-2,5-9",
+        "bytes=" + "9" * 5000 + "-",  # past int()'s digit limit: not a 500
+    ],
 )
 def test_a_range_outside_the_artifact_is_416(agent, published, header):
     refused = agent.api.get("/releases/1.99.0/artifact", HTTP_RANGE=header)

@@ -101,3 +101,40 @@ def test_a_wave_leaves_agents_pinned_elsewhere_out(licensed, key_api):
         RolloutTarget.objects.filter(rollout=beta_wave).values_list("agent_id", flat=True)
     )
     assert members == {agents[2].agent.pk, agents[3].agent.pk}
+
+
+def test_a_decommissioned_agent_cannot_be_pinned(key_api, licensed):
+    from fleet.services.agents import agent_decommission
+
+    retired = factories.agent(licensed)
+    agent_decommission(agent=retired, actor=SYSTEM)
+    answer = key_api.put(f"/agents/{retired.pk}/update-pin", {"channel": "beta"})
+    assert (answer.status_code, answer.json()["code"]) == (409, "agent_state_conflict")
+
+
+def test_an_agent_pinned_elsewhere_during_a_wave_is_not_offered_its_next_step(licensed, key_api):
+    from datetime import timedelta
+
+    from fleet.choices import RolloutTargetState
+    from fleet.services.rollouts import rollout_advance
+
+    agents = [activate(licensed) for _ in range(3)]
+    rollout = rollout_start(
+        customer=licensed,
+        release=Release.objects.get(version="1.10.0"),
+        actor=SYSTEM,
+        canary_soak=timedelta(0),
+    )
+    later = RolloutTarget.objects.filter(rollout=rollout, batch__gt=0).order_by("batch", "pk")
+    pinned = next(a for a in agents if a.agent.pk == later[0].agent_id)
+    assert pin(key_api, pinned, version="1.9.3").status_code == 200  # after the wave began
+    canary = next(a for a in agents if a.agent.pk == rollout.canary_agent_id)
+    beat(canary)
+    canary.api.post(
+        "/agents/upgrade-result",
+        {"outcome": "succeeded", "from_version": "1.9.3", "to_version": "1.10.0"},
+    )
+    assert rollout_advance(rollout.pk).startswith("batch 1 of")
+    target = RolloutTarget.objects.get(rollout=rollout, agent_id=pinned.agent.pk)
+    assert target.state == RolloutTargetState.EXCLUDED
+    assert beat(pinned).json()["upgrade"] is None  # its pin is never passed

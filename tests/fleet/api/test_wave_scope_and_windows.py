@@ -205,6 +205,8 @@ def test_the_next_batch_waits_for_the_window(licensed, customer):
         ({"maintenance_days": [1]}, "start"),  # days without hours
         ({"maintenance_start": "25:00"}, "maintenance_start"),
         ({"maintenance_start": "01:00"}, "days"),  # hours without days
+        # A time with an offset is not a local time (nor storable): 422, not a 500.
+        ({**BERLIN_SATURDAY_NIGHT, "maintenance_start": "23:00:00+02:00"}, "maintenance_start"),
     ],
 )
 def test_a_malformed_window_is_422_and_changes_nothing(key_api, licensed, body, field):
