@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from fleet.choices import OutcomeVerdict
 from fleet.models import Customer, Job
+from fleet.models.jobs import FINISHED_JOB_STATUSES
 
 ZERO = Decimal("0")
 _judged = ~Q(verdict="")
@@ -94,9 +95,13 @@ def work_by(jobs: QuerySet[Job], key: str) -> dict[Any, Work]:
 
 
 def jobs_finished(customer: Customer | int, since: datetime, until: datetime) -> QuerySet[Job]:
-    """A customer's jobs finished in [since, until) (job_customer_finished's range)."""
+    """A customer's jobs finished in [since, until): three tight ranges of
+    job_customer_finished (customer, status, finished_at), one a finished status."""
     return Job.objects.filter(
-        customer=customer, finished_at__gte=since, finished_at__lt=until
+        customer=customer,
+        status__in=FINISHED_JOB_STATUSES,
+        finished_at__gte=since,
+        finished_at__lt=until,
     ).order_by()
 
 
@@ -243,11 +248,11 @@ class FleetQuality:
 
 
 def fleet_quality(
-    customer: Customer | int, *, now: datetime | None = None, days: int = 7
+    customer: Customer | int, *, now: datetime | None = None, days: int = 7, by_agent: bool = True
 ) -> FleetQuality:
-    """Four statements: the two windows by role, version and agent at once (grouping
-    sets would be one; three grouped reads keep it plain), and the costliest jobs of the
-    last 24 hours. `costliest` and `cost_usd_last_hour` are of the jobs finished then."""
+    """Five statements (four without `by_agent`): the two windows at once by role, by
+    version and by agent, the last hour's cost, and the costliest jobs of the last 24
+    hours. `costliest` and `cost_usd_last_hour` are of the jobs finished then."""
     now = now or timezone.now()
     window = timedelta(days=days)
     this, before = Q(finished_at__gte=now - window), Q(finished_at__lt=now - window)
@@ -271,7 +276,7 @@ def fleet_quality(
         total=total,
         by_role=by_role,
         by_version={k or "unknown": v for k, v in trends("agent_version").items()},
-        by_agent={k: v for k, v in trends("agent_id").items() if k is not None},
+        by_agent={k: v for k, v in trends("agent_id").items() if k is not None} if by_agent else {},
         cost_usd_last_hour=Decimal(last_hour or 0),
         costliest=costliest_jobs(customer, now - timedelta(hours=24), now),
     )

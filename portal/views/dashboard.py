@@ -54,7 +54,7 @@ def _charts(customer: Customer, chart_range: selectors.ChartRange) -> dict[str, 
 def dashboard(request: PortalRequest, customer: Customer) -> HttpResponse:
     metrics = selectors.fleet_metrics(customer)
     roles = metrics.roles  # the numbers, the table and the advice read one scan
-    quality = selectors.fleet_quality(customer)
+    quality = selectors.fleet_quality(customer, by_agent=False)  # agents: on their pages
     label = label_filter(request)  # the table only: the advice is about the whole fleet
     chart_range = selectors.CHART_RANGES.get(
         request.GET.get("range", ""), selectors.CHART_RANGES["24h"]
