@@ -52,7 +52,7 @@ class Work:
         return {
             "jobs": self.jobs,
             "tokens": self.tokens,
-            "cost_usd": str(self.cost_usd),
+            "cost_usd": str(self.cost_usd.quantize(Decimal("0.000001"))),  # as stored
             "judged": self.judged,
             "accepted": self.accepted,
         }
@@ -77,7 +77,8 @@ def _work(row: dict[str, Any]) -> Work:
     return Work(
         jobs=row["jobs"],
         tokens=int(row["tokens"] or 0),
-        cost_usd=Decimal(row["cost_usd"] or 0),
+        # To the micro-dollar, as stored (SQLite's sums come back with float noise digits).
+        cost_usd=Decimal(row["cost_usd"] or 0).quantize(Decimal("0.000001")),
         judged=row["judged"],
         accepted=row["accepted"],
     )

@@ -171,6 +171,10 @@ RETURNING fleet_bulkaction.total
 def _list_agents(action: BulkAction, matching: Any) -> int:
     """Store the matching agents' ids, in id order, on the action: listed and written by
     PostgreSQL in one statement (100,000 ids never travel to Python and back)."""
+    if connection.vendor != "postgresql":  # the embedded default: through Python
+        ids = list(matching.order_by("pk").values_list("pk", flat=True))
+        BulkAction.objects.filter(pk=action.pk).update(agent_ids=ids, total=len(ids))
+        return len(ids)
     try:
         sql, params = matching.order_by().values_list("pk", flat=True).query.sql_with_params()
     except EmptyResultSet:  # a filter nothing can match (a version that is not one)
@@ -184,6 +188,9 @@ def _list_agents(action: BulkAction, matching: Any) -> int:
 def _chunk_ids(action: BulkAction, chunk: int) -> list[int]:
     """The ids at positions processed .. processed + chunk - 1 of the action's list, sliced
     by PostgreSQL (one JSONPath call: the stored list is read once, on the server)."""
+    if connection.vendor != "postgresql":  # the embedded default: the list, sliced here
+        stored = BulkAction.objects.values_list("agent_ids", flat=True).get(pk=action.pk)
+        return [int(pk) for pk in stored[action.processed : action.processed + chunk]]
     last = action.processed + chunk - 1
     with connection.cursor() as cursor:
         cursor.execute(
@@ -207,6 +214,8 @@ RETURNING id
 def _add_labels(action: BulkAction, ids: list[int]) -> int:
     """Each agent's labels with these added (a key it has takes the new value), as one
     UPDATE: the agents that already have them, or would pass LABELS_MAX, are left alone."""
+    if connection.vendor != "postgresql":  # the embedded default: row by row
+        return _add_labels_each(action, ids)
     with connection.cursor() as cursor:
         cursor.execute(
             _ADD_LABELS,
@@ -220,4 +229,21 @@ def _add_labels(action: BulkAction, ids: list[int]) -> int:
         )
         changed = [pk for (pk,) in cursor.fetchall()]
     agent_facts_changed(agent_ids=changed)
+    return len(changed)
+
+
+def _add_labels_each(action: BulkAction, ids: list[int]) -> int:
+    """_add_labels where there is no jsonb (SQLite): the same rule, read and written here."""
+    labels = action.params["labels"]
+    rows = Agent.objects.filter(customer_id=action.customer_id, pk__in=ids).exclude(
+        status=AgentStatus.DECOMMISSIONED
+    )
+    changed = []
+    for agent in rows.only("pk", "labels"):
+        merged = {**agent.labels, **labels}
+        if len(merged) <= policy.LABELS_MAX and merged != agent.labels:
+            agent.labels = dict(sorted(merged.items()))
+            changed.append(agent)
+    Agent.objects.bulk_update(changed, ["labels"])
+    agent_facts_changed(agent_ids=[a.pk for a in changed])
     return len(changed)

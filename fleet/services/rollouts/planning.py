@@ -25,7 +25,7 @@ from fleet.errors import InvalidInput, NotAllowed, RolloutRefused
 from fleet.labels import labels_check
 from fleet.models import Agent, Customer, Membership, Release, Rollout, RolloutTarget
 from fleet.policy import WAVE
-from fleet.selectors.agents import agent_follows_release, update_pin_rules
+from fleet.selectors.agents import agent_follows_release, update_pin_rules, with_label
 from fleet.services.audit import Actor, audit_record
 
 ALL_AT_ONCE_REASON = (
@@ -147,8 +147,8 @@ def _in_scope(agents: Any, scope: dict[str, Any]) -> Any:
             Q(host__hostname__in=[h for h in hosts if isinstance(h, str)])
             | Q(host_id__in=[h for h in hosts if isinstance(h, int)])
         )
-    if scope.get("labels"):
-        agents = agents.filter(labels__contains=scope["labels"])
+    for key, value in (scope.get("labels") or {}).items():  # every label (any database)
+        agents = with_label(agents, "labels", f"{key}={value}")
     return agents
 
 

@@ -76,6 +76,7 @@ def test_a_token_cap_and_an_agent_cap_bind_only_their_own(agent, licensed):
     assert run_one(other) == 200  # another agent is not bound by it
 
 
+@pytest.mark.postgres  # the claim is one function on PostgreSQL (SQLite runs its steps)
 @pytest.mark.django_db
 def test_an_uncapped_claim_reads_nothing_more_and_a_capped_one_one_statement(
     agent, licensed, assert_data_statements
