@@ -11,7 +11,7 @@ from fleet import policy
 from fleet.models import Customer, FleetSnapshot
 from fleet.selectors.licenses import license_current
 from fleet.selectors.metrics import RoleNumbers, role_numbers
-from fleet.selectors.outcomes import FleetQuality, fleet_quality
+from fleet.selectors.outcomes import FleetQuality, Trend, quality_trends
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ def fleet_advice(
                 f"The license has {max(free, 0)} free seat{pluralize(max(free, 0))}: raise "
                 f"max_agents to {sum(r.agents for r in roles) + needed} first."
             )
-        quality = quality if quality is not None else fleet_quality(customer, now=now)
-        reasons += [w for r in short if (w := _acceptance_falling(r.role, quality))]
+        # Only the roles' trends are read here (one statement), unless the caller has them.
+        by_role = quality.by_role if quality else quality_trends(customer, "role", now=now)
+        reasons += [w for r in short if (w := _acceptance_falling(r.role, by_role))]
         return Advice("add_agents", f"Add {' and '.join(wanted)}.", reasons)
 
     stuck = [r for r in roles if _waited_long(r)]  # long waits, yet room to take them
@@ -133,17 +134,17 @@ def fleet_advice(
     return Advice("sized_right", "The fleet is sized for its work.", [why])
 
 
-def _acceptance_falling(role: str, quality: FleetQuality) -> str:
+def _acceptance_falling(role: str, by_role: dict[str, Trend], days: int = 7) -> str:
     """ "Acceptance 62% for coders this week, down from 81% — review before adding agents"
     when the role's acceptance fell by more than ADVICE_ACCEPTANCE_DROP (relative) over
     enough judged jobs on both sides; "" otherwise."""
-    trend = quality.by_role.get(role)
+    trend = by_role.get(role)
     if trend is None or min(trend.now.judged, trend.before.judged) < policy.WAVE_MIN_JUDGED_JOBS:
         return ""
     change = trend.acceptance_change
     if change is None or change >= -policy.ADVICE_ACCEPTANCE_DROP:
         return ""
-    week = "this week" if quality.days == 7 else f"over the last {quality.days} days"
+    week = "this week" if days == 7 else f"over the last {days} days"
     return (
         f"Acceptance {trend.now.acceptance:.0%} for {role}s {week}, down from "
         f"{trend.before.acceptance:.0%} — review their work before adding agents."

@@ -248,6 +248,22 @@ class FleetQuality:
         }
 
 
+def quality_trends(
+    customer: Customer | int, key: str, *, now: datetime, days: int = 7
+) -> dict[Any, Trend]:
+    """The customer's work by `key` (role, agent_version, agent_id) in the last `days` and
+    the `days` before, in one statement."""
+    window = timedelta(days=days)
+    this, before = Q(finished_at__gte=now - window), Q(finished_at__lt=now - window)
+    rows = (
+        jobs_finished(customer, now - 2 * window, now)
+        .values(key)
+        .annotate(**_aggregates(this, "n_"), **_aggregates(before, "b_"))
+        .order_by(key)
+    )
+    return {r[key]: Trend(_prefixed(r, "n_"), _prefixed(r, "b_")) for r in rows}
+
+
 def fleet_quality(
     customer: Customer | int, *, now: datetime | None = None, days: int = 7, by_agent: bool = True
 ) -> FleetQuality:
@@ -255,21 +271,16 @@ def fleet_quality(
     version and by agent, the last hour's cost, and the costliest jobs of the last 24
     hours. `costliest` and `cost_usd_last_hour` are of the jobs finished then."""
     now = now or timezone.now()
-    window = timedelta(days=days)
-    this, before = Q(finished_at__gte=now - window), Q(finished_at__lt=now - window)
-    jobs = jobs_finished(customer, now - 2 * window, now)
-    aggregates = {**_aggregates(this, "n_"), **_aggregates(before, "b_")}
 
     def trends(key: str) -> dict[Any, Trend]:
-        rows = jobs.values(key).annotate(**aggregates).order_by(key)
-        return {r[key]: Trend(_prefixed(r, "n_"), _prefixed(r, "b_")) for r in rows}
+        return quality_trends(customer, key, now=now, days=days)
 
     by_role = trends("role")
     total = Trend(
         _sum_works([t.now for t in by_role.values()]),
         _sum_works([t.before for t in by_role.values()]),
     )
-    last_hour = jobs.filter(finished_at__gte=now - timedelta(hours=1)).aggregate(
+    last_hour = jobs_finished(customer, now - timedelta(hours=1), now).aggregate(
         cost=WORK_AGGREGATES["cost_usd"]
     )["cost"]
     return FleetQuality(
